@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count
+
+from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
+from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
+
+admin.site.site_header = "Bot platform"
+admin.site.site_title = "Bot platform"
+admin.site.index_title = "Your projects, bots and workflows"
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "bot_count", "user_count", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("operators",)
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "is_active", "operators")}),
+        ("Messages", {"fields": ("fallback_message", "rate_limited_message")}),
+        ("Rate limits", {"fields": ("user_rate_limit_per_minute", "bot_send_rate_per_second")}),
+        (
+            "Bonuses and referrals",
+            {
+                "fields": (
+                    "welcome_bonus",
+                    "referral_reward",
+                    "bonus_expiry_days",
+                    "max_bonus_share_percent",
+                    "levels",
+                )
+            },
+        ),
+        ("HTTP requests", {"fields": ("allow_private_http",)}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        queryset = (
+            super()
+            .get_queryset(request)
+            .annotate(_bots=Count("bots", distinct=True), _users=Count("users", distinct=True))
+        )
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(pk__in=projects_for(request.user))
+
+    @admin.display(description="bots", ordering="_bots")
+    def bot_count(self, obj: Project) -> int:
+        return obj._bots
+
+    @admin.display(description="users", ordering="_users")
+    def user_count(self, obj: Project) -> int:
+        return obj._users
+
+
+class BotForm(forms.ModelForm):
+    """The token is write-only: it is typed once and never rendered back."""
+
+    new_token = forms.CharField(
+        label="Bot token",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        validators=[BOT_TOKEN_VALIDATOR],
+        help_text="Paste the token from @BotFather. Leave empty to keep the current token.",
+    )
+
+    class Meta:
+        model = Bot
+        fields = ("project", "username", "mode", "is_active")
+
+    def clean(self):
+        cleaned = super().clean()
+        token = cleaned.get("new_token")
+        if not token and not self.instance.token:
+            self.add_error("new_token", "A new bot needs its token.")
+        elif token and Bot.objects.exclude(pk=self.instance.pk).filter(token=token).exists():
+            self.add_error("new_token", "This bot is already connected to a project.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Bot:
+        token = self.cleaned_data.get("new_token")
+        if token:
+            self.instance.token = token
+        return super().save(commit=commit)
+
+
+@admin.register(Bot)
+class BotAdmin(ProjectScopedAdmin):
+    form = BotForm
+    list_display = ("__str__", "project", "token_masked", "mode", "status", "is_active")
+    list_filter = ("mode", "status", "is_active", "project")
+    search_fields = ("username",)
+    readonly_fields = (
+        "token_masked",
+        "webhook_secret_masked",
+        "status",
+        "status_message",
+        "status_changed_at",
+        "created_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("project", "username", "new_token", "token_masked", "is_active")}),
+        ("Delivery", {"fields": ("mode", "webhook_secret_masked")}),
+        ("Status", {"fields": ("status", "status_message", "status_changed_at", "created_at")}),
+    )
+
+    @admin.display(description="token")
+    def token_masked(self, obj: Bot) -> str:
+        return obj.token_masked
+
+    @admin.display(description="webhook secret")
+    def webhook_secret_masked(self, obj: Bot) -> str:
+        return obj.webhook_secret_masked

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BotplatformConfig(AppConfig):
+    name = "botplatform"
+    verbose_name = "Projects and bots"

@@ -1,0 +1,53 @@
+"""Every cache key name and TTL of the platform lives here (the brief's table).
+
+Nobody formats a Redis key by hand elsewhere: call the key function for the family.
+Invalidation helpers sit next to the keys so a write path can drop what it changes.
+"""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+
+# TTLs in seconds, from the source document.
+USER_VARIABLES_TTL = 120
+USER_PROFILE_TTL = 30
+WORKFLOW_WAITING_TTL = 300
+WORKFLOW_VERSION_TTL = 3600
+RATE_LIMIT_TTL = 60
+LOCK_TTL = 10
+
+
+def raw_key(key: str, key_prefix: str, version: int) -> str:
+    """django-redis KEY_FUNCTION: store keys exactly as named here, no prefix."""
+    return key
+
+
+def user_variables_key(user_id: int, project_id: int) -> str:
+    return f"user:{user_id}:{project_id}:variables"
+
+
+def user_profile_key(user_id: int, project_id: int) -> str:
+    return f"user:{user_id}:{project_id}:profile"
+
+
+def workflow_waiting_key(session_key: str) -> str:
+    return f"workflow:waiting:{session_key}"
+
+
+def workflow_version_key(project_id: int, workflow_id: int) -> str:
+    return f"workflow:version:{project_id}:{workflow_id}"
+
+
+def rate_limit_key(kind: str, identifier: str | int, window: str | int) -> str:
+    return f"rate_limit:{kind}:{identifier}:{window}"
+
+
+def lock_key(resource: str, resource_id: str | int) -> str:
+    return f"lock:{resource}:{resource_id}"
+
+
+def user_state_invalidate(user_id: int, project_id: int) -> None:
+    """Drop a user's cached variables and profile (call after the write commits)."""
+    cache.delete_many(
+        [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
+    )

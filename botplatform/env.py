@@ -1,0 +1,109 @@
+"""Typed readers for settings that come from the environment.
+
+Kept apart from ``settings.py`` so the parsing rules can be unit-tested without
+re-importing the settings module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def env_str(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False, environ: Mapping[str, str] | None = None) -> bool:
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_list(
+    name: str, default: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Comma-separated list; blank items are dropped."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None:
+        return list(default or [])
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def database_config(url: str, base_dir: str) -> dict:
+    """DATABASES['default'] for a URL; an empty URL means the embedded SQLite file.
+
+    PostgreSQL gets persistent connections with health checks so that long-running
+    processes (the bot runner, Celery) survive a database restart.
+    """
+    import dj_database_url
+
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(base_dir, "db.sqlite3"),
+            "OPTIONS": {"timeout": 20},
+        }
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {scheme!r}"
+        )
+    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config.setdefault("OPTIONS", {})
+        config["OPTIONS"].setdefault("connect_timeout", 5)
+    return config
+
+
+def cache_config(redis_url: str) -> dict:
+    """CACHES['default']: django-redis when REDIS_URL is set, else process memory."""
+    if not redis_url:
+        return {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "botplatform",
+        }
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": redis_url,
+        # Keys are stored exactly as botplatform.cache names them (the brief's table).
+        "KEY_FUNCTION": "botplatform.cache.raw_key",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "PARSER_CLASS": "redis._parsers.hiredis._HiredisParser",
+            "SOCKET_CONNECT_TIMEOUT": 1.0,
+            "SOCKET_TIMEOUT": 1.0,
+            "CONNECTION_POOL_KWARGS": {
+                "max_connections": 100,
+                "health_check_interval": 30,
+                "retry_on_timeout": False,
+            },
+        },
+    }

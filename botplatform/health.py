@@ -1,0 +1,63 @@
+"""Liveness of the parts the platform depends on: database, cache, broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        detail = check()
+    except Exception as exc:
+        return {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+    result = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    if detail:
+        result["backend"] = detail
+    return result
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return connection.vendor
+
+
+def _check_cache() -> str:
+    probe = f"healthz:{uuid.uuid4().hex}"
+    cache.set(probe, "1", timeout=5)
+    value = cache.get(probe)
+    cache.delete(probe)
+    if value != "1":
+        raise RuntimeError("cache did not return the value just written")
+    return settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+
+
+def _check_broker() -> str:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "in-process (no broker configured)"
+    from botplatform.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        return conn.transport_cls if isinstance(conn.transport_cls, str) else "broker"
+
+
+def health_report() -> dict:
+    """One check per dependency; ``ok`` is true only when every check passes."""
+    checks = {
+        "database": _timed(_check_database),
+        "cache": _timed(_check_cache),
+        "broker": _timed(_check_broker),
+    }
+    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}

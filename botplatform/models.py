@@ -1,0 +1,177 @@
+"""Tenants (projects) and the Telegram bots connected to them."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+BOT_TOKEN_VALIDATOR = RegexValidator(
+    r"^\d{3,}:[A-Za-z0-9_-]{20,}$",
+    "This does not look like a bot token. Copy it from @BotFather: digits, a colon, "
+    "then about 35 letters, digits, dashes or underscores.",
+)
+
+
+def default_levels() -> list[dict]:
+    return [
+        {"name": "Bronze", "threshold": 0},
+        {"name": "Silver", "threshold": 1000},
+        {"name": "Gold", "threshold": 5000},
+    ]
+
+
+def generate_webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Project(models.Model):
+    """One loyalty or bonus programme: the unit of tenancy."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(
+        max_length=64, unique=True, help_text="Short identifier used in URLs and commands."
+    )
+    operators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="projects",
+        help_text="Staff accounts that may manage this project in the admin.",
+    )
+    is_active = models.BooleanField(default=True)
+
+    # Rate limits
+    user_rate_limit_per_minute = models.PositiveIntegerField(
+        "incoming messages per user per minute",
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="A user who sends more than this in a minute is asked to wait.",
+    )
+    bot_send_rate_per_second = models.PositiveIntegerField(
+        "outgoing messages per bot per second",
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(30)],
+        help_text="Telegram allows about 30 a second per bot; stay below it.",
+    )
+
+    # Conversation defaults
+    fallback_message = models.TextField(
+        default="Sorry, something went wrong. Please try again in a moment.",
+        help_text="Sent to the user when a workflow step fails, so they never get silence.",
+    )
+    rate_limited_message = models.TextField(
+        default="Too many requests. Please wait a minute.",
+        help_text="Sent once when a user exceeds the incoming rate limit.",
+    )
+
+    # Loyalty
+    referral_reward = models.PositiveIntegerField(
+        default=50, help_text="Bonuses the referrer earns once an invited user qualifies."
+    )
+    welcome_bonus = models.PositiveIntegerField(
+        default=0, help_text="Bonuses a new user earns on their first /start (0 for none)."
+    )
+    bonus_expiry_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Earned bonuses expire after this many days. Leave empty to never expire.",
+    )
+    max_bonus_share_percent = models.PositiveSmallIntegerField(
+        default=100,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="At most this share of a purchase may be paid with bonuses.",
+    )
+    levels = models.JSONField(
+        default=default_levels,
+        blank=True,
+        help_text='Levels by lifetime earnings, e.g. [{"name": "Silver", "threshold": 1000}].',
+    )
+
+    # HTTP request steps
+    allow_private_http = models.BooleanField(
+        "allow HTTP requests to private addresses",
+        default=False,
+        help_text="Let workflow HTTP steps call loopback and private-network addresses.",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Bot(models.Model):
+    """A Telegram bot connected to a project.
+
+    The token is needed to call the Bot API, so it is stored, but it is never shown
+    in full again: the admin and ``__str__`` use :attr:`token_masked`.
+    """
+
+    class Mode(models.TextChoices):
+        POLLING = "polling", "Long polling (manage.py runbot)"
+        WEBHOOK = "webhook", "Webhook (Telegram calls this server)"
+
+    class Status(models.TextChoices):
+        NEW = "new", "Not started yet"
+        OK = "ok", "Working"
+        UNAUTHORIZED = "unauthorized", "Token revoked or wrong (401)"
+        ERROR = "error", "Error"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="bots")
+    token = models.CharField(max_length=128, unique=True, validators=[BOT_TOKEN_VALIDATOR])
+    username = models.CharField(max_length=64, blank=True, help_text="Without the @.")
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.POLLING)
+    webhook_secret = models.CharField(
+        max_length=128,
+        default=generate_webhook_secret,
+        help_text="Telegram sends this in the X-Telegram-Bot-Api-Secret-Token header.",
+    )
+    is_active = models.BooleanField(default=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.NEW, editable=False
+    )
+    status_message = models.CharField(max_length=500, blank=True, editable=False)
+    status_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "username"]
+        indexes = [models.Index(fields=["is_active", "mode"])]
+        constraints = [
+            models.CheckConstraint(condition=~Q(token=""), name="bot_token_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"@{self.username}" if self.username else f"bot {self.telegram_id}"
+
+    @property
+    def telegram_id(self) -> int | None:
+        """The bot's own Telegram id: the digits before the token's colon."""
+        head = self.token.split(":", 1)[0]
+        return int(head) if head.isdigit() else None
+
+    @property
+    def token_masked(self) -> str:
+        return mask_secret(self.token)
+
+    @property
+    def webhook_secret_masked(self) -> str:
+        return mask_secret(self.webhook_secret)
+
+
+def mask_secret(value: str, visible: int = 4) -> str:
+    """Keep the bot id part of a token and the last few characters, nothing else."""
+    if not value:
+        return ""
+    head, sep, tail = value.partition(":")
+    if sep:
+        return f"{head}:…{tail[-visible:]}" if len(tail) > visible * 2 else f"{head}:…"
+    return f"…{value[-visible:]}" if len(value) > visible * 3 else "…"

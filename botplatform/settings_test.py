@@ -1,0 +1,24 @@
+"""Settings for the test suite: real PostgreSQL and Redis on localhost.
+
+The suite never falls back to SQLite or the in-process cache. Override the targets
+with TEST_DATABASE_URL and TEST_REDIS_URL (pytest-django prefixes the database
+name with ``test_``).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["DATABASE_URL"] = os.environ.get(
+    "TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/botplatform"
+)
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_CELERY_BROKER_URL", "")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+
+from botplatform.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405

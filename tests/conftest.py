@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Each test starts with an empty cache database (a dedicated Redis db number)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def project(db):
+    from tests.factories import project_create
+
+    return project_create()
+
+
+@pytest.fixture
+def bot_user(project):
+    from tests.factories import bot_user_create
+
+    return bot_user_create(project=project)

@@ -1,0 +1,149 @@
+"""End users of the bots, their variables, and the bonus ledger."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from botplatform.models import Project
+
+
+def generate_referral_code() -> str:
+    return secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
+
+
+class BotUser(models.Model):
+    """A Telegram user as seen by one project (shared by all the project's bots)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="users")
+    telegram_id = models.BigIntegerField()
+    chat_id = models.BigIntegerField(help_text="Private chat with the user.")
+    username = models.CharField(max_length=64, blank=True)
+    first_name = models.CharField(max_length=128, blank=True)
+    last_name = models.CharField(max_length=128, blank=True)
+    language_code = models.CharField(max_length=16, blank=True)
+    referrer = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="referrals",
+        help_text="Who invited this user. Set once, never changed.",
+    )
+    referral_code = models.CharField(max_length=32, default=generate_referral_code)
+    level = models.CharField(max_length=64, blank=True)
+    balance = models.BigIntegerField(
+        default=0, help_text="Current bonus balance. Changed only through the ledger."
+    )
+    lifetime_earned = models.BigIntegerField(
+        default=0, help_text="All bonuses ever earned; levels are based on it."
+    )
+    is_blocked = models.BooleanField(
+        "blocked the bot", default=False, help_text="Telegram answered 403: no sends."
+    )
+    is_test = models.BooleanField(
+        default=False, help_text="A simulator test user, not a real Telegram user."
+    )
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        verbose_name = "bot user"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "telegram_id"], name="botuser_unique_project_telegram_id"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "referral_code"], name="botuser_unique_referral_code"
+            ),
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="botuser_balance_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(lifetime_earned__gte=0), name="botuser_lifetime_earned_non_negative"
+            ),
+            models.CheckConstraint(condition=~Q(referrer=F("pk")), name="botuser_not_own_referrer"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "level"]),
+            models.Index(fields=["project", "-last_seen_at"]),
+        ]
+
+    def __str__(self) -> str:
+        name = " ".join(part for part in (self.first_name, self.last_name) if part)
+        if self.username:
+            return f"@{self.username}" + (f" ({name})" if name else "")
+        return name or f"user {self.telegram_id}"
+
+
+class UserVariable(models.Model):
+    """A custom variable of one user (e.g. ``city`` or ``birthday``)."""
+
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="variables")
+    key = models.CharField(max_length=64)
+    value = models.JSONField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="uservariable_unique_user_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value!r}"
+
+
+class BonusTransaction(models.Model):
+    """One append-only entry of the bonus ledger.
+
+    The user's stored balance changes in the same transaction; ``balance_after`` makes
+    the ledger auditable on its own. Entries are never updated or deleted.
+    """
+
+    class Kind(models.TextChoices):
+        EARN = "earn", "Earned"
+        SPEND = "spend", "Spent"
+        ADJUST = "adjust", "Adjusted by an operator"
+        REFERRAL = "referral", "Referral reward"
+        EXPIRY = "expiry", "Expired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="transactions")
+    user = models.ForeignKey(BotUser, on_delete=models.PROTECT, related_name="transactions")
+    amount = models.BigIntegerField(help_text="Positive adds bonuses, negative takes them.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    idempotency_key = models.CharField(
+        max_length=200, help_text="The same operation retried is applied only once."
+    )
+    balance_after = models.BigIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The operator who made an adjustment; empty for the bot and tasks.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "bonus transaction"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"], name="bonustx_unique_idempotency_key"
+            ),
+            models.CheckConstraint(condition=~Q(amount=0), name="bonustx_amount_not_zero"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="bonustx_balance_after_non_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.amount:+d} ({self.get_kind_display()})"

@@ -1,0 +1,1 @@
+"""The workflow engine. It knows no transport: events in, actions out."""
