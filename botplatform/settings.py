@@ -110,6 +110,9 @@ TELEGRAM_API_URL = env_str("TELEGRAM_API_URL", "https://api.telegram.org").rstri
 if not TELEGRAM_API_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured("TELEGRAM_API_URL must be an http:// or https:// URL")
 
+# Where actions produced outside a Telegram update (delays, HTTP steps, timeouts) go.
+WORKFLOW_ACTION_DELIVERY = "botplatform.telegram.sender.actions_deliver"
+
 # --- Auth, i18n, static ----------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
