@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -93,17 +94,34 @@ def text_split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
             cut = window.rfind(" ", limit // 2)
         if cut <= 0:
             cut = limit
-        head = text[:cut]
-        if head.rfind("<") > head.rfind(">"):
-            cut = head.rfind("<")
-        amp = head.rfind("&")
-        if amp > head.rfind(";") and cut - amp < 12:
-            cut = min(cut, amp)
-        cut = max(cut, 1)
+        cut = _cut_outside_markup(text, cut)
         chunks.append(text[:cut])
         text = text[cut:].lstrip("\n")
     chunks.append(text)
     return [chunk for chunk in chunks if chunk] or [""]
+
+
+_TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)[^>]*>")
+
+
+def _cut_outside_markup(text: str, cut: int) -> int:
+    """Move a cut point left so it is not inside a tag, an entity or an open element."""
+    head = text[:cut]
+    if head.rfind("<") > head.rfind(">"):
+        cut = head.rfind("<")
+    amp = head.rfind("&")
+    if amp > head.rfind(";") and cut - amp < 12:
+        cut = min(cut, amp)
+    open_tags: list[int] = []
+    for match in _TAG_RE.finditer(text[:cut]):
+        if match.group(1):
+            if open_tags:
+                open_tags.pop()
+        else:
+            open_tags.append(match.start())
+    if open_tags and open_tags[0] > 0:
+        cut = open_tags[0]  # keep a whole <b>...</b> element together
+    return max(cut, 1)
 
 
 def markup_build(action: SendMessage | EditMessage):
