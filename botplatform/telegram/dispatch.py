@@ -208,7 +208,7 @@ def _handle(update_pk: int) -> None:
     """Phase 1, one transaction: rate limit + handler + outbox. Raises on handler errors."""
     with transaction.atomic():
         row = (
-            TelegramUpdate.objects.select_for_update()
+            TelegramUpdate.objects.select_for_update(of=("self",))
             .select_related("bot__project")
             .get(pk=update_pk)
         )

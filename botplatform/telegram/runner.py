@@ -57,7 +57,8 @@ class ChatPool:
             thread.start()
 
     def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
-        self.queues[hash(key) % len(self.queues)].put(job)
+        bot_id, chat_id = key
+        self.queues[(bot_id * 7919 + chat_id) % len(self.queues)].put(job)
 
     def _work(self, jobs: queue.Queue) -> None:
         while True:
@@ -87,9 +88,10 @@ class ChatPool:
 class BotPoller(threading.Thread):
     """Polls one bot: getUpdates -> record -> move offset -> queue per chat."""
 
-    def __init__(self, *, bot_id: int, pool: ChatPool) -> None:
+    def __init__(self, *, bot_id: int, pool: ChatPool, skip_unauthorized: bool = False) -> None:
         super().__init__(name=f"poller-{bot_id}", daemon=True)
         self.bot_id = bot_id
+        self.skip_unauthorized = skip_unauthorized
         self.pool = pool
         self.stopping = threading.Event()
         self.unauthorized = False
@@ -148,6 +150,9 @@ class BotPoller(threading.Thread):
 
     def _poll(self) -> None:
         bot = Bot.objects.get(pk=self.bot_id)
+        if self.skip_unauthorized and bot.status == Bot.Status.UNAUTHORIZED:
+            self.unauthorized = True  # marked by another runner since discovery
+            return
         token = bot.token
         for row in updates_open(bot_id=self.bot_id):
             self._submit(row.pk, row.chat_id)
@@ -276,7 +281,9 @@ class Runner:
             bots = bots.filter(mode=Bot.Mode.POLLING).exclude(status=Bot.Status.UNAUTHORIZED)
         else:
             bots = bots.filter(pk__in=self.bot_ids)
-        return set(bots.values_list("pk", flat=True)) - self.given_up
+        wanted = set(bots.values_list("pk", flat=True))
+        # --all goes by the status (a fixed token resets it); named bots by this run.
+        return wanted if self.all_bots else wanted - self.given_up
 
     def _discover(self) -> None:
         wanted = self._wanted()
@@ -298,7 +305,7 @@ class Runner:
                 break
             if leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms):
                 logger.info("Bot %s: lease acquired by %s", bot_id, self.holder)
-                poller = BotPoller(bot_id=bot_id, pool=self.pool)
+                poller = BotPoller(bot_id=bot_id, pool=self.pool, skip_unauthorized=self.all_bots)
                 self.pollers[bot_id] = poller
                 poller.start()
             elif not self.all_bots:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from django.core.cache import cache
+
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
 from users.models import BotUser, UserVariable
@@ -36,7 +38,11 @@ def echo_handle(*, bot: Bot, parsed: ParsedUpdate) -> list:
     event = parsed.event
     _count(bot, parsed)
     if "slow" in event.text:
+        # Tell the test when this chat's worker is inside a handler (mid-transaction).
+        marker = f"test:in_handler:{parsed.chat_id}"
+        cache.set(marker, time.time(), 30)
         time.sleep(float(os.environ.get("TEST_SLOW_SECONDS", "0.3")))
+        cache.delete(marker)
     if "boom" in event.text:
         raise RuntimeError("the handler exploded")
     if event.kind == "callback":
