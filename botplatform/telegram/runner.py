@@ -203,7 +203,14 @@ class BotPoller(threading.Thread):
                 marked_ok = True
             if not updates or self.stopping.is_set():
                 continue  # when stopping, the offset does not move: Telegram keeps them
-            rows = updates_record(bot_id=self.bot_id, updates=updates)
+            try:
+                rows = updates_record(bot_id=self.bot_id, updates=updates)
+            except Exception as exc:
+                # Not recorded, so the offset stays: Telegram hands the batch out again.
+                logger.warning("Bot %s: could not record updates (%s); retrying", self.bot_id, exc)
+                self.stopping.wait(min(backoff, settings.TELEGRAM_BACKOFF_MAX))
+                backoff = min(backoff * 2, settings.TELEGRAM_BACKOFF_MAX)
+                continue
             ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
             if ids:
                 offset = max(ids) + 1
