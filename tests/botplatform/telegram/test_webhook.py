@@ -134,12 +134,3 @@ def test_admin_actions_set_and_delete_the_webhook(client, double, tg_bot):
     page = client.get(url).content.decode()
     assert tg_bot.token not in page
     assert tg_bot.token_masked in page
-
-
-def test_update_journal_in_the_admin_masks_nothing_it_should_not_show(client, double, tg_bot):
-    admin = get_user_model().objects.create_superuser("root2", "r2@example.com", "pw")
-    client.force_login(admin)
-    _post(client, tg_bot, double.message(tg_bot.token, 804, "journal"))
-    page = client.get(reverse("admin:botplatform_telegramupdate_changelist")).content.decode()
-    assert "804" in page
-    assert tg_bot.token not in page
