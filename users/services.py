@@ -413,12 +413,23 @@ def bot_user_upsert(
     }
     user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
     if user is None:
+        project = Project.objects.only("welcome_bonus", "levels").get(pk=project_id)
         with transaction.atomic():
             user, created = BotUser.objects.get_or_create(
-                project_id=project_id, telegram_id=telegram_id, defaults=fields
+                project_id=project_id,
+                telegram_id=telegram_id,
+                defaults={**fields, "level": level_for(levels=project.levels, lifetime_earned=0)},
             )
-            if created:
-                _welcome_bonus_grant(user)
+            if created and project.welcome_bonus > 0:
+                result = bonus_earn(
+                    user_id=user.pk,
+                    amount=project.welcome_bonus,
+                    idempotency_key=f"welcome:{user.pk}",
+                    reason="Welcome bonus",
+                )
+                user.balance = result.balance
+                user.lifetime_earned = project.welcome_bonus
+                user.level = result.new_level or user.level
         if created:
             return user, True
 
@@ -435,22 +446,6 @@ def bot_user_upsert(
         for name, value in changes.items():
             setattr(user, name, value)
     return user, False
-
-
-def _welcome_bonus_grant(user: BotUser) -> None:
-    amount = Project.objects.values_list("welcome_bonus", flat=True).get(pk=user.project_id)
-    if amount <= 0:
-        return
-    result = bonus_earn(
-        user_id=user.pk,
-        amount=amount,
-        idempotency_key=f"welcome:{user.pk}",
-        reason="Welcome bonus",
-    )
-    user.balance = result.balance
-    user.lifetime_earned = amount
-    if result.new_level is not None:
-        user.level = result.new_level
 
 
 def referral_apply(*, user: BotUser, code: str) -> bool:
