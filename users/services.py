@@ -537,26 +537,33 @@ def _variable_key_checked(key: object) -> str:
     return key
 
 
+def _user_must_exist(user_id: int) -> None:
+    # The foreign key is checked only at commit (deferred): ask first for a clear error.
+    if not BotUser.objects.filter(pk=user_id).exists():
+        raise BotUser.DoesNotExist(f"no bot user {user_id}")
+
+
 def user_variable_set(*, user_id: int, project_id: int, key: str, value: Any) -> None:
-    """Create or replace one custom variable (a JSON value) in one upsert statement."""
+    """Create or replace one custom variable (a JSON value).
+
+    An existing variable costs one UPDATE; a new one is inserted in a savepoint, and a
+    concurrent insert of the same name turns into an update instead of an error.
+    """
     key = _variable_key_checked(key)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"variable {key!r} must hold a JSON value: {error}") from error
-    try:
-        with transaction.atomic():
-            UserVariable.objects.bulk_create(
-                [UserVariable(user_id=user_id, key=key, value=value)],
-                update_conflicts=True,
-                unique_fields=["user", "key"],
-                update_fields=["value", "updated_at"],
-            )
-            _state_clear_on_commit(user_id=user_id, project_id=project_id)
-    except IntegrityError as error:
-        if not BotUser.objects.filter(pk=user_id).exists():
-            raise BotUser.DoesNotExist(f"no bot user {user_id}") from error
-        raise
+    with transaction.atomic():
+        existing = UserVariable.objects.filter(user_id=user_id, key=key)
+        if not existing.update(value=value, updated_at=timezone.now()):
+            _user_must_exist(user_id)
+            try:
+                with transaction.atomic():
+                    UserVariable.objects.create(user_id=user_id, key=key, value=value)
+            except IntegrityError:
+                existing.update(value=value, updated_at=timezone.now())
+        _state_clear_on_commit(user_id=user_id, project_id=project_id)
 
 
 def user_variable_delete(*, user_id: int, project_id: int, key: str) -> None:
@@ -578,26 +585,24 @@ def user_variable_increment(
     key = _variable_key_checked(key)
     if isinstance(by, bool) or not isinstance(by, int | float) or not math.isfinite(by):
         raise ValueError(f"can only increment by a finite number, got {by!r}")
-    try:
-        with transaction.atomic():
-            UserVariable.objects.bulk_create(
-                [UserVariable(user_id=user_id, key=key, value=0)], ignore_conflicts=True
-            )
-            variable = UserVariable.objects.select_for_update().get(user_id=user_id, key=key)
-            current = 0 if variable.value is None else variable.value
-            if isinstance(current, bool) or not isinstance(current, int | float):
-                raise ValueError(f"variable {key!r} holds {current!r}, not a number")
-            value = current + by
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"variable {key!r} would overflow")
-            UserVariable.objects.filter(pk=variable.pk).update(
-                value=value, updated_at=timezone.now()
-            )
-            _state_clear_on_commit(user_id=user_id, project_id=project_id)
-    except IntegrityError as error:
-        if not BotUser.objects.filter(pk=user_id).exists():
-            raise BotUser.DoesNotExist(f"no bot user {user_id}") from error
-        raise
+    with transaction.atomic():
+        rows = UserVariable.objects.select_for_update().filter(user_id=user_id, key=key)
+        variable = rows.first()
+        if variable is None:
+            _user_must_exist(user_id)
+            try:
+                with transaction.atomic():
+                    variable = UserVariable.objects.create(user_id=user_id, key=key, value=0)
+            except IntegrityError:
+                variable = rows.get()  # created concurrently: wait for its lock
+        current = 0 if variable.value is None else variable.value
+        if isinstance(current, bool) or not isinstance(current, int | float):
+            raise ValueError(f"variable {key!r} holds {current!r}, not a number")
+        value = current + by
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"variable {key!r} would overflow")
+        UserVariable.objects.filter(pk=variable.pk).update(value=value, updated_at=timezone.now())
+        _state_clear_on_commit(user_id=user_id, project_id=project_id)
     return value
 
 
