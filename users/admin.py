@@ -19,6 +19,7 @@ from django.urls import path, reverse
 
 from botplatform.admin_scoping import ProjectScopedAdmin
 from users.models import BonusTransaction, BotUser, UserVariable
+from users.selectors import COMPUTED_VARIABLES
 from users.services import MAX_AMOUNT, REASON_MAX_LENGTH, bonus_adjust, user_state_changed
 
 
@@ -69,8 +70,25 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class UserVariableForm(forms.ModelForm):
+    """Refuses the names the platform computes (balance, level, referrals)."""
+
+    class Meta:
+        model = UserVariable
+        fields = ("user", "key", "value")
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data["key"].strip()
+        if key in COMPUTED_VARIABLES:
+            raise forms.ValidationError(
+                f"“{key}” is computed by the platform; choose another name."
+            )
+        return key
+
+
 class UserVariableInline(admin.TabularInline):
     model = UserVariable
+    form = UserVariableForm
     extra = 0
     fields = ("key", "value", "updated_at")
     readonly_fields = ("updated_at",)
@@ -186,6 +204,7 @@ class BotUserAdmin(ProjectScopedAdmin):
 @admin.register(UserVariable)
 class UserVariableAdmin(ProjectScopedAdmin):
     project_path = "user__project"
+    form = UserVariableForm
     list_display = ("user", "key", "value", "updated_at")
     search_fields = ("key", "user__username", "user__telegram_id")
     list_filter = ("user__project",)

@@ -167,3 +167,12 @@ def test_profile_edit_writes_only_changed_fields_and_refreshes_the_cache(
     assert state.profile["first_name"] == "Edited"
     assert state.variables["city"] == "Riga"
     assert UserVariable.objects.get(user=bot_user).value == "Riga"
+
+
+def test_computed_variable_names_are_refused_in_the_admin(admin_client, bot_user):
+    url = reverse("admin:users_botuser_change", args=[bot_user.pk])
+    data = _change_form_data(bot_user, **{"variables-0-key": "balance", "variables-0-value": "5"})
+    response = admin_client.post(url, data)
+    assert response.status_code == 200
+    assert "computed by the platform" in response.content.decode()
+    assert not UserVariable.objects.exists()
