@@ -9,13 +9,14 @@ Acquire is ``SET key token NX PX ttl`` with a random token per holder; release i
 Lua compare-and-delete, so a holder whose lock expired (and was taken by someone
 else) can never release the new holder's lock.
 
-When Redis is unreachable, :func:`redis_lock` hands over to ``_fallback_lock``: the
-one place where a database-backed lock (PostgreSQL advisory lock) slots in. Today it
-only logs and lets the caller proceed under its database guards.
+When Redis is unreachable, :func:`redis_lock` falls back to a PostgreSQL advisory lock
+on the same key (``_fallback_lock``), so "in progress" keeps working; Redis is tried
+again on the next call, so nothing needs a restart when it comes back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Iterator
@@ -85,16 +86,46 @@ def lock_release(key: str, token: str) -> bool:
     return bool(script(keys=[key], args=[token], client=client))
 
 
+def advisory_lock_id(key: str) -> int:
+    """A stable signed 64-bit id for ``key`` (PostgreSQL advisory locks take a bigint)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 @contextmanager
 def _fallback_lock(key: str) -> Iterator[None]:
-    """Redis is unreachable: the slot for a database-backed lock.
+    """Redis is unreachable: hold a PostgreSQL advisory lock on ``key`` instead.
 
-    Callers of :func:`redis_lock` must already be correct without it (row locks,
-    constraints, idempotency keys), so proceeding is safe; the only loss is the
-    early "in progress" answer for a concurrent duplicate.
+    Inside a transaction the lock is transaction-scoped (released at commit or
+    rollback, so an aborted transaction can never leave it behind); in autocommit it is
+    session-scoped and released at the end of the block. It has no TTL, but a dead
+    holder's connection drops it. On other databases callers proceed under their own
+    guards (row locks, constraints, idempotency keys).
     """
-    logger.warning("Redis unreachable; %s not taken, relying on database locks", key)
-    yield
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        logger.warning("Redis unreachable; %s not taken, relying on database guards", key)
+        yield
+        return
+    lock_id = advisory_lock_id(key)
+    scoped_to_transaction = connection.in_atomic_block
+    function = "pg_try_advisory_xact_lock" if scoped_to_transaction else "pg_try_advisory_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [lock_id])
+        taken = cursor.fetchone()[0]
+    if not taken:
+        raise LockNotAcquired(key)
+    logger.warning("Redis unreachable; %s held as a PostgreSQL advisory lock", key)
+    try:
+        yield
+    finally:
+        if not scoped_to_transaction:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            except DatabaseError:
+                logger.warning("could not release advisory lock %s; its session drops it", key)
 
 
 @contextmanager

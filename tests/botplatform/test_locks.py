@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from django.db import connection
 from django_redis import get_redis_connection
 
 from botplatform import locks
@@ -96,11 +97,61 @@ def test_non_positive_ttl_is_rejected():
         lock_acquire("lock:x:1", ttl=0)
 
 
-def test_redis_unreachable_falls_back_instead_of_failing(monkeypatch, caplog):
+@pytest.fixture
+def redis_down(monkeypatch):
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     monkeypatch.setattr(locks, "_redis", lambda: dead)
+
+
+def test_redis_unreachable_falls_back_to_an_advisory_lock(db, redis_down, caplog):
     ran = []
     with redis_lock("user", "3:spend"):
         ran.append(True)
     assert ran == [True]
-    assert "Redis unreachable" in caplog.text
+    assert "PostgreSQL advisory lock" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_advisory_fallback_admits_one_holder_at_a_time(redis_down):
+    holding = threading.Event()
+    finish = threading.Event()
+
+    def holder():
+        try:
+            with redis_lock("user", "4:spend"):
+                holding.set()
+                finish.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(LockNotAcquired), redis_lock("user", "4:spend"):
+            pass
+        with redis_lock("user", "5:spend"):  # another key is free
+            pass
+    finally:
+        finish.set()
+        thread.join(10)
+    with redis_lock("user", "4:spend"):  # released by its holder
+        pass
+    # Released on error too, and the session holds nothing afterwards.
+    with pytest.raises(RuntimeError), redis_lock("user", "4:spend"):
+        raise RuntimeError("boom")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def test_advisory_lock_ids_are_stable_and_distinct():
+    assert locks.advisory_lock_id("lock:user:1:spend") == locks.advisory_lock_id(
+        "lock:user:1:spend"
+    )
+    assert locks.advisory_lock_id("lock:user:1:spend") != locks.advisory_lock_id(
+        "lock:user:2:spend"
+    )
+    assert -(2**63) <= locks.advisory_lock_id("x") < 2**63

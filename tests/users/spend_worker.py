@@ -21,7 +21,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--key-prefix", required=True)
     parser.add_argument("--go-file", required=True)
-    parser.add_argument("--redis-down", action="store_true")
+    parser.add_argument(
+        "--no-locks", action="store_true", help="Redis unreachable and no fallback lock"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botplatform.settings")
@@ -33,11 +35,14 @@ def main() -> None:
     from botplatform import locks
     from users.services import bonus_spend
 
-    if args.redis_down:
+    if args.no_locks:
+        import contextlib
+
         import redis
 
         dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
         locks._redis = lambda: dead
+        locks._fallback_lock = lambda key: contextlib.nullcontext()
     connection.ensure_connection()
 
     deadline = time.monotonic() + 30

@@ -6,6 +6,7 @@ the ledger sums to the balance, and each idempotency key is applied once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _user_with(balance: int) -> BotUser:
+    """A user with a seeded balance (1500 covers all 50 spends of 30: only locks refuse)."""
     user = bot_user_create(project=project_create())
     bonus_earn(user_id=user.pk, amount=balance, idempotency_key="seed")
     return user
@@ -55,20 +57,38 @@ def _redis_down(monkeypatch) -> None:
     monkeypatch.setattr(locks, "_redis", lambda: dead)
 
 
+def _no_locks(monkeypatch) -> None:
+    """Neither Redis nor the advisory fallback: only the database guards remain."""
+    _redis_down(monkeypatch)
+    monkeypatch.setattr(locks, "_fallback_lock", lambda key: contextlib.nullcontext())
+
+
 def test_50_spends_from_threads_with_the_lock():
-    user = _user_with(1000)
+    user = _user_with(1500)
     results = run_in_threads(
         lambda i: bonus_spend(user_id=user.pk, amount=30, idempotency_key=f"t:{i}"), 50
     )
     statuses = Counter(getattr(r, "status", repr(r)) for r in results)
     assert set(statuses) <= {"ok", "in_progress"}, statuses
     assert statuses["ok"] >= 1
-    _assert_ledger_consistent(user.pk, start=1000, amount=30, successes=statuses["ok"])
+    _assert_ledger_consistent(user.pk, start=1500, amount=30, successes=statuses["ok"])
 
 
-def test_50_spends_from_threads_without_redis_cannot_overdraw(monkeypatch):
-    """The Redis lock is gone: row locks alone keep the balance exact."""
+def test_50_spends_from_threads_with_redis_down_use_the_advisory_lock(monkeypatch):
     _redis_down(monkeypatch)
+    user = _user_with(1500)
+    results = run_in_threads(
+        lambda i: bonus_spend(user_id=user.pk, amount=30, idempotency_key=f"t:{i}"), 50
+    )
+    statuses = Counter(getattr(r, "status", repr(r)) for r in results)
+    assert set(statuses) <= {"ok", "in_progress"}, statuses
+    assert statuses["ok"] >= 1
+    _assert_ledger_consistent(user.pk, start=1500, amount=30, successes=statuses["ok"])
+
+
+def test_50_spends_from_threads_without_any_lock_cannot_overdraw(monkeypatch):
+    """No Redis lock, no fallback lock: row locks alone keep the balance exact."""
+    _no_locks(monkeypatch)
     user = _user_with(100)
     results = run_in_threads(
         lambda i: bonus_spend(user_id=user.pk, amount=7, idempotency_key=f"t:{i}"), 50
@@ -79,7 +99,7 @@ def test_50_spends_from_threads_without_redis_cannot_overdraw(monkeypatch):
 
 
 def test_concurrent_duplicates_of_one_key_are_applied_once(monkeypatch):
-    _redis_down(monkeypatch)  # no lock: the duplicates really race in the database
+    _no_locks(monkeypatch)  # no lock: the duplicates really race in the database
     user = _user_with(100)
     spends = run_in_threads(
         lambda i: bonus_spend(user_id=user.pk, amount=10, idempotency_key="double-tap"), 20
@@ -118,7 +138,7 @@ def test_duplicate_key_racing_for_two_users_applies_to_one_only(monkeypatch):
 
 
 def test_mixed_earns_and_spends_keep_the_ledger_exact(monkeypatch):
-    _redis_down(monkeypatch)
+    _no_locks(monkeypatch)
     user = _user_with(50)
 
     def work(i: int):
@@ -137,7 +157,7 @@ def test_mixed_earns_and_spends_keep_the_ledger_exact(monkeypatch):
 
 
 def _run_spend_processes(
-    user_id: int, *, amount: int, processes: int, each: int, tmp_path, redis_down: bool
+    user_id: int, *, amount: int, processes: int, each: int, tmp_path, no_locks: bool
 ) -> Counter:
     db = connection.settings_dict
     env = {
@@ -171,7 +191,7 @@ def _run_spend_processes(
     ]
     workers = [
         subprocess.Popen(
-            [*command, "--key-prefix", f"p{n}", *(["--redis-down"] if redis_down else [])],
+            [*command, "--key-prefix", f"p{n}", *(["--no-locks"] if no_locks else [])],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -192,21 +212,22 @@ def _run_spend_processes(
 
 @pytest.mark.slow
 def test_50_spends_from_separate_processes_with_the_lock(tmp_path):
-    user = _user_with(1000)
+    user = _user_with(1500)
     statuses = _run_spend_processes(
-        user.pk, amount=30, processes=10, each=5, tmp_path=tmp_path, redis_down=False
+        user.pk, amount=30, processes=10, each=5, tmp_path=tmp_path, no_locks=False
     )
     assert sum(statuses.values()) == 50
     assert set(statuses) <= {"ok", "in_progress"}, statuses
     assert statuses["ok"] >= 1
-    _assert_ledger_consistent(user.pk, start=1000, amount=30, successes=statuses["ok"])
+    _assert_ledger_consistent(user.pk, start=1500, amount=30, successes=statuses["ok"])
 
 
 @pytest.mark.slow
-def test_50_spends_from_separate_processes_without_redis(tmp_path):
+def test_50_spends_from_separate_processes_without_any_lock(tmp_path):
+    """Redis gone and no fallback lock: the database alone still cannot overdraw."""
     user = _user_with(100)
     statuses = _run_spend_processes(
-        user.pk, amount=7, processes=10, each=5, tmp_path=tmp_path, redis_down=True
+        user.pk, amount=7, processes=10, each=5, tmp_path=tmp_path, no_locks=True
     )
     assert statuses == {"ok": 14, "insufficient": 36}
     _assert_ledger_consistent(user.pk, start=100, amount=7, successes=14)
