@@ -13,6 +13,7 @@ from botplatform import locks
 from botplatform.locks import redis_lock
 from tests.factories import bot_user_create, project_create
 from users.models import BonusTransaction, BotUser
+from users.selectors import bonus_history_get
 from users.services import (
     MAX_AMOUNT,
     BonusCapExceeded,
@@ -242,3 +243,23 @@ def test_operator_user_deletion_keeps_the_entry(bot_user):
     operator.delete()
     entry = BonusTransaction.objects.get(pk=result.transaction_id)
     assert entry.created_by_id is None and entry.amount == 5
+
+
+def test_history_is_newest_first_and_limited(project):
+    user = bot_user_create(project=project)
+    other = bot_user_create(project=project)
+    for n in range(7):
+        bonus_earn(user_id=user.pk, amount=n + 1, idempotency_key=f"h{n}")
+    bonus_earn(user_id=other.pk, amount=99, idempotency_key="other")
+    bonus_spend(user_id=user.pk, amount=3, idempotency_key="s")
+    history = bonus_history_get(user_id=user.pk)
+    assert [(e.kind, e.amount) for e in history] == [
+        ("spend", -3),
+        ("earn", 7),
+        ("earn", 6),
+        ("earn", 5),
+        ("earn", 4),
+    ]
+    assert len(bonus_history_get(user_id=user.pk, limit=100)) == 8
+    assert len(bonus_history_get(user_id=user.pk, limit=0)) == 1
+    assert bonus_history_get(user_id=424242) == []
