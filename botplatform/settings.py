@@ -180,3 +180,11 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Loyalty ---------------------------------------------------------------------
+
+# Expire earned bonuses of projects with an expiry period (idempotent, daily keys).
+CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
+    "task": "users.bonuses_expire",
+    "schedule": env_int("BONUS_EXPIRY_INTERVAL_SECONDS", 3600),
+}
