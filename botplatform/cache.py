@@ -83,3 +83,16 @@ def rate_limit_bot_send_key(bot_id: int) -> str:
 
 def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
     return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window")
+
+
+# --- Loyalty ---------------------------------------------------------------------
+
+# A random token rewritten by every write to a user's state. Cached variables and
+# profile carry the token they were built under; a reader that loaded the database
+# before a write cannot leave a stale copy behind, because its token no longer
+# matches. Outlives the data keys by far, so a token never comes back.
+USER_STATE_GENERATION_TTL = 86400
+
+
+def user_state_generation_key(user_id: int, project_id: int) -> str:
+    return f"user:{user_id}:{project_id}:generation"

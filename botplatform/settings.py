@@ -205,3 +205,11 @@ ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per client IP
 RATELIMIT_CACHE_PREFIX = "rate_limit:django:"
 # Public base URL for the admin's "set webhook" action (else the admin request's own).
 TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL")
+
+# --- Loyalty ---------------------------------------------------------------------
+
+# Expire earned bonuses of projects with an expiry period (idempotent, daily keys).
+CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
+    "task": "users.bonuses_expire",
+    "schedule": env_int("BONUS_EXPIRY_INTERVAL_SECONDS", 3600),
+}

@@ -186,7 +186,7 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
         transaction.on_commit(lambda: user_state_invalidate(user.pk, user.project_id))
     event = parsed.event
     if event.kind == "command" and event.command == "start" and event.payload.startswith("ref_"):
-        referral_apply(user=user, code=event.payload[4:])
+        referral_apply(user=user, code=event.payload)
     return list(event_process(user=user, event=event, bot=bot).actions)
 
 
