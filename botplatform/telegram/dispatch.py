@@ -166,9 +166,8 @@ def _update_claim(update_pk: int) -> Iterator[bool]:
 
 def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     """The production handler: upsert the user (loyalty), apply a referral, run the engine."""
-    from botplatform.cache import user_state_invalidate
     from users.models import BotUser
-    from users.services import bot_user_upsert, referral_apply
+    from users.services import bot_user_upsert, referral_apply, user_state_changed
     from workflows.services import event_process
 
     user, _created = bot_user_upsert(
@@ -183,7 +182,7 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     if user.is_blocked:  # they write to us again, so they unblocked the bot
         BotUser.objects.filter(pk=user.pk).update(is_blocked=False)
         user.is_blocked = False
-        transaction.on_commit(lambda: user_state_invalidate(user.pk, user.project_id))
+        user_state_changed(user_id=user.pk, project_id=user.project_id)
     event = parsed.event
     if event.kind == "command" and event.command == "start" and event.payload.startswith("ref_"):
         referral_apply(user=user, code=event.payload)

@@ -195,15 +195,15 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
 
 def user_mark_blocked(*, bot: Bot, chat_id: int) -> None:
     """403 from Telegram: the user blocked the bot; no more sends to them."""
-    from botplatform.cache import user_state_invalidate
     from users.models import BotUser
+    from users.services import user_state_changed
 
     users = list(
         BotUser.objects.filter(project_id=bot.project_id, chat_id=chat_id, is_blocked=False)
     )
     BotUser.objects.filter(pk__in=[user.pk for user in users]).update(is_blocked=True)
     for user in users:
-        user_state_invalidate(user.pk, user.project_id)
+        user_state_changed(user_id=user.pk, project_id=user.project_id)
     logger.info("Bot %s: chat %s blocked the bot; sends to it are skipped", bot.pk, chat_id)
 
 
