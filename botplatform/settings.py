@@ -205,6 +205,7 @@ ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per client IP
 RATELIMIT_CACHE_PREFIX = "rate_limit:django:"
 # Public base URL for the admin's "set webhook" action (else the admin request's own).
 TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL")
+TELEGRAM_HTTP_TIMEOUT = env_int("TELEGRAM_HTTP_TIMEOUT", 30)  # s per Bot API call (+ long poll)
 
 # --- Loyalty ---------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ class TelegramDouble:
         self.calls: list[Call] = []
         self.bots: dict[str, BotState] = {}
         self.faults: list[Fault] = []
-        self.delays: dict[str, float] = {}
+        self.delays: dict[str, tuple[float, int]] = {}
         self.blocked_chats: set[int] = set()
         self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
         self.conflicts = 0
@@ -112,9 +112,10 @@ class TelegramDouble:
         with self._cond:
             self.faults.append(Fault(method, status, times, retry_after, description))
 
-    def slow(self, method: str, seconds: float) -> None:
+    def slow(self, method: str, seconds: float, *, times: int = 1_000_000) -> None:
+        """The next ``times`` calls of ``method`` take ``seconds`` before answering."""
         with self._cond:
-            self.delays[method] = seconds
+            self.delays[method] = (seconds, times)
 
     def block(self, chat_id: int) -> None:
         """The user of this chat blocked the bot: sends answer 403."""
@@ -266,7 +267,11 @@ class TelegramDouble:
         call = Call(token=token, method=method, params=params, at=time.monotonic())
         with self._cond:
             self.calls.append(call)
-            delay = self.delays.get(method, 0)
+            delay, times = self.delays.get(method, (0, 0))
+            if times > 0:
+                self.delays[method] = (delay, times - 1)
+            else:
+                delay = 0
         if delay:
             time.sleep(delay)
         status, payload = self._answer(token, method, params)

@@ -15,20 +15,21 @@ from telebot import apihelper
 
 from botplatform.logging import redact
 
-_configured_for: str | None = None
+_configured_for: tuple[str, int] | None = None
 
 
 def api_configure() -> None:
     """Point the library at settings.TELEGRAM_API_URL (idempotent, cheap)."""
     global _configured_for
     base = settings.TELEGRAM_API_URL
-    if _configured_for == base:
+    timeout = settings.TELEGRAM_HTTP_TIMEOUT
+    if _configured_for == (base, timeout):
         return
     apihelper.API_URL = base + "/bot{0}/{1}"
     apihelper.FILE_URL = base + "/file/bot{0}/{1}"
-    apihelper.CONNECT_TIMEOUT = 10
-    apihelper.READ_TIMEOUT = 30
-    _configured_for = base
+    apihelper.CONNECT_TIMEOUT = min(timeout, 10)
+    apihelper.READ_TIMEOUT = timeout  # getUpdates adds its long-poll timeout on top
+    _configured_for = (base, timeout)
 
 
 def api():

@@ -205,3 +205,14 @@ def test_in_process_fallback_has_the_same_semantics():
     assert ratelimit._local_sliding_log(limits) == 0
     assert ratelimit._local_sliding_log(limits) == 0
     assert ratelimit._local_sliding_log(limits) > 0
+
+
+def test_a_slow_telegram_times_out_and_the_message_still_goes_out(double, tg_bot, settings):
+    settings.TELEGRAM_HTTP_TIMEOUT = 1
+    double.slow("sendMessage", 1.5, times=1)
+    actions_deliver(bot_id=tg_bot.pk, chat_id=630, actions=[SendMessage(chat_id=630, text="t")])
+    calls = double.calls_of("sendMessage")
+    # The first call timed out on our side (Telegram may still have delivered it: a
+    # timeout is the one case a message can arrive twice), the retry got through.
+    assert len(calls) == 2
+    assert calls[1].at - calls[0].at >= 1.0

@@ -134,3 +134,24 @@ def test_admin_actions_set_and_delete_the_webhook(client, double, tg_bot):
     page = client.get(url).content.decode()
     assert tg_bot.token not in page
     assert tg_bot.token_masked in page
+
+
+def test_webhook_can_hand_updates_to_celery_after_commit(
+    client, double, tg_bot, settings, django_capture_on_commit_callbacks
+):
+    from botplatform.celery import app
+
+    settings.TELEGRAM_WEBHOOK_ASYNC = True
+    update = double.message(tg_bot.token, 805, "queued")
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            assert _post(client, tg_bot, update).status_code == 200
+        assert double.calls_of("sendMessage") == []  # nothing done inline
+        assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.PENDING
+        for callback in callbacks:
+            callback()  # the commit: the task runs (eagerly here)
+    finally:
+        app.conf.task_always_eager = False
+    assert double.sent_texts(tg_bot.token) == ["echo:queued"]
+    assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
