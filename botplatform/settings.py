@@ -180,3 +180,11 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Engine --------------------------------------------------------------------
+# A wait for the user without its own "timeout" ends after this many seconds.
+WORKFLOW_WAIT_TIMEOUT = env_int("WORKFLOW_WAIT_TIMEOUT", 86400)
+CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
+    "task": "workflows.tasks.executions_sweep",
+    "schedule": 60.0,
+}
