@@ -4,6 +4,7 @@ Tasks take ids and are idempotent: each one re-checks the execution's state unde
 the session lock before doing anything, so a duplicate delivery, a retried task or
 the periodic sweep racing a task never continues an execution twice. Due times are
 in the database; the sweep (every minute) catches whatever a lost task missed.
+Celery's Django fix-up closes stale database connections around every task.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from celery import shared_task
-from django.db import close_old_connections
 
 from workflows import services
 from workflows.engine.steps.http_request import request_budget
@@ -109,7 +109,6 @@ def http_perform(request: dict, *, allow_private: bool) -> dict:
 @shared_task(ignore_result=True)
 def http_request_run(execution_id: int, seq: int) -> None:
     """Run the pending HTTP request of an execution, then continue it."""
-    close_old_connections()
     execution = (
         WorkflowExecution.objects.filter(pk=execution_id)
         .select_related("project")
@@ -134,20 +133,17 @@ def http_request_run(execution_id: int, seq: int) -> None:
 @shared_task(ignore_result=True)
 def delay_continue(execution_id: int, seq: int) -> None:
     """Continue after a delay (a no-op if it is not due yet or already continued)."""
-    close_old_connections()
     services.execution_timer_fire(execution_id=execution_id, seq=seq)
 
 
 @shared_task(ignore_result=True)
 def execution_expire(execution_id: int) -> None:
-    close_old_connections()
     services.execution_expire(execution_id=execution_id)
 
 
 @shared_task(ignore_result=True)
 def executions_sweep() -> dict:
     """Periodic: time out expired waits, continue overdue delays, re-run lost requests."""
-    close_old_connections()
     expired, overdue = services.executions_due()
     for execution_id in expired:
         try:
