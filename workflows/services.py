@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -20,6 +19,7 @@ from workflows.engine.definition import definition_checksum
 from workflows.engine.events import AnswerCallback, EngineResult, InputEvent
 from workflows.engine.runner import (
     RunState,
+    _cache_set,
     execution_cancel,
     execution_continue,
     execution_resume,
@@ -300,7 +300,7 @@ def workflow_validate_for(*, workflow: Workflow, definition: dict | None = None)
 def _version_cache_write(version: WorkflowVersion, project_id: int) -> None:
     info = {"id": version.pk, "number": version.number, "definition": version.definition}
     key = workflow_version_key(project_id, version.workflow_id)
-    transaction.on_commit(lambda: cache.set(key, info, WORKFLOW_VERSION_TTL))
+    transaction.on_commit(lambda: _cache_set(key, info, WORKFLOW_VERSION_TTL))
 
 
 def _version_publish(

@@ -79,21 +79,49 @@ def session_lock(session_key: str) -> None:
         )
 
 
+def _cache_get(key: str):
+    """The cache is an accelerator, the database the truth: an unreachable Redis is a miss."""
+    try:
+        return cache.get(key)
+    except Exception:
+        logger.warning("cache read of %s failed; using the database", key, exc_info=True)
+        return None
+
+
+def _cache_set(key: str, value, ttl: int) -> None:
+    try:
+        cache.set(key, value, ttl)
+    except Exception:
+        logger.warning("cache write of %s failed", key, exc_info=True)
+        _cache_delete(key)  # never leave an older answer behind
+
+
+def _cache_delete(key: str) -> None:
+    try:
+        cache.delete(key)
+    except Exception:
+        logger.warning("cache delete of %s failed", key, exc_info=True)
+
+
 def waiting_get(session_key: str) -> WorkflowExecution | None:
-    """The execution waiting for this session's next input, row-locked (or None)."""
+    """The execution waiting for this session's next input, row-locked (or None).
+
+    Call under :func:`session_lock`. A cached id is checked against the row; the
+    cached "nothing waits" is written only here, from the database, under the lock.
+    """
     key = workflow_waiting_key(session_key)
-    cached = cache.get(key)
+    cached = _cache_get(key)
     if cached == NOTHING_WAITING:
         return None
     rows = WorkflowExecution.objects.select_for_update().filter(
         session_key=session_key, status=Status.WAITING
     )
-    if cached:
+    if isinstance(cached, int) and cached > 0:
         execution = rows.filter(pk=cached).first()
         if execution is not None:
             return execution
     execution = rows.first()
-    cache.set(key, execution.pk if execution else NOTHING_WAITING, WORKFLOW_WAITING_TTL)
+    _cache_set(key, execution.pk if execution else NOTHING_WAITING, WORKFLOW_WAITING_TTL)
     return execution
 
 
@@ -122,12 +150,15 @@ def published_version_get(*, project_id: int, workflow_id: int, version_id: int)
     ``version_id`` comes from the workflow row just read, so a stale cache entry (an
     older version) is noticed and replaced instead of served.
     """
+    if version_id in _DEFINITIONS:
+        # Immutable and already in this process: no round trip at all.
+        return {"id": version_id, "definition": definition_for_version(version_id)}
     key = workflow_version_key(project_id, workflow_id)
-    info = cache.get(key)
+    info = _cache_get(key)
     if not isinstance(info, dict) or info.get("id") != version_id:
         row = WorkflowVersion.objects.values("id", "number", "definition").get(pk=version_id)
         info = {"id": row["id"], "number": row["number"], "definition": row["definition"]}
-        cache.set(key, info, WORKFLOW_VERSION_TTL)
+        _cache_set(key, info, WORKFLOW_VERSION_TTL)
     definition_for_version(info["id"], info["definition"])
     return info
 
@@ -168,10 +199,10 @@ def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool
     execution.save(update_fields=SAVE_FIELDS)
     key = workflow_waiting_key(execution.session_key)
     if execution.status == Status.WAITING:
-        cache.set(key, execution.pk, WORKFLOW_WAITING_TTL)
+        _cache_set(key, execution.pk, WORKFLOW_WAITING_TTL)
         state.waiting_id = execution.pk
     elif was_waiting:
-        cache.delete(key)
+        _cache_delete(key)
         if state.waiting_id == execution.pk:
             state.waiting_id = None
 

@@ -194,3 +194,21 @@ def test_explicit_session_key(project, user):
     )
     event_process(user=user, event=InputEvent(kind="command", command="start"), session_key="web:1")
     assert WorkflowExecution.objects.get().session_key == "web:1"
+
+
+def test_conversation_goes_on_when_redis_is_unreachable(project, user, settings):
+    publish(
+        project,
+        {
+            "start": "ask",
+            "steps": {
+                "ask": {"type": "input", "text": "City?", "variable": "city", "next": "ok"},
+                "ok": {"type": "message", "text": "ok {{ vars.city }}"},
+            },
+        },
+    )
+    config = dict(settings.CACHES["default"])
+    config["LOCATION"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.CACHES = {"default": config}
+    assert texts(command(user, "start")) == ["City?"]
+    assert texts(text(user, "Rome")) == ["ok Rome"]
