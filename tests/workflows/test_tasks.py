@@ -187,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
 def http_server():
     _Handler.calls = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -275,3 +277,12 @@ def test_lost_http_task_is_requeued_by_the_sweep(
     make_due(execution.pk)
     tasks.executions_sweep()  # eager in tests: re-queued and run
     assert delivered_texts(delivered) == ["You live in Paris (first)"]
+
+
+def test_the_sweep_is_scheduled_every_minute(settings):
+    from botplatform.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["workflows-executions-sweep"]
+    assert entry["schedule"] == 60.0
+    app.loader.import_default_modules()
+    assert entry["task"] in app.tasks
