@@ -51,3 +51,16 @@ def user_state_invalidate(user_id: int, project_id: int) -> None:
     cache.delete_many(
         [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
     )
+
+
+# --- Loyalty ---------------------------------------------------------------------
+
+# A random token rewritten by every write to a user's state. Cached variables and
+# profile carry the token they were built under; a reader that loaded the database
+# before a write cannot leave a stale copy behind, because its token no longer
+# matches. Outlives the data keys by far, so a token never comes back.
+USER_STATE_GENERATION_TTL = 86400
+
+
+def user_state_generation_key(user_id: int, project_id: int) -> str:
+    return f"user:{user_id}:{project_id}:generation"

@@ -181,6 +181,14 @@ LOGGING = {
     },
 }
 
+# --- Loyalty ---------------------------------------------------------------------
+
+# Expire earned bonuses of projects with an expiry period (idempotent, daily keys).
+CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
+    "task": "users.bonuses_expire",
+    "schedule": env_int("BONUS_EXPIRY_INTERVAL_SECONDS", 3600),
+}
+
 # --- Engine --------------------------------------------------------------------
 # A wait for the user without its own "timeout" ends after this many seconds.
 WORKFLOW_WAIT_TIMEOUT = env_int("WORKFLOW_WAIT_TIMEOUT", 86400)

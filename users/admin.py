@@ -1,9 +1,60 @@
+"""Admin for bot users, their variables and the ledger.
+
+Balances change only through the ledger: operators adjust them on the bot user page
+("Adjust balance", a mandatory reason, recorded with the operator's name); ledger
+entries are never editable. Every admin write drops the user's cached state.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+import re
+import uuid
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from botplatform.admin_scoping import ProjectScopedAdmin
 from users.models import BonusTransaction, BotUser, UserVariable
+from users.selectors import COMPUTED_VARIABLES
+from users.services import MAX_AMOUNT, REASON_MAX_LENGTH, bonus_adjust, user_state_changed
+
+
+class BalanceAdjustForm(forms.Form):
+    amount = forms.IntegerField(
+        label="Amount",
+        min_value=-MAX_AMOUNT,
+        max_value=MAX_AMOUNT,
+        help_text="Bonuses to add; use a minus sign to take bonuses away (e.g. -100).",
+    )
+    reason = forms.CharField(
+        label="Reason",
+        max_length=REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why the balance changes. Required; kept in the ledger for good.",
+    )
+    request_token = forms.CharField(widget=forms.HiddenInput)
+
+    def clean_amount(self) -> int:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("Enter an amount other than zero.")
+        return amount
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Please say why the balance changes.")
+        return reason
+
+    def clean_request_token(self) -> str:
+        token = self.cleaned_data["request_token"]
+        if not re.fullmatch(r"[0-9a-f]{32}", token):
+            raise forms.ValidationError("The form expired; please open it again.")
+        return token
 
 
 class ReadOnlyAdminMixin:
@@ -19,8 +70,25 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class UserVariableForm(forms.ModelForm):
+    """Refuses the names the platform computes (balance, level, referrals)."""
+
+    class Meta:
+        model = UserVariable
+        fields = ("user", "key", "value")
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data["key"].strip()
+        if key in COMPUTED_VARIABLES:
+            raise forms.ValidationError(
+                f"“{key}” is computed by the platform; choose another name."
+            )
+        return key
+
+
 class UserVariableInline(admin.TabularInline):
     model = UserVariable
+    form = UserVariableForm
     extra = 0
     fields = ("key", "value", "updated_at")
     readonly_fields = ("updated_at",)
@@ -51,25 +119,111 @@ class BotUserAdmin(ProjectScopedAdmin):
     list_filter = ("project", "level", "is_blocked", "is_test")
     search_fields = ("username", "first_name", "last_name", "telegram_id", "referral_code")
     list_select_related = ("project",)
-    raw_id_fields = ("referrer",)
     readonly_fields = (
         "balance",
         "lifetime_earned",
         "level",
+        "referrer",
         "referral_code",
         "first_seen_at",
         "last_seen_at",
     )
     inlines = (UserVariableInline, BonusTransactionInline)
 
+    def get_readonly_fields(self, request, obj=None):
+        # A user's ledger belongs to their project: never move an existing user.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "project") if obj is not None else fields
+
+    def get_urls(self):
+        adjust = path(
+            "<path:object_id>/adjust-balance/",
+            self.admin_site.admin_view(self.adjust_balance_view),
+            name="users_botuser_adjust_balance",
+        )
+        return [adjust, *super().get_urls()]
+
+    def adjust_balance_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Add or take bonuses with a reason; a double submit is applied once."""
+        user = self.get_object(request, object_id)
+        if user is None:
+            raise Http404("No such bot user in your projects.")
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = BalanceAdjustForm(request.POST)
+            if form.is_valid():
+                result = bonus_adjust(
+                    user_id=user.pk,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    created_by=request.user,
+                    idempotency_key=f"admin-adjust:{form.cleaned_data['request_token']}",
+                )
+                if result.status == "ok":
+                    messages.success(
+                        request,
+                        f"Balance of {user} adjusted by {form.cleaned_data['amount']:+d}; "
+                        f"it is now {result.balance}.",
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:users_botuser_change", args=[user.pk])
+                    )
+                form.add_error(
+                    "amount",
+                    f"The balance is only {result.balance}, so at most {result.balance} "
+                    "bonuses can be taken away.",
+                )
+                user.balance = result.balance
+        else:
+            form = BalanceAdjustForm(initial={"request_token": uuid.uuid4().hex})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Adjust the balance of {user}",
+            "opts": self.opts,
+            "original": user,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/users/botuser/adjust_balance.html", context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Write only the fields the operator changed: never a stale balance."""
+        if change:
+            if form.changed_data:
+                obj.save(update_fields=form.changed_data)
+        else:
+            super().save_model(request, obj, form, change)
+        if obj.pk:
+            user_state_changed(user_id=obj.pk, project_id=obj.project_id)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        user_state_changed(user_id=form.instance.pk, project_id=form.instance.project_id)
+
 
 @admin.register(UserVariable)
 class UserVariableAdmin(ProjectScopedAdmin):
     project_path = "user__project"
+    form = UserVariableForm
     list_display = ("user", "key", "value", "updated_at")
     search_fields = ("key", "user__username", "user__telegram_id")
     list_filter = ("user__project",)
     raw_id_fields = ("user",)
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        user_state_changed(user_id=obj.user_id, project_id=obj.user.project_id)
+
+    def delete_model(self, request, obj) -> None:
+        user_id, project_id = obj.user_id, obj.user.project_id
+        super().delete_model(request, obj)
+        user_state_changed(user_id=user_id, project_id=project_id)
+
+    def delete_queryset(self, request, queryset) -> None:
+        owners = set(queryset.values_list("user_id", "user__project_id"))
+        super().delete_queryset(request, queryset)
+        for user_id, project_id in owners:
+            user_state_changed(user_id=user_id, project_id=project_id)
 
 
 @admin.register(BonusTransaction)

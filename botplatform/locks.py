@@ -1,0 +1,162 @@
+"""Short-lived mutual exclusion across processes: ``lock:{resource}:{id}`` in Redis.
+
+A lock answers "is somebody already doing this?" quickly (a second "spend" press gets
+"operation already in progress"). It is never the last line of defence: it expires
+after ``LOCK_TTL`` seconds and Redis may be gone, so the data it protects must also
+be guarded by database row locks and constraints.
+
+Acquire is ``SET key token NX PX ttl`` with a random token per holder; release is a
+Lua compare-and-delete, so a holder whose lock expired (and was taken by someone
+else) can never release the new holder's lock.
+
+When Redis is unreachable, :func:`redis_lock` falls back to a PostgreSQL advisory lock
+on the same key (``_fallback_lock``), so "in progress" keeps working; Redis is tried
+again on the next call, so nothing needs a restart when it comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from botplatform.cache import LOCK_TTL, lock_key
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] = lock key, ARGV[1] = the holder's token. Deletes only our own lock.
+_RELEASE_SCRIPT = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
+
+class LockNotAcquired(Exception):
+    """Another holder has the lock: the caller should answer "in progress"."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"{key} is held by another operation")
+
+
+def _redis():
+    """The raw redis-py client behind the default cache (django-redis)."""
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "Redis cannot be reached" (not "the lock is taken")."""
+    import redis.exceptions
+
+    errors: list[type[BaseException]] = [
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    ]
+    try:
+        from django_redis.exceptions import ConnectionInterrupted
+
+        errors.append(ConnectionInterrupted)
+    except ImportError:  # pragma: no cover - django-redis is a requirement
+        pass
+    return tuple(errors)
+
+
+def lock_acquire(key: str, *, ttl: float = LOCK_TTL) -> str | None:
+    """Try once to take ``key`` for ``ttl`` seconds; return the holder's token or None.
+
+    Low level: prefer :func:`redis_lock`. The token is what proves ownership on release.
+    """
+    if ttl <= 0:
+        raise ValueError(f"a lock TTL must be positive, got {ttl!r}")
+    token = secrets.token_hex(16)
+    taken = _redis().set(key, token, nx=True, px=max(1, int(ttl * 1000)))
+    return token if taken else None
+
+
+def lock_release(key: str, token: str) -> bool:
+    """Release ``key`` if ``token`` still owns it; False if it expired or changed hands."""
+    client = _redis()
+    script = client.register_script(_RELEASE_SCRIPT)
+    return bool(script(keys=[key], args=[token], client=client))
+
+
+def advisory_lock_id(key: str) -> int:
+    """A stable signed 64-bit id for ``key`` (PostgreSQL advisory locks take a bigint)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def _fallback_lock(key: str) -> Iterator[None]:
+    """Redis is unreachable: hold a PostgreSQL advisory lock on ``key`` instead.
+
+    Inside a transaction the lock is transaction-scoped (released at commit or
+    rollback, so an aborted transaction can never leave it behind); in autocommit it is
+    session-scoped and released at the end of the block. It has no TTL, but a dead
+    holder's connection drops it. On other databases callers proceed under their own
+    guards (row locks, constraints, idempotency keys).
+    """
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        logger.warning("Redis unreachable; %s not taken, relying on database guards", key)
+        yield
+        return
+    lock_id = advisory_lock_id(key)
+    scoped_to_transaction = connection.in_atomic_block
+    function = "pg_try_advisory_xact_lock" if scoped_to_transaction else "pg_try_advisory_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [lock_id])
+        taken = cursor.fetchone()[0]
+    if not taken:
+        raise LockNotAcquired(key)
+    logger.warning("Redis unreachable; %s held as a PostgreSQL advisory lock", key)
+    try:
+        yield
+    finally:
+        if not scoped_to_transaction:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            except DatabaseError:
+                logger.warning("could not release advisory lock %s; its session drops it", key)
+
+
+@contextmanager
+def redis_lock(resource: str, resource_id: object, *, ttl: float = LOCK_TTL) -> Iterator[None]:
+    """Hold ``lock:{resource}:{resource_id}`` for the block, or raise LockNotAcquired.
+
+    Never waits: a taken lock means the same operation is already running. The lock
+    expires after ``ttl`` seconds even if the holder dies; release is token-checked.
+    """
+    key = lock_key(resource, resource_id)
+    unavailable = _unavailable_errors()
+    try:
+        token = lock_acquire(key, ttl=ttl)
+    except unavailable:
+        token = None
+        fallback = True
+    else:
+        fallback = False
+        if token is None:
+            raise LockNotAcquired(key)
+
+    if fallback:
+        with _fallback_lock(key):
+            yield
+        return
+
+    try:
+        yield
+    finally:
+        try:
+            if not lock_release(key, token):
+                logger.warning("%s expired before its holder finished (ttl %ss)", key, ttl)
+        except unavailable:
+            logger.warning("Redis unreachable; %s will expire on its own", key)

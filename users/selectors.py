@@ -1,0 +1,236 @@
+"""Reads of users, their variables and the bonus ledger.
+
+A user's whole state for one message (profile + variables) is read through the cache
+(``user:{userId}:{projectId}:variables``, ``...:profile``): on a warm cache that is one
+Redis round trip (MGET) and no database query. Writes never patch the cached copy;
+they call :func:`user_state_cache_clear` after commit, which rewrites the user's
+generation token and drops both keys (one pipelined round trip). Cached copies carry
+the generation they were built under, so a reader that loaded the database before a
+write and stores its copy after it can never make a stale balance visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Count
+
+from botplatform.cache import (
+    USER_PROFILE_TTL,
+    USER_STATE_GENERATION_TTL,
+    USER_VARIABLES_TTL,
+    user_profile_key,
+    user_state_generation_key,
+    user_variables_key,
+)
+from users.models import BonusTransaction, BotUser, UserVariable
+
+logger = logging.getLogger(__name__)
+
+# Variables computed from the user row; custom variables may not use these names.
+COMPUTED_VARIABLES = frozenset({"balance", "level", "referrals"})
+
+PROFILE_FIELDS = (
+    "id",
+    "telegram_id",
+    "chat_id",
+    "username",
+    "first_name",
+    "last_name",
+    "language_code",
+    "referral_code",
+    "is_blocked",
+)
+
+HISTORY_MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Everything a workflow step may read about a user, for one message."""
+
+    profile: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an unreachable cache server: reads fall back to the database."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import redis.exceptions
+        from django_redis.exceptions import ConnectionInterrupted
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+        errors.append(ConnectionInterrupted)
+    except ImportError:  # pragma: no cover - both are requirements
+        pass
+    return tuple(errors)
+
+
+CACHE_ERRORS = _cache_errors()
+
+
+def _redis_pipeline():
+    """A redis-py pipeline behind the default cache, or None for other backends."""
+    client = getattr(cache, "client", None)
+    get_client = getattr(client, "get_client", None)
+    if get_client is None:
+        return None
+    return get_client(write=True).pipeline(transaction=False)
+
+
+def _state_load(*, user_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Profile and variables from the database: two queries."""
+    row = (
+        BotUser.objects.filter(pk=user_id)
+        .annotate(referral_count=Count("referrals"))
+        .values(*PROFILE_FIELDS, "balance", "level", "referral_count")
+        .get()
+    )
+    profile = {name: row[name] for name in PROFILE_FIELDS}
+    variables: dict[str, Any] = dict(
+        UserVariable.objects.filter(user_id=user_id).values_list("key", "value")
+    )
+    variables.update(balance=row["balance"], level=row["level"], referrals=row["referral_count"])
+    return profile, variables
+
+
+def _state_store(
+    *,
+    user_id: int,
+    project_id: int,
+    generation: str | None,
+    profile: dict[str, Any],
+    variables: dict[str, Any],
+) -> None:
+    """Cache both halves tagged with the generation read before the database load."""
+    entries = {
+        user_variables_key(user_id, project_id): (
+            {"generation": generation, "data": variables},
+            USER_VARIABLES_TTL,
+        ),
+        user_profile_key(user_id, project_id): (
+            {"generation": generation, "data": profile},
+            USER_PROFILE_TTL,
+        ),
+    }
+    pipeline = _redis_pipeline()
+    if pipeline is None:
+        for key, (value, ttl) in entries.items():
+            cache.set(key, value, ttl)
+        return
+    for key, (value, ttl) in entries.items():
+        cache.set(key, value, ttl, client=pipeline)
+    pipeline.execute()
+
+
+def user_state_get(*, user_id: int, project_id: int) -> UserState:
+    """A user's profile and variables (custom + ``balance``, ``level``, ``referrals``).
+
+    Warm cache: one Redis round trip, no database query. Miss (or a copy from an older
+    generation): two queries, then both keys are written in one pipelined round trip.
+    If the cache server is down the database answers. Raises BotUser.DoesNotExist.
+    """
+    variables_key = user_variables_key(user_id, project_id)
+    profile_key = user_profile_key(user_id, project_id)
+    generation_key = user_state_generation_key(user_id, project_id)
+    try:
+        cached = cache.get_many([variables_key, profile_key, generation_key])
+    except CACHE_ERRORS:
+        logger.warning("cache unreachable; reading user %s from the database", user_id)
+        profile, variables = _state_load(user_id=user_id)
+        return UserState(profile=profile, variables=variables)
+
+    generation = cached.get(generation_key)
+    if generation is not None:
+        generation = str(generation)
+    cached_variables = cached.get(variables_key)
+    cached_profile = cached.get(profile_key)
+    if (
+        isinstance(cached_variables, dict)
+        and isinstance(cached_profile, dict)
+        and cached_variables.get("generation") == generation
+        and cached_profile.get("generation") == generation
+    ):
+        return UserState(profile=cached_profile["data"], variables=cached_variables["data"])
+
+    profile, variables = _state_load(user_id=user_id)
+    try:
+        _state_store(
+            user_id=user_id,
+            project_id=project_id,
+            generation=generation,
+            profile=profile,
+            variables=variables,
+        )
+    except CACHE_ERRORS:
+        logger.warning("cache unreachable; user %s state not cached", user_id)
+    return UserState(profile=profile, variables=variables)
+
+
+def user_state_cache_clear(*, user_id: int, project_id: int) -> None:
+    """Make every cached copy of the user's state stale, then drop it.
+
+    Call after the write has committed (``transaction.on_commit``). Never raises: a
+    cache outage is logged, the keys expire on their own TTLs.
+    """
+    generation_key = user_state_generation_key(user_id, project_id)
+    data_keys = [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
+    token = secrets.token_hex(8)
+    try:
+        pipeline = _redis_pipeline()
+        if pipeline is None:
+            cache.set(generation_key, token, USER_STATE_GENERATION_TTL)
+            cache.delete_many(data_keys)
+            return
+        cache.set(generation_key, token, USER_STATE_GENERATION_TTL, client=pipeline)
+        cache.delete_many(data_keys, client=pipeline)
+        pipeline.execute()
+    except CACHE_ERRORS:
+        logger.error("cache unreachable; user %s state may be stale until its TTL", user_id)
+
+
+def bonus_history_get(*, user_id: int, limit: int = 5) -> list[BonusTransaction]:
+    """The user's latest ledger entries, newest first (the "History" button)."""
+    limit = max(1, min(int(limit), HISTORY_MAX_LIMIT))
+    return list(
+        BonusTransaction.objects.filter(user_id=user_id).order_by("-created_at", "-id")[:limit]
+    )
+
+
+def level_for(*, levels: object, lifetime_earned: int) -> str:
+    """The name of the highest level whose threshold ``lifetime_earned`` has reached.
+
+    ``levels`` is the project's JSON list of ``{"name", "threshold"}``; malformed
+    entries are ignored rather than breaking a bonus operation.
+    """
+    best_name, best_threshold = "", None
+    if not isinstance(levels, list):
+        return best_name
+    for level in levels:
+        if not isinstance(level, dict):
+            continue
+        name, threshold = level.get("name"), level.get("threshold")
+        if not isinstance(name, str) or isinstance(threshold, bool):
+            continue
+        if not isinstance(threshold, int | float):
+            continue
+        if threshold <= lifetime_earned and (best_threshold is None or threshold >= best_threshold):
+            best_name, best_threshold = name, threshold
+    return best_name
+
+
+def referral_link_build(*, bot_username: str, referral_code: str) -> str:
+    """The Telegram deep link that starts the bot with ``/start ref_<code>``."""
+    return f"https://t.me/{bot_username.lstrip('@')}?start=ref_{referral_code}"
+
+
+def bonus_spend_limit_get(*, user_id: int, purchase_amount: int) -> int:
+    """How many bonuses may pay for a purchase: the project's share cap and the balance."""
+    row = BotUser.objects.values("balance", "project__max_bonus_share_percent").get(pk=user_id)
+    cap = purchase_amount * row["project__max_bonus_share_percent"] // 100
+    return max(0, min(row["balance"], cap))

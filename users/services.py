@@ -1,0 +1,630 @@
+"""Writes of the loyalty core: the bonus ledger, bot users, referrals, variables.
+
+Ledger rules (see docs/loyalty.md):
+
+- Every balance change is one append-only ``BonusTransaction`` written in the same
+  transaction as the balance, under the user's row lock (``SELECT ... FOR UPDATE``),
+  with a compare-and-set UPDATE; the database CHECKs keep balances non-negative.
+- Every operation carries an idempotency key, unique per project in the database.
+  The same key again answers with the first result (``replayed=True``), also when
+  the duplicate runs concurrently: the unique constraint decides, inside a savepoint.
+- Spends also take the Redis lock ``lock:user:{userId}:spend`` to answer a second,
+  concurrent press with "in_progress"; correctness does not depend on that lock.
+- Every write drops the user's cached state after commit (``transaction.on_commit``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, Literal
+
+from django.db import DataError, IntegrityError, transaction
+from django.utils import timezone
+
+from botplatform.locks import LockNotAcquired, redis_lock
+from botplatform.models import Project
+from users.models import BonusTransaction, BotUser, UserVariable
+from users.selectors import COMPUTED_VARIABLES, level_for, user_state_cache_clear
+
+logger = logging.getLogger(__name__)
+
+Kind = BonusTransaction.Kind
+
+# One operation may move at most this many bonuses (a typo guard far below the
+# 64-bit limit of the balance column).
+MAX_AMOUNT = 10**12
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+REASON_MAX_LENGTH = 500
+VARIABLE_KEY_MAX_LENGTH = 64
+# last_seen_at is refreshed at most this often, so a chatty user costs no writes.
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+# Only a user who first appeared this recently can still be given a referrer.
+REFERRAL_WINDOW = timedelta(hours=24)
+REFERRAL_CODE_PREFIX = "ref_"
+# Compare-and-set retries (only needed where the database has no row locks: SQLite).
+_MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class BonusResult:
+    """The outcome of one ledger operation (also what a replay answers)."""
+
+    status: Literal["ok", "insufficient", "in_progress"]
+    balance: int  # balance after (or current balance if not applied)
+    transaction_id: int | None
+    replayed: bool = False  # the idempotency key had already been applied
+    new_level: str | None = None  # set when this operation moved the user to a new level
+
+
+class IdempotencyKeyConflict(ValueError):
+    """The key was already used for a different operation: a caller bug, not a retry."""
+
+
+class BonusCapExceeded(ValueError):
+    """More bonuses than the project's share of the purchase allows."""
+
+    def __init__(self, *, amount: int, cap: int) -> None:
+        self.amount = amount
+        self.cap = cap
+        super().__init__(f"at most {cap} bonuses may pay for this purchase, not {amount}")
+
+
+class _Retry(Exception):
+    """The compare-and-set lost a race: roll back and try again."""
+
+
+# --- validation -------------------------------------------------------------------
+
+
+def _amount_checked(amount: object, *, signed: bool = False) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise ValueError(f"amount must be a whole number of bonuses, got {amount!r}")
+    if signed and amount == 0:
+        raise ValueError("amount must not be zero")
+    if not signed and amount <= 0:
+        raise ValueError(f"amount must be positive, got {amount}")
+    if abs(amount) > MAX_AMOUNT:
+        raise ValueError(f"amount {amount} is larger than the maximum of {MAX_AMOUNT}")
+    return amount
+
+
+def _key_checked(idempotency_key: object) -> str:
+    if not isinstance(idempotency_key, str) or not idempotency_key.strip():
+        raise ValueError("idempotency_key must be a non-empty string")
+    if len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValueError(f"idempotency_key is longer than {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+    return idempotency_key
+
+
+def _state_clear_on_commit(*, user_id: int, project_id: int) -> None:
+    transaction.on_commit(partial(user_state_cache_clear, user_id=user_id, project_id=project_id))
+
+
+# --- the ledger -------------------------------------------------------------------
+
+
+def _replayed(entry: BonusTransaction, *, user_id: int, amount: int, kind: str) -> BonusResult:
+    if (entry.user_id, entry.amount, entry.kind) != (user_id, amount, kind):
+        raise IdempotencyKeyConflict(
+            f"idempotency key {entry.idempotency_key!r} was already used for another "
+            f"operation (user {entry.user_id}, {entry.kind} {entry.amount:+d})"
+        )
+    return BonusResult(
+        status="ok", balance=entry.balance_after, transaction_id=entry.pk, replayed=True
+    )
+
+
+def _entry_by_key(*, project_id: int, idempotency_key: str) -> BonusTransaction | None:
+    return BonusTransaction.objects.filter(
+        project_id=project_id, idempotency_key=idempotency_key
+    ).first()
+
+
+def _ledger_apply(
+    *,
+    user_id: int,
+    amount: int,
+    kind: str,
+    idempotency_key: str,
+    reason: str = "",
+    created_by: Any = None,
+) -> BonusResult:
+    """Apply one signed ``amount`` to the balance and append its ledger entry, once."""
+    for _attempt in range(_MAX_ATTEMPTS):
+        try:
+            return _ledger_apply_once(
+                user_id=user_id,
+                amount=amount,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                created_by=created_by,
+            )
+        except _Retry:
+            continue
+    raise RuntimeError(f"bonus operation on user {user_id} kept losing races; try again")
+
+
+def _ledger_apply_once(
+    *,
+    user_id: int,
+    amount: int,
+    kind: str,
+    idempotency_key: str,
+    reason: str,
+    created_by: Any,
+) -> BonusResult:
+    with transaction.atomic():
+        user = (
+            BotUser.objects.select_for_update(of=("self",))
+            .select_related("project")
+            .only("id", "project_id", "balance", "lifetime_earned", "level", "project__levels")
+            .get(pk=user_id)
+        )
+        entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
+        if entry is not None:
+            return _replayed(entry, user_id=user_id, amount=amount, kind=kind)
+
+        balance = user.balance + amount
+        if balance < 0:
+            return BonusResult(status="insufficient", balance=user.balance, transaction_id=None)
+        earns = kind in (Kind.EARN, Kind.REFERRAL)
+        lifetime_earned = user.lifetime_earned + (amount if earns else 0)
+        level = (
+            level_for(levels=user.project.levels, lifetime_earned=lifetime_earned)
+            if earns
+            else user.level
+        )
+        try:
+            with transaction.atomic():
+                updated = BotUser.objects.filter(pk=user_id, balance=user.balance).update(
+                    balance=balance, lifetime_earned=lifetime_earned, level=level
+                )
+                if updated != 1:
+                    raise _Retry
+                entry = BonusTransaction.objects.create(
+                    project_id=user.project_id,
+                    user_id=user_id,
+                    amount=amount,
+                    kind=kind,
+                    reason=reason[:REASON_MAX_LENGTH],
+                    idempotency_key=idempotency_key,
+                    balance_after=balance,
+                    created_by=created_by,
+                )
+        except IntegrityError:
+            # A concurrent duplicate committed the same key first: answer with its result.
+            entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
+            if entry is None:
+                raise
+            return _replayed(entry, user_id=user_id, amount=amount, kind=kind)
+        except DataError as error:
+            raise ValueError(f"user {user_id}'s balance would overflow") from error
+
+        _state_clear_on_commit(user_id=user_id, project_id=user.project_id)
+        return BonusResult(
+            status="ok",
+            balance=balance,
+            transaction_id=entry.pk,
+            new_level=level if level != user.level else None,
+        )
+
+
+def bonus_earn(
+    *,
+    user_id: int,
+    amount: int,
+    idempotency_key: str,
+    reason: str = "",
+    kind: str = "earn",
+    created_by: Any = None,
+) -> BonusResult:
+    """Add ``amount`` bonuses; counts toward lifetime earnings and the user's level.
+
+    ``kind`` is "earn" or "referral". A replay of ``idempotency_key`` answers the first
+    result with ``replayed=True``. Raises ValueError for a bad amount or key and
+    BotUser.DoesNotExist for an unknown user.
+    """
+    amount = _amount_checked(amount)
+    if kind not in (Kind.EARN, Kind.REFERRAL):
+        raise ValueError(f"kind must be 'earn' or 'referral', got {kind!r}")
+    return _ledger_apply(
+        user_id=user_id,
+        amount=amount,
+        kind=str(kind),
+        idempotency_key=_key_checked(idempotency_key),
+        reason=reason,
+        created_by=created_by,
+    )
+
+
+def bonus_spend(
+    *, user_id: int, amount: int, idempotency_key: str, reason: str = ""
+) -> BonusResult:
+    """Take ``amount`` bonuses, or answer "insufficient" (nothing written).
+
+    Runs under ``lock:user:{userId}:spend``: while another spend of this user holds it
+    the answer is "in_progress" (or the first result, if this key already applied).
+    The row lock and compare-and-set make a double spend impossible even without it.
+    """
+    amount = _amount_checked(amount)
+    idempotency_key = _key_checked(idempotency_key)
+    try:
+        with redis_lock("user", f"{user_id}:spend"):
+            return _ledger_apply(
+                user_id=user_id,
+                amount=-amount,
+                kind=Kind.SPEND,
+                idempotency_key=idempotency_key,
+                reason=reason,
+            )
+    except LockNotAcquired:
+        user = BotUser.objects.only("id", "project_id", "balance").get(pk=user_id)
+        entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
+        if entry is not None:
+            return _replayed(entry, user_id=user_id, amount=-amount, kind=Kind.SPEND)
+        return BonusResult(status="in_progress", balance=user.balance, transaction_id=None)
+
+
+def bonus_spend_for_purchase(
+    *,
+    user_id: int,
+    amount: int,
+    purchase_amount: int,
+    idempotency_key: str,
+    reason: str = "",
+) -> BonusResult:
+    """Spend bonuses toward a purchase, at most the project's share of its price.
+
+    Raises BonusCapExceeded (a ValueError) above ``max_bonus_share_percent`` of
+    ``purchase_amount``; ``users.selectors.bonus_spend_limit_get`` tells the limit.
+    """
+    amount = _amount_checked(amount)
+    purchase_amount = _amount_checked(purchase_amount)
+    percent = Project.objects.filter(users__pk=user_id).values_list(
+        "max_bonus_share_percent", flat=True
+    )
+    percent_value = percent.first()
+    if percent_value is None:
+        raise BotUser.DoesNotExist(f"no bot user {user_id}")
+    cap = purchase_amount * percent_value // 100
+    if amount > cap:
+        raise BonusCapExceeded(amount=amount, cap=cap)
+    return bonus_spend(
+        user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason
+    )
+
+
+def bonus_adjust(
+    *,
+    user_id: int,
+    amount: int,
+    reason: str,
+    created_by: Any,
+    idempotency_key: str | None = None,
+) -> BonusResult:
+    """An operator's correction: signed ``amount``, mandatory ``reason``, who did it.
+
+    A deduction larger than the balance answers "insufficient" and writes nothing.
+    Adjustments do not count toward lifetime earnings or levels.
+    """
+    amount = _amount_checked(amount, signed=True)
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("an adjustment needs a reason")
+    if len(reason) > REASON_MAX_LENGTH:
+        raise ValueError(f"the reason is longer than {REASON_MAX_LENGTH} characters")
+    key = _key_checked(idempotency_key) if idempotency_key is not None else None
+    return _ledger_apply(
+        user_id=user_id,
+        amount=amount,
+        kind=Kind.ADJUST,
+        idempotency_key=key or f"adjust:{uuid.uuid4().hex}",
+        reason=reason.strip(),
+        created_by=created_by,
+    )
+
+
+def bonus_expiry_cutoff(*, days: int, now: datetime | None = None) -> datetime:
+    """Bonuses credited before this moment have expired: midnight UTC, ``days`` ago.
+
+    Stable for a whole day, so repeated runs of the expiry task agree on the amount.
+    """
+    now = now or timezone.now()
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=days)
+
+
+def bonus_expire(*, user_id: int, now: datetime | None = None) -> BonusResult | None:
+    """Write the user's expiry entry for bonuses credited before the cutoff, if any.
+
+    First in, first out: debits (spends, deductions, earlier expiries) consume the
+    oldest credits first, so what expires is the part of the old credits that no debit
+    has consumed. Idempotent: a second run finds nothing left (and the same day's key
+    replays). Returns None when nothing expires or the project has no expiry.
+    """
+    from django.db.models import Sum
+
+    with transaction.atomic():
+        user = (
+            BotUser.objects.select_for_update(of=("self",))
+            .select_related("project")
+            .only("id", "project_id", "balance", "project__bonus_expiry_days")
+            .get(pk=user_id)
+        )
+        days = user.project.bonus_expiry_days
+        if not days or user.balance <= 0:
+            return None
+        cutoff = bonus_expiry_cutoff(days=days, now=now)
+        entries = BonusTransaction.objects.filter(user_id=user_id)
+        old_credits = (
+            entries.filter(amount__gt=0, created_at__lt=cutoff).aggregate(total=Sum("amount"))[
+                "total"
+            ]
+            or 0
+        )
+        debits = -(entries.filter(amount__lt=0).aggregate(total=Sum("amount"))["total"] or 0)
+        expired = min(user.balance, old_credits - debits)
+        if expired <= 0:
+            return None
+        return _ledger_apply(
+            user_id=user_id,
+            amount=-expired,
+            kind=Kind.EXPIRY,
+            idempotency_key=f"expiry:{user_id}:{cutoff.date().isoformat()}",
+            reason=f"Bonuses credited before {cutoff.date().isoformat()} expired",
+        )
+
+
+# --- bot users and referrals ------------------------------------------------------
+
+
+def _truncated(value: str | None, length: int) -> str:
+    return (value or "")[:length]
+
+
+def bot_user_upsert(
+    *,
+    project_id: int,
+    telegram_id: int,
+    chat_id: int,
+    username: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    language_code: str = "",
+) -> tuple[BotUser, bool]:
+    """Find or create the project's user for a Telegram sender; True when created.
+
+    Profile fields are written only when Telegram reports a change; ``last_seen_at``
+    at most once a minute, so a known user usually costs one SELECT. A user who writes
+    again is no longer "blocked". A new user gets the project's welcome bonus once.
+    """
+    fields = {
+        "chat_id": chat_id,
+        "username": _truncated(username, 64),
+        "first_name": _truncated(first_name, 128),
+        "last_name": _truncated(last_name, 128),
+        "language_code": _truncated(language_code, 16),
+    }
+    user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
+    if user is None:
+        project = Project.objects.only("welcome_bonus", "levels").get(pk=project_id)
+        with transaction.atomic():
+            user, created = BotUser.objects.get_or_create(
+                project_id=project_id,
+                telegram_id=telegram_id,
+                defaults={**fields, "level": level_for(levels=project.levels, lifetime_earned=0)},
+            )
+            if created and project.welcome_bonus > 0:
+                result = bonus_earn(
+                    user_id=user.pk,
+                    amount=project.welcome_bonus,
+                    idempotency_key=f"welcome:{user.pk}",
+                    reason="Welcome bonus",
+                )
+                user.balance = result.balance
+                user.lifetime_earned = project.welcome_bonus
+                user.level = result.new_level or user.level
+        if created:
+            return user, True
+
+    changes = {name: value for name, value in fields.items() if getattr(user, name) != value}
+    if user.is_blocked:
+        changes["is_blocked"] = False
+    now = timezone.now()
+    if changes or now - user.last_seen_at >= LAST_SEEN_RESOLUTION:
+        changes["last_seen_at"] = now
+        with transaction.atomic():
+            BotUser.objects.filter(pk=user.pk).update(**changes)
+            if set(changes) != {"last_seen_at"}:
+                _state_clear_on_commit(user_id=user.pk, project_id=project_id)
+        for name, value in changes.items():
+            setattr(user, name, value)
+    return user, False
+
+
+def referral_apply(*, user: BotUser, code: str) -> bool:
+    """Set ``user``'s referrer from ``/start ref_<code>``; True when it was set now.
+
+    The referrer is set once and never changed, never the user themself, never so as
+    to close a cycle, and only for a user first seen within ``REFERRAL_WINDOW``. The
+    referrer is rewarded at once (the invited user qualifies on the first start).
+    Referral applies of one project are serialised on the project row, so two
+    concurrent applies cannot build a cycle between them.
+    """
+    code = (code or "").strip()
+    if code.startswith(REFERRAL_CODE_PREFIX):
+        code = code[len(REFERRAL_CODE_PREFIX) :]
+    if not code or user.referrer_id is not None:
+        return False
+    with transaction.atomic():
+        Project.objects.select_for_update(no_key=True).only("id").get(pk=user.project_id)
+        invited = (
+            BotUser.objects.select_for_update()
+            .only("id", "project_id", "referrer_id", "first_seen_at")
+            .get(pk=user.pk)
+        )
+        if invited.referrer_id is not None:
+            return False
+        if invited.first_seen_at < timezone.now() - REFERRAL_WINDOW:
+            return False
+        referrer = (
+            BotUser.objects.filter(project_id=invited.project_id, referral_code=code)
+            .only("id", "referrer_id")
+            .first()
+        )
+        if referrer is None or referrer.pk == invited.pk:
+            return False
+        if _referral_chain_contains(start_id=referrer.referrer_id, user_id=invited.pk):
+            return False
+        BotUser.objects.filter(pk=invited.pk, referrer__isnull=True).update(referrer=referrer)
+        referral_reward_grant(invited_user_id=invited.pk)
+        _state_clear_on_commit(user_id=invited.pk, project_id=invited.project_id)
+        _state_clear_on_commit(user_id=referrer.pk, project_id=invited.project_id)
+    user.referrer_id = referrer.pk
+    return True
+
+
+def _referral_chain_contains(*, start_id: int | None, user_id: int) -> bool:
+    """Whether walking referrers up from ``start_id`` reaches ``user_id``."""
+    seen: set[int] = set()
+    current = start_id
+    while current is not None and current not in seen:
+        if current == user_id:
+            return True
+        seen.add(current)
+        current = BotUser.objects.filter(pk=current).values_list("referrer_id", flat=True).first()
+    return False
+
+
+def referral_reward_grant(*, invited_user_id: int) -> BonusResult | None:
+    """Reward the invited user's referrer with the project's ``referral_reward``, once.
+
+    Keyed ``referral:{invited_user_id}``: calling it again (a later qualification
+    rule, a retried task) replays instead of paying twice. None when nothing is due.
+    """
+    row = (
+        BotUser.objects.filter(pk=invited_user_id)
+        .values("referrer_id", "project__referral_reward")
+        .first()
+    )
+    if row is None or row["referrer_id"] is None or row["project__referral_reward"] <= 0:
+        return None
+    return bonus_earn(
+        user_id=row["referrer_id"],
+        amount=row["project__referral_reward"],
+        idempotency_key=f"referral:{invited_user_id}",
+        reason=f"Invited user {invited_user_id}",
+        kind=Kind.REFERRAL,
+    )
+
+
+# --- variables --------------------------------------------------------------------
+
+
+def _variable_key_checked(key: object) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("a variable name must be a non-empty string")
+    if len(key) > VARIABLE_KEY_MAX_LENGTH:
+        raise ValueError(f"variable name {key[:20]!r}... is longer than 64 characters")
+    if key in COMPUTED_VARIABLES:
+        raise ValueError(f"{key!r} is computed by the platform and cannot be set")
+    return key
+
+
+def _user_must_exist(user_id: int) -> None:
+    # The foreign key is checked only at commit (deferred): ask first for a clear error.
+    if not BotUser.objects.filter(pk=user_id).exists():
+        raise BotUser.DoesNotExist(f"no bot user {user_id}")
+
+
+def user_variable_set(*, user_id: int, project_id: int, key: str, value: Any) -> None:
+    """Create or replace one custom variable (a JSON value).
+
+    An existing variable costs one UPDATE; a new one is inserted in a savepoint, and a
+    concurrent insert of the same name turns into an update instead of an error.
+    """
+    key = _variable_key_checked(key)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"variable {key!r} must hold a JSON value: {error}") from error
+    with transaction.atomic():
+        existing = UserVariable.objects.filter(user_id=user_id, key=key)
+        if not existing.update(value=value, updated_at=timezone.now()):
+            _user_must_exist(user_id)
+            try:
+                with transaction.atomic():
+                    UserVariable.objects.create(user_id=user_id, key=key, value=value)
+            except IntegrityError:
+                existing.update(value=value, updated_at=timezone.now())
+        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+
+
+def user_variable_delete(*, user_id: int, project_id: int, key: str) -> None:
+    """Remove one custom variable (no error if it did not exist)."""
+    key = _variable_key_checked(key)
+    with transaction.atomic():
+        UserVariable.objects.filter(user_id=user_id, key=key).delete()
+        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+
+
+def user_variable_increment(
+    *, user_id: int, project_id: int, key: str, by: int | float
+) -> int | float:
+    """Add ``by`` to a numeric variable (missing counts as 0) under its row lock.
+
+    Concurrent increments never lose an update. Raises ValueError if the variable
+    holds something that is not a number.
+    """
+    key = _variable_key_checked(key)
+    if isinstance(by, bool) or not isinstance(by, int | float) or not math.isfinite(by):
+        raise ValueError(f"can only increment by a finite number, got {by!r}")
+    with transaction.atomic():
+        rows = UserVariable.objects.select_for_update().filter(user_id=user_id, key=key)
+        variable = rows.first()
+        if variable is None:
+            _user_must_exist(user_id)
+            try:
+                with transaction.atomic():
+                    variable = UserVariable.objects.create(user_id=user_id, key=key, value=0)
+            except IntegrityError:
+                variable = rows.get()  # created concurrently: wait for its lock
+        current = 0 if variable.value is None else variable.value
+        if isinstance(current, bool) or not isinstance(current, int | float):
+            raise ValueError(f"variable {key!r} holds {current!r}, not a number")
+        value = current + by
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"variable {key!r} would overflow")
+        UserVariable.objects.filter(pk=variable.pk).update(value=value, updated_at=timezone.now())
+        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+    return value
+
+
+def user_state_changed(*, user_id: int, project_id: int) -> None:
+    """For writers outside this module (e.g. the admin): drop cached state after commit."""
+    _state_clear_on_commit(user_id=user_id, project_id=project_id)
+
+
+__all__ = [
+    "BonusCapExceeded",
+    "BonusResult",
+    "IdempotencyKeyConflict",
+    "bonus_adjust",
+    "bonus_earn",
+    "bonus_expire",
+    "bonus_spend",
+    "bonus_spend_for_purchase",
+    "bot_user_upsert",
+    "referral_apply",
+    "referral_reward_grant",
+    "user_state_changed",
+    "user_variable_delete",
+    "user_variable_increment",
+    "user_variable_set",
+]

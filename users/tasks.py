@@ -1,0 +1,47 @@
+"""Background work of the loyalty core. Tasks take ids and are idempotent."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from botplatform.models import Project
+from users.models import BonusTransaction, BotUser
+from users.services import bonus_expire, bonus_expiry_cutoff
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="users.bonuses_expire")
+def bonuses_expire() -> int:
+    """Write expiry entries for every project with an expiry period; returns how many.
+
+    Safe to run any number of times: each user's expiry is computed from the ledger
+    and keyed by the day, so a second run writes nothing. One failing user is logged
+    and does not stop the others.
+    """
+    now = timezone.now()
+    written = 0
+    projects = Project.objects.filter(is_active=True, bonus_expiry_days__gt=0)
+    for project_id, days in projects.values_list("id", "bonus_expiry_days"):
+        cutoff = bonus_expiry_cutoff(days=days, now=now)
+        old_credit = BonusTransaction.objects.filter(
+            user_id=OuterRef("pk"), amount__gt=0, created_at__lt=cutoff
+        )
+        candidates = (
+            BotUser.objects.filter(project_id=project_id, balance__gt=0)
+            .filter(Exists(old_credit))
+            .values_list("pk", flat=True)
+        )
+        for user_id in candidates.iterator():
+            try:
+                result = bonus_expire(user_id=user_id, now=now)
+            except Exception:
+                logger.exception("bonus expiry failed for user %s", user_id)
+                continue
+            if result is not None and result.status == "ok" and not result.replayed:
+                written += 1
+    return written
