@@ -87,6 +87,25 @@ def test_demo_conversation(demo, delivered, django_capture_on_commit_callbacks):
     assert history.count("\n") == 5  # title + five entries
 
     menu = buttons(command(user, "start", bot=bot))
+    with django_capture_on_commit_callbacks(execute=True):
+        spent = press(user, menu["🛍 Spend 100 bonuses"], bot=bot, event_id="bot:1:update:500")
+    assert "100 bonuses spent. Balance: <b>200</b>" in _edited_or_sent(spent)[0]
+    assert BonusTransaction.objects.get(kind="spend").amount == -100
+    menu = buttons(command(user, "start", bot=bot))
+    assert "<b>200</b> bonuses" in command(user, "start", bot=bot).actions[0].text
+    history = _edited_or_sent(
+        press(user, buttons(command(user, "start", bot=bot))["📜 History"], bot=bot)
+    )[0]
+    assert "-100 Spent in the bot" in history.splitlines()[1]
+    for _ in range(2):
+        menu = buttons(command(user, "start", bot=bot))
+        with django_capture_on_commit_callbacks(execute=True):
+            press(user, menu["🛍 Spend 100 bonuses"], bot=bot)
+    menu = buttons(command(user, "start", bot=bot))
+    poor = press(user, menu["🛍 Spend 100 bonuses"], bot=bot)
+    assert "Not enough bonuses: you have 0, you need 100." in _edited_or_sent(poor)[0]
+
+    menu = buttons(command(user, "start", bot=bot))
     invite = _edited_or_sent(press(user, menu["🤝 Invite a friend"], bot=bot))[0]
     assert f"https://t.me/demo_loyalty_bot?start=ref_{user.referral_code}" in invite
 
@@ -110,7 +129,7 @@ def test_demo_conversation(demo, delivered, django_capture_on_commit_callbacks):
     )
     tasks.executions_sweep()
     [sent] = delivered
-    assert sent["bot_id"] == bot.pk and "Reminder: you have <b>300</b>" in sent["actions"][0].text
+    assert sent["bot_id"] == bot.pk and "Reminder: you have <b>0</b>" in sent["actions"][0].text
 
     # Nothing failed along the way.
     assert not WorkflowExecution.objects.filter(status="failed").exists()

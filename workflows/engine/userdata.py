@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from users.selectors import bonus_history_get, referral_link_build, user_state_get
+from users.services import user_variable_delete, user_variable_increment, user_variable_set
 from workflows.engine.templating import Lazy
 
 if TYPE_CHECKING:
@@ -20,54 +22,15 @@ HISTORY_LIMIT = 5
 
 
 def _state_load(user: BotUser) -> tuple[dict, dict]:
-    """(profile, variables) of the user: the seam to the loyalty area's selector."""
-    try:
-        from users.selectors import user_state_get
-    except ImportError:  # TEMPORARY until the loyalty area lands
-        return _state_load_direct(user)
+    """(profile, variables) of the user, through the loyalty area's cached selector."""
     state = user_state_get(user_id=user.pk, project_id=user.project_id)
     return dict(state.profile), dict(state.variables)
 
 
-def _state_load_direct(user: BotUser) -> tuple[dict, dict]:
-    from users.models import BotUser as BotUserModel
-    from users.models import UserVariable
-
-    row = BotUserModel.objects.get(pk=user.pk)
-    profile = {
-        key: getattr(row, key)
-        for key in (
-            "id",
-            "telegram_id",
-            "chat_id",
-            "username",
-            "first_name",
-            "last_name",
-            "language_code",
-            "referral_code",
-            "is_blocked",
-        )
-    }
-    variables = dict(UserVariable.objects.filter(user_id=user.pk).values_list("key", "value"))
-    variables.update(
-        balance=row.balance,
-        level=row.level,
-        referrals=BotUserModel.objects.filter(referrer_id=user.pk).count(),
-    )
-    return profile, variables
-
-
 def _history_text(user: BotUser) -> str:
-    try:
-        from users.selectors import bonus_history_get
-    except ImportError:  # TEMPORARY until the loyalty area lands
-        from users.models import BonusTransaction
-
-        rows = list(BonusTransaction.objects.filter(user_id=user.pk)[:HISTORY_LIMIT])
-    else:
-        rows = bonus_history_get(user_id=user.pk, limit=HISTORY_LIMIT)
+    """The last ledger entries, one per line (read only when a template shows them)."""
     lines = []
-    for row in rows:
+    for row in bonus_history_get(user_id=user.pk, limit=HISTORY_LIMIT):
         label = row.reason or row.get_kind_display()
         lines.append(f"{row.created_at:%d.%m.%Y} {row.amount:+d} {label}")
     return "\n".join(lines)
@@ -122,7 +85,9 @@ class UserData:
             level=variables.get("level", ""),
             referrals=variables.get("referrals", 0),
             referral_link=(
-                f"https://t.me/{bot_username}?start=ref_{code}" if bot_username else f"ref_{code}"
+                referral_link_build(bot_username=bot_username, referral_code=code)
+                if bot_username
+                else f"ref_{code}"
             ),
             history=Lazy(lambda: _history_text(self.user)),
         )
@@ -141,21 +106,19 @@ class UserData:
     # Writes -----------------------------------------------------------------
 
     def variable_set(self, key: str, value: Any) -> None:
-        _variables_service().user_variable_set(
+        user_variable_set(
             user_id=self.user.pk, project_id=self.user.project_id, key=key, value=value
         )
         self.variables[key] = value
         self._context = None
 
     def variable_delete(self, key: str) -> None:
-        _variables_service().user_variable_delete(
-            user_id=self.user.pk, project_id=self.user.project_id, key=key
-        )
+        user_variable_delete(user_id=self.user.pk, project_id=self.user.project_id, key=key)
         self.variables.pop(key, None)
         self._context = None
 
     def variable_increment(self, key: str, by: int | float) -> int | float:
-        value = _variables_service().user_variable_increment(
+        value = user_variable_increment(
             user_id=self.user.pk, project_id=self.user.project_id, key=key, by=by
         )
         self.variables[key] = value
@@ -167,52 +130,3 @@ class UserData:
         if level:
             self.variables["level"] = level
         self._context = None
-
-
-def _variables_service() -> Any:
-    """The loyalty area's variable services (or the temporary stand-in below)."""
-    try:
-        from users import services
-    except ImportError:  # TEMPORARY until the loyalty area lands
-        return _DirectVariables
-    if not hasattr(services, "user_variable_set"):
-        return _DirectVariables
-    return services
-
-
-class _DirectVariables:
-    """TEMPORARY stand-in for the loyalty area's variable services."""
-
-    @staticmethod
-    def user_variable_set(*, user_id: int, project_id: int, key: str, value: Any) -> None:
-        from django.db import transaction
-
-        from botplatform.cache import user_state_invalidate
-        from users.models import UserVariable
-
-        UserVariable.objects.update_or_create(user_id=user_id, key=key, defaults={"value": value})
-        transaction.on_commit(lambda: user_state_invalidate(user_id, project_id))
-
-    @staticmethod
-    def user_variable_delete(*, user_id: int, project_id: int, key: str) -> None:
-        from django.db import transaction
-
-        from botplatform.cache import user_state_invalidate
-        from users.models import UserVariable
-
-        UserVariable.objects.filter(user_id=user_id, key=key).delete()
-        transaction.on_commit(lambda: user_state_invalidate(user_id, project_id))
-
-    @staticmethod
-    def user_variable_increment(*, user_id: int, project_id: int, key: str, by: Any) -> Any:
-        from users.models import UserVariable
-
-        row = UserVariable.objects.select_for_update().filter(user_id=user_id, key=key).first()
-        current = row.value if row is not None else 0
-        if isinstance(current, bool) or not isinstance(current, int | float):
-            current = 0
-        value = current + by
-        _DirectVariables.user_variable_set(
-            user_id=user_id, project_id=project_id, key=key, value=value
-        )
-        return value
