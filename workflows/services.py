@@ -225,7 +225,7 @@ def execution_expire(*, execution_id: int) -> bool:
         ):
             return False
         event = InputEvent(
-            kind="timer", event_id=f"timeout:{execution_id}:{execution.wait_until:%s}"
+            kind="timer", event_id=f"timeout:{execution_id}:{int(execution.wait_until.timestamp())}"
         )
         state = _background_state(execution, event)
         execution_time_out(state, execution)

@@ -94,3 +94,9 @@ def test_sandbox_at_render_time_only_walks_plain_dicts():
 def test_parse_errors_are_readable(source, fragment):
     problem = template_check(source)
     assert problem is not None and fragment in problem
+
+
+def test_values_are_never_rendered_twice():
+    """A user's answer that looks like a template stays text (no second evaluation)."""
+    context = {"user": {}, "vars": {"city": "{{ user.__class__ }} <script>"}, "bot": {}}
+    assert template_render("{{ vars.city }}", context) == "{{ user.__class__ }} &lt;script&gt;"

@@ -218,10 +218,6 @@ class StepType:
     def timer(self, rt: StepRuntime, data: dict | None) -> Outcome:
         raise StepFailure("this step does not wait for a timer")
 
-    def timeout(self, rt: StepRuntime) -> Outcome:
-        """The user did not answer in time: the ``on_timeout`` step, or cancel (None)."""
-        return Goto(rt.step.get("on_timeout")) if rt.step.get("on_timeout") else Goto(None)
-
 
 def wait_timeout(step: dict) -> int:
     """Seconds a wait for the user lasts: the step's ``timeout`` or the default."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from users import services
 from workflows.engine.steps.base import (
     Checker,
     Goto,
@@ -61,8 +62,6 @@ class BonusStep(StepType):
             checker.add("an 'adjust' needs a 'reason'")
 
     def run(self, rt: StepRuntime) -> Outcome:
-        from users import services
-
         step = rt.step
         amount = step["amount"]
         amount = _amount(rt.render(amount, escape=False)) if isinstance(amount, str) else amount
