@@ -344,3 +344,35 @@ def test_max_steps_guard_stops_a_runaway_chain(project, user):
     assert texts(result)[-1] == project.fallback_message
     failed = WorkflowExecution.objects.get(status=Status.FAILED)
     assert "more than 100 steps" in failed.error
+
+
+def test_a_failing_write_is_rolled_back_and_earlier_steps_are_kept(project, user):
+    UserVariable.objects.create(user=user, key="b", value="text")
+    publish(
+        project,
+        {
+            "start": "a",
+            "steps": {
+                "a": {"type": "set_variable", "variable": "a", "value": 1, "next": "inc"},
+                "inc": {
+                    "type": "set_variable",
+                    "variable": "b",
+                    "operation": "increment",
+                    "value": 1,
+                    "next": "never",
+                },
+                "never": {"type": "message", "text": "unreachable at run time"},
+            },
+        },
+    )
+    result = command(user, "start")
+    assert texts(result) == [project.fallback_message]
+    execution = WorkflowExecution.objects.get()
+    assert execution.status == Status.FAILED and execution.current_step == "inc"
+    assert (
+        "Step 'inc' (set_variable) failed" in execution.error and "not a number" in execution.error
+    )
+    assert UserVariable.objects.get(user=user, key="a").value == 1
+    assert UserVariable.objects.get(user=user, key="b").value == "text"
+    failed_log = ExecutionStepLog.objects.get(step="inc")
+    assert "not a number" in failed_log.error
