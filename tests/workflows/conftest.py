@@ -15,17 +15,6 @@ def record_delivery(*, bot_id, chat_id, actions) -> None:
     DELIVERED.append({"bot_id": bot_id, "chat_id": chat_id, "actions": list(actions)})
 
 
-@pytest.fixture(autouse=True)
-def _celery_eager():
-    """Queued tasks run in-process (the test settings would send them to Redis)."""
-    from botplatform.celery import app
-
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
-
-
 @pytest.fixture
 def delivered(settings):
     settings.WORKFLOW_ACTION_DELIVERY = "tests.workflows.conftest.record_delivery"
