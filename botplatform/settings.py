@@ -214,3 +214,11 @@ CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
     "task": "users.bonuses_expire",
     "schedule": env_int("BONUS_EXPIRY_INTERVAL_SECONDS", 3600),
 }
+
+# --- Engine --------------------------------------------------------------------
+# A wait for the user without its own "timeout" ends after this many seconds.
+WORKFLOW_WAIT_TIMEOUT = env_int("WORKFLOW_WAIT_TIMEOUT", 86400)
+CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
+    "task": "workflows.tasks.executions_sweep",
+    "schedule": 60.0,
+}

@@ -20,5 +20,9 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 
 from botplatform.settings import *  # noqa: F403
 
+# Tasks run in-process unless a test broker is named: settings.py would otherwise
+# fall back to REDIS_URL as the broker.
+CELERY_TASK_ALWAYS_EAGER = not os.environ["CELERY_BROKER_URL"]
+CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"] or "memory://"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405

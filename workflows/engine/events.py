@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventKind = Literal["command", "text", "callback", "timer"]
+# "level_up": the engine itself, after a bonus operation moved the user up a level.
+EventKind = Literal["command", "text", "callback", "timer", "level_up"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,85 @@
+"""importworkflow / exportworkflow round trip, readable errors, and the JSON Schema."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from django.core.management import CommandError, call_command
+
+from workflows.models import Workflow
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "docs" / "workflow.schema.json").read_text())
+FILE = {
+    "format": 1,
+    "slug": "city",
+    "name": "Ask the city",
+    "description": "Asks where the user lives",
+    "priority": 3,
+    "is_active": True,
+    "triggers": [{"type": "command", "command": "city", "interrupt": True}],
+    "definition": {
+        "start": "ask",
+        "steps": {
+            "ask": {"type": "input", "text": "City?", "variable": "city", "next": "ok"},
+            "ok": {"type": "message", "text": "{{ vars.city }} it is"},
+        },
+    },
+}
+
+
+def test_import_publish_export_round_trip(project, tmp_path):
+    path = tmp_path / "city.json"
+    path.write_text(json.dumps(FILE))
+    out = io.StringIO()
+    call_command("importworkflow", str(path), project=project.slug, publish=True, stdout=out)
+    assert "published version 1" in out.getvalue()
+    workflow = Workflow.objects.get(project=project, slug="city")
+    assert workflow.published_version.number == 1 and workflow.priority == 3
+    exported = io.StringIO()
+    call_command("exportworkflow", project=project.slug, workflow="city", stdout=exported)
+    assert json.loads(exported.getvalue()) == FILE
+    # Importing the export again is a no-op for the published version.
+    path.write_text(exported.getvalue())
+    call_command(
+        "importworkflow", str(path), project=project.slug, publish=True, stdout=io.StringIO()
+    )
+    workflow.refresh_from_db()
+    assert workflow.versions.count() == 1
+
+
+def test_import_errors_are_readable_and_nothing_is_written(project, tmp_path):
+    bad = json.loads(json.dumps(FILE))
+    bad["definition"]["steps"]["ok"]["next"] = "nowhere"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(CommandError) as info:
+        call_command("importworkflow", str(path), project=project.slug, publish=True)
+    assert "ok: next points to the step 'nowhere'" in str(info.value)
+    assert not Workflow.objects.filter(slug="city").exists()
+    path.write_text("{not json")
+    with pytest.raises(CommandError, match="not valid JSON"):
+        call_command("importworkflow", str(path), project=project.slug)
+    with pytest.raises(CommandError, match="no project"):
+        call_command("importworkflow", str(path), project="nope")
+    with pytest.raises(CommandError, match="no workflow"):
+        call_command("exportworkflow", project=project.slug, workflow="nope")
+
+
+def test_files_validate_against_the_schema():
+    jsonschema.validate(FILE, SCHEMA)
+    demo = json.loads((ROOT / "workflows" / "fixtures" / "demo.json").read_text())
+    for workflow in demo["workflows"]:
+        jsonschema.validate(workflow, SCHEMA)
+    broken = json.loads(json.dumps(FILE))
+    broken["definition"]["steps"]["ask"]["type"] = "teleport"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
+    no_target = json.loads(json.dumps(FILE))
+    no_target["definition"]["steps"]["ok"]["buttons"] = [[{"text": "Lost"}]]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(no_target, SCHEMA)

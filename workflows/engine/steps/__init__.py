@@ -1,0 +1,33 @@
+"""The step-type registry: one module per type, looked up by the ``type`` field."""
+
+from __future__ import annotations
+
+from workflows.engine.steps.base import StepType
+from workflows.engine.steps.bonus import BonusStep
+from workflows.engine.steps.condition import ConditionStep
+from workflows.engine.steps.delay import DelayStep
+from workflows.engine.steps.end import EndStep
+from workflows.engine.steps.http_request import HttpRequestStep
+from workflows.engine.steps.input import InputStep
+from workflows.engine.steps.message import MessageStep
+from workflows.engine.steps.set_variable import SetVariableStep
+from workflows.engine.steps.start_workflow import StartWorkflowStep
+
+STEP_TYPES: dict[str, StepType] = {
+    handler.type: handler
+    for handler in (
+        MessageStep(),
+        InputStep(),
+        ConditionStep(),
+        SetVariableStep(),
+        BonusStep(),
+        HttpRequestStep(),
+        DelayStep(),
+        StartWorkflowStep(),
+        EndStep(),
+    )
+}
+
+
+def step_type_get(name: str) -> StepType | None:
+    return STEP_TYPES.get(name)

@@ -1,0 +1,229 @@
+"""What a step type is, and what it may return to the runner.
+
+A step type is a class in the registry (one module per type). The runner gives it a
+:class:`StepRuntime` (the execution, the user's data, the event, an action list) and
+gets an outcome back: go to another step, wait for the user, wait for a timer or a
+background task, or jump into another workflow. Step types never touch the execution
+row themselves; the runner owns its state transitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from workflows.engine.events import Button, EditMessage, InputEvent, SendMessage
+from workflows.engine.templating import TemplateError, template_check, template_render
+
+if TYPE_CHECKING:
+    from workflows.engine.userdata import UserData
+    from workflows.models import WorkflowExecution
+
+TELEGRAM_TEXT_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64
+
+
+class StepFailure(Exception):
+    """A step cannot go on; the message is shown to the operator."""
+
+
+# --- Outcomes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    step: str | None  # None ends the execution
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait for the user (a button press or a typed answer)."""
+
+    kind: str  # "buttons" | "input"
+    until: datetime | None
+    state: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Wait for a timer or a background task, not for the user."""
+
+    kind: str  # "delay" | "http"
+    until: datetime
+    state: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Jump:
+    workflow: str  # slug of another workflow of the project
+
+
+@dataclass(frozen=True, slots=True)
+class NotConsumed:
+    """The waiting step does not take this input (e.g. text while buttons are shown)."""
+
+
+Outcome = Goto | Wait | Pending | Jump | NotConsumed
+
+
+# --- Runtime -----------------------------------------------------------------
+
+
+@dataclass
+class StepRuntime:
+    execution: WorkflowExecution
+    step_id: str
+    step: dict
+    data: UserData
+    chat_id: int
+    event: InputEvent | None
+    actions: list
+    now: datetime
+    output: dict = field(default_factory=dict)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    edited: bool = False
+
+    def context(self) -> dict[str, Any]:
+        return self.data.context()
+
+    def render(self, source: str, *, escape: bool = True) -> str:
+        try:
+            return template_render(source, self.context(), escape=escape)
+        except TemplateError as exc:
+            raise StepFailure(f"template error: {exc}") from exc
+
+    def send(
+        self,
+        text: str,
+        *,
+        buttons: tuple[tuple[Button, ...], ...] = (),
+        reply_keyboard: tuple[tuple[str, ...], ...] = (),
+        remove_reply_keyboard: bool = False,
+        edit: bool = False,
+    ) -> None:
+        if len(text) > TELEGRAM_TEXT_LIMIT:
+            text = text[: TELEGRAM_TEXT_LIMIT - 1] + "…"
+        event = self.event
+        if (
+            edit
+            and not self.edited
+            and event is not None
+            and event.kind == "callback"
+            and event.message_id
+            and not reply_keyboard
+        ):
+            self.edited = True
+            self.actions.append(
+                EditMessage(
+                    chat_id=self.chat_id, message_id=event.message_id, text=text, buttons=buttons
+                )
+            )
+            return
+        self.actions.append(
+            SendMessage(
+                chat_id=self.chat_id,
+                text=text,
+                buttons=buttons,
+                reply_keyboard=reply_keyboard,
+                remove_reply_keyboard=remove_reply_keyboard,
+            )
+        )
+
+    def next_seq(self) -> int:
+        """A new number for this execution's next wait; old buttons carry old numbers."""
+        context = self.execution.context
+        context["seq"] = int(context.get("seq", 0)) + 1
+        return context["seq"]
+
+
+# --- Validation helpers --------------------------------------------------------
+
+
+class Checker:
+    """Collects problems of one step for :mod:`workflows.engine.validation`."""
+
+    def __init__(self, step_id: str, step: dict) -> None:
+        self.step_id = step_id
+        self.step = step
+        self.problems: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.problems.append(message)
+
+    def template(self, key: str, *, required: bool = False, limit: int | None = None) -> None:
+        value = self.step.get(key)
+        if value is None:
+            if required:
+                self.add(f"'{key}' is missing")
+            return
+        problem = template_check(value)
+        if problem:
+            self.add(f"'{key}': {problem}")
+        elif limit and len(value) > limit:
+            self.add(f"'{key}' is {len(value)} characters long; Telegram allows at most {limit}")
+
+    def number(
+        self, key: str, *, required: bool = False, minimum: float | None = None
+    ) -> float | None:
+        value = self.step.get(key)
+        if value is None:
+            if required:
+                self.add(f"'{key}' is missing")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(f"'{key}' must be a number")
+            return None
+        if minimum is not None and value < minimum:
+            self.add(f"'{key}' must be at least {minimum:g}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], *, default: str | None = None) -> None:
+        value = self.step.get(key, default)
+        if value not in choices:
+            self.add(f"'{key}' must be one of: {', '.join(choices)}")
+
+
+# --- Step type base -----------------------------------------------------------
+
+
+class StepType:
+    type: ClassVar[str]
+    # Waits for the user or a timer: a cycle through such a step is not an endless loop.
+    waits: ClassVar[bool] = False
+    # Writes to the database: the runner wraps it in a savepoint, so a failure
+    # leaves nothing half-applied.
+    atomic: ClassVar[bool] = False
+    # Fields that name other steps.
+    target_fields: ClassVar[tuple[str, ...]] = ("next",)
+
+    def waits_for(self, step: dict) -> bool:
+        """Whether this step stops the run (so a cycle through it is not endless)."""
+        return self.waits
+
+    def targets(self, step: dict) -> list[tuple[str, Any]]:
+        """(where, step id) pairs for every reference to another step."""
+        return [(name, step[name]) for name in self.target_fields if step.get(name) is not None]
+
+    def check(self, checker: Checker) -> None:
+        """Add problems of the step's own fields."""
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        raise NotImplementedError
+
+    def resume(self, rt: StepRuntime, event: InputEvent) -> Outcome:
+        return NotConsumed()
+
+    def timer(self, rt: StepRuntime, data: dict | None) -> Outcome:
+        raise StepFailure("this step does not wait for a timer")
+
+
+def wait_timeout(step: dict) -> int:
+    """Seconds a wait for the user lasts: the step's ``timeout`` or the default."""
+    from django.conf import settings
+
+    value = step.get("timeout")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    return int(getattr(settings, "WORKFLOW_WAIT_TIMEOUT", 86400))

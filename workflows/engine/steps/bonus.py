@@ -1,0 +1,106 @@
+"""``bonus``: earn, spend or adjust bonuses through the loyalty ledger.
+
+The idempotency key is derived from the event, the execution and the step, so a
+retried Telegram update (same ``event_id``) never applies the operation twice.
+Branches: ``on_success`` (or ``next``), ``on_insufficient``, ``on_in_progress``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from users import services
+from workflows.engine.steps.base import (
+    Checker,
+    Goto,
+    Outcome,
+    StepFailure,
+    StepRuntime,
+    StepType,
+)
+from workflows.engine.templating import template_check
+
+OPERATIONS = ("earn", "spend", "adjust")
+
+
+def bonus_idempotency_key(*, event_id: str, execution_id: int, step_id: str, seq: int) -> str:
+    """Stable for one event passing one step of one execution."""
+    return f"wf:{event_id or f'seq{seq}'}:{execution_id}:{step_id}"[:200]
+
+
+def _amount(text: str) -> int:
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        raise StepFailure(f"the amount '{text}' is not a number") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise StepFailure(f"the amount '{text}' is not a whole number")
+    return int(number)
+
+
+class BonusStep(StepType):
+    type = "bonus"
+    atomic = True
+    target_fields = ("next", "on_success", "on_insufficient", "on_in_progress")
+
+    def check(self, checker: Checker) -> None:
+        step = checker.step
+        checker.choice("operation", OPERATIONS)
+        amount = step.get("amount")
+        if amount is None:
+            checker.add("'amount' is missing")
+        elif isinstance(amount, str):
+            problem = template_check(amount)
+            if problem:
+                checker.add(f"'amount': {problem}")
+        elif isinstance(amount, bool) or not isinstance(amount, int):
+            checker.add("'amount' must be a whole number or a template")
+        elif amount == 0 or (amount < 0 and step.get("operation") != "adjust"):
+            checker.add("'amount' must be positive (only 'adjust' takes a negative amount)")
+        checker.template("reason")
+        if step.get("operation") == "adjust" and not step.get("reason"):
+            checker.add("an 'adjust' needs a 'reason'")
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        step = rt.step
+        amount = step["amount"]
+        amount = _amount(rt.render(amount, escape=False)) if isinstance(amount, str) else amount
+        reason = rt.render(step.get("reason") or "", escape=False)[:500]
+        operation = step["operation"]
+        if amount == 0 or (amount < 0 and operation != "adjust"):
+            raise StepFailure(f"the amount must be positive, got {amount}")
+        event_id = rt.event.event_id if rt.event is not None else ""
+        key = bonus_idempotency_key(
+            event_id=event_id,
+            execution_id=rt.execution.pk,
+            step_id=rt.step_id,
+            seq=int(rt.execution.context.get("seq", 0)),
+        )
+        user_id = rt.data.user.pk
+        if operation == "earn":
+            result = services.bonus_earn(
+                user_id=user_id, amount=amount, idempotency_key=key, reason=reason
+            )
+        elif operation == "spend":
+            result = services.bonus_spend(
+                user_id=user_id, amount=amount, idempotency_key=key, reason=reason
+            )
+        else:
+            result = services.bonus_adjust(
+                user_id=user_id, amount=amount, reason=reason, created_by=None, idempotency_key=key
+            )
+        rt.output.update(
+            operation=operation,
+            amount=amount,
+            status=result.status,
+            balance=result.balance,
+            replayed=result.replayed,
+        )
+        if result.status == "ok":
+            rt.data.balance_update(balance=result.balance, level=result.new_level)
+            if result.new_level:
+                rt.output["new_level"] = result.new_level
+            return Goto(step.get("on_success") or step.get("next"))
+        if result.status == "insufficient":
+            return Goto(step.get("on_insufficient"))
+        return Goto(step.get("on_in_progress"))

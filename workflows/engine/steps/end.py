@@ -1,0 +1,13 @@
+"""``end``: the conversation is over (an execution also ends at a step without ``next``)."""
+
+from __future__ import annotations
+
+from workflows.engine.steps.base import Goto, Outcome, StepRuntime, StepType
+
+
+class EndStep(StepType):
+    type = "end"
+    target_fields = ()
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        return Goto(None)

@@ -1,0 +1,177 @@
+"""``input``: ask a question, validate the typed answer, store it in a variable.
+
+An invalid answer gets the retry text and another try; after ``max_attempts``
+invalid answers the execution goes to ``on_fail`` (or ends).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from workflows.engine.events import InputEvent
+from workflows.engine.steps.base import (
+    TELEGRAM_TEXT_LIMIT,
+    Checker,
+    Goto,
+    NotConsumed,
+    Outcome,
+    StepRuntime,
+    StepType,
+    Wait,
+    wait_timeout,
+)
+from workflows.engine.steps.set_variable import variable_name_problem
+
+KINDS = ("text", "number", "integer", "phone", "email", "date", "regex")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+PHONE_RE = re.compile(r"^\+?\d{7,15}$")
+DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y")
+MAX_ANSWER = 1000
+DEFAULT_ATTEMPTS = 3
+
+
+class Invalid(ValueError):
+    pass
+
+
+def _date(text: str) -> date:
+    if text == "today":
+        return date.today()  # noqa: DTZ011 - a calendar date, not a moment
+    for fmt in DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).date()  # noqa: DTZ007
+        except ValueError:
+            continue
+    raise Invalid("please send a date like 31.12.1990")
+
+
+def answer_validate(rule: dict, text: str) -> Any:
+    """The stored value for ``text`` under ``rule``, or :class:`Invalid` saying why."""
+    text = text.strip()
+    if not text:
+        raise Invalid("the answer is empty")
+    if len(text) > MAX_ANSWER:
+        raise Invalid(f"the answer is longer than {MAX_ANSWER} characters")
+    kind = rule.get("type", "text")
+    low, high = rule.get("min"), rule.get("max")
+    if kind == "text":
+        if low is not None and len(text) < low:
+            raise Invalid(f"at least {low} characters, please")
+        if high is not None and len(text) > high:
+            raise Invalid(f"at most {high} characters, please")
+        return text
+    if kind in {"number", "integer"}:
+        try:
+            number = Decimal(text.replace(",", ".").replace(" ", ""))
+        except InvalidOperation:
+            raise Invalid("please send a number") from None
+        if not number.is_finite():
+            raise Invalid("please send a number")
+        if kind == "integer" and number != number.to_integral_value():
+            raise Invalid("please send a whole number")
+        if low is not None and number < Decimal(str(low)):
+            raise Invalid(f"the number must be at least {low}")
+        if high is not None and number > Decimal(str(high)):
+            raise Invalid(f"the number must be at most {high}")
+        return int(number) if kind == "integer" else float(number)
+    if kind == "phone":
+        phone = re.sub(r"[\s()\-]", "", text)
+        if not PHONE_RE.match(phone):
+            raise Invalid("please send a phone number like +44 20 7946 0958")
+        return phone
+    if kind == "email":
+        if not EMAIL_RE.match(text):
+            raise Invalid("please send an e-mail address like name@example.com")
+        return text.lower()
+    if kind == "date":
+        value = _date(text)
+        if low is not None and value < _date(str(low)):
+            raise Invalid(f"the date must not be before {_date(str(low)):%d.%m.%Y}")
+        if high is not None and value > _date(str(high)):
+            raise Invalid(f"the date must not be after {_date(str(high)):%d.%m.%Y}")
+        return value.isoformat()
+    if kind == "regex":
+        if not re.fullmatch(rule["pattern"], text):
+            raise Invalid(rule.get("message") or "the answer is not in the expected format")
+        return text
+    raise Invalid(f"unknown validation type {kind}")
+
+
+class InputStep(StepType):
+    type = "input"
+    waits = True
+    atomic = True  # the answer is stored as a variable
+    target_fields = ("next", "on_fail", "on_timeout")
+
+    def check(self, checker: Checker) -> None:
+        step = checker.step
+        checker.template("text", required=True, limit=TELEGRAM_TEXT_LIMIT)
+        checker.template("retry_text", limit=TELEGRAM_TEXT_LIMIT)
+        problem = variable_name_problem(step.get("variable"))
+        if problem:
+            checker.add(f"'variable': {problem}")
+        rule = step.get("validate", {"type": "text"})
+        if not isinstance(rule, dict):
+            checker.add('\'validate\' must be an object like {"type": "date"}')
+            return
+        kind = rule.get("type", "text")
+        if kind not in KINDS:
+            checker.add(f"'validate.type' must be one of: {', '.join(KINDS)}")
+        for bound in ("min", "max"):
+            value = rule.get(bound)
+            if value is None:
+                continue
+            if kind == "date":
+                try:
+                    _date(str(value))
+                except Invalid:
+                    checker.add(f"'validate.{bound}' must be a date like 1900-01-01 or 'today'")
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                checker.add(f"'validate.{bound}' must be a number")
+        if kind == "regex":
+            pattern = rule.get("pattern")
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                checker.add(f"'validate.pattern' is not a valid regular expression: {exc}")
+        attempts = checker.number("max_attempts", minimum=1)
+        if attempts is not None and attempts != int(attempts):
+            checker.add("'max_attempts' must be a whole number")
+        checker.number("timeout", minimum=1)
+
+    def _ask(self, rt: StepRuntime, text: str, attempts: int) -> Wait:
+        rt.send(text, reply_keyboard=tuple(tuple(r) for r in rt.step.get("reply_keyboard") or ()))
+        until = rt.now + timedelta(seconds=wait_timeout(rt.step))
+        return Wait(kind="input", until=until, state={"attempts": attempts})
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        text = rt.render(rt.step["text"])
+        rt.output["text"] = text
+        return self._ask(rt, text, 0)
+
+    def resume(self, rt: StepRuntime, event: InputEvent) -> Outcome:
+        if event.kind == "text":
+            answer = event.text
+        elif event.kind == "command":
+            answer = f"/{event.command} {event.payload}".strip()
+        else:
+            return NotConsumed()
+        step = rt.step
+        rt.output["answer"] = answer[:200]
+        try:
+            value = answer_validate(step.get("validate") or {"type": "text"}, answer)
+        except Invalid as exc:
+            attempts = int(rt.execution.context.get("wait", {}).get("attempts", 0)) + 1
+            rt.output["invalid"] = str(exc)
+            if attempts >= int(step.get("max_attempts", DEFAULT_ATTEMPTS)):
+                rt.output["gave_up"] = True
+                return Goto(step.get("on_fail"))
+            retry = step.get("retry_text")
+            text = rt.render(retry) if retry else f"That does not look right: {exc}."
+            return self._ask(rt, text, attempts)
+        rt.data.variable_set(step["variable"], value)
+        rt.output["value"] = value
+        return Goto(step.get("next"))

@@ -1,0 +1,172 @@
+"""``message``: send a templated text, optionally with inline buttons or a reply keyboard.
+
+A message with buttons that lead to steps waits for a press; buttons that open a URL
+or carry free callback data (handled by a trigger) do not make it wait.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from workflows.engine.events import Button, InputEvent
+from workflows.engine.steps.base import (
+    CALLBACK_DATA_LIMIT,
+    TELEGRAM_TEXT_LIMIT,
+    Checker,
+    Goto,
+    NotConsumed,
+    Outcome,
+    StepRuntime,
+    StepType,
+    Wait,
+    wait_timeout,
+)
+from workflows.engine.templating import template_check
+
+
+def button_rows(step: dict) -> list[list[dict]]:
+    """The ``buttons`` field as rows; a row may be written as a single button."""
+    rows = step.get("buttons") or []
+    if not isinstance(rows, list):
+        return []
+    result = []
+    for row in rows:
+        if isinstance(row, dict):
+            result.append([row])
+        elif isinstance(row, list):
+            result.append([button for button in row if isinstance(button, dict)])
+    return result
+
+
+def flat_buttons(step: dict) -> list[dict]:
+    return [button for row in button_rows(step) for button in row]
+
+
+def engine_callback_data(execution_id: int, seq: int, index: int) -> str:
+    """What a step button sends back: which execution, which wait, which button."""
+    return f"w:{execution_id}:{seq}:{index}"
+
+
+class MessageStep(StepType):
+    type = "message"
+    target_fields = ("next", "on_timeout")
+
+    def waits_for(self, step: dict) -> bool:
+        return any(button.get("next") for button in flat_buttons(step))
+
+    def targets(self, step: dict) -> list[tuple[str, Any]]:
+        found = super().targets(step)
+        for index, button in enumerate(flat_buttons(step)):
+            if button.get("next") is not None:
+                found.append((f"button {index + 1} ('{button.get('text', '')}')", button["next"]))
+        return found
+
+    def check(self, checker: Checker) -> None:
+        step = checker.step
+        checker.template("text", required=True, limit=TELEGRAM_TEXT_LIMIT)
+        raw = step.get("buttons")
+        if raw is not None and not isinstance(raw, list):
+            checker.add("'buttons' must be a list of rows")
+        for index, button in enumerate(flat_buttons(step), start=1):
+            label = button.get("text")
+            where = f"button {index}"
+            if not isinstance(label, str) or not label.strip():
+                checker.add(f"{where} has no text")
+            else:
+                problem = template_check(label)
+                if problem:
+                    checker.add(f"{where} text: {problem}")
+            kinds = [key for key in ("next", "url", "data") if button.get(key)]
+            if not kinds:
+                checker.add(
+                    f"{where} ('{label}') has no target: give it 'next' (a step), "
+                    "'url' (a link) or 'data' (callback data for a trigger)"
+                )
+            elif len(kinds) > 1:
+                checker.add(f"{where} ('{label}') has several targets: {', '.join(kinds)}")
+            url = button.get("url")
+            if url is not None and (
+                not isinstance(url, str) or not url.startswith(("https://", "http://", "tg://"))
+            ):
+                checker.add(f"{where} url must start with https://, http:// or tg://")
+            data = button.get("data")
+            if data is not None:
+                if not isinstance(data, str):
+                    checker.add(f"{where} data must be a text")
+                elif len(data.encode()) > CALLBACK_DATA_LIMIT:
+                    checker.add(
+                        f"{where} data is {len(data.encode())} bytes; Telegram allows "
+                        f"at most {CALLBACK_DATA_LIMIT}"
+                    )
+                elif data.startswith("w:"):
+                    checker.add(f"{where} data must not start with 'w:' (reserved)")
+        keyboard = step.get("reply_keyboard")
+        if keyboard is not None and not (
+            isinstance(keyboard, list)
+            and all(
+                isinstance(row, list) and all(isinstance(t, str) for t in row) for row in keyboard
+            )
+        ):
+            checker.add("'reply_keyboard' must be a list of rows of texts")
+        checker.number("timeout", minimum=1)
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        step = rt.step
+        text = rt.render(step["text"])
+        waits = self.waits_for(step)
+        seq = rt.next_seq() if waits else 0
+        rows = []
+        index = 0
+        for row in button_rows(step):
+            built = []
+            for button in row:
+                label = rt.render(button.get("text", ""), escape=False)
+                if button.get("next"):
+                    built.append(
+                        Button(
+                            text=label,
+                            callback_data=engine_callback_data(rt.execution.pk, seq, index),
+                        )
+                    )
+                elif button.get("url"):
+                    built.append(Button(text=label, url=rt.render(button["url"], escape=False)))
+                else:
+                    built.append(Button(text=label, callback_data=button.get("data", "")))
+                index += 1
+            if built:
+                rows.append(tuple(built))
+        keyboard = tuple(tuple(row) for row in step.get("reply_keyboard") or () if row)
+        rt.send(
+            text,
+            buttons=tuple(rows),
+            reply_keyboard=keyboard,
+            remove_reply_keyboard=bool(step.get("remove_keyboard")),
+            edit=bool(step.get("edit")),
+        )
+        rt.output["text"] = text
+        if waits:
+            until = rt.now + timedelta(seconds=wait_timeout(step))
+            return Wait(kind="buttons", until=until, state={"seq": seq})
+        return Goto(step.get("next"))
+
+    def resume(self, rt: StepRuntime, event: InputEvent) -> Outcome:
+        buttons = flat_buttons(rt.step)
+        if event.kind == "callback":
+            try:
+                index = int(event.callback_data.rsplit(":", 1)[1])
+                button = buttons[index]
+            except (IndexError, ValueError):
+                return NotConsumed()
+            rt.output["pressed"] = button.get("text", "")
+            return Goto(button.get("next"))
+        if event.kind == "text":
+            typed = event.text.strip().casefold()
+            for button in buttons:
+                if (
+                    button.get("next")
+                    and rt.render(button.get("text", ""), escape=False).strip().casefold() == typed
+                ):
+                    rt.output["pressed"] = button.get("text", "")
+                    return Goto(button["next"])
+        return NotConsumed()

@@ -1,0 +1,78 @@
+"""``set_variable``: set, increment, decrement or delete one of the user's variables."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from workflows.engine.steps.base import Checker, Goto, Outcome, StepFailure, StepRuntime, StepType
+from workflows.engine.templating import template_check
+
+VARIABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+RESERVED = frozenset({"balance", "level", "referrals"})
+OPERATIONS = ("set", "increment", "decrement", "delete")
+
+
+def variable_name_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not VARIABLE_RE.match(name):
+        return "a variable name is a letter followed by letters, digits or _ (max 64)"
+    if name in RESERVED:
+        return f"'{name}' is managed by the loyalty programme; use a bonus step"
+    return None
+
+
+def _as_number(value: object) -> int | float:
+    if isinstance(value, bool):
+        raise StepFailure("the value is not a number")
+    if isinstance(value, int | float):
+        return value
+    try:
+        number = Decimal(str(value).strip().replace(",", "."))
+    except InvalidOperation:
+        raise StepFailure(f"'{value}' is not a number") from None
+    if not number.is_finite():
+        raise StepFailure(f"'{value}' is not a number")
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+class SetVariableStep(StepType):
+    type = "set_variable"
+    atomic = True
+
+    def check(self, checker: Checker) -> None:
+        step = checker.step
+        problem = variable_name_problem(step.get("variable"))
+        if problem:
+            checker.add(f"'variable': {problem}")
+        checker.choice("operation", OPERATIONS, default="set")
+        operation = step.get("operation", "set")
+        value = step.get("value")
+        if operation == "set" and "value" not in step:
+            checker.add("'value' is missing")
+        if isinstance(value, str):
+            problem = template_check(value)
+            if problem:
+                checker.add(f"'value': {problem}")
+        elif (
+            operation in {"increment", "decrement"}
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, int | float))
+        ):
+            checker.add("'value' must be a number (or a template giving one)")
+
+    def run(self, rt: StepRuntime) -> Outcome:
+        step = rt.step
+        name = step["variable"]
+        operation = step.get("operation", "set")
+        value = step.get("value")
+        if isinstance(value, str):
+            value = rt.render(value, escape=False)
+        if operation == "delete":
+            rt.data.variable_delete(name)
+        elif operation == "set":
+            rt.data.variable_set(name, value)
+        else:
+            by = _as_number(1 if value is None else value)
+            value = rt.data.variable_increment(name, by if operation == "increment" else -by)
+        rt.output.update(variable=name, operation=operation, value=value)
+        return Goto(step.get("next"))

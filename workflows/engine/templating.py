@@ -1,0 +1,319 @@
+"""A small, sandboxed template language for operator-written texts.
+
+``Hello, {{ user.first_name | default:"friend" }}! You have {{ user.balance | number }}.``
+
+Why our own: operators are not trusted with Python. A template is parsed into
+literal text and placeholders; a placeholder is a dotted path into a whitelisted
+tree of plain dicts (``user``, ``vars``, ``bot``) followed by filters from a fixed
+table. There is no attribute access, no call, no ``eval``: a path can only walk
+``dict`` keys that do not start with an underscore, so ``__class__``, settings or
+the ORM are unreachable by construction. Values are HTML-escaped on output because
+messages are sent with Telegram's HTML parse mode; the literal text around the
+placeholders is the operator's own HTML and is kept as written.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+# Names a template (or a condition) may start a path with, and the fields known
+# under the fixed namespaces. ``vars`` holds any custom variable name.
+USER_FIELDS = frozenset(
+    {
+        "id",
+        "telegram_id",
+        "chat_id",
+        "username",
+        "first_name",
+        "last_name",
+        "full_name",
+        "language_code",
+        "referral_code",
+        "referral_link",
+        "balance",
+        "level",
+        "referrals",
+        "history",
+    }
+)
+BOT_FIELDS = frozenset({"username", "link"})
+ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None}
+
+IDENT = r"[A-Za-z][A-Za-z0-9_]*"
+PATH_RE = re.compile(rf"^{IDENT}(?:\.{IDENT})*$")
+MAX_OUTPUT = 20_000
+
+
+class TemplateError(ValueError):
+    """A template that does not parse, or names something that does not exist."""
+
+
+class Lazy:
+    """A value computed only when a template actually uses it (e.g. the ledger history)."""
+
+    __slots__ = ("_func",)
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self._func = func
+
+    def resolve(self) -> Any:
+        return self._func()
+
+
+# --- Filters -----------------------------------------------------------------
+
+
+def _to_number(value: Any) -> int | float | Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip().replace(",", "."))
+        except InvalidOperation:
+            return None
+        return number if number.is_finite() else None
+    return None
+
+
+def _f_default(value: Any, arg: Any = "") -> Any:
+    return arg if value is None or value == "" else value
+
+
+def _f_number(value: Any, arg: Any = 0) -> Any:
+    """Thousands separated with a thin space, ``arg`` decimals: 12 345 or 1 234.50."""
+    number = _to_number(value)
+    if number is None:
+        return value
+    decimals = max(0, min(int(arg or 0), 6))
+    quantum = Decimal(1).scaleb(-decimals)
+    rounded = Decimal(str(number)).quantize(quantum, rounding=ROUND_HALF_UP)
+    return f"{rounded:,.{decimals}f}".replace(",", "\u202f")
+
+
+def _f_round(value: Any, arg: Any = 0) -> Any:
+    number = _to_number(value)
+    if number is None:
+        return value
+    decimals = max(0, min(int(arg or 0), 6))
+    rounded = Decimal(str(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return f"{rounded:.{decimals}f}"
+
+
+def _f_truncate(value: Any, arg: Any = 50) -> Any:
+    text = _to_text(value)
+    limit = max(1, int(arg or 50))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _f_plural(value: Any, arg: Any = "s") -> Any:
+    """``{{ n }} bonus{{ n | plural:"es" }}``: the suffix unless the number is 1."""
+    number = _to_number(value)
+    return "" if number is not None and number == 1 else arg
+
+
+FILTERS: dict[str, tuple[Callable[..., Any], bool]] = {
+    # name: (function, takes an argument)
+    "default": (_f_default, True),
+    "number": (_f_number, True),
+    "round": (_f_round, True),
+    "truncate": (_f_truncate, True),
+    "plural": (_f_plural, True),
+    "upper": (lambda v: _to_text(v).upper(), False),
+    "lower": (lambda v: _to_text(v).lower(), False),
+    "capitalize": (lambda v: _to_text(v)[:1].upper() + _to_text(v)[1:], False),
+    "title": (lambda v: _to_text(v).title(), False),
+    "trim": (lambda v: _to_text(v).strip(), False),
+}
+
+
+# --- Parsing -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    path: tuple[str, ...]
+    filters: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    parts: tuple[str | Placeholder, ...]
+
+    @property
+    def paths(self) -> list[tuple[str, ...]]:
+        return [p.path for p in self.parts if isinstance(p, Placeholder)]
+
+
+TAG_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+FILTER_RE = re.compile(
+    rf"""^\s*(?P<name>{IDENT})\s*(?::\s*(?P<arg>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?))?\s*$"""
+)
+
+
+def path_check(path: tuple[str, ...]) -> str | None:
+    """Why ``path`` is not a known variable, or None when it is."""
+    root = path[0]
+    if root not in ROOTS:
+        known = ", ".join(f"{r}.…" for r in ROOTS)
+        return f"unknown variable '{'.'.join(path)}' (a name starts with {known})"
+    if len(path) == 1:
+        return f"'{root}' needs a field, e.g. {root}.{'city' if root == 'vars' else 'username'}"
+    fields = ROOTS[root]
+    if fields is not None and path[1] not in fields:
+        return f"unknown variable '{'.'.join(path)}' (known: {', '.join(sorted(fields))})"
+    return None
+
+
+def _parse_arg(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    if raw[0] in "\"'":
+        return re.sub(r"\\(.)", r"\1", raw[1:-1])
+    return float(raw) if "." in raw else int(raw)
+
+
+def _parse_placeholder(source: str) -> Placeholder:
+    pieces = _split_pipes(source)
+    path_text = pieces[0].strip()
+    if not path_text:
+        raise TemplateError("empty placeholder {{ }}")
+    if not PATH_RE.match(path_text):
+        raise TemplateError(
+            f"'{path_text}' is not a variable name (use letters, digits and dots, "
+            "e.g. user.first_name)"
+        )
+    path = tuple(path_text.split("."))
+    problem = path_check(path)
+    if problem:
+        raise TemplateError(problem)
+    filters = []
+    for piece in pieces[1:]:
+        match = FILTER_RE.match(piece)
+        if not match:
+            raise TemplateError(f"cannot read the filter '{piece.strip()}'")
+        name = match["name"]
+        if name not in FILTERS:
+            raise TemplateError(f"unknown filter '{name}' (known: {', '.join(sorted(FILTERS))})")
+        arg = _parse_arg(match["arg"])
+        if arg is not None and not FILTERS[name][1]:
+            raise TemplateError(f"the filter '{name}' takes no argument")
+        filters.append((name, arg))
+    return Placeholder(path=path, filters=tuple(filters))
+
+
+def _split_pipes(source: str) -> list[str]:
+    """Split on ``|`` outside quotes."""
+    pieces, current, quote = [], [], ""
+    for char in source:
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+            current.append(char)
+        elif char == "|":
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quote:
+        raise TemplateError("a quote is not closed")
+    pieces.append("".join(current))
+    return pieces
+
+
+@lru_cache(maxsize=2048)
+def template_parse(source: str) -> Template:
+    """Parse once, render many times (cached by source text)."""
+    parts: list[str | Placeholder] = []
+    position = 0
+    for match in TAG_RE.finditer(source):
+        literal = source[position : match.start()]
+        _check_literal(literal)
+        if literal:
+            parts.append(literal)
+        parts.append(_parse_placeholder(match.group(1)))
+        position = match.end()
+    tail = source[position:]
+    _check_literal(tail)
+    if tail:
+        parts.append(tail)
+    return Template(parts=tuple(parts))
+
+
+def _check_literal(text: str) -> None:
+    if "{{" in text:
+        raise TemplateError("'{{' is opened but never closed with '}}'")
+    if "}}" in text:
+        raise TemplateError("'}}' closes a placeholder that was never opened")
+
+
+# --- Rendering ---------------------------------------------------------------
+
+
+def _to_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(_to_text(v) for v in value)
+    if isinstance(value, str | int | float | Decimal):
+        return str(value)
+    # Anything else (a dict, an object that slipped in) is never rendered.
+    return ""
+
+
+def value_resolve(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """Walk plain dict keys only; a missing or forbidden step yields None."""
+    current: Any = context
+    for name in path:
+        if name.startswith("_") or not isinstance(current, dict):
+            return None
+        current = current.get(name)
+        if isinstance(current, Lazy):
+            current = current.resolve()
+    if isinstance(current, Lazy):
+        current = current.resolve()
+    if current is None or isinstance(current, str | int | float | bool | list | Decimal):
+        return current
+    return None
+
+
+def template_render(source: str, context: Mapping[str, Any], *, escape: bool = True) -> str:
+    """Render ``source``; values are HTML-escaped unless ``escape`` is off (variables)."""
+    template = template_parse(source)
+    out: list[str] = []
+    for part in template.parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        value = value_resolve(context, part.path)
+        for name, arg in part.filters:
+            func, takes_arg = FILTERS[name]
+            value = func(value, arg) if takes_arg and arg is not None else func(value)
+        text = _to_text(value)
+        out.append(html.escape(text, quote=False) if escape else text)
+    return "".join(out)[:MAX_OUTPUT]
+
+
+def template_check(source: Any) -> str | None:
+    """Why ``source`` is not a valid template, or None."""
+    if not isinstance(source, str):
+        return "must be a text"
+    try:
+        template_parse(source)
+    except TemplateError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,93 @@
+"""Which workflow an event starts.
+
+Kinds: ``command`` (with an optional deep-link payload or payload prefix),
+``text`` (exact, case-insensitive by default), ``regex``, ``callback`` (exact data
+or a prefix), ``level_up`` and ``fallback`` (any other text or command). The
+highest-priority workflow wins; fallback only when nothing else matches.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from workflows.engine.events import InputEvent
+from workflows.models import Workflow
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMatch:
+    workflow_id: int
+    version_id: int
+    slug: str
+    interrupt: bool
+
+
+def trigger_candidates(project_id: int) -> list[dict]:
+    """The project's live workflows with their triggers: one query per event."""
+    return list(
+        Workflow.objects.filter(
+            project_id=project_id, is_active=True, published_version__isnull=False
+        )
+        .order_by("-priority", "name", "id")
+        .values("id", "slug", "triggers", "published_version_id")
+    )
+
+
+def _matches(trigger: dict, event: InputEvent) -> bool:
+    kind = trigger.get("type")
+    if kind == "command" and event.kind == "command":
+        if str(trigger.get("command", "")).lstrip("/").lower() != event.command.lower():
+            return False
+        if "payload" in trigger and trigger["payload"] != event.payload:
+            return False
+        prefix = trigger.get("payload_prefix")
+        return not prefix or event.payload.startswith(prefix)
+    if kind == "text" and event.kind == "text":
+        expected = str(trigger.get("text", "")).strip()
+        if trigger.get("ignore_case", True):
+            return expected.casefold() == event.text.strip().casefold()
+        return expected == event.text.strip()
+    if kind == "regex" and event.kind == "text":
+        flags = re.IGNORECASE if trigger.get("ignore_case", True) else 0
+        try:
+            return re.search(trigger.get("pattern", ""), event.text[:4096], flags) is not None
+        except re.error:
+            return False
+    if kind == "callback" and event.kind == "callback":
+        if "data" in trigger:
+            return trigger["data"] == event.callback_data
+        prefix = trigger.get("prefix")
+        return bool(prefix) and event.callback_data.startswith(prefix)
+    if kind == "level_up" and event.kind == "level_up":
+        level = trigger.get("level")
+        return not level or str(level).casefold() == event.payload.casefold()
+    return False
+
+
+def trigger_match(candidates: list[dict], event: InputEvent) -> TriggerMatch | None:
+    """The workflow this event starts, or None."""
+    fallback = None
+    for workflow in candidates:
+        for trigger in workflow["triggers"] or []:
+            if not isinstance(trigger, dict):
+                continue
+            if _matches(trigger, event):
+                return TriggerMatch(
+                    workflow_id=workflow["id"],
+                    version_id=workflow["published_version_id"],
+                    slug=workflow["slug"],
+                    interrupt=bool(trigger.get("interrupt", False)),
+                )
+            if (
+                fallback is None
+                and trigger.get("type") == "fallback"
+                and event.kind in {"text", "command"}
+            ):
+                fallback = TriggerMatch(
+                    workflow_id=workflow["id"],
+                    version_id=workflow["published_version_id"],
+                    slug=workflow["slug"],
+                    interrupt=False,
+                )
+    return fallback

@@ -1,0 +1,202 @@
+"""Whole-graph validation, run on publish: every error names its step.
+
+Besides each step type's own field checks: references to missing steps, unreachable
+steps, cycles that never wait for the user (they would loop forever), and the
+triggers' own problems.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from workflows.engine.definition import definition_shape_problems
+from workflows.engine.steps import STEP_TYPES
+from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker
+
+TRIGGER_TYPES = ("command", "text", "regex", "callback", "fallback", "level_up")
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StepError:
+    step: str  # "" for the workflow as a whole, "trigger N" for a trigger
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.message}" if self.step else self.message
+
+
+class WorkflowValidationError(Exception):
+    """The definition cannot be published; ``errors`` say where and why."""
+
+    def __init__(self, errors: list[StepError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(error) for error in errors))
+
+
+def _edges(steps: dict[str, dict]) -> dict[str, list[tuple[str, Any]]]:
+    edges = {}
+    for step_id, step in steps.items():
+        handler = STEP_TYPES.get(step.get("type"))
+        edges[step_id] = handler.targets(step) if handler else []
+    return edges
+
+
+def _cycles_without_wait(steps: dict[str, dict], edges: dict) -> list[list[str]]:
+    """Strongly connected groups of steps that never stop for the user (Tarjan)."""
+    nodes = [
+        step_id
+        for step_id, step in steps.items()
+        if (handler := STEP_TYPES.get(step.get("type"))) is not None and not handler.waits_for(step)
+    ]
+    allowed = set(nodes)
+    graph = {
+        node: [t for _, t in edges[node] if isinstance(t, str) and t in allowed] for node in nodes
+    }
+    index_of: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        # Iterative-enough for workflow sizes (hundreds of steps at most).
+        index_of[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index_of:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index_of[target])
+        if low[node] == index_of[node]:
+            group = []
+            while True:
+                item = stack.pop()
+                on_stack.discard(item)
+                group.append(item)
+                if item == node:
+                    break
+            if len(group) > 1 or node in graph[node]:
+                groups.append(sorted(group))
+
+    for node in nodes:
+        if node not in index_of:
+            visit(node)
+    return groups
+
+
+def triggers_problems(triggers: Any) -> list[StepError]:
+    if triggers is None:
+        return []
+    if not isinstance(triggers, list):
+        return [StepError("triggers", "must be a list")]
+    errors = []
+    for number, trigger in enumerate(triggers, start=1):
+        where = f"trigger {number}"
+        if not isinstance(trigger, dict):
+            errors.append(StepError(where, "must be an object with a 'type'"))
+            continue
+        kind = trigger.get("type")
+        if kind not in TRIGGER_TYPES:
+            errors.append(StepError(where, f"'type' must be one of: {', '.join(TRIGGER_TYPES)}"))
+            continue
+        if kind == "command":
+            command = str(trigger.get("command", "")).lstrip("/")
+            if not COMMAND_RE.match(command):
+                errors.append(
+                    StepError(where, "'command' is 1-32 letters, digits or _, e.g. \"start\"")
+                )
+        elif kind == "text":
+            if not isinstance(trigger.get("text"), str) or not trigger["text"].strip():
+                errors.append(StepError(where, "'text' (the exact message) is missing"))
+        elif kind == "regex":
+            try:
+                re.compile(trigger.get("pattern"))
+            except (re.error, TypeError) as exc:
+                errors.append(StepError(where, f"'pattern' is not a regular expression: {exc}"))
+        elif kind == "callback":
+            data = trigger.get("data")
+            prefix = trigger.get("prefix")
+            value = data if data is not None else prefix
+            if not isinstance(value, str) or not value:
+                errors.append(StepError(where, "give 'data' (exact) or 'prefix'"))
+            elif len(value.encode()) > CALLBACK_DATA_LIMIT:
+                errors.append(
+                    StepError(where, f"callback data is longer than {CALLBACK_DATA_LIMIT} bytes")
+                )
+            elif value.startswith("w:"):
+                errors.append(StepError(where, "callback data must not start with 'w:'"))
+    return errors
+
+
+def workflow_validate(
+    definition: Any, *, triggers: Any = None, known_workflows: set[str] | None = None
+) -> None:
+    """Raise :class:`WorkflowValidationError` listing every problem found."""
+    errors = [StepError(step, message) for step, message in definition_shape_problems(definition)]
+    errors.extend(triggers_problems(triggers))
+    if any(error.step == "" for error in errors) or not isinstance(definition, dict):
+        raise WorkflowValidationError(errors)
+    steps: dict[str, dict] = definition["steps"]
+    for step_id, step in steps.items():
+        if not isinstance(step, dict):
+            continue
+        handler = STEP_TYPES.get(step.get("type"))
+        if handler is None:
+            errors.append(
+                StepError(
+                    step_id,
+                    f"unknown step type '{step.get('type')}' "
+                    f"(known: {', '.join(sorted(STEP_TYPES))})",
+                )
+            )
+            continue
+        checker = Checker(step_id, step)
+        handler.check(checker)
+        errors.extend(StepError(step_id, problem) for problem in checker.problems)
+        if (
+            known_workflows is not None
+            and step.get("type") == "start_workflow"
+            and isinstance(step.get("workflow"), str)
+            and step["workflow"] not in known_workflows
+        ):
+            errors.append(
+                StepError(step_id, f"there is no workflow '{step['workflow']}' in this project")
+            )
+    steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
+    edges = _edges(steps)
+    for step_id, targets in edges.items():
+        for where, target in targets:
+            if not isinstance(target, str) or target not in steps:
+                errors.append(
+                    StepError(
+                        step_id, f"{where} points to the step '{target}', which does not exist"
+                    )
+                )
+    reachable = set()
+    frontier = [definition["start"]]
+    while frontier:
+        node = frontier.pop()
+        if node in reachable or node not in steps:
+            continue
+        reachable.add(node)
+        frontier.extend(t for _, t in edges[node] if isinstance(t, str))
+    for step_id in steps:
+        if step_id not in reachable:
+            errors.append(StepError(step_id, "unreachable: no path leads here from the start step"))
+    for group in _cycles_without_wait(steps, edges):
+        errors.append(
+            StepError(
+                group[0],
+                "these steps form a loop that never waits for the user and would run "
+                f"forever: {' → '.join(group)}",
+            )
+        )
+    if errors:
+        raise WorkflowValidationError(errors)

@@ -1,0 +1,70 @@
+"""manage.py loaddemo [--token TOKEN]: the demo loyalty project, idempotently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
+from workflows.engine.validation import WorkflowValidationError
+from workflows.services import workflow_import
+
+DEMO_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "demo.json"
+
+
+def demo_load(*, token: str | None = None) -> tuple[Project, Bot | None]:
+    """Create or update the demo project and its workflows (and bot); safe to re-run."""
+    demo = json.loads(DEMO_FILE.read_text(encoding="utf-8"))
+    fields = dict(demo["project"])
+    slug = fields.pop("slug")
+    with transaction.atomic():
+        project, _ = Project.objects.update_or_create(slug=slug, defaults=fields)
+        for data in demo["workflows"]:
+            workflow_import(project_id=project.pk, data=data, publish=True)
+        bot = None
+        if token:
+            bot = Bot.objects.filter(token=token).first()
+            if bot is not None and bot.project_id != project.pk:
+                raise CommandError(
+                    f"The bot {bot.token_masked} is already connected to the project "
+                    f"'{bot.project.slug}'."
+                )
+            if bot is None:
+                bot = Bot.objects.create(project=project, token=token)
+    return project, bot
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the demo loyalty project with its workflows (safe to run again). "
+        "With --token, connect it to that Telegram bot; then run `manage.py runbot --all`."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--token", help="A bot token from @BotFather to connect.")
+
+    def handle(self, *args, token: str | None = None, **options) -> None:
+        if token:
+            try:
+                BOT_TOKEN_VALIDATOR(token)
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from None
+        try:
+            project, bot = demo_load(token=token)
+        except WorkflowValidationError as exc:  # pragma: no cover - the shipped file is tested
+            raise CommandError(f"The demo workflows are invalid: {exc}") from None
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo project '{project.slug}' is ready ({project.name}).")
+        )
+        if bot is not None:
+            self.stdout.write(
+                f"Connected bot {bot.token_masked}. Start it with: manage.py runbot --all"
+            )
+        else:
+            self.stdout.write(
+                "Connect a bot with: manage.py loaddemo --token <token from @BotFather>"
+            )
