@@ -95,6 +95,7 @@ def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(double, tg_bot, sett
     double.fail("sendMessage", 429, retry_after=1)
     # Run the task in-process (eager): its countdown is skipped, but the point is that
     # the message is handed over to a task, not dropped.
+    saved = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
         actions_deliver(
@@ -103,7 +104,7 @@ def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(double, tg_bot, sett
             actions=[SendMessage(chat_id=605, text="x"), SendMessage(chat_id=605, text="y")],
         )
     finally:
-        app.conf.task_always_eager = False
+        app.conf.task_always_eager = saved
     assert [c.status for c in double.calls_of("sendMessage", ok=False)] == [429, 200, 200]
     assert double.sent_texts(tg_bot.token) == ["x", "y"]
 

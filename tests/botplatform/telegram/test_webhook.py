@@ -143,6 +143,7 @@ def test_webhook_can_hand_updates_to_celery_after_commit(
 
     settings.TELEGRAM_WEBHOOK_ASYNC = True
     update = double.message(tg_bot.token, 805, "queued")
+    saved = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -152,6 +153,6 @@ def test_webhook_can_hand_updates_to_celery_after_commit(
         for callback in callbacks:
             callback()  # the commit: the task runs (eagerly here)
     finally:
-        app.conf.task_always_eager = False
+        app.conf.task_always_eager = saved
     assert double.sent_texts(tg_bot.token) == ["echo:queued"]
     assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
