@@ -203,7 +203,7 @@ def _callback_answered(actions: list[Action], parsed: ParsedUpdate) -> list[Acti
     return [AnswerCallback(callback_query_id=query_id), *actions]
 
 
-def _handle(update_pk: int) -> None:
+def _handle(update_pk: int) -> TelegramUpdate:
     """Phase 1, one transaction: rate limit + handler + outbox. Raises on handler errors."""
     with transaction.atomic():
         row = (
@@ -212,7 +212,7 @@ def _handle(update_pk: int) -> None:
             .get(pk=update_pk)
         )
         if row.status != Status.PENDING:
-            return
+            return row
         bot = row.bot
         try:
             parsed = update_parse(bot_id=bot.pk, update=row.payload)
@@ -227,7 +227,7 @@ def _handle(update_pk: int) -> None:
                 row.actions = actions_to_json([AnswerCallback(callback_query_id=query_id)])
             row.handled_at = timezone.now()
             row.save(update_fields=["status", "note", "actions", "handled_at"])
-            return
+            return row
 
         project = bot.project
         verdict = ratelimit.incoming_check(
@@ -250,6 +250,7 @@ def _handle(update_pk: int) -> None:
         if not actions:
             row.done_at = row.handled_at
         row.save(update_fields=["chat_id", "actions", "status", "note", "handled_at", "done_at"])
+    return row
 
 
 def _fail(update_pk: int, exc: BaseException) -> None:
@@ -271,25 +272,28 @@ def _fail(update_pk: int, exc: BaseException) -> None:
     )
 
 
-def _deliver(update_pk: int) -> None:
+def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
     """Phase 2: send the stored replies from where the last attempt stopped."""
-    row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
+    if row is None:
+        row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
     if row.status != Status.HANDLED:
         return
+    actions = actions_from_json(row.actions)
 
     def _progress(count: int) -> None:
-        TelegramUpdate.objects.filter(pk=update_pk).update(sent_count=count)
+        if count < len(actions):  # the last one is recorded with the final status
+            TelegramUpdate.objects.filter(pk=update_pk).update(sent_count=count)
 
     actions_send(
         bot=row.bot,
         chat_id=row.chat_id,
-        actions=actions_from_json(row.actions),
+        actions=actions,
         start=row.sent_count,
         on_sent=_progress,
     )
     final = Status.FAILED if row.note.startswith("failed:") else Status.DONE
     TelegramUpdate.objects.filter(pk=update_pk, status=Status.HANDLED).update(
-        status=final, done_at=timezone.now()
+        status=final, sent_count=len(actions), done_at=timezone.now()
     )
 
 
@@ -306,11 +310,14 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
         attempt = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
             attempts=F("attempts") + 1
         )
+        row = None
         if attempt:
-            attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(pk=update_pk)
             try:
-                _handle(update_pk)
+                row = _handle(update_pk)
             except Exception as exc:
+                attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
+                    pk=update_pk
+                )
                 logger.exception("Update %s failed (attempt %s)", update_pk, attempts)
                 if not (final_attempt or attempts >= settings.TELEGRAM_MAX_ATTEMPTS):
                     TelegramUpdate.objects.filter(pk=update_pk).update(
@@ -319,7 +326,7 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
                     return "retry"
                 _fail(update_pk, exc)
         try:
-            _deliver(update_pk)
+            _deliver(update_pk, row)
         except SendDeferred as exc:
             logger.warning("Update %s: replies deferred (%s)", update_pk, exc.error.description)
             return "retry"

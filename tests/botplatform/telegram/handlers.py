@@ -65,3 +65,8 @@ def silent_handle(*, bot: Bot, parsed: ParsedUpdate) -> list:
     """Counts, answers nothing (the transport must still answer callback queries)."""
     _count(bot, parsed)
     return []
+
+
+def noop_handle(*, bot: Bot, parsed: ParsedUpdate) -> list:
+    """No database work of its own: what remains is the transport's cost."""
+    return [SendMessage(chat_id=parsed.chat_id, text="hi")]

@@ -141,3 +141,16 @@ def test_user_who_blocked_the_bot_is_marked_and_then_skipped(double, tg_bot):
     assert len(double.calls_of("sendMessage", ok=False)) == attempts  # not even tried
     row = TelegramUpdate.objects.get(chat_id=510)
     assert row.status == TelegramUpdate.Status.DONE
+
+
+def test_transport_overhead_per_update_is_a_handful_of_queries(
+    double, tg_bot, settings, django_assert_max_num_queries
+):
+    settings.TELEGRAM_EVENT_HANDLER = "tests.botplatform.telegram.handlers.noop_handle"
+    update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 520, "warm"))
+    # insert, claim, attempt, lock + load, outbox, done, unclaim: 7 statements, plus 4
+    # savepoint statements only because the test itself runs inside a transaction.
+    with django_assert_max_num_queries(11):
+        update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 520, "count"))
+    assert double.sent_texts(tg_bot.token) == ["hi", "hi"]
+    assert TelegramUpdate.objects.filter(status="done", sent_count=1).count() == 2
