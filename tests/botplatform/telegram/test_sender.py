@@ -217,3 +217,22 @@ def test_a_slow_telegram_times_out_and_the_message_still_goes_out(double, tg_bot
     # timeout is the one case a message can arrive twice), the retry got through.
     assert len(calls) == 2
     assert calls[1].at - calls[0].at >= 1.0
+
+
+def test_rate_limits_fall_back_to_the_process_when_redis_is_unreachable(monkeypatch):
+    """A real client to a port nobody listens on: connection refused, limits still hold."""
+    import socket
+
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.2)
+    monkeypatch.setattr(ratelimit, "_redis", lambda: dead)
+    key = "rate_limit:test:redis_down:1s"
+    assert [ratelimit.sliding_log_hit([(key, 2, 60_000)]) == 0 for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]

@@ -156,3 +156,32 @@ def test_webhook_can_hand_updates_to_celery_after_commit(
         app.conf.task_always_eager = saved
     assert double.sent_texts(tg_bot.token) == ["echo:queued"]
     assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_deliveries_are_handled_once(double, tg_bot):
+    """Telegram retrying while the first delivery is still being handled."""
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    update = double.message(tg_bot.token, 806, "slow twin")
+    codes = []
+    barrier = threading.Barrier(3)
+
+    def deliver() -> None:
+        try:
+            barrier.wait()
+            codes.append(_post(Client(), tg_bot, update).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200, 200, 200]
+    assert double.sent_texts(tg_bot.token) == ["echo:slow twin"]
+    assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
