@@ -39,6 +39,7 @@ from botplatform.telegram.dispatch import (
     updates_record,
 )
 from botplatform.telegram.sender import BotUnauthorized
+from botplatform.telegram.updates import ALLOWED_UPDATES
 
 logger = logging.getLogger("botplatform.telegram.runner")
 
@@ -168,6 +169,7 @@ class BotPoller(threading.Thread):
                     offset=offset,
                     limit=100,
                     long_polling_timeout=settings.TELEGRAM_POLL_TIMEOUT,
+                    allowed_updates=ALLOWED_UPDATES,
                 )
             except Exception as exc:
                 error = error_classify(exc)
@@ -270,6 +272,13 @@ class Runner:
 
     def _renew(self) -> None:
         now = time.monotonic()
+        # Bots being handed over stay ours until their queued updates are done.
+        for bot_id, (_poller, release) in list(self.releasing.items()):
+            if release:
+                try:
+                    leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
+                except Exception as exc:
+                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
         for bot_id, poller in list(self.pollers.items()):
             try:
                 renewed = leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)

@@ -12,6 +12,9 @@ from telebot import types
 
 from workflows.engine.events import InputEvent
 
+# What the platform handles; Telegram is asked not to send the rest.
+ALLOWED_UPDATES = ["message", "callback_query"]
+
 
 class MalformedUpdate(ValueError):
     """The update is not something Telegram would send; it is logged and skipped."""

@@ -7,6 +7,7 @@ from django.urls import reverse
 from botplatform.models import Bot
 from botplatform.telegram.client import api, error_classify
 from botplatform.telegram.sender import TelegramCallError
+from botplatform.telegram.updates import ALLOWED_UPDATES
 
 
 def webhook_url(*, bot: Bot, base_url: str) -> str:
@@ -21,7 +22,7 @@ def webhook_set(*, bot: Bot, base_url: str) -> str:
             bot.token,
             url=url,
             secret_token=bot.webhook_secret,
-            allowed_updates=["message", "callback_query"],
+            allowed_updates=ALLOWED_UPDATES,
         )
     except Exception as exc:
         raise TelegramCallError(error_classify(exc)) from None
