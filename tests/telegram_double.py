@@ -15,11 +15,51 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
+
+_TAG = re.compile(r"<(/?)([a-zA-Z-]*)(?:\s[^<>]*)?>")
+_HTML_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "span",
+    "blockquote",
+    "tg-emoji",
+}
+
+
+def _html_ok(text: str) -> bool:
+    """Roughly Telegram's HTML check: known tags, balanced, no stray '<'."""
+    stack: list[str] = []
+    position = 0
+    for match in _TAG.finditer(text):
+        if "<" in text[position : match.start()]:
+            return False
+        position = match.end()
+        closing, name = match.group(1), match.group(2).lower()
+        if name not in _HTML_TAGS:
+            return False
+        if closing:
+            if not stack or stack.pop() != name:
+                return False
+        else:
+            stack.append(name)
+    return "<" not in text[position:] and not stack
 
 
 @dataclass
@@ -357,6 +397,8 @@ class TelegramDouble:
             return self._error(400, "Bad Request: message text is empty")
         if len(text) > 4096:
             return self._error(400, "Bad Request: message is too long")
+        if params.get("parse_mode") == "HTML" and not _html_ok(text):
+            return self._error(400, "Bad Request: can't parse entities: unsupported start tag")
         with self._cond:
             return self._ok(self._message_new(chat_id, text, params.get("reply_markup")))
 

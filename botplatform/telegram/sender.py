@@ -211,18 +211,25 @@ def _send_message(bot: Bot, action: SendMessage) -> None:
     chunks = text_split(action.text)
     for index, chunk in enumerate(chunks):
         markup = markup_build(action) if index == len(chunks) - 1 else None
-        _call(
-            bot,
-            lambda chunk=chunk, markup=markup: api().send_message(
-                bot.token,
-                action.chat_id,
-                chunk,
-                reply_markup=markup,
-                parse_mode=action.parse_mode or None,
-            ),
-            chat_id=action.chat_id,
-            is_message=True,
-        )
+
+        def send(chunk=chunk, markup=markup, parse_mode=action.parse_mode or None):
+            return _call(
+                bot,
+                lambda: api().send_message(
+                    bot.token, action.chat_id, chunk, reply_markup=markup, parse_mode=parse_mode
+                ),
+                chat_id=action.chat_id,
+                is_message=True,
+            )
+
+        try:
+            send()
+        except TelegramCallError as exc:
+            if not (action.parse_mode and "parse entities" in exc.error.description):
+                raise
+            # Broken markup (an operator's "a < b"): better plain text than nothing.
+            logger.warning("Bot %s: message markup rejected, sent as plain text", bot.pk)
+            send(parse_mode=None)
 
 
 def _edit_message(bot: Bot, action: EditMessage) -> None:

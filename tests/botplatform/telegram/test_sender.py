@@ -236,3 +236,21 @@ def test_rate_limits_fall_back_to_the_process_when_redis_is_unreachable(monkeypa
         True,
         False,
     ]
+
+
+def test_broken_html_goes_out_as_plain_text_rather_than_not_at_all(double, tg_bot):
+    actions_deliver(
+        bot_id=tg_bot.pk,
+        chat_id=640,
+        actions=[
+            SendMessage(chat_id=640, text="<b>Balance</b>: 5 &amp; more"),
+            SendMessage(chat_id=640, text="Spend if 5 < 10"),
+        ],
+    )
+    calls = double.calls_of("sendMessage", ok=False)
+    assert [(c.status, c.params.get("parse_mode")) for c in calls] == [
+        (200, "HTML"),
+        (400, "HTML"),
+        (200, None),
+    ]
+    assert double.sent_texts(tg_bot.token) == ["<b>Balance</b>: 5 &amp; more", "Spend if 5 < 10"]
