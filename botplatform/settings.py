@@ -206,6 +206,12 @@ RATELIMIT_CACHE_PREFIX = "rate_limit:django:"
 # Public base URL for the admin's "set webhook" action (else the admin request's own).
 TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL")
 TELEGRAM_HTTP_TIMEOUT = env_int("TELEGRAM_HTTP_TIMEOUT", 30)  # s per Bot API call (+ long poll)
+# Finished updates are kept this long (Telegram redelivers for at most 24 hours).
+TELEGRAM_UPDATE_RETENTION_DAYS = max(env_int("TELEGRAM_UPDATE_RETENTION_DAYS", 7), 2)
+CELERY_BEAT_SCHEDULE["telegram.updates_prune"] = {
+    "task": "telegram.updates_prune",
+    "schedule": 3600,
+}
 
 # --- Loyalty ---------------------------------------------------------------------
 

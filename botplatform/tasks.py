@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from botplatform.telegram.tasks import actions_deliver_task, update_run_task
+from botplatform.telegram.tasks import actions_deliver_task, update_run_task, updates_prune_task
 
-__all__ = ["actions_deliver_task", "update_run_task"]
+__all__ = ["actions_deliver_task", "update_run_task", "updates_prune_task"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -349,3 +350,19 @@ def update_process(*, bot_id: int, update: dict) -> None:
         return
     with suppress(BotUnauthorized):
         update_run(update_pk=row.pk, final_attempt=True)
+
+
+def updates_prune(*, older_than_days: int, batch: int = 5000) -> int:
+    """Delete finished journal rows older than the retention; open ones are kept."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            TelegramUpdate.objects.filter(
+                received_at__lt=cutoff,
+                status__in=[Status.DONE, Status.SKIPPED, Status.FAILED],
+            ).values_list("pk", flat=True)[:batch]
+        )
+        if not ids:
+            return deleted
+        deleted += TelegramUpdate.objects.filter(pk__in=ids).delete()[0]

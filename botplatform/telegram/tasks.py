@@ -19,3 +19,13 @@ def update_run_task(*, update_pk: int) -> None:
     from botplatform.telegram.dispatch import update_run
 
     update_run(update_pk=update_pk)
+
+
+@shared_task(name="telegram.updates_prune", ignore_result=True)
+def updates_prune_task() -> int:
+    """Hourly: keep the update journal small (TELEGRAM_UPDATE_RETENTION_DAYS)."""
+    from django.conf import settings
+
+    from botplatform.telegram.dispatch import updates_prune
+
+    return updates_prune(older_than_days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)

@@ -154,3 +154,23 @@ def test_transport_overhead_per_update_is_a_handful_of_queries(
         update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 520, "count"))
     assert double.sent_texts(tg_bot.token) == ["hi", "hi"]
     assert TelegramUpdate.objects.filter(status="done", sent_count=1).count() == 2
+
+
+def test_old_finished_updates_are_pruned_open_ones_kept(double, tg_bot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from botplatform.telegram.tasks import updates_prune_task
+
+    rows = updates_record(
+        bot_id=tg_bot.pk,
+        updates=[double.message(tg_bot.token, 530, f"m{i}") for i in range(3)],
+    )
+    update_run(update_pk=rows[0].pk)
+    update_run(update_pk=rows[1].pk)
+    TelegramUpdate.objects.filter(pk__in=[rows[0].pk, rows[2].pk]).update(
+        received_at=timezone.now() - timedelta(days=30)
+    )
+    assert updates_prune_task() == 1  # old and done; the recent done one and the open one stay
+    assert set(TelegramUpdate.objects.values_list("pk", flat=True)) == {rows[1].pk, rows[2].pk}
