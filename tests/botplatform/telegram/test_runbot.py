@@ -283,3 +283,26 @@ def test_two_all_runners_share_bots_without_overlap_and_fail_over(double, runbot
     assert survivor.wait() == 0
     assert holders() == {}  # leases released on a clean stop
     assert BotUser.objects.filter(project=project).count() == 5
+
+
+def test_a_second_runner_of_the_same_bot_waits_for_the_lease(double, runbots):
+    bot = bot_create()
+    double.bot_add(bot.token, bot.username)
+    first = runbots([str(bot.pk)], name="first")
+    assert double.wait_for(lambda: len(double.calls_of("getUpdates", bot.token)) >= 1)
+    second = runbots([str(bot.pk)], name="second")
+    assert double.wait_for(lambda: "waiting for its lease" in second.output(), timeout=15)
+    double.message(bot.token, 960, "one")
+    assert double.wait_for(lambda: double.sent_texts(bot.token) == ["echo:one"], timeout=15)
+
+    first.signal(signal.SIGTERM)  # a clean stop releases the lease at once
+    assert first.wait() == 0
+    double.message(bot.token, 960, "two")
+    assert double.wait_for(lambda: len(double.sent_texts(bot.token)) == 2, timeout=15), (
+        second.output()
+    )
+    assert double.sent_texts(bot.token) == ["echo:one", "echo:two"]
+    assert "lease acquired" in second.output()
+    assert double.conflicts == 0
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
