@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils import timezone
 
 from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
 from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
@@ -86,8 +88,12 @@ class BotForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Bot:
         token = self.cleaned_data.get("new_token")
-        if token:
+        if token and token != self.instance.token:
             self.instance.token = token
+            # A new token gets a fresh chance: the runner picks the bot up again.
+            self.instance.status = Bot.Status.NEW
+            self.instance.status_message = ""
+            self.instance.status_changed_at = timezone.now()
         return super().save(commit=commit)
 
 
@@ -111,9 +117,44 @@ class BotAdmin(ProjectScopedAdmin):
         ("Status", {"fields": ("status", "status_message", "status_changed_at", "created_at")}),
     )
 
+    actions = ("webhook_set_action", "webhook_delete_action")
+
     @admin.display(description="token")
     def token_masked(self, obj: Bot) -> str:
         return obj.token_masked
+
+    @admin.action(description="Set the webhook (Telegram calls this server)")
+    def webhook_set_action(self, request, queryset) -> None:
+        from botplatform.telegram.sender import TelegramCallError
+        from botplatform.telegram.webhooks import webhook_set
+
+        base_url = settings.TELEGRAM_WEBHOOK_BASE_URL or request.build_absolute_uri("/")
+        for bot in queryset:
+            try:
+                url = webhook_set(bot=bot, base_url=base_url)
+            except TelegramCallError as exc:
+                self.message_user(
+                    request, f"{bot}: Telegram refused the webhook ({exc}).", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{bot}: webhook set to {url}.", messages.SUCCESS)
+
+    @admin.action(description="Delete the webhook (back to long polling)")
+    def webhook_delete_action(self, request, queryset) -> None:
+        from botplatform.telegram.sender import TelegramCallError
+        from botplatform.telegram.webhooks import webhook_delete
+
+        for bot in queryset:
+            try:
+                webhook_delete(bot=bot)
+            except TelegramCallError as exc:
+                self.message_user(request, f"{bot}: Telegram refused ({exc}).", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{bot}: webhook deleted; run manage.py runbot to poll it.",
+                    messages.SUCCESS,
+                )
 
     @admin.display(description="webhook secret")
     def webhook_secret_masked(self, obj: Bot) -> str:
