@@ -7,7 +7,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
-from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
+from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project, TelegramUpdate
 
 admin.site.site_header = "Bot platform"
 admin.site.site_title = "Bot platform"
@@ -159,3 +159,37 @@ class BotAdmin(ProjectScopedAdmin):
     @admin.display(description="webhook secret")
     def webhook_secret_masked(self, obj: Bot) -> str:
         return obj.webhook_secret_masked
+
+
+# --- Telegram --------------------------------------------------------------------
+
+
+@admin.register(TelegramUpdate)
+class TelegramUpdateAdmin(ProjectScopedAdmin):
+    """Read-only journal of received updates: what came in and what became of it."""
+
+    project_path = "bot__project"
+    list_display = ("update_id", "bot", "chat_id", "status", "note", "received_at", "done_at")
+    list_filter = ("status", "bot")
+    search_fields = ("=update_id", "=chat_id")
+    list_select_related = ("bot",)
+    readonly_fields = (
+        "bot",
+        "update_id",
+        "chat_id",
+        "payload",
+        "status",
+        "actions",
+        "sent_count",
+        "attempts",
+        "note",
+        "received_at",
+        "handled_at",
+        "done_at",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
