@@ -228,3 +228,9 @@ CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "task": "workflows.tasks.executions_sweep",
     "schedule": 60.0,
 }
+
+# --- Performance ---
+# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; staff sessions
+# may read it too. Empty token: only staff sessions.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_FLUSH_INTERVAL = float(env_str("METRICS_FLUSH_INTERVAL", "5") or 5)  # s

@@ -20,6 +20,7 @@ The path, shared by ``runbot`` and the webhook view:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
@@ -30,7 +31,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from botplatform import ratelimit
+from botplatform import metrics, ratelimit
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.sender import (
@@ -231,6 +232,7 @@ def _handle(update_pk: int) -> TelegramUpdate:
             return row
 
         project = bot.project
+        metrics.project_current_set(project.pk)
         verdict = ratelimit.incoming_check(
             project_id=project.pk,
             telegram_id=parsed.telegram_id,
@@ -242,6 +244,9 @@ def _handle(update_pk: int) -> TelegramUpdate:
             actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
         else:
             actions = []
+        if verdict != "ok":
+            metrics.inc("bp_rate_limited_total")
+            metrics.project_add(project.pk, "rate_limited")
         actions = _callback_answered(actions, parsed)
         row.chat_id = parsed.chat_id
         row.actions = actions_to_json(actions)
@@ -305,9 +310,33 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
     "retry" (handler error or Telegram deferred us; call again later).
     Raises BotUnauthorized when the token was revoked.
     """
+    started = time.perf_counter()
+    metrics.network_take()
+    metrics.project_current_set(None)
+    try:
+        result, outcome = _update_run(update_pk=update_pk, final_attempt=final_attempt)
+    except BotUnauthorized:
+        metrics.inc("bp_updates_processed_total", outcome="unauthorized")
+        raise
+    if outcome:
+        project_id = metrics.project_current_get()
+        metrics.inc("bp_updates_processed_total", outcome=outcome)
+        metrics.project_add(project_id, "messages")
+        if outcome == "failed":
+            metrics.project_add(project_id, "failures")
+        elapsed = time.perf_counter() - started - metrics.network_take()
+        metrics.latency_observe(max(elapsed, 0.0), project_id=project_id)
+    metrics.maybe_flush()
+    return result
+
+
+def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
+    """update_run's work; returns (result, outcome for the metrics or "")."""
+    outcome = ""
     with _update_claim(update_pk) as claimed:
         if not claimed:
-            return "busy"
+            metrics.inc("bp_lock_contention_total", lock="update_claim")
+            return "busy", ""
         attempt = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
             attempts=F("attempts") + 1
         )
@@ -315,6 +344,7 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
         if attempt:
             try:
                 row = _handle(update_pk)
+                outcome = _outcome(row)
             except Exception as exc:
                 attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
                     pk=update_pk
@@ -324,18 +354,27 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
                     TelegramUpdate.objects.filter(pk=update_pk).update(
                         note=redact(f"{type(exc).__name__}: {exc}")[:500]
                     )
-                    return "retry"
+                    return "retry", "retry"
                 _fail(update_pk, exc)
+                outcome = "failed"
         try:
             _deliver(update_pk, row)
         except SendDeferred as exc:
             logger.warning("Update %s: replies deferred (%s)", update_pk, exc.error.description)
-            return "retry"
+            return "retry", outcome or "deferred"
         except BotUnauthorized as exc:
             bot = Bot.objects.get(pk=TelegramUpdate.objects.get(pk=update_pk).bot_id)
             bot_mark_unauthorized(bot=bot, description=exc.error.description)
             raise
-    return "done"
+    return "done", outcome
+
+
+def _outcome(row: TelegramUpdate) -> str:
+    if row.status == Status.SKIPPED:
+        return "skipped"
+    if row.note.startswith("rate limited"):
+        return "rate_limited"
+    return "ok"
 
 
 def update_process(*, bot_id: int, update: dict) -> None:
