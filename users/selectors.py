@@ -19,6 +19,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Count
 
+from botplatform import metrics
 from botplatform.cache import (
     USER_PROFILE_TTL,
     USER_STATE_GENERATION_TTL,
@@ -156,7 +157,9 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
         and cached_variables.get("generation") == generation
         and cached_profile.get("generation") == generation
     ):
+        metrics.cache_lookup("user_state", hit=True)
         return UserState(profile=cached_profile["data"], variables=cached_variables["data"])
+    metrics.cache_lookup("user_state", hit=False)
 
     profile, variables = _state_load(user_id=user_id)
     try:

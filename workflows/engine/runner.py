@@ -22,6 +22,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from botplatform import metrics
 from botplatform.cache import (
     WORKFLOW_VERSION_TTL,
     WORKFLOW_WAITING_TTL,
@@ -111,6 +112,7 @@ def waiting_get(session_key: str) -> WorkflowExecution | None:
     """
     key = workflow_waiting_key(session_key)
     cached = _cache_get(key)
+    metrics.cache_lookup("workflow_waiting", hit=cached is not None)
     if cached == NOTHING_WAITING:
         return None
     rows = WorkflowExecution.objects.select_for_update().filter(
@@ -152,10 +154,13 @@ def published_version_get(*, project_id: int, workflow_id: int, version_id: int)
     """
     if version_id in _DEFINITIONS:
         # Immutable and already in this process: no round trip at all.
+        metrics.cache_lookup("workflow_version", hit=True)
         return {"id": version_id, "definition": definition_for_version(version_id)}
     key = workflow_version_key(project_id, workflow_id)
     info = _cache_get(key)
-    if not isinstance(info, dict) or info.get("id") != version_id:
+    fresh = isinstance(info, dict) and info.get("id") == version_id
+    metrics.cache_lookup("workflow_version", hit=fresh)
+    if not fresh:
         row = WorkflowVersion.objects.values("id", "number", "definition").get(pk=version_id)
         info = {"id": row["id"], "number": row["number"], "definition": row["definition"]}
         _cache_set(key, info, WORKFLOW_VERSION_TTL)
