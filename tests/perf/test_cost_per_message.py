@@ -1,0 +1,64 @@
+"""What one warm message costs: SQL statements and Redis round trips, counted.
+
+The figures asserted are the ones achieved (docs/performance.md): a regression that
+adds a query or a round trip to the hot path fails here, without any timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from botplatform import metrics
+from botplatform.telegram.dispatch import update_run, updates_record
+from tests.users.helpers import redis_round_trips
+
+CHAT = 777001
+
+# Measured with the demo conversation, warm caches, outside a test transaction
+# (each of the two transactions counts its BEGIN and COMMIT).
+MAX_QUERIES = 18  # incl. BEGIN/COMMIT of the two transactions
+MAX_REDIS_ROUND_TRIPS = 6
+
+
+def _menu_buttons(double) -> dict[str, str]:
+    message = double.messages[(CHAT, double.last_message[CHAT])]
+    return {
+        button["text"]: button["callback_data"]
+        for row in message["reply_markup"]["inline_keyboard"]
+        for button in row
+    }
+
+
+def _press(double, bot, text: str) -> None:
+    data = next(d for t, d in _menu_buttons(double).items() if text in t)
+    update = double.callback(bot.token, CHAT, data, message_id=double.last_message[CHAT])
+    (row,) = updates_record(bot_id=bot.pk, updates=[update])
+    assert update_run(update_pk=row.pk) == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_warm_button_press_costs_a_bounded_number_of_queries_and_round_trips(
+    demo_bot, double, monkeypatch, settings
+):
+    settings.METRICS_FLUSH_INTERVAL = 3600
+    metrics.maybe_flush()  # the next flush is an hour away: not inside the count
+    (row,) = updates_record(
+        bot_id=demo_bot.pk, updates=[double.command(demo_bot.token, CHAT, "/start")]
+    )
+    assert update_run(update_pk=row.pk) == "done"
+    _press(double, demo_bot, "Balance")  # warms the user's state, the wait, the version
+    _press(double, demo_bot, "Back")
+
+    with (
+        CaptureQueriesContext(connection) as queries,
+        redis_round_trips(monkeypatch) as trips,
+    ):
+        _press(double, demo_bot, "Balance")
+
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= MAX_QUERIES, "\n".join(statements)
+    assert trips.count <= MAX_REDIS_ROUND_TRIPS, trips.count
+    print("queries", len(statements), "round trips", trips.count)
+    assert "Your balance" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
