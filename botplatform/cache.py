@@ -113,3 +113,14 @@ def metrics_counters_key() -> str:
 def metrics_project_minute_key(project_id: int, minute: int) -> str:
     """Hash of one project's figures in one minute (minute = unix time // 60)."""
     return f"metrics:project:{project_id}:{minute}"
+
+
+# A project's trigger table (live workflows, their triggers and published version
+# ids), read by every command or text message. Dropped after commit whenever a
+# workflow is saved or deleted; the short TTL bounds the one race left (a reader that
+# loaded the table just before a commit writing it back just after the drop).
+WORKFLOW_TRIGGERS_TTL = 60
+
+
+def workflow_triggers_key(project_id: int) -> str:
+    return f"workflow:triggers:{project_id}"

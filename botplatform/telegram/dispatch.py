@@ -288,6 +288,8 @@ def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
 
     def _progress(count: int) -> None:
         if count < len(actions):  # the last one is recorded with the final status
+            if isinstance(actions[count - 1], AnswerCallback):
+                return  # answering a button twice after a crash is harmless: no write
             TelegramUpdate.objects.filter(pk=update_pk).update(sent_count=count)
 
     actions_send(
