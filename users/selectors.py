@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +132,33 @@ def _state_store(
     pipeline.execute()
 
 
+_prefetched = threading.local()
+
+
+def user_state_keys(*, user_id: int, project_id: int) -> list[str]:
+    """The cache keys :func:`user_state_get` reads (variables, profile, generation)."""
+    return [
+        user_variables_key(user_id, project_id),
+        user_profile_key(user_id, project_id),
+        user_state_generation_key(user_id, project_id),
+    ]
+
+
+@contextmanager
+def user_state_prefetched(*, user_id: int, project_id: int, values: dict) -> Iterator[None]:
+    """Serve the next :func:`user_state_get` of this user from ``values``.
+
+    ``values`` is what one ``cache.get_many`` of :func:`user_state_keys` (plus other
+    keys of the caller) returned, so a caller that needs several keys pays one round
+    trip. Only the first read is served; the generation check applies as usual.
+    """
+    _prefetched.entry = (user_id, project_id, values)
+    try:
+        yield
+    finally:
+        _prefetched.entry = None
+
+
 def user_state_get(*, user_id: int, project_id: int) -> UserState:
     """A user's profile and variables (custom + ``balance``, ``level``, ``referrals``).
 
@@ -136,11 +166,16 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
     generation): two queries, then both keys are written in one pipelined round trip.
     If the cache server is down the database answers. Raises BotUser.DoesNotExist.
     """
-    variables_key = user_variables_key(user_id, project_id)
-    profile_key = user_profile_key(user_id, project_id)
-    generation_key = user_state_generation_key(user_id, project_id)
+    variables_key, profile_key, generation_key = user_state_keys(
+        user_id=user_id, project_id=project_id
+    )
+    prefetched = getattr(_prefetched, "entry", None)
     try:
-        cached = cache.get_many([variables_key, profile_key, generation_key])
+        if prefetched is not None and prefetched[:2] == (user_id, project_id):
+            _prefetched.entry = None  # only the first read: later ones see later writes
+            cached = prefetched[2]
+        else:
+            cached = cache.get_many([variables_key, profile_key, generation_key])
     except CACHE_ERRORS:
         logger.warning("cache unreachable; reading user %s from the database", user_id)
         profile, variables = _state_load(user_id=user_id)
