@@ -145,22 +145,49 @@ def update_offset_next(*, bot_id: int) -> int | None:
 # --- Claiming ------------------------------------------------------------------------------
 
 
+_CLAIM_SQL = """
+WITH claim AS (SELECT pg_try_advisory_lock(%s, %s) AS claimed),
+bump AS (
+    UPDATE {table} SET attempts = attempts + 1
+    WHERE id = %s AND status = %s AND (SELECT claimed FROM claim)
+    RETURNING 1
+)
+SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump)
+"""
+
+
 @contextmanager
-def _update_claim(update_pk: int) -> Iterator[bool]:
-    """Session advisory lock on the row: one processor at a time; a dead one frees it."""
+def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
+    """Session advisory lock on the row: one processor at a time; a dead one frees it.
+
+    Yields (claimed, attempt): ``attempt`` when the row was still pending, its
+    ``attempts`` counted (committed on its own, so a crash mid-handler counts too).
+    Lock and count are one statement on PostgreSQL.
+    """
     if connection.vendor != "postgresql":
-        yield True
+        yield True, _attempt_count(update_pk)
         return
     key = update_pk % 2_147_483_647
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ADVISORY_NAMESPACE, key])
-        claimed = cursor.fetchone()[0]
+        cursor.execute(
+            _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
+            [_ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
+        )
+        claimed, bumped = cursor.fetchone()
     try:
-        yield claimed
+        yield claimed, bool(bumped)
     finally:
         if claimed:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_ADVISORY_NAMESPACE, key])
+
+
+def _attempt_count(update_pk: int) -> bool:
+    return bool(
+        TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
+            attempts=F("attempts") + 1
+        )
+    )
 
 
 # --- Handling -------------------------------------------------------------------------------
@@ -335,13 +362,10 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
 def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
     """update_run's work; returns (result, outcome for the metrics or "")."""
     outcome = ""
-    with _update_claim(update_pk) as claimed:
+    with _update_claim(update_pk) as (claimed, attempt):
         if not claimed:
             metrics.inc("bp_lock_contention_total", lock="update_claim")
             return "busy", ""
-        attempt = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
-            attempts=F("attempts") + 1
-        )
         row = None
         if attempt:
             try:

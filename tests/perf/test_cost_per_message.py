@@ -18,7 +18,7 @@ CHAT = 777001
 
 # Measured with the demo conversation, warm caches, outside a test transaction
 # (each of the two transactions counts its BEGIN and COMMIT).
-MAX_QUERIES = 17  # incl. BEGIN/COMMIT of the two transactions
+MAX_QUERIES = 16  # incl. BEGIN/COMMIT of the two transactions
 # Incoming rate limit (1 script), the wait + user state (1 MGET), the send slot of the
 # edited message (1 script); the callback answer takes no slot.
 MAX_REDIS_ROUND_TRIPS = 3
