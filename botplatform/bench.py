@@ -164,6 +164,9 @@ def _drive(
     """One driver thread: rounds over its bots; per bot one getUpdates batch per round."""
     from botplatform.telegram.client import api
     from botplatform.telegram.dispatch import update_run, updates_record
+    from botplatform.telegram.runner import ConnectionCheck
+
+    check = ConnectionCheck()
 
     queries = [0]
 
@@ -198,6 +201,7 @@ def _drive(
                             delay = next_at - time.perf_counter()
                             if delay > 0:
                                 time.sleep(delay)
+                        check()  # as the runner's chat workers do (at most once a second)
                         try:
                             outcome = update_run(update_pk=row.pk)
                         except Exception as exc:  # counted, and the run goes on
