@@ -425,3 +425,98 @@ def _file_error(message: str):
     from workflows.engine.validation import StepError
 
     return StepError("", message)
+
+
+# --- Admin: operators' actions ------------------------------------------------------
+
+
+def workflow_draft_save(*, workflow: Workflow, definition: dict, triggers: list) -> None:
+    """Store an edited draft and triggers (a draft may be unfinished; publish checks it).
+
+    Triggers take effect at once, so they must be valid to be saved at all.
+    """
+    from workflows.engine.validation import triggers_problems
+
+    problems = triggers_problems(triggers)
+    if problems:
+        raise WorkflowValidationError(problems)
+    workflow.draft = definition
+    workflow.triggers = triggers
+    workflow.save(update_fields=["draft", "triggers", "updated_at"])
+
+
+def workflow_start_for_user(
+    *, user: BotUser, workflow_id: int, bot: Bot | None, session_key: str, event_id: str
+) -> list:
+    """Start a workflow's published version for one user, whatever its triggers.
+
+    Used by the simulator ("start this workflow") and by broadcasts. Runs like an
+    event: under the session lock, cancelling whatever waited in that chat; returns
+    the actions for the caller to deliver.
+    """
+    workflow = (
+        Workflow.objects.filter(pk=workflow_id, project_id=user.project_id)
+        .values("published_version_id", "slug")
+        .first()
+    )
+    if workflow is None or workflow["published_version_id"] is None:
+        raise ValueError("the workflow is not published")
+    event = InputEvent(kind="command", command="", event_id=event_id)
+    with transaction.atomic():
+        session_lock(session_key)
+        state = RunState(user=user, bot=bot, session_key=session_key, event=event)
+        waiting = waiting_get(session_key)
+        state.waiting_id = waiting.pk if waiting else None
+        if waiting is not None:
+            execution_cancel(state, waiting, f"interrupted: '{workflow['slug']}' was started")
+        execution_start(state, workflow_id=workflow_id, version_id=workflow["published_version_id"])
+        _level_ups(state)
+        state.flush()
+    return state.actions
+
+
+def execution_cancel_by_operator(*, execution_id: int, reason: str = "") -> bool:
+    """Cancel a waiting (or paused) execution; its buttons become stale. Idempotent."""
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status not in {Status.WAITING, Status.RUNNING}:
+            return False
+        state = _background_state(execution, InputEvent(kind="timer"))
+        execution_cancel(state, execution, reason or "cancelled by an operator")
+        state.flush()
+    return True
+
+
+def execution_retry(*, execution_id: int) -> bool:
+    """Run a failed execution again from the step that failed (same version).
+
+    The step's operations get a fresh event id, so a bonus step that failed before
+    applying anything is applied now, once. Returns False unless it was failed.
+    """
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status != Status.FAILED:
+            return False
+        retries = int(execution.context.get("retries", 0)) + 1
+        execution.context["retries"] = retries
+        event = InputEvent(kind="timer", event_id=f"retry:{execution_id}:{retries}")
+        state = _background_state(execution, event)
+        execution.status = Status.RUNNING
+        execution.error = ""
+        execution.finished_at = None
+        from workflows.engine.runner import _call_run, definition_for_version, drive
+
+        definition = definition_for_version(execution.version_id)
+        drive(
+            state,
+            execution,
+            definition,
+            execution.current_step or definition["start"],
+            _call_run,
+            log_input={"event": "retry", "attempt": retries},
+        )
+        _level_ups(state)
+        state.flush()
+        bot_id, chat_id, actions = execution.bot_id, execution.user.chat_id, state.actions
+    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
+    return True

@@ -26,6 +26,11 @@ def populated(db):
     execution = execution_create(workflow=workflow, user=user, status="waiting")
     execution.step_logs.create(step="hello", step_type="end")
     user.variables.create(key="city", value="Riga")
+    # --- Admin ---
+    from workflows.models import Broadcast
+
+    broadcast = Broadcast.objects.create(project=bot.project, title="News", text="Hi")
+    broadcast.deliveries.create(user=user)
     return bot
 
 
