@@ -298,7 +298,7 @@ class UserVariableAdmin(ProjectScopedAdmin):
     list_display = ("user", "key", "value", "updated_at")
     search_fields = ("key", "user__username", "user__telegram_id")
     list_filter = ("user__project",)
-    raw_id_fields = ("user",)
+    autocomplete_fields = ("user",)
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
