@@ -48,3 +48,6 @@ def operator_client(client, operator):
 @pytest.fixture
 def other_project(db):
     return project_create(name="Other")
+
+
+from tests.workflows.conftest import delivered  # noqa: E402, F401 - the engine's recorder
