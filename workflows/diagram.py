@@ -7,6 +7,7 @@ Unreachable steps sit in a last row, outlined in red, as publishing would refuse
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.utils.html import escape
@@ -81,7 +82,7 @@ def _layers(start: str, steps: dict, edges: list) -> tuple[list[list[str]], set[
 
 
 def _short(text: Any, limit: int) -> str:
-    text = " ".join(str(text or "").split())
+    text = " ".join(re.sub(r"<[^>]+>", "", str(text or "")).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

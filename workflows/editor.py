@@ -680,6 +680,25 @@ def _branches_html(prefix: str, step: dict, ctx: dict) -> SafeString:
     )
 
 
+def step_order(definition: dict) -> list[str]:
+    """Steps as the conversation meets them: from the start, breadth first; the rest last."""
+    from workflows.engine.steps import STEP_TYPES
+
+    steps = definition["steps"]
+    order: list[str] = []
+    frontier = [definition.get("start")]
+    while frontier:
+        following = []
+        for step_id in frontier:
+            if step_id in steps and step_id not in order:
+                order.append(step_id)
+                step = steps[step_id]
+                handler = STEP_TYPES.get(step.get("type")) if isinstance(step, dict) else None
+                following += [t for _, t in handler.targets(step)] if handler else []
+        frontier = following
+    return order + [step_id for step_id in steps if step_id not in order]
+
+
 def editor_context(
     *,
     definition: Any,
@@ -695,11 +714,12 @@ def editor_context(
         return {"editable": False}
     steps = definition["steps"]
     ctx = {
-        "step_choices": step_choices(steps),
+        "step_choices": step_choices({k: steps[k] for k in step_order(definition)}),
         "workflow_choices": [(slug, slug) for slug in workflows],
     }
     cards = []
-    for index, (step_id, step) in enumerate(steps.items()):
+    for index, step_id in enumerate(step_order(definition)):
+        step = steps[step_id]
         if not isinstance(step, dict):
             return {"editable": False}
         prefix = f"s{index}"
