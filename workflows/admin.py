@@ -412,15 +412,29 @@ class WorkflowAdmin(ProjectScopedAdmin):
                 simulator.simulator_reset(user=user)
                 user = simulator.simulator_user_get(project_id=project.pk, operator=request.user)
             elif action == "start":
+                choice = request.POST.get("workflow", "")
+                draft = choice.startswith("draft:")
+                workflow_id = choice.removeprefix("draft:")
                 workflow = (
-                    Workflow.objects.filter(project=project, pk=request.POST.get("workflow") or 0)
+                    Workflow.objects.filter(project=project, pk=int(workflow_id))
                     .select_related("published_version")
                     .first()
+                    if workflow_id.isdigit()
+                    else None
                 )
-                if workflow is None or workflow.published_version is None:
-                    messages.error(request, "Choose a published workflow of this project.")
+                if workflow is None or (not draft and workflow.published_version is None):
+                    messages.error(request, "Choose a workflow of this project.")
                 else:
-                    simulator.simulator_start(user=user, workflow=workflow)
+                    try:
+                        simulator.simulator_start(
+                            user=user, workflow=workflow, draft=draft, operator=request.user
+                        )
+                    except WorkflowValidationError as exc:
+                        simulator.simulator_notice(
+                            user=user,
+                            text=f"The draft of “{workflow.name}” cannot run yet: "
+                            + "; ".join(str(error) for error in exc.errors),
+                        )
             elif action == "press":
                 try:
                     message_id = int(request.POST.get("message_id", ""))
@@ -434,7 +448,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             if request.headers.get("x-requested-with") != "fetch":
                 return redirect("admin:workflows_simulator", project.pk)
         workflows = list(
-            Workflow.objects.filter(project=project, published_version__isnull=False)
+            Workflow.objects.filter(project=project)
             .select_related("published_version")
             .order_by("name")
         )
@@ -477,6 +491,10 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     @admin.display(description="conversations in flight")
     def in_flight(self, obj: WorkflowVersion) -> int:
         return obj.executions.filter(status__in=["waiting", "running"]).count()
+
+    def get_queryset(self, request):
+        # Simulator previews of drafts are not versions anyone published.
+        return super().get_queryset(request).filter(is_preview=False)
 
     def has_restore_permission(self, request) -> bool:
         return request.user.has_perm("workflows.change_workflow")

@@ -69,12 +69,18 @@ class WorkflowVersion(models.Model):
     )
     published_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=500, blank=True)
+    is_preview = models.BooleanField(
+        default=False,
+        help_text="A draft tried in the chat simulator (number 0): never live, never listed.",
+    )
 
     class Meta:
         ordering = ["workflow", "-number"]
         constraints = [
             models.UniqueConstraint(
-                fields=["workflow", "number"], name="workflowversion_unique_number"
+                fields=["workflow", "number"],
+                condition=Q(is_preview=False),
+                name="workflowversion_unique_number",
             ),
         ]
 

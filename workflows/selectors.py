@@ -15,7 +15,7 @@ IN_FLIGHT = (WorkflowExecution.Status.WAITING, WorkflowExecution.Status.RUNNING)
 def version_history_get(*, workflow: Workflow) -> list[dict]:
     """Every version, newest first, with who/when, its diff and conversations in flight."""
     versions = list(
-        WorkflowVersion.objects.filter(workflow=workflow)
+        WorkflowVersion.objects.filter(workflow=workflow, is_preview=False)
         .select_related("published_by")
         .annotate(
             waiting=Count("executions", filter=Q(executions__status=IN_FLIGHT[0])),

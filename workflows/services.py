@@ -445,20 +445,55 @@ def workflow_draft_save(*, workflow: Workflow, definition: dict, triggers: list)
     workflow.save(update_fields=["draft", "triggers", "updated_at"])
 
 
-def workflow_start_for_user(
-    *, user: BotUser, workflow_id: int, bot: Bot | None, session_key: str, event_id: str
-) -> list:
-    """Start a workflow's published version for one user, whatever its triggers.
+def workflow_preview_version(*, workflow: Workflow, created_by=None) -> WorkflowVersion:
+    """The draft as a preview version (number 0, never live) for the chat simulator.
 
-    Used by the simulator ("start this workflow") and by broadcasts. Runs like an
-    event: under the session lock, cancelling whatever waited in that chat; returns
-    the actions for the caller to deliver.
+    Validated like a publish; an unchanged draft reuses its preview, so trying the
+    same draft twice creates nothing new. Raises :class:`WorkflowValidationError`.
+    """
+    workflow_validate_for(workflow=workflow)
+    checksum = definition_checksum(workflow.draft)
+    existing = WorkflowVersion.objects.filter(
+        workflow=workflow, is_preview=True, checksum=checksum
+    ).first()
+    if existing is not None:
+        return existing
+    return WorkflowVersion.objects.create(
+        workflow=workflow,
+        number=0,
+        definition=workflow.draft,
+        checksum=checksum,
+        published_by=created_by,
+        note="draft preview (chat simulator)",
+        is_preview=True,
+    )
+
+
+def workflow_start_for_user(
+    *,
+    user: BotUser,
+    workflow_id: int,
+    bot: Bot | None,
+    session_key: str,
+    event_id: str,
+    version_id: int | None = None,
+) -> list:
+    """Start a workflow's published version (or ``version_id``) for one user.
+
+    Used by the simulator ("start this workflow", "try the draft") and by broadcasts,
+    whatever the workflow's triggers. Runs like an event: under the session lock,
+    cancelling whatever waited in that chat; returns the actions for the caller to
+    deliver.
     """
     workflow = (
         Workflow.objects.filter(pk=workflow_id, project_id=user.project_id)
         .values("published_version_id", "slug")
         .first()
     )
+    if workflow is not None and version_id is not None:
+        if not WorkflowVersion.objects.filter(pk=version_id, workflow_id=workflow_id).exists():
+            raise ValueError("the version does not belong to the workflow")
+        workflow["published_version_id"] = version_id
     if workflow is None or workflow["published_version_id"] is None:
         raise ValueError("the workflow is not published")
     event = InputEvent(kind="command", command="", event_id=event_id)

@@ -28,7 +28,12 @@ from users.models import BotUser
 from users.selectors import user_state_get
 from workflows.engine.events import AnswerCallback, EditMessage, InputEvent, SendMessage
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
-from workflows.services import event_process, session_key_default, workflow_start_for_user
+from workflows.services import (
+    event_process,
+    session_key_default,
+    workflow_preview_version,
+    workflow_start_for_user,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,20 +180,36 @@ def simulator_send(
     return result.handled
 
 
-def simulator_start(*, user: BotUser, workflow: Workflow) -> None:
-    """Start one workflow's published version for the test user, whatever its triggers."""
+def simulator_notice(*, user: BotUser, text: str) -> None:
     SimulatorMessage.objects.create(
-        user=user,
-        direction=SimulatorMessage.Direction.NOTICE,
-        text=f"Started “{workflow.name}” (version "
-        f"{workflow.published_version.number if workflow.published_version else '?'}).",
+        user=user, direction=SimulatorMessage.Direction.NOTICE, text=text[:2000]
     )
+
+
+def simulator_start(
+    *, user: BotUser, workflow: Workflow, draft: bool = False, operator=None
+) -> None:
+    """Start one workflow for the test user, whatever its triggers.
+
+    ``draft``: run the current draft (as a preview version, validated first; raises
+    WorkflowValidationError) instead of the published version. The conversation then
+    stays on that draft until it ends, like any conversation on its version.
+    """
+    version_id = None
+    if draft:
+        preview = workflow_preview_version(workflow=workflow, created_by=operator)
+        version_id = preview.pk
+        label = "the draft"
+    else:
+        label = f"version {workflow.published_version.number}"
+    simulator_notice(user=user, text=f"Started “{workflow.name}” ({label}).")
     actions = workflow_start_for_user(
         user=user,
         workflow_id=workflow.pk,
         bot=None,
         session_key=simulator_session_key(user),
         event_id=f"sim:{user.pk}:{uuid.uuid4().hex}",
+        version_id=version_id,
     )
     transcript_record(user=user, actions=actions)
 

@@ -190,3 +190,70 @@ def test_a_real_users_conversation_is_not_disturbed(operator_client, project, te
     operator_client.post(_url(project), {"action": "reset"})
     waiting.refresh_from_db()
     assert waiting.status == "waiting"
+
+
+def test_the_draft_can_be_tried_before_publishing(operator_client, project, telegram):
+    from workflows.models import WorkflowVersion
+    from workflows.services import workflow_publish
+
+    workflow = publish(project, FLOW)
+    workflow.draft = {
+        "start": "new",
+        "steps": {
+            "new": {
+                "type": "message",
+                "text": "Draft says hi",
+                "buttons": [[{"text": "On", "next": "end"}]],
+            },
+            "end": {"type": "message", "text": "Draft done"},
+        },
+    }
+    workflow.save(update_fields=["draft"])
+    for _ in range(2):  # the same draft twice: one preview
+        operator_client.post(_url(project), {"action": "start", "workflow": f"draft:{workflow.pk}"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    message = _bot_messages(user)[-1]
+    assert message.text == "Draft says hi"
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": message.buttons[0][0]["data"], "message_id": message.pk},
+    )
+    assert _bot_messages(user)[-1].text == "Draft done"
+    assert WorkflowVersion.objects.filter(workflow=workflow, is_preview=True).count() == 1
+    workflow.refresh_from_db()
+    assert workflow.published_version.number == 1  # users still get version 1
+    # /start still reaches the published version, as in Telegram.
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    assert _bot_messages(user)[-1].text.startswith("Hi <b>")
+    # Previews are not versions: not listed, and numbering goes on from the real ones.
+    page = operator_client.get(
+        reverse("admin:workflows_workflow_versions", args=[workflow.pk])
+    ).content.decode()
+    assert 'id="version-0"' not in page and "draft preview" not in page
+    assert workflow_publish(workflow=workflow).number == 2
+
+
+def test_an_invalid_draft_is_explained_not_run(operator_client, project, telegram):
+    workflow = publish(project, FLOW)
+    workflow.draft = {"start": "a", "steps": {"a": {"type": "message", "text": "{{ nope }}"}}}
+    workflow.save(update_fields=["draft"])
+    operator_client.post(_url(project), {"action": "start", "workflow": f"draft:{workflow.pk}"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    notice = SimulatorMessage.objects.filter(user=user, direction="notice").last()
+    assert "cannot run yet" in notice.text and "unknown variable" in notice.text
+    assert not _bot_messages(user)
+
+
+def test_forged_simulator_posts_get_a_readable_answer(operator_client, project, telegram):
+    for value in ("abc", "draft:", "draft:x", "999999", ""):
+        response = operator_client.post(
+            _url(project), {"action": "start", "workflow": value}, follow=True
+        )
+        assert response.status_code == 200
+        assert "Choose a workflow of this project." in response.content.decode()
+    response = operator_client.post(
+        _url(project), {"action": "press", "data": "w:1:2:3", "message_id": "nope"}, follow=True
+    )
+    assert response.status_code == 200 and "This button is no longer active." in (
+        response.content.decode()
+    )
