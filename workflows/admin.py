@@ -458,6 +458,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             project=project,
             test_user=user,
             workflows=workflows,
+            is_fetch=request.headers.get("x-requested-with") == "fetch",
             **simulator.simulator_view_get(user=user),
         )
         if request.headers.get("x-requested-with") == "fetch":

@@ -277,7 +277,7 @@ def simulator_view_get(*, user: BotUser) -> dict[str, Any]:
     logs = list(current.step_logs.order_by("-id")[:30]) if current else []
     state = user_state_get(user_id=user.pk, project_id=user.project_id)
     return {
-        "messages": messages,
+        "transcript": messages,
         "keyboard": keyboard,
         "execution": current,
         "executions": executions,

@@ -257,3 +257,11 @@ def test_forged_simulator_posts_get_a_readable_answer(operator_client, project, 
     assert response.status_code == 200 and "This button is no longer active." in (
         response.content.decode()
     )
+
+
+def test_the_fetch_fragment_carries_error_messages(operator_client, project, telegram):
+    response = operator_client.post(
+        _url(project), {"action": "start", "workflow": "abc"}, HTTP_X_REQUESTED_WITH="fetch"
+    )
+    assert 'class="messagelist"' in response.content.decode()
+    assert "Choose a workflow of this project." in response.content.decode()
