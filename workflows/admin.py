@@ -12,6 +12,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -35,7 +36,7 @@ from workflows.models import (
     WorkflowExecution,
     WorkflowVersion,
 )
-from workflows.selectors import version_history_get
+from workflows.selectors import IN_FLIGHT, version_history_get
 from workflows.services import (
     execution_cancel_by_operator,
     execution_retry,
@@ -489,13 +490,18 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     def is_live(self, obj: WorkflowVersion) -> bool:
         return obj.workflow.published_version_id == obj.pk
 
-    @admin.display(description="conversations in flight")
+    @admin.display(description="conversations in flight", ordering="_in_flight")
     def in_flight(self, obj: WorkflowVersion) -> int:
-        return obj.executions.filter(status__in=["waiting", "running"]).count()
+        return obj._in_flight
 
     def get_queryset(self, request):
         # Simulator previews of drafts are not versions anyone published.
-        return super().get_queryset(request).filter(is_preview=False)
+        return (
+            super()
+            .get_queryset(request)
+            .filter(is_preview=False)
+            .annotate(_in_flight=Count("executions", filter=Q(executions__status__in=IN_FLIGHT)))
+        )
 
     def has_restore_permission(self, request) -> bool:
         return request.user.has_perm("workflows.change_workflow")

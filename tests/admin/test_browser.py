@@ -128,6 +128,3 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server):
     page.click("#sim-reset")
     page.wait_for_selector("text=Say /start")
     assert page.locator(".sim-msg.bot").count() == 0
-
-    page.goto(f"{base}/admin/")
-    _shot(page, "admin-home")

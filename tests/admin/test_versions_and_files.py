@@ -120,3 +120,24 @@ def test_diagram_draws_steps_arrows_and_marks_problems():
     assert "missing: gone" in svg and "unreachable" in svg
     assert "<b>Pick" not in svg and "&amp; go" in svg  # text is escaped
     assert "<svg" not in diagram_svg({"steps": "nonsense"})
+
+
+def test_the_version_list_counts_conversations_in_one_query(operator_client, project):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse("admin:workflows_workflowversion_changelist")
+    workflow = publish(project, V1)
+    execution_create(workflow=workflow, user=bot_user_create(project=project), status="waiting")
+    operator_client.get(url)
+    with CaptureQueriesContext(connection) as few:
+        page = operator_client.get(url).content.decode()
+    assert '<td class="field-in_flight">1</td>' in page
+    for n in range(5):
+        other = publish(
+            project, {"start": "a", "steps": {"a": {"type": "message", "text": f"{n}"}}}
+        )
+        execution_create(workflow=other, user=bot_user_create(project=project), status="running")
+    with CaptureQueriesContext(connection) as many:
+        operator_client.get(url)
+    assert len(many) == len(few)
