@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from users.selectors import bonus_history_get, referral_link_build, user_state_get
+from users.selectors import (
+    PROFILE_FIELDS,
+    bonus_history_get,
+    referral_link_build,
+    user_state_get,
+)
 from users.services import user_variable_delete, user_variable_increment, user_variable_set
 from workflows.engine.templating import Lazy
 
@@ -66,19 +71,7 @@ class UserData:
         full_name = " ".join(
             part for part in (profile.get("first_name"), profile.get("last_name")) if part
         )
-        user = {
-            key: profile.get(key)
-            for key in (
-                "id",
-                "telegram_id",
-                "chat_id",
-                "username",
-                "first_name",
-                "last_name",
-                "language_code",
-                "referral_code",
-            )
-        }
+        user = {key: profile.get(key) for key in PROFILE_FIELDS if key != "is_blocked"}
         user.update(
             full_name=full_name,
             balance=variables.get("balance", 0),
