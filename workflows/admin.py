@@ -18,6 +18,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
@@ -38,6 +39,7 @@ from workflows.models import (
 )
 from workflows.selectors import IN_FLIGHT, version_history_get
 from workflows.services import (
+    DraftConflict,
     execution_cancel_by_operator,
     execution_retry,
     workflow_draft_save,
@@ -265,6 +267,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
         definition, triggers = workflow.draft, workflow.triggers
         field_errors: dict[str, str] = {}
         step_errors: dict[str, list[str]] = {}
+        conflict, expected = False, None
         if request.method == "POST":
             action = request.POST.get("_action", "save")
             parsed = editor_parse(request.POST, draft=definition, triggers=triggers)
@@ -275,9 +278,23 @@ class WorkflowAdmin(ProjectScopedAdmin):
                     step_type=request.POST.get("new_type", "message"),
                     step_id=request.POST.get("new_id", "").strip(),
                 )
+            expected = parse_datetime(request.POST.get("_updated_at", ""))
             if not field_errors:
                 try:
-                    workflow_draft_save(workflow=workflow, definition=definition, triggers=triggers)
+                    workflow_draft_save(
+                        workflow=workflow,
+                        definition=definition,
+                        triggers=triggers,
+                        expected_updated_at=expected,
+                    )
+                except DraftConflict:
+                    messages.error(
+                        request,
+                        "Someone else saved this workflow after you opened it, so your changes "
+                        "were not saved (they are still in the form below). Copy what you need, "
+                        "then reload the page to see the current draft.",
+                    )
+                    conflict = True
                 except WorkflowValidationError as exc:
                     step_errors = _errors_by_step(exc.errors)
                 else:
@@ -299,10 +316,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
                             )
                             return redirect("admin:workflows_workflow_editor", workflow.pk)
                     else:
-                        messages.success(
-                            request,
-                            f"Step “{new_id}” added." if action == "add_step" else "Draft saved.",
-                        )
+                        note = "Draft saved."
+                        if action == "add_step":
+                            asked = request.POST.get("new_id", "").strip()
+                            note = f"Step “{new_id}” added."
+                            if asked and asked != new_id:
+                                note += (
+                                    f" (“{asked}” was taken or is not a valid name: use "
+                                    "letters, digits, _ or -.)"
+                                )
+                        messages.success(request, note)
                         return redirect("admin:workflows_workflow_editor", workflow.pk)
             else:
                 messages.error(request, "Nothing was saved: please correct the fields in red.")
@@ -316,6 +339,8 @@ class WorkflowAdmin(ProjectScopedAdmin):
             f"Edit “{workflow.name}”",
             original=workflow,
             can_change=can_change,
+            # After a conflict the form keeps the old stamp: saving again needs a reload.
+            updated_at=(expected if conflict and expected else workflow.updated_at).isoformat(),
             diagram=diagram_svg(definition),
             draft_valid=not step_errors and not field_errors,
             **editor_context(

@@ -430,19 +430,32 @@ def _file_error(message: str):
 # --- Admin: operators' actions ------------------------------------------------------
 
 
-def workflow_draft_save(*, workflow: Workflow, definition: dict, triggers: list) -> None:
+class DraftConflict(Exception):
+    """The draft changed since the operator opened it; their edit was not saved."""
+
+
+def workflow_draft_save(
+    *, workflow: Workflow, definition: dict, triggers: list, expected_updated_at=None
+) -> None:
     """Store an edited draft and triggers (a draft may be unfinished; publish checks it).
 
-    Triggers take effect at once, so they must be valid to be saved at all.
+    Triggers take effect at once, so they must be valid to be saved at all. With
+    ``expected_updated_at`` the write is a conditional UPDATE: if someone saved the
+    workflow in the meantime, nothing is written and :class:`DraftConflict` is raised,
+    so two operators never silently overwrite each other.
     """
     from workflows.engine.validation import triggers_problems
 
     problems = triggers_problems(triggers)
     if problems:
         raise WorkflowValidationError(problems)
-    workflow.draft = definition
-    workflow.triggers = triggers
-    workflow.save(update_fields=["draft", "triggers", "updated_at"])
+    rows = Workflow.objects.filter(pk=workflow.pk)
+    if expected_updated_at is not None:
+        rows = rows.filter(updated_at=expected_updated_at)
+    now = timezone.now()
+    if not rows.update(draft=definition, triggers=triggers, updated_at=now):
+        raise DraftConflict("the workflow was changed by someone else since it was opened")
+    workflow.draft, workflow.triggers, workflow.updated_at = definition, triggers, now
 
 
 def workflow_preview_version(*, workflow: Workflow, created_by=None) -> WorkflowVersion:

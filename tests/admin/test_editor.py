@@ -221,3 +221,49 @@ def test_the_workflow_page_shows_the_diagram_and_the_json_fallback(operator_clie
     assert "<svg" in page and 'data-step="a"' in page and 'data-from="a" data-to="b"' in page
     assert "Advanced: edit as JSON" in page and 'name="draft"' in page
     assert reverse("admin:workflows_workflow_editor", args=[workflow.pk]) in page
+
+
+def test_two_operators_never_overwrite_each_other(operator_client, project):
+    draft = {"start": "a", "steps": {"a": {"type": "message", "text": "One"}}}
+    workflow = Workflow.objects.create(project=project, name="W", slug="w", draft=draft)
+    mine = _form(operator_client, workflow)
+    theirs = _form(operator_client, workflow)
+    card = _card(mine, "a")
+    theirs[f"{card}-text"] = "Theirs"
+    assert operator_client.post(_url(workflow), theirs).status_code == 302
+    mine[f"{card}-text"] = "Mine"
+    response = operator_client.post(_url(workflow), mine)
+    page = response.content.decode()
+    assert response.status_code == 200 and "Someone else saved this workflow" in page
+    assert "Mine" in page  # the operator's text is still in the form
+    workflow.refresh_from_db()
+    assert workflow.draft["steps"]["a"]["text"] == "Theirs"
+    # Submitting the same stale form again is still refused.
+    assert "Someone else saved" in operator_client.post(_url(workflow), mine).content.decode()
+
+
+def test_drafts_the_editor_cannot_show_are_sent_to_the_json_editor(operator_client, project):
+    workflow = Workflow.objects.create(project=project, name="W", slug="w", draft={"steps": []})
+    page = operator_client.get(_url(workflow)).content.decode()
+    assert "not in a shape this editor understands" in page and "Traceback" not in page
+    odd = {
+        "start": "a",
+        "steps": {"a": {"type": "message", "text": "x", "buttons": "oops", "timeout": "soon"}},
+    }
+    workflow.draft = odd
+    workflow.save(update_fields=["draft"])
+    data = _form(operator_client, workflow)
+    response = operator_client.post(_url(workflow), data)
+    assert response.status_code == 200 and "Enter a whole number" in response.content.decode()
+    workflow.refresh_from_db()
+    assert workflow.draft == odd
+
+
+def test_an_invalid_new_step_name_is_explained(operator_client, project):
+    workflow = Workflow.objects.create(project=project, name="W", slug="w")
+    data = _form(operator_client, workflow)
+    data.update(_action="add_step", new_type="end", new_id="two words")
+    response = operator_client.post(_url(workflow), data, follow=True)
+    assert "“two words” was taken or is not a valid name" in response.content.decode()
+    workflow.refresh_from_db()
+    assert "end_2" in workflow.draft["steps"]
