@@ -794,6 +794,18 @@ class BroadcastAdmin(ProjectScopedAdmin):
                 fields.append("buttons")
             obj.save(update_fields=[*fields, "updated_at"])
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        broadcast = self.get_object(request, object_id)
+        if broadcast is not None and broadcast.status != Broadcast.Status.DRAFT:
+            # Nothing left to edit once it is scheduled or sent: no Save buttons.
+            extra_context = {
+                **(extra_context or {}),
+                "show_save": False,
+                "show_save_and_continue": False,
+                "show_save_and_add_another": False,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def response_change(self, request, obj):
         if "_send_now" in request.POST:
             if broadcast_services.broadcast_start(broadcast_id=obj.pk):

@@ -37,8 +37,13 @@ pytestmark = [
 def coffee_club(db):
     """Data first: while Playwright's event loop runs, the ORM would open a second
     connection (an "async context") that nobody closes."""
+    from tests.factories import bot_create, bot_user_create
+
     project = project_create(name="Coffee Club")
     operator_create("ann", project)
+    bot_create(project=project)
+    for name in ("Ann", "Bob", "Cid"):
+        bot_user_create(project=project, first_name=name)
     return project
 
 
@@ -128,3 +133,33 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server):
     page.click("#sim-reset")
     page.wait_for_selector("text=Say /start")
     assert page.locator(".sim-msg.bot").count() == 0
+
+
+def test_compose_and_send_a_broadcast_in_the_browser(browser_page, live_server, telegram):
+    page = browser_page
+    base = live_server.url
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", "ann")
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#content-main")
+    page.goto(f"{base}/admin/workflows/broadcast/add/")
+    page.select_option("#id_project", label="Coffee Club")
+    page.fill("#id_title", "Spring sale")
+    page.fill("#id_text", "Sale today, {{ user.first_name }}!")
+    page.fill("#id_buttons_text", "Shop | https://shop.example")
+    page.select_option("#id_segment", "not_blocked")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=user(s) right now")
+    assert "3 user(s) right now" in page.locator(".field-recipients").inner_text()
+    page.click("#send-now")
+    page.wait_for_selector("text=Sending started.")
+    page.wait_for_selector("progress.broadcast-progress")
+    assert "sent 3" in page.locator(".field-progress").inner_text()
+    _shot(page, "broadcast")
+    assert sorted(call["actions"][0].text for call in telegram) == [
+        "Sale today, Ann!",
+        "Sale today, Bob!",
+        "Sale today, Cid!",
+    ]
+    assert page.locator(".field-status").inner_text().endswith("Sent")
