@@ -206,6 +206,8 @@ WORKFLOW_ACTION_DELIVERY = "workflows.simulator.actions_deliver"
 # when set, their own Celery queue (run a worker with `-Q celery,broadcasts`).
 BROADCAST_RATE_SHARE = float(env_str("BROADCAST_RATE_SHARE", "0.5"))
 BROADCAST_QUEUE = env_str("BROADCAST_QUEUE", "")
+# Without a broker (tasks run in-process) a broadcast is sent to the end by the request.
+BROADCAST_SEND_INLINE = CELERY_TASK_ALWAYS_EAGER
 CELERY_BEAT_SCHEDULE["workflows-broadcasts-due"] = {
     "task": "workflows.broadcasts_due",
     "schedule": 60.0,

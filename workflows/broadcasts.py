@@ -16,6 +16,7 @@ still takes a slot of the bot's shared rate limit in the Telegram sender.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from celery import shared_task
@@ -303,6 +304,9 @@ def _pace_take(broadcast_id: int) -> bool:
 def broadcast_send(broadcast_id: int) -> None:
     """Send one batch, then queue the next one a second later. Idempotent.
 
+    With ``BROADCAST_SEND_INLINE`` (no broker: tasks run in-process) the batches follow
+    each other right here, one a second, instead.
+
     A duplicate task (the periodic sweep racing the chain) finds the pace taken and
     stops; the chain that holds it carries on, and the sweep revives a lost chain.
     """
@@ -313,8 +317,14 @@ def broadcast_send(broadcast_id: int) -> None:
     )
     if broadcast is None or not _pace_take(broadcast_id):
         return
-    claimed = broadcast_send_batch(broadcast_id=broadcast_id, limit=broadcast_batch_size(broadcast))
-    if claimed:
+    limit = broadcast_batch_size(broadcast)
+    claimed = broadcast_send_batch(broadcast_id=broadcast_id, limit=limit)
+    if getattr(settings, "BROADCAST_SEND_INLINE", False):
+        # No Celery worker (the zero-setup mode): keep going here, at the same pace.
+        while claimed == limit:
+            time.sleep(BROADCAST_PACE_TTL)
+            claimed = broadcast_send_batch(broadcast_id=broadcast_id, limit=limit)
+    elif claimed:
         broadcast_send_queue(broadcast_id, countdown=BROADCAST_PACE_TTL)
 
 

@@ -270,6 +270,7 @@ def test_admin_compose_preview_send_and_progress(
     assert progress["total"] == 2 and progress["sent"] == len(telegram) >= 1
     page = operator_client.get(change).content.decode()
     assert "<progress" in page and "Save and send now" not in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page  # nothing to edit
 
 
 def test_admin_refuses_unusable_broadcasts_readably(operator_client, project, audience):
@@ -290,3 +291,19 @@ def test_admin_refuses_unusable_broadcasts_readably(operator_client, project, au
     assert "Line 1: write “Label | https://link”." in page
     assert "This condition cannot be used: unknown variable" in page
     assert not Broadcast.objects.filter(title="Bad").exists()
+
+
+def test_without_a_worker_the_whole_broadcast_goes_out_at_the_same_pace(
+    project, audience, telegram, settings
+):
+    settings.BROADCAST_SEND_INLINE = True
+    for n in range(10):
+        bot_user_create(project=project, first_name=f"U{n}")
+    project.bot_send_rate_per_second = 20  # batches of 10: two batches, one pause
+    project.save(update_fields=["bot_send_rate_per_second"])
+    broadcast = _broadcast(project, segment="not_blocked")
+    broadcasts.broadcast_start(broadcast_id=broadcast.pk)
+    broadcasts.broadcast_send(broadcast.pk)
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.sent) == ("done", 12)
+    assert len(telegram) == 12
