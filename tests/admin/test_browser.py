@@ -1,11 +1,13 @@
 """In a real browser: log in, build a workflow in the editor, publish, talk to it.
 
 Playwright drives Debian's Chromium (``apt-get install chromium``; Playwright's own
-browser download is not used). Screenshots go to docs/screenshots/ for the README.
+browser download is not used). Screenshots are always taken; with
+``ADMIN_SCREENSHOTS=1`` they replace the README's in docs/screenshots/.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,9 +61,18 @@ def browser_page(coffee_club, live_server, settings):
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def _shots_dir(tmp_path):
+    global _SHOTS_DIR
+    _SHOTS_DIR = SHOTS if os.environ.get("ADMIN_SCREENSHOTS") == "1" else tmp_path
+
+
+_SHOTS_DIR = SHOTS
+
+
 def _shot(page, name: str, selector: str | None = None) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    target = SHOTS / f"{name}.png"
+    _SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = _SHOTS_DIR / f"{name}.png"
     if selector:
         page.locator(selector).first.screenshot(path=str(target))
     else:
