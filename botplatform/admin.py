@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils import timezone
 
 from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
-from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
+from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project, TelegramUpdate
 
 admin.site.site_header = "Bot platform"
 admin.site.site_title = "Bot platform"
@@ -86,8 +88,12 @@ class BotForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Bot:
         token = self.cleaned_data.get("new_token")
-        if token:
+        if token and token != self.instance.token:
             self.instance.token = token
+            # A new token gets a fresh chance: the runner picks the bot up again.
+            self.instance.status = Bot.Status.NEW
+            self.instance.status_message = ""
+            self.instance.status_changed_at = timezone.now()
         return super().save(commit=commit)
 
 
@@ -111,10 +117,79 @@ class BotAdmin(ProjectScopedAdmin):
         ("Status", {"fields": ("status", "status_message", "status_changed_at", "created_at")}),
     )
 
+    actions = ("webhook_set_action", "webhook_delete_action")
+
     @admin.display(description="token")
     def token_masked(self, obj: Bot) -> str:
         return obj.token_masked
 
+    @admin.action(description="Set the webhook (Telegram calls this server)")
+    def webhook_set_action(self, request, queryset) -> None:
+        from botplatform.telegram.sender import TelegramCallError
+        from botplatform.telegram.webhooks import webhook_set
+
+        base_url = settings.TELEGRAM_WEBHOOK_BASE_URL or request.build_absolute_uri("/")
+        for bot in queryset:
+            try:
+                url = webhook_set(bot=bot, base_url=base_url)
+            except TelegramCallError as exc:
+                self.message_user(
+                    request, f"{bot}: Telegram refused the webhook ({exc}).", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{bot}: webhook set to {url}.", messages.SUCCESS)
+
+    @admin.action(description="Delete the webhook (back to long polling)")
+    def webhook_delete_action(self, request, queryset) -> None:
+        from botplatform.telegram.sender import TelegramCallError
+        from botplatform.telegram.webhooks import webhook_delete
+
+        for bot in queryset:
+            try:
+                webhook_delete(bot=bot)
+            except TelegramCallError as exc:
+                self.message_user(request, f"{bot}: Telegram refused ({exc}).", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{bot}: webhook deleted; run manage.py runbot to poll it.",
+                    messages.SUCCESS,
+                )
+
     @admin.display(description="webhook secret")
     def webhook_secret_masked(self, obj: Bot) -> str:
         return obj.webhook_secret_masked
+
+
+# --- Telegram --------------------------------------------------------------------
+
+
+@admin.register(TelegramUpdate)
+class TelegramUpdateAdmin(ProjectScopedAdmin):
+    """Read-only journal of received updates: what came in and what became of it."""
+
+    project_path = "bot__project"
+    list_display = ("update_id", "bot", "chat_id", "status", "note", "received_at", "done_at")
+    list_filter = ("status", "bot")
+    search_fields = ("=update_id", "=chat_id")
+    list_select_related = ("bot",)
+    readonly_fields = (
+        "bot",
+        "update_id",
+        "chat_id",
+        "payload",
+        "status",
+        "actions",
+        "sent_count",
+        "attempts",
+        "note",
+        "received_at",
+        "handled_at",
+        "done_at",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

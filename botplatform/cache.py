@@ -53,6 +53,38 @@ def user_state_invalidate(user_id: int, project_id: int) -> None:
     )
 
 
+# --- Telegram --------------------------------------------------------------------
+
+
+def telegram_lease_key(bot_id: int) -> str:
+    """Which runner polls this bot (value: the runner's random token; TTL = lease)."""
+    return f"telegram:lease:{bot_id}"
+
+
+def telegram_runners_key() -> str:
+    """Sorted set of live `runbot --all` runners (score: last heartbeat, ms)."""
+    return "telegram:runners"
+
+
+def rate_limit_user_key(project_id: int, telegram_id: int) -> str:
+    """Sliding-window log (sorted set) of one user's incoming updates in a project."""
+    return rate_limit_key("user", f"{project_id}:{telegram_id}", "60s")
+
+
+def rate_limit_notice_key(project_id: int, telegram_id: int) -> str:
+    """Set while a rate-limited user has already been told to wait (one notice only)."""
+    return rate_limit_key("notice", f"{project_id}:{telegram_id}", "60s")
+
+
+def rate_limit_bot_send_key(bot_id: int) -> str:
+    """Sliding-window log of one bot's outgoing messages, shared by every process."""
+    return rate_limit_key("bot_send", bot_id, "1s")
+
+
+def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
+    return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window")
+
+
 # --- Loyalty ---------------------------------------------------------------------
 
 # A random token rewritten by every write to a user's state. Cached variables and

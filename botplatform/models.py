@@ -175,3 +175,58 @@ def mask_secret(value: str, visible: int = 4) -> str:
     if sep:
         return f"{head}:…{tail[-visible:]}" if len(tail) > visible * 2 else f"{head}:…"
     return f"…{value[-visible:]}" if len(value) > visible * 3 else "…"
+
+
+# --- Telegram --------------------------------------------------------------------
+
+
+class TelegramUpdate(models.Model):
+    """One update received from Telegram, recorded before it is acknowledged.
+
+    The row is the durable hand-over between receiving (polling or webhook) and
+    processing: the offset moves past an update only once its row exists, the unique
+    (bot, update_id) deduplicates redeliveries, and the outgoing actions are stored
+    with the status in the same transaction as the engine's effects (an outbox), so
+    a crash at any point neither loses the update nor applies it twice.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Received, not handled yet"
+        HANDLED = "handled", "Handled, replies being sent"
+        DONE = "done", "Done"
+        SKIPPED = "skipped", "Skipped (malformed or unsupported)"
+        FAILED = "failed", "Failed"
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates")
+    update_id = models.BigIntegerField()
+    chat_id = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(help_text="The update exactly as Telegram sent it.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    actions = models.JSONField(
+        default=list, blank=True, help_text="Replies decided while handling (the outbox)."
+    )
+    sent_count = models.PositiveIntegerField(
+        default=0, help_text="How many of the replies have been delivered."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    note = models.CharField(max_length=500, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["bot", "update_id"]
+        verbose_name = "Telegram update"
+        constraints = [
+            models.UniqueConstraint(fields=["bot", "update_id"], name="tgupdate_unique_bot_update"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["bot", "update_id"],
+                name="tgupdate_open_idx",
+                condition=Q(status__in=["pending", "handled"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"update {self.update_id} of bot {self.bot_id}"

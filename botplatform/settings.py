@@ -181,6 +181,38 @@ LOGGING = {
     },
 }
 
+# --- Telegram --------------------------------------------------------------------
+# Knobs of the runtime (docs/telegram.md). Tests shorten the timeouts through env.
+
+# Dotted path of the function that turns an update into actions; the default calls
+# loyalty's bot_user_upsert and the engine's event_process. Tests swap it.
+TELEGRAM_EVENT_HANDLER = env_str(
+    "TELEGRAM_EVENT_HANDLER", "botplatform.telegram.dispatch.engine_handle"
+)
+TELEGRAM_POLL_TIMEOUT = env_int("TELEGRAM_POLL_TIMEOUT", 25)  # getUpdates long poll, s
+TELEGRAM_LEASE_TTL = env_int("TELEGRAM_LEASE_TTL", 15)  # s; renewed every TTL/3
+TELEGRAM_DISCOVERY_INTERVAL = env_int("TELEGRAM_DISCOVERY_INTERVAL", 10)  # s, --all
+TELEGRAM_CHAT_WORKERS = env_int("TELEGRAM_CHAT_WORKERS", 8)
+TELEGRAM_BACKOFF_MAX = env_int("TELEGRAM_BACKOFF_MAX", 60)  # s, network errors / 5xx
+TELEGRAM_SEND_MAX_WAIT = env_int("TELEGRAM_SEND_MAX_WAIT", 120)  # s spent honouring 429s
+TELEGRAM_MAX_ATTEMPTS = env_int("TELEGRAM_MAX_ATTEMPTS", 3)  # handler failures per update
+TELEGRAM_SHUTDOWN_GRACE = env_int("TELEGRAM_SHUTDOWN_GRACE", 30)  # s to finish in-flight
+TELEGRAM_CHAT_SEND_LIMIT = env_int("TELEGRAM_CHAT_SEND_LIMIT", 3)  # messages per chat ...
+TELEGRAM_CHAT_SEND_WINDOW_MS = env_int("TELEGRAM_CHAT_SEND_WINDOW_MS", 3000)  # ... per window
+TELEGRAM_WEBHOOK_ASYNC = env_bool("TELEGRAM_WEBHOOK_ASYNC", False)  # hand off to Celery
+TELEGRAM_WEBHOOK_RATE = env_str("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (django-ratelimit)
+ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per client IP
+RATELIMIT_CACHE_PREFIX = "rate_limit:django:"
+# Public base URL for the admin's "set webhook" action (else the admin request's own).
+TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL")
+TELEGRAM_HTTP_TIMEOUT = env_int("TELEGRAM_HTTP_TIMEOUT", 30)  # s per Bot API call (+ long poll)
+# Finished updates are kept this long (Telegram redelivers for at most 24 hours).
+TELEGRAM_UPDATE_RETENTION_DAYS = max(env_int("TELEGRAM_UPDATE_RETENTION_DAYS", 7), 2)
+CELERY_BEAT_SCHEDULE["telegram.updates_prune"] = {
+    "task": "telegram.updates_prune",
+    "schedule": 3600,
+}
+
 # --- Loyalty ---------------------------------------------------------------------
 
 # Expire earned bonuses of projects with an expiry period (idempotent, daily keys).

@@ -3,10 +3,14 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from botplatform import views
+from botplatform.admin_login import admin_login
+from botplatform.telegram.views import telegram_webhook
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", views.healthz, name="healthz"),
     path("healthz/", views.healthz),
+    path("telegram/webhook/<int:bot_id>/", telegram_webhook, name="telegram_webhook"),
+    path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
 ]

@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from botplatform.models import TelegramUpdate
 from tests.admin.conftest import operator_create
 from tests.factories import (
     bot_create,
@@ -48,7 +49,15 @@ def _populate(project, tag: str) -> dict:
     log = ExecutionStepLog.objects.create(execution=execution, step=f"{tag}step", step_type="end")
     broadcast = Broadcast.objects.create(project=project, title=f"{tag} news", text=f"{tag} text")
     delivery = broadcast.deliveries.create(user=user)
+    update = TelegramUpdate.objects.create(
+        bot=bot,
+        update_id=user.pk,
+        chat_id=user.chat_id,
+        payload={"update_id": user.pk, "message": {"text": f"{tag} says hi"}},
+        note=f"{tag} note",
+    )
     return {
+        "update": update,
         "project": project,
         "bot": bot,
         "user": user,

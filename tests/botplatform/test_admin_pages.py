@@ -6,6 +6,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from botplatform.models import TelegramUpdate
 from tests.factories import bot_create, bot_user_create, execution_create, workflow_create
 from users.models import BonusTransaction
 
@@ -26,6 +27,7 @@ def populated(db):
     execution = execution_create(workflow=workflow, user=user, status="waiting")
     execution.step_logs.create(step="hello", step_type="end")
     user.variables.create(key="city", value="Riga")
+    TelegramUpdate.objects.create(bot=bot, update_id=1, payload={"update_id": 1})
     # --- Admin ---
     from workflows.models import Broadcast
 

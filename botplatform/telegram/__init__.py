@@ -1,0 +1,1 @@
+"""The Telegram transport: client, update parsing, dispatch, sending, runner."""

@@ -1,0 +1,368 @@
+"""From a Telegram update to delivered replies, exactly once.
+
+The path, shared by ``runbot`` and the webhook view:
+
+1. :func:`update_record` / :func:`updates_record` store the raw update
+   (``TelegramUpdate``, unique per bot and update_id) BEFORE Telegram is told it
+   arrived (the polling offset moves, or the webhook answers 200). A redelivery hits
+   the unique constraint and is not handled again.
+2. :func:`update_run` claims the row with a PostgreSQL session advisory lock (freed by
+   the server if the process dies, even by ``kill -9``) and, in ONE transaction, runs
+   the incoming rate limit, the handler (loyalty upsert + engine) and stores the
+   replies with ``status=handled`` (an outbox). A crash before the commit leaves
+   nothing applied; the update is simply handled again.
+3. It then sends the stored replies, committing ``sent_count`` after each one, and
+   marks the row ``done``. A crash here resumes after the last reply sent. Only the
+   one reply in flight at the instant of a crash can be sent twice (Telegram has no
+   idempotency key for sends); nothing is ever lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from botplatform import ratelimit
+from botplatform.logging import redact
+from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.sender import (
+    BotUnauthorized,
+    SendDeferred,
+    actions_from_json,
+    actions_send,
+    actions_to_json,
+)
+from botplatform.telegram.updates import (
+    MalformedUpdate,
+    ParsedUpdate,
+    UnsupportedUpdate,
+    update_chat_id,
+    update_id_get,
+    update_parse,
+)
+from workflows.engine.events import Action, AnswerCallback, SendMessage
+
+logger = logging.getLogger(__name__)
+
+_ADVISORY_NAMESPACE = 7467  # "tg": keeps our advisory locks apart from others'
+
+Status = TelegramUpdate.Status
+
+
+# --- Bot status ----------------------------------------------------------------------
+
+
+def bot_status_set(*, bot_id: int, status: str, message: str = "") -> bool:
+    """Set a bot's admin-visible status; a no-op (no write) when it is unchanged."""
+    changed = (
+        Bot.objects.filter(pk=bot_id)
+        .exclude(status=status, status_message=message[:500])
+        .update(status=status, status_message=message[:500], status_changed_at=timezone.now())
+    )
+    return bool(changed)
+
+
+def bot_mark_unauthorized(*, bot: Bot, description: str = "") -> None:
+    """401 from Telegram: stop using the bot and say so where operators look."""
+    message = (
+        f"Telegram rejected the token {bot.token_masked} (401 Unauthorized"
+        f"{': ' + description if description else ''}). Paste a new token from @BotFather."
+    )
+    if bot_status_set(bot_id=bot.pk, status=Bot.Status.UNAUTHORIZED, message=message):
+        logger.error("Bot %s (%s): %s Polling stopped.", bot.pk, bot, message)
+
+
+# --- Recording ---------------------------------------------------------------------------
+
+
+def update_record(*, bot_id: int, update: object) -> tuple[TelegramUpdate | None, bool]:
+    """Store one update; returns (row, created). (None, False) when it has no update_id."""
+    update_id = update_id_get(update)
+    if update_id is None:
+        logger.warning("Bot %s: malformed update skipped (no update_id): %.200r", bot_id, update)
+        return None, False
+    try:
+        with transaction.atomic():
+            row = TelegramUpdate.objects.create(
+                bot_id=bot_id, update_id=update_id, chat_id=update_chat_id(update), payload=update
+            )
+        return row, True
+    except IntegrityError:
+        return TelegramUpdate.objects.get(bot_id=bot_id, update_id=update_id), False
+
+
+def updates_record(*, bot_id: int, updates: list) -> list[TelegramUpdate]:
+    """Store a getUpdates batch in one statement; returns the rows still to handle."""
+    rows = []
+    for update in updates:
+        update_id = update_id_get(update)
+        if update_id is None:
+            logger.warning(
+                "Bot %s: malformed update skipped (no update_id): %.200r", bot_id, update
+            )
+            continue
+        rows.append(
+            TelegramUpdate(
+                bot_id=bot_id, update_id=update_id, chat_id=update_chat_id(update), payload=update
+            )
+        )
+    if not rows:
+        return []
+    TelegramUpdate.objects.bulk_create(rows, ignore_conflicts=True)
+    return list(
+        TelegramUpdate.objects.filter(
+            bot_id=bot_id,
+            update_id__in=[row.update_id for row in rows],
+            status__in=[Status.PENDING, Status.HANDLED],
+        ).order_by("update_id")
+    )
+
+
+def updates_open(*, bot_id: int) -> list[TelegramUpdate]:
+    """Recorded updates not finished yet (after a crash or a lost lease), oldest first."""
+    return list(
+        TelegramUpdate.objects.filter(
+            bot_id=bot_id, status__in=[Status.PENDING, Status.HANDLED]
+        ).order_by("update_id")
+    )
+
+
+def update_offset_next(*, bot_id: int) -> int | None:
+    """The getUpdates offset: past everything recorded for the bot."""
+    last = TelegramUpdate.objects.filter(bot_id=bot_id).aggregate(last=Max("update_id"))["last"]
+    return None if last is None else last + 1
+
+
+# --- Claiming ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _update_claim(update_pk: int) -> Iterator[bool]:
+    """Session advisory lock on the row: one processor at a time; a dead one frees it."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = update_pk % 2_147_483_647
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ADVISORY_NAMESPACE, key])
+        claimed = cursor.fetchone()[0]
+    try:
+        yield claimed
+    finally:
+        if claimed:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_ADVISORY_NAMESPACE, key])
+
+
+# --- Handling -------------------------------------------------------------------------------
+
+
+def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
+    """The production handler: upsert the user (loyalty), apply a referral, run the engine."""
+    from users.models import BotUser
+    from users.services import bot_user_upsert, referral_apply, user_state_changed
+    from workflows.services import event_process
+
+    user, _created = bot_user_upsert(
+        project_id=bot.project_id,
+        telegram_id=parsed.telegram_id,
+        chat_id=parsed.chat_id,
+        username=parsed.username,
+        first_name=parsed.first_name,
+        last_name=parsed.last_name,
+        language_code=parsed.language_code,
+    )
+    if user.is_blocked:  # they write to us again, so they unblocked the bot
+        BotUser.objects.filter(pk=user.pk).update(is_blocked=False)
+        user.is_blocked = False
+        user_state_changed(user_id=user.pk, project_id=user.project_id)
+    event = parsed.event
+    if event.kind == "command" and event.command == "start" and event.payload.startswith("ref_"):
+        referral_apply(user=user, code=event.payload)
+    return list(event_process(user=user, event=event, bot=bot).actions)
+
+
+def _handler():
+    return import_string(settings.TELEGRAM_EVENT_HANDLER)
+
+
+def _callback_answered(actions: list[Action], parsed: ParsedUpdate) -> list[Action]:
+    """Every callback query gets an answer, so no button keeps spinning."""
+    query_id = parsed.event.callback_query_id
+    if parsed.event.kind != "callback" or not query_id:
+        return actions
+    if any(isinstance(a, AnswerCallback) and a.callback_query_id == query_id for a in actions):
+        return actions
+    return [AnswerCallback(callback_query_id=query_id), *actions]
+
+
+def _handle(update_pk: int) -> TelegramUpdate:
+    """Phase 1, one transaction: rate limit + handler + outbox. Raises on handler errors."""
+    with transaction.atomic():
+        row = (
+            TelegramUpdate.objects.select_for_update(of=("self",))
+            .select_related("bot__project")
+            .get(pk=update_pk)
+        )
+        if row.status != Status.PENDING:
+            return row
+        bot = row.bot
+        try:
+            parsed = update_parse(bot_id=bot.pk, update=row.payload)
+        except (MalformedUpdate, UnsupportedUpdate) as exc:
+            level = logging.WARNING if isinstance(exc, MalformedUpdate) else logging.INFO
+            logger.log(level, "Bot %s: update %s skipped: %s", bot.pk, row.update_id, exc)
+            query_id = (row.payload.get("callback_query") or {}).get("id")
+            row.status = Status.SKIPPED
+            row.note = f"{type(exc).__name__}: {exc}"[:500]
+            if isinstance(query_id, str) and row.chat_id is not None:
+                row.status = Status.HANDLED
+                row.actions = actions_to_json([AnswerCallback(callback_query_id=query_id)])
+            row.handled_at = timezone.now()
+            row.save(update_fields=["status", "note", "actions", "handled_at"])
+            return row
+
+        project = bot.project
+        verdict = ratelimit.incoming_check(
+            project_id=project.pk,
+            telegram_id=parsed.telegram_id,
+            limit=project.user_rate_limit_per_minute,
+        )
+        if verdict == "ok":
+            actions = list(_handler()(bot=bot, parsed=parsed))
+        elif verdict == "notify":
+            actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
+        else:
+            actions = []
+        actions = _callback_answered(actions, parsed)
+        row.chat_id = parsed.chat_id
+        row.actions = actions_to_json(actions)
+        row.status = Status.HANDLED if actions else Status.DONE
+        row.note = "" if verdict == "ok" else f"rate limited ({verdict})"
+        row.handled_at = timezone.now()
+        if not actions:
+            row.done_at = row.handled_at
+        row.save(update_fields=["chat_id", "actions", "status", "note", "handled_at", "done_at"])
+    return row
+
+
+def _fail(update_pk: int, exc: BaseException) -> None:
+    """Give up on an update: tell the user something went wrong, answer the button."""
+    row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
+    actions: list[Action] = []
+    try:
+        parsed = update_parse(bot_id=row.bot_id, update=row.payload)
+        actions = _callback_answered(
+            [SendMessage(chat_id=parsed.chat_id, text=row.bot.project.fallback_message)], parsed
+        )
+    except (MalformedUpdate, UnsupportedUpdate):
+        pass
+    TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
+        status=Status.HANDLED if actions else Status.FAILED,
+        actions=actions_to_json(actions),
+        note=f"failed: {redact(f'{type(exc).__name__}: {exc}')}"[:500],
+        handled_at=timezone.now(),
+    )
+
+
+def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
+    """Phase 2: send the stored replies from where the last attempt stopped."""
+    if row is None:
+        row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
+    if row.status != Status.HANDLED:
+        return
+    actions = actions_from_json(row.actions)
+
+    def _progress(count: int) -> None:
+        if count < len(actions):  # the last one is recorded with the final status
+            TelegramUpdate.objects.filter(pk=update_pk).update(sent_count=count)
+
+    actions_send(
+        bot=row.bot,
+        chat_id=row.chat_id,
+        actions=actions,
+        start=row.sent_count,
+        on_sent=_progress,
+    )
+    final = Status.FAILED if row.note.startswith("failed:") else Status.DONE
+    TelegramUpdate.objects.filter(pk=update_pk, status=Status.HANDLED).update(
+        status=final, sent_count=len(actions), done_at=timezone.now()
+    )
+
+
+def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
+    """Handle and deliver one recorded update; safe to call again at any time.
+
+    Returns "done" (finished, or finished earlier), "busy" (another process holds it),
+    "retry" (handler error or Telegram deferred us; call again later).
+    Raises BotUnauthorized when the token was revoked.
+    """
+    with _update_claim(update_pk) as claimed:
+        if not claimed:
+            return "busy"
+        attempt = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
+            attempts=F("attempts") + 1
+        )
+        row = None
+        if attempt:
+            try:
+                row = _handle(update_pk)
+            except Exception as exc:
+                attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
+                    pk=update_pk
+                )
+                logger.exception("Update %s failed (attempt %s)", update_pk, attempts)
+                if not (final_attempt or attempts >= settings.TELEGRAM_MAX_ATTEMPTS):
+                    TelegramUpdate.objects.filter(pk=update_pk).update(
+                        note=redact(f"{type(exc).__name__}: {exc}")[:500]
+                    )
+                    return "retry"
+                _fail(update_pk, exc)
+        try:
+            _deliver(update_pk, row)
+        except SendDeferred as exc:
+            logger.warning("Update %s: replies deferred (%s)", update_pk, exc.error.description)
+            return "retry"
+        except BotUnauthorized as exc:
+            bot = Bot.objects.get(pk=TelegramUpdate.objects.get(pk=update_pk).bot_id)
+            bot_mark_unauthorized(bot=bot, description=exc.error.description)
+            raise
+    return "done"
+
+
+def update_process(*, bot_id: int, update: dict) -> None:
+    """Record and handle one update (the webhook path). Duplicates are handled once."""
+    row, _created = update_record(bot_id=bot_id, update=update)
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return
+    if settings.TELEGRAM_WEBHOOK_ASYNC:
+        from botplatform.telegram.tasks import update_run_task
+
+        transaction.on_commit(lambda: update_run_task.delay(update_pk=row.pk))
+        return
+    with suppress(BotUnauthorized):
+        update_run(update_pk=row.pk, final_attempt=True)
+
+
+def updates_prune(*, older_than_days: int, batch: int = 5000) -> int:
+    """Delete finished journal rows older than the retention; open ones are kept."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            TelegramUpdate.objects.filter(
+                received_at__lt=cutoff,
+                status__in=[Status.DONE, Status.SKIPPED, Status.FAILED],
+            ).values_list("pk", flat=True)[:batch]
+        )
+        if not ids:
+            return deleted
+        deleted += TelegramUpdate.objects.filter(pk__in=ids).delete()[0]

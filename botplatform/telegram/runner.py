@@ -1,0 +1,367 @@
+"""The long-polling runner behind ``manage.py runbot``.
+
+We own the loop instead of using pyTelegramBotAPI's ``infinity_polling``: that loop
+moves the offset before its handlers run (a crash loses the batch) and its thread pool
+reorders one chat's updates. Here, per bot, a :class:`BotPoller` thread calls
+``getUpdates``, records the batch (``dispatch.updates_record``) and only then moves
+the offset; a :class:`ChatPool` runs updates with one queue per worker, chosen by
+chat, so a chat's updates run in order and different chats in parallel. A
+:class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its share
+of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from botplatform.models import Bot
+from botplatform.telegram import leases
+from botplatform.telegram.client import api, error_classify
+from botplatform.telegram.dispatch import (
+    bot_mark_unauthorized,
+    bot_status_set,
+    update_offset_next,
+    update_run,
+    updates_open,
+    updates_record,
+)
+from botplatform.telegram.sender import BotUnauthorized
+from botplatform.telegram.updates import ALLOWED_UPDATES
+
+logger = logging.getLogger("botplatform.telegram.runner")
+
+
+class ChatPool:
+    """Worker threads with one FIFO queue each; a chat always maps to the same queue."""
+
+    def __init__(self, size: int) -> None:
+        self.queues: list[queue.Queue] = [queue.Queue() for _ in range(max(size, 1))]
+        self.draining = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._work, args=(q,), name=f"chat-worker-{i}", daemon=True)
+            for i, q in enumerate(self.queues)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
+        bot_id, chat_id = key
+        self.queues[(bot_id * 7919 + chat_id) % len(self.queues)].put(job)
+
+    def _work(self, jobs: queue.Queue) -> None:
+        while True:
+            job = jobs.get()
+            try:
+                if job is None:
+                    return
+                close_old_connections()
+                job()
+            except Exception:
+                logger.exception("Unexpected error in a chat worker")
+            finally:
+                close_old_connections()
+                jobs.task_done()
+
+    def drain(self, timeout: float) -> bool:
+        """Let queued and running jobs finish (retry loops give up); True if all did."""
+        self.draining.set()
+        deadline = time.monotonic() + timeout
+        for jobs in self.queues:
+            jobs.put(None)
+        for thread in self.threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        return not any(thread.is_alive() for thread in self.threads)
+
+
+class BotPoller(threading.Thread):
+    """Polls one bot: getUpdates -> record -> move offset -> queue per chat."""
+
+    def __init__(self, *, bot_id: int, pool: ChatPool, skip_unauthorized: bool = False) -> None:
+        super().__init__(name=f"poller-{bot_id}", daemon=True)
+        self.bot_id = bot_id
+        self.skip_unauthorized = skip_unauthorized
+        self.pool = pool
+        self.stopping = threading.Event()
+        self.unauthorized = False
+        self.lease_deadline = time.monotonic() + settings.TELEGRAM_LEASE_TTL
+        self._lock = threading.Lock()
+        self._queued: set[int] = set()
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._queued)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        try:
+            self._poll()
+        except Exception:
+            logger.exception("Bot %s: poller crashed", self.bot_id)
+        finally:
+            close_old_connections()
+
+    def _submit(self, pk: int, chat_id: int | None) -> None:
+        with self._lock:
+            if pk in self._queued:
+                return
+            self._queued.add(pk)
+        self.pool.submit((self.bot_id, chat_id or pk), lambda: self._run_update(pk))
+
+    def _run_update(self, pk: int) -> None:
+        """Handle one update; on a transient failure retry, keeping the chat's order."""
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    result = update_run(update_pk=pk)
+                except BotUnauthorized:
+                    self.unauthorized = True
+                    self.stop()
+                    return
+                except Exception:
+                    logger.exception(
+                        "Bot %s: update row %s could not be processed", self.bot_id, pk
+                    )
+                    result = "retry"
+                if result == "done" or self.pool.draining.is_set() or self.unauthorized:
+                    return
+                if self.stopping.is_set() and result == "busy":
+                    return  # another runner holds it now
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+        finally:
+            with self._lock:
+                self._queued.discard(pk)
+
+    def _poll(self) -> None:
+        bot = Bot.objects.get(pk=self.bot_id)
+        if self.skip_unauthorized and bot.status == Bot.Status.UNAUTHORIZED:
+            self.unauthorized = True  # marked by another runner since discovery
+            return
+        token = bot.token
+        for row in updates_open(bot_id=self.bot_id):
+            self._submit(row.pk, row.chat_id)
+        offset = update_offset_next(bot_id=self.bot_id)
+        backoff = 1.0
+        marked_ok = False
+        logger.info("Bot %s (%s): polling from offset %s", self.bot_id, bot, offset)
+        while not self.stopping.is_set():
+            close_old_connections()
+            try:
+                updates = api().get_updates(
+                    token,
+                    offset=offset,
+                    limit=100,
+                    long_polling_timeout=settings.TELEGRAM_POLL_TIMEOUT,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            except Exception as exc:
+                error = error_classify(exc)
+                if error.kind == "unauthorized":
+                    bot_mark_unauthorized(bot=bot, description=error.description)
+                    self.unauthorized = True
+                    return
+                if error.kind == "retry_after":
+                    wait = error.retry_after
+                else:
+                    wait = backoff * random.uniform(0.8, 1.2)
+                    backoff = min(backoff * 2, settings.TELEGRAM_BACKOFF_MAX)
+                if error.kind == "conflict":
+                    bot_status_set(
+                        bot_id=self.bot_id,
+                        status=Bot.Status.ERROR,
+                        message=f"Telegram refused polling (409): {error.description}",
+                    )
+                    marked_ok = False
+                logger.warning(
+                    "Bot %s: getUpdates failed (%s %s: %s); retrying in %.1fs",
+                    self.bot_id,
+                    error.kind,
+                    error.code or "",
+                    error.description,
+                    wait,
+                )
+                self.stopping.wait(wait)
+                continue
+            backoff = 1.0
+            if not marked_ok:
+                bot_status_set(bot_id=self.bot_id, status=Bot.Status.OK)
+                marked_ok = True
+            if not updates or self.stopping.is_set():
+                continue  # when stopping, the offset does not move: Telegram keeps them
+            try:
+                rows = updates_record(bot_id=self.bot_id, updates=updates)
+            except Exception as exc:
+                # Not recorded, so the offset stays: Telegram hands the batch out again.
+                logger.warning("Bot %s: could not record updates (%s); retrying", self.bot_id, exc)
+                self.stopping.wait(min(backoff, settings.TELEGRAM_BACKOFF_MAX))
+                backoff = min(backoff * 2, settings.TELEGRAM_BACKOFF_MAX)
+                continue
+            ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+            if ids:
+                offset = max(ids) + 1
+            for row in rows:
+                self._submit(row.pk, row.chat_id)
+
+
+class Runner:
+    """Holds leases, runs one poller per held bot, shuts down cleanly."""
+
+    def __init__(self, *, bot_ids: list[int] | None) -> None:
+        self.all_bots = bot_ids is None
+        self.bot_ids = bot_ids or []
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stop_event = threading.Event()
+        self.pool = ChatPool(settings.TELEGRAM_CHAT_WORKERS)
+        self.pollers: dict[int, BotPoller] = {}
+        self.releasing: dict[int, tuple[BotPoller, bool]] = {}
+        self.given_up: set[int] = set()
+        self.ttl_ms = settings.TELEGRAM_LEASE_TTL * 1000
+
+    # --- signals -----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum, frame) -> None:
+            logger.info("Received %s: finishing in-flight updates", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        logger.info(
+            "Runner %s started (%s)", self.holder, "all bots" if self.all_bots else self.bot_ids
+        )
+        tick = max(settings.TELEGRAM_LEASE_TTL / 3, 0.2)
+        next_discovery = 0.0
+        while not self.stop_event.is_set():
+            close_old_connections()
+            try:
+                self._renew()
+                if time.monotonic() >= next_discovery:
+                    self._discover()
+                    next_discovery = time.monotonic() + settings.TELEGRAM_DISCOVERY_INTERVAL
+                self._reap()
+            except Exception:
+                logger.exception("Runner loop error; retrying")
+            if not self.all_bots and self.given_up >= set(self.bot_ids):
+                logger.error("No bot left to poll (see the bots' status); exiting")
+                self._shutdown()
+                return 1
+            self.stop_event.wait(tick)
+        self._shutdown()
+        return 0
+
+    def _renew(self) -> None:
+        now = time.monotonic()
+        # Bots being handed over stay ours until their queued updates are done.
+        for bot_id, (_poller, release) in list(self.releasing.items()):
+            if release:
+                try:
+                    leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
+                except Exception as exc:
+                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
+        for bot_id, poller in list(self.pollers.items()):
+            try:
+                renewed = leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
+            except Exception as exc:
+                logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
+                renewed = None
+            if renewed:
+                poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
+            elif renewed is False or now > poller.lease_deadline:
+                logger.warning("Bot %s: lease lost; stopping its poller", bot_id)
+                self._poller_stop(bot_id, release=False)
+
+    def _wanted(self) -> set[int]:
+        bots = Bot.objects.filter(is_active=True, project__is_active=True)
+        if self.all_bots:
+            bots = bots.filter(mode=Bot.Mode.POLLING).exclude(status=Bot.Status.UNAUTHORIZED)
+        else:
+            bots = bots.filter(pk__in=self.bot_ids)
+        wanted = set(bots.values_list("pk", flat=True))
+        # --all goes by the status (a fixed token resets it); named bots by this run.
+        return wanted if self.all_bots else wanted - self.given_up
+
+    def _discover(self) -> None:
+        wanted = self._wanted()
+        for bot_id in list(self.pollers):
+            if bot_id not in wanted:
+                logger.info("Bot %s is no longer active for polling; stopping it", bot_id)
+                self._poller_stop(bot_id, release=True)
+        target = len(wanted)
+        if self.all_bots:
+            alive = leases.runners_alive(holder=self.holder, ttl_ms=self.ttl_ms)
+            target = math.ceil(len(wanted) / alive)
+            for bot_id in sorted(self.pollers, reverse=True)[: max(len(self.pollers) - target, 0)]:
+                logger.info("Bot %s: handing over to another runner (balancing)", bot_id)
+                self._poller_stop(bot_id, release=True)
+        candidates = [b for b in wanted if b not in self.pollers and b not in self.releasing]
+        random.shuffle(candidates)
+        for bot_id in candidates:
+            if len(self.pollers) >= target:
+                break
+            if leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms):
+                logger.info("Bot %s: lease acquired by %s", bot_id, self.holder)
+                poller = BotPoller(bot_id=bot_id, pool=self.pool, skip_unauthorized=self.all_bots)
+                self.pollers[bot_id] = poller
+                poller.start()
+            elif not self.all_bots:
+                logger.info("Bot %s is polled by another runner; waiting for its lease", bot_id)
+
+    def _poller_stop(self, bot_id: int, *, release: bool) -> None:
+        poller = self.pollers.pop(bot_id, None)
+        if poller is not None:
+            poller.stop()
+            self.releasing[bot_id] = (poller, release)
+
+    def _reap(self) -> None:
+        for bot_id, poller in list(self.pollers.items()):
+            if not poller.is_alive():
+                if poller.unauthorized:
+                    self.given_up.add(bot_id)
+                self._poller_stop(bot_id, release=True)
+        for bot_id, (poller, release) in list(self.releasing.items()):
+            if poller.unauthorized:
+                self.given_up.add(bot_id)
+            if not poller.is_alive() and poller.inflight == 0:
+                if release:
+                    leases.lease_release(bot_id=bot_id, holder=self.holder)
+                del self.releasing[bot_id]
+
+    def _shutdown(self) -> None:
+        for bot_id in list(self.pollers):
+            self._poller_stop(bot_id, release=True)
+        finished = self.pool.drain(settings.TELEGRAM_SHUTDOWN_GRACE)
+        if not finished:
+            logger.warning("Shutdown grace over; unfinished updates resume on the next start")
+        for bot_id, (_poller, release) in list(self.releasing.items()):
+            if release:
+                try:
+                    leases.lease_release(bot_id=bot_id, holder=self.holder)
+                except Exception as exc:
+                    logger.warning("Bot %s: lease release failed: %s", bot_id, exc)
+        try:
+            leases.runner_leave(holder=self.holder)
+        except Exception as exc:
+            logger.warning("Runner heartbeat could not be removed: %s", exc)
+        close_old_connections()
+        logger.info("Runner %s stopped", self.holder)

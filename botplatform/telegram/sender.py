@@ -1,0 +1,388 @@
+"""Perform the engine's actions against the Bot API, within Telegram's rules.
+
+- Every message takes a slot of the bot's shared send rate and of the chat's rate
+  (``botplatform.ratelimit``) before it goes out.
+- A 429 is honoured: the call waits ``retry_after`` and is retried; 5xx and network
+  errors back off and retry. Past ``TELEGRAM_SEND_MAX_WAIT`` the caller gets
+  :class:`SendDeferred` and re-delivers later (nothing is dropped).
+- A 403 (the user blocked the bot) marks the user blocked; sends to them are skipped.
+- Texts over 4096 characters are split; edits of messages that are gone fall back to
+  a new message; "message is not modified" and stale callback queries are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+
+from django.conf import settings
+from telebot import types
+
+from botplatform import ratelimit
+from botplatform.models import Bot
+from botplatform.telegram.client import ApiError, api, error_classify
+from workflows.engine.events import (
+    Action,
+    AnswerCallback,
+    Button,
+    EditMessage,
+    SendMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+TEXT_LIMIT = 4096
+CALLBACK_DATA_LIMIT = 64
+
+
+class TelegramCallError(Exception):
+    """A Bot API call failed for good (the error says why; no token inside)."""
+
+    def __init__(self, error: ApiError):
+        super().__init__(f"Telegram answered {error.code}: {error.description}")
+        self.error = error
+
+
+class BotUnauthorized(TelegramCallError):
+    """401: the token was revoked or is wrong. Stop using this bot."""
+
+
+class SendDeferred(TelegramCallError):
+    """Transient failure (429/5xx/network) that outlasted the allowed wait; retry later."""
+
+    def __init__(self, error: ApiError, retry_in: float):
+        super().__init__(error)
+        self.retry_in = retry_in
+
+
+# --- Serialisation (the outbox stores actions as JSON) ----------------------------
+
+
+def actions_to_json(actions: Iterable[Action]) -> list[dict]:
+    return [{"type": type(action).__name__, **asdict(action)} for action in actions]
+
+
+def actions_from_json(data: list[dict]) -> list[Action]:
+    result: list[Action] = []
+    for item in data:
+        fields = dict(item)
+        kind = fields.pop("type")
+        if "buttons" in fields:
+            fields["buttons"] = tuple(
+                tuple(Button(**button) for button in row) for row in fields["buttons"]
+            )
+        if "reply_keyboard" in fields:
+            fields["reply_keyboard"] = tuple(tuple(row) for row in fields["reply_keyboard"])
+        cls = {"SendMessage": SendMessage, "EditMessage": EditMessage}.get(kind, AnswerCallback)
+        result.append(cls(**fields))
+    return result
+
+
+# --- Telegram's rules ---------------------------------------------------------------
+
+
+def text_split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Split at line breaks or spaces, never inside an HTML tag or entity."""
+    chunks: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = window.rfind("\n", limit // 2)
+        if cut <= 0:
+            cut = window.rfind(" ", limit // 2)
+        if cut <= 0:
+            cut = limit
+        cut = _cut_outside_markup(text, cut)
+        chunks.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    chunks.append(text)
+    return [chunk for chunk in chunks if chunk] or [""]
+
+
+_TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)[^>]*>")
+
+
+def _cut_outside_markup(text: str, cut: int) -> int:
+    """Move a cut point left so it is not inside a tag, an entity or an open element."""
+    head = text[:cut]
+    if head.rfind("<") > head.rfind(">"):
+        cut = head.rfind("<")
+    amp = head.rfind("&")
+    if amp > head.rfind(";") and cut - amp < 12:
+        cut = min(cut, amp)
+    open_tags: list[int] = []
+    for match in _TAG_RE.finditer(text[:cut]):
+        if match.group(1):
+            if open_tags:
+                open_tags.pop()
+        else:
+            open_tags.append(match.start())
+    if open_tags and open_tags[0] > 0:
+        cut = open_tags[0]  # keep a whole <b>...</b> element together
+    return max(cut, 1)
+
+
+def markup_build(action: SendMessage | EditMessage):
+    """The reply_markup for an action (inline keyboard, reply keyboard, removal, None)."""
+    if action.buttons:
+        markup = types.InlineKeyboardMarkup()
+        for row in action.buttons:
+            buttons = []
+            for button in row:
+                if button.url:
+                    buttons.append(types.InlineKeyboardButton(button.text, url=button.url))
+                    continue
+                data = button.callback_data or button.text
+                if len(data.encode()) > CALLBACK_DATA_LIMIT:
+                    logger.error(
+                        "Button %r dropped: callback data is %d bytes, Telegram allows 64",
+                        button.text,
+                        len(data.encode()),
+                    )
+                    continue
+                buttons.append(types.InlineKeyboardButton(button.text, callback_data=data))
+            if buttons:
+                markup.row(*buttons)
+        return markup
+    if isinstance(action, SendMessage):
+        if action.reply_keyboard:
+            markup = types.ReplyKeyboardMarkup(resize_keyboard=True)
+            for row in action.reply_keyboard:
+                markup.row(*[types.KeyboardButton(text) for text in row])
+            return markup
+        if action.remove_reply_keyboard:
+            return types.ReplyKeyboardRemove()
+    return None
+
+
+# --- Calls with rate limits and retries ------------------------------------------------
+
+
+def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message: bool):
+    """Run one API call, honouring rate limits, 429 and transient errors."""
+    deadline = time.monotonic() + settings.TELEGRAM_SEND_MAX_WAIT
+    backoff = 0.5
+    while True:
+        if is_message:
+            ratelimit.send_slot_acquire(
+                bot_id=bot.pk, chat_id=chat_id, per_second=bot.project.bot_send_rate_per_second
+            )
+        try:
+            return fn()
+        except Exception as exc:
+            error = error_classify(exc)
+            if error.kind == "unauthorized":
+                raise BotUnauthorized(error) from None
+            if not error.transient:
+                raise TelegramCallError(error) from None
+            if error.kind == "retry_after":
+                wait = max(error.retry_after, 0.05)
+            else:
+                wait, backoff = backoff, min(backoff * 2, 10)
+            if time.monotonic() + wait > deadline:
+                raise SendDeferred(error, wait) from None
+            logger.warning(
+                "Bot %s: Telegram %s (%s); retrying in %.1fs",
+                bot.pk,
+                error.kind,
+                error.description,
+                wait,
+            )
+            time.sleep(wait)
+
+
+def user_mark_blocked(*, bot: Bot, chat_id: int) -> None:
+    """403 from Telegram: the user blocked the bot; no more sends to them."""
+    from users.models import BotUser
+    from users.services import user_state_changed
+
+    users = list(
+        BotUser.objects.filter(project_id=bot.project_id, chat_id=chat_id, is_blocked=False)
+    )
+    BotUser.objects.filter(pk__in=[user.pk for user in users]).update(is_blocked=True)
+    for user in users:
+        user_state_changed(user_id=user.pk, project_id=user.project_id)
+    logger.info("Bot %s: chat %s blocked the bot; sends to it are skipped", bot.pk, chat_id)
+
+
+def _send_message(bot: Bot, action: SendMessage) -> None:
+    chunks = text_split(action.text)
+    for index, chunk in enumerate(chunks):
+        markup = markup_build(action) if index == len(chunks) - 1 else None
+
+        def send(chunk=chunk, markup=markup, parse_mode=action.parse_mode or None):
+            return _call(
+                bot,
+                lambda: api().send_message(
+                    bot.token, action.chat_id, chunk, reply_markup=markup, parse_mode=parse_mode
+                ),
+                chat_id=action.chat_id,
+                is_message=True,
+            )
+
+        try:
+            send()
+        except TelegramCallError as exc:
+            if not (action.parse_mode and "parse entities" in exc.error.description):
+                raise
+            # Broken markup (an operator's "a < b"): better plain text than nothing.
+            logger.warning("Bot %s: message markup rejected, sent as plain text", bot.pk)
+            send(parse_mode=None)
+
+
+def _edit_message(bot: Bot, action: EditMessage) -> None:
+    chunks = text_split(action.text)
+    markup = markup_build(action) if len(chunks) == 1 else None
+    try:
+        _call(
+            bot,
+            lambda: api().edit_message_text(
+                bot.token,
+                chunks[0],
+                chat_id=action.chat_id,
+                message_id=action.message_id,
+                parse_mode=action.parse_mode or None,
+                reply_markup=markup,
+            ),
+            chat_id=action.chat_id,
+            is_message=True,
+        )
+    except TelegramCallError as exc:
+        description = exc.error.description.lower()
+        if exc.error.kind != "bad_request":
+            raise
+        if "not modified" in description:
+            chunks = chunks[:1]  # the message already says this; nothing to do
+        elif "not found" in description or "can't be edited" in description:
+            logger.info("Bot %s: message to edit is gone; sending it anew", bot.pk)
+            chunks = ["", *chunks]  # send every chunk as a new message below
+        else:
+            raise
+    rest = chunks[1:]
+    if rest:
+        _send_message(
+            bot,
+            SendMessage(
+                chat_id=action.chat_id,
+                text="\n".join(rest) if len(rest) > 1 else rest[0],
+                parse_mode=action.parse_mode,
+                buttons=action.buttons,
+            ),
+        )
+
+
+def _answer_callback(bot: Bot, action: AnswerCallback) -> None:
+    try:
+        _call(
+            bot,
+            lambda: api().answer_callback_query(
+                bot.token,
+                action.callback_query_id,
+                text=action.text or None,
+                show_alert=action.show_alert or None,
+            ),
+            chat_id=None,
+            is_message=False,
+        )
+    except TelegramCallError as exc:
+        if exc.error.kind != "bad_request":
+            raise
+        # "query is too old" and friends: the button is not spinning any more anyway.
+        logger.info("Bot %s: callback answer not accepted: %s", bot.pk, exc.error.description)
+
+
+def action_send(*, bot: Bot, action: Action) -> None:
+    """Perform one action. Raises BotUnauthorized, SendDeferred or TelegramCallError."""
+    if isinstance(action, SendMessage):
+        _send_message(bot, action)
+    elif isinstance(action, EditMessage):
+        _edit_message(bot, action)
+    else:
+        _answer_callback(bot, action)
+
+
+def actions_send(
+    *,
+    bot: Bot,
+    chat_id: int,
+    actions: list[Action],
+    start: int = 0,
+    on_sent: Callable[[int], None] | None = None,
+) -> None:
+    """Perform ``actions[start:]`` in order; ``on_sent(i + 1)`` after each one.
+
+    A 403 marks the user blocked and skips the remaining messages (callback answers
+    still go out). Permanent errors of one action are logged and skipped, so one bad
+    message does not hold up the chat. Transient ones propagate as SendDeferred.
+    """
+    blocked: set[int] = set()
+    for index in range(start, len(actions)):
+        action = actions[index]
+        target = getattr(action, "chat_id", chat_id)
+        if isinstance(action, AnswerCallback) or target not in blocked:
+            try:
+                action_send(bot=bot, action=action)
+            except (BotUnauthorized, SendDeferred):
+                raise
+            except TelegramCallError as exc:
+                if exc.error.kind == "forbidden":
+                    user_mark_blocked(bot=bot, chat_id=target)
+                    blocked.add(target)
+                else:
+                    logger.error(
+                        "Bot %s: %s to chat %s rejected: %s",
+                        bot.pk,
+                        type(action).__name__,
+                        target,
+                        exc.error.description,
+                    )
+        if on_sent is not None:
+            on_sent(index + 1)
+
+
+def _chat_is_blocked(*, bot: Bot, chat_id: int) -> bool:
+    from users.models import BotUser
+
+    return BotUser.objects.filter(
+        project_id=bot.project_id, chat_id=chat_id, is_blocked=True
+    ).exists()
+
+
+def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) -> None:
+    """WORKFLOW_ACTION_DELIVERY: send actions produced outside an update (delays, timers).
+
+    Sends to users who blocked the bot are skipped. If Telegram keeps answering 429 or
+    5xx beyond the allowed wait, the rest is handed to a Celery task with a countdown,
+    so it is sent later rather than dropped.
+    """
+    if bot_id is None or not actions:
+        return
+    bot = Bot.objects.select_related("project").filter(pk=bot_id, is_active=True).first()
+    if bot is None:
+        logger.warning("Actions for inactive or unknown bot %s dropped", bot_id)
+        return
+    if _chat_is_blocked(bot=bot, chat_id=chat_id):
+        actions = [action for action in actions if isinstance(action, AnswerCallback)]
+        if not actions:
+            return
+    progress = {"sent": 0}
+
+    def _progress(count: int) -> None:
+        progress["sent"] = count
+
+    try:
+        actions_send(bot=bot, chat_id=chat_id, actions=actions, on_sent=_progress)
+    except SendDeferred as exc:
+        from botplatform.telegram.tasks import actions_deliver_task
+
+        remaining = actions_to_json(actions[progress["sent"] :])
+        actions_deliver_task.apply_async(
+            kwargs={"bot_id": bot.pk, "chat_id": chat_id, "actions": remaining},
+            countdown=max(int(exc.retry_in) + 1, 1),
+        )
+    except BotUnauthorized as exc:
+        from botplatform.telegram.dispatch import bot_mark_unauthorized
+
+        bot_mark_unauthorized(bot=bot, description=exc.error.description)

@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from botplatform import ratelimit
+from botplatform.models import Bot
+from botplatform.telegram.sender import (
+    actions_deliver,
+    actions_from_json,
+    actions_to_json,
+    text_split,
+)
+from workflows.engine.events import AnswerCallback, Button, EditMessage, SendMessage
+
+
+def _bot(tg_bot) -> Bot:
+    return Bot.objects.select_related("project").get(pk=tg_bot.pk)
+
+
+def test_long_text_is_split_below_4096_without_losing_text(double, tg_bot):
+    paragraph = "word " * 300 + "\n"
+    text = paragraph * 10  # ~15,000 characters
+    actions_deliver(bot_id=tg_bot.pk, chat_id=601, actions=[SendMessage(chat_id=601, text=text)])
+    sent = double.sent_texts(tg_bot.token)
+    assert len(sent) == 5  # two 1,501-character paragraphs per message, cut at line breaks
+    assert all(len(chunk) <= 4096 for chunk in sent)
+    assert "".join(sent).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(
+        " ", ""
+    )
+
+
+def test_split_never_cuts_an_html_tag_or_entity():
+    text = "a" * 4090 + "<b>bold</b> &amp; more"
+    chunks = text_split(text)
+    assert chunks[0] == "a" * 4090
+    assert chunks[1].startswith("<b>")
+    text = "a" * 4093 + "&amp;"
+    assert text_split(text)[1] == "&amp;"
+
+
+def test_actions_survive_the_json_outbox():
+    actions = [
+        SendMessage(
+            chat_id=1, text="x", buttons=((Button("A", "a"), Button("U", url="https://x")),)
+        ),
+        SendMessage(chat_id=1, text="y", reply_keyboard=(("One", "Two"),)),
+        EditMessage(chat_id=1, message_id=5, text="z"),
+        AnswerCallback(callback_query_id="q", text="t", show_alert=True),
+    ]
+    assert actions_from_json(actions_to_json(actions)) == actions
+
+
+def test_edit_of_a_missing_message_sends_it_anew_and_not_modified_is_fine(double, tg_bot):
+    actions_deliver(bot_id=tg_bot.pk, chat_id=602, actions=[SendMessage(chat_id=602, text="v1")])
+    message_id = max(message_id for (_chat, message_id) in double.messages)
+    actions_deliver(
+        bot_id=tg_bot.pk,
+        chat_id=602,
+        actions=[
+            EditMessage(chat_id=602, message_id=message_id, text="v1"),  # not modified
+            EditMessage(chat_id=602, message_id=message_id, text="v2"),
+            EditMessage(chat_id=602, message_id=99999, text="gone"),  # deleted message
+        ],
+    )
+    assert double.messages[(602, message_id)]["text"] == "v2"
+    assert double.sent_texts(tg_bot.token, 602) == ["v1", "gone"]
+
+
+def test_callback_data_over_64_bytes_is_never_sent(double, tg_bot):
+    buttons = ((Button("ok", "fine"), Button("too long", "x" * 65)),)
+    actions_deliver(
+        bot_id=tg_bot.pk, chat_id=603, actions=[SendMessage(chat_id=603, text="m", buttons=buttons)]
+    )
+    markup = double.calls_of("sendMessage")[0].params["reply_markup"]
+    assert "fine" in markup
+    assert "x" * 65 not in markup
+
+
+def test_429_is_honoured_and_the_message_is_sent_later(double, tg_bot):
+    double.fail("sendMessage", 429, retry_after=1)
+    actions_deliver(bot_id=tg_bot.pk, chat_id=604, actions=[SendMessage(chat_id=604, text="late")])
+    calls = double.calls_of("sendMessage", ok=False)
+    assert [call.status for call in calls] == [429, 200]
+    assert calls[1].at - calls[0].at >= 0.95  # waited retry_after before trying again
+    assert double.sent_texts(tg_bot.token) == ["late"]
+
+
+def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(double, tg_bot, settings):
+    from botplatform.celery import app
+
+    settings.TELEGRAM_SEND_MAX_WAIT = 0
+    double.fail("sendMessage", 429, retry_after=1)
+    # Run the task in-process (eager): its countdown is skipped, but the point is that
+    # the message is handed over to a task, not dropped.
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        actions_deliver(
+            bot_id=tg_bot.pk,
+            chat_id=605,
+            actions=[SendMessage(chat_id=605, text="x"), SendMessage(chat_id=605, text="y")],
+        )
+    finally:
+        app.conf.task_always_eager = saved
+    assert [c.status for c in double.calls_of("sendMessage", ok=False)] == [429, 200, 200]
+    assert double.sent_texts(tg_bot.token) == ["x", "y"]
+
+
+def test_5xx_is_retried_with_backoff(double, tg_bot):
+    double.fail("sendMessage", 502, times=2)
+    actions_deliver(bot_id=tg_bot.pk, chat_id=606, actions=[SendMessage(chat_id=606, text="ok")])
+    assert [c.status for c in double.calls_of("sendMessage", ok=False)] == [502, 502, 200]
+
+
+def test_401_marks_the_bot_unauthorized_with_a_masked_token(double, tg_bot, caplog):
+    double.revoke(tg_bot.token)
+    actions_deliver(bot_id=tg_bot.pk, chat_id=607, actions=[SendMessage(chat_id=607, text="x")])
+    tg_bot.refresh_from_db()
+    assert tg_bot.status == Bot.Status.UNAUTHORIZED
+    assert tg_bot.token_masked in tg_bot.status_message
+    assert tg_bot.token not in tg_bot.status_message
+    assert tg_bot.token not in caplog.text
+
+
+def _windows_hold(times: list[float], limit: int, window: float) -> bool:
+    times = sorted(times)
+    return all(times[i + limit] - times[i] >= window for i in range(len(times) - limit))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bot_send_rate_is_shared_by_concurrent_senders(double, tg_bot):
+    project = tg_bot.project
+    project.bot_send_rate_per_second = 4
+    project.save(update_fields=["bot_send_rate_per_second"])
+
+    def send(chat: int) -> None:
+        try:
+            actions_deliver(
+                bot_id=tg_bot.pk,
+                chat_id=chat,
+                actions=[SendMessage(chat_id=chat, text=f"m{chat}")],
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(700 + i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times = [call.at for call in double.calls_of("sendMessage")]
+    assert len(times) == 10
+    assert _windows_hold(times, 4, 0.95)  # no 5 messages within any second
+
+
+def test_chat_send_rate_spaces_messages_to_one_chat(double, tg_bot, settings):
+    settings.TELEGRAM_CHAT_SEND_LIMIT = 1
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 300
+    actions_deliver(
+        bot_id=tg_bot.pk,
+        chat_id=620,
+        actions=[SendMessage(chat_id=620, text=str(i)) for i in range(4)],
+    )
+    times = [call.at for call in double.calls_of("sendMessage")]
+    assert _windows_hold(times, 1, 0.27)
+
+
+@pytest.mark.django_db
+def test_sliding_log_admits_exactly_the_limit_under_contention():
+    admitted = []
+    barrier = threading.Barrier(16)
+
+    def hit() -> None:
+        barrier.wait()
+        if ratelimit.sliding_log_hit([("rate_limit:test:contention:1s", 5, 60_000)]) == 0:
+            admitted.append(1)
+
+    threads = [threading.Thread(target=hit) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 5
+    wait = ratelimit.sliding_log_hit([("rate_limit:test:contention:1s", 5, 60_000)])
+    assert 0 < wait <= 60_000
+
+
+def test_sliding_window_has_no_double_burst_at_a_window_edge():
+    key = "rate_limit:test:edge:1s"
+    for _ in range(3):
+        assert ratelimit.sliding_log_hit([(key, 3, 400)]) == 0
+    assert ratelimit.sliding_log_hit([(key, 3, 400)]) > 0
+    import time
+
+    time.sleep(0.2)  # a fixed window could have reset here; the sliding one has not
+    assert ratelimit.sliding_log_hit([(key, 3, 400)]) > 0
+    time.sleep(0.25)
+    assert ratelimit.sliding_log_hit([(key, 3, 400)]) == 0
+
+
+def test_in_process_fallback_has_the_same_semantics():
+    limits = [("local:test", 2, 60_000)]
+    assert ratelimit._local_sliding_log(limits) == 0
+    assert ratelimit._local_sliding_log(limits) == 0
+    assert ratelimit._local_sliding_log(limits) > 0
+
+
+def test_a_slow_telegram_times_out_and_the_message_still_goes_out(double, tg_bot, settings):
+    settings.TELEGRAM_HTTP_TIMEOUT = 1
+    double.slow("sendMessage", 1.5, times=1)
+    actions_deliver(bot_id=tg_bot.pk, chat_id=630, actions=[SendMessage(chat_id=630, text="t")])
+    calls = double.calls_of("sendMessage")
+    # The first call timed out on our side (Telegram may still have delivered it: a
+    # timeout is the one case a message can arrive twice), the retry got through.
+    assert len(calls) == 2
+    assert calls[1].at - calls[0].at >= 1.0
+
+
+def test_rate_limits_fall_back_to_the_process_when_redis_is_unreachable(monkeypatch):
+    """A real client to a port nobody listens on: connection refused, limits still hold."""
+    import socket
+
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.2)
+    monkeypatch.setattr(ratelimit, "_redis", lambda: dead)
+    key = "rate_limit:test:redis_down:1s"
+    assert [ratelimit.sliding_log_hit([(key, 2, 60_000)]) == 0 for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_broken_html_goes_out_as_plain_text_rather_than_not_at_all(double, tg_bot):
+    actions_deliver(
+        bot_id=tg_bot.pk,
+        chat_id=640,
+        actions=[
+            SendMessage(chat_id=640, text="<b>Balance</b>: 5 &amp; more"),
+            SendMessage(chat_id=640, text="Spend if 5 < 10"),
+        ],
+    )
+    calls = double.calls_of("sendMessage", ok=False)
+    assert [(c.status, c.params.get("parse_mode")) for c in calls] == [
+        (200, "HTML"),
+        (400, "HTML"),
+        (200, None),
+    ]
+    assert double.sent_texts(tg_bot.token) == ["<b>Balance</b>: 5 &amp; more", "Spend if 5 < 10"]
