@@ -772,6 +772,16 @@ class BroadcastAdmin(ProjectScopedAdmin):
         if obj.pk is None or not obj.total:
             return "-"
         done = obj.sent + obj.failed + obj.blocked
+        if obj.status == Broadcast.Status.SENDING:
+            bot = broadcast_services.broadcast_bot(obj)
+            if bot is not None and bot.status == bot.Status.UNAUTHORIZED:
+                return format_html(
+                    "{} of {} sent. <b>Paused: Telegram rejects the token of {}.</b> "
+                    "Paste a new token on the bot's page; sending then resumes by itself.",
+                    obj.sent,
+                    obj.total,
+                    bot,
+                )
         return format_html(
             '<progress class="broadcast-progress" value="{}" max="{}"></progress> '
             "{} of {} · sent {} · failed {} · blocked {}",

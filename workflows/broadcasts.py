@@ -217,16 +217,37 @@ def _actions_for(broadcast: Broadcast, user: BotUser, bot: Bot) -> list:
     return [SendMessage(chat_id=user.chat_id, text=text, buttons=rows)]
 
 
+def _bot_rejected(bot_id: int) -> bool:
+    """Telegram answered 401 for this bot's token: nothing it sends arrives."""
+    return Bot.objects.filter(pk=bot_id, status=Bot.Status.UNAUTHORIZED).exists()
+
+
+def _release(delivery_ids: list[int]) -> None:
+    """Claimed rows that were certainly not sent go back to the queue."""
+    BroadcastDelivery.objects.filter(pk__in=delivery_ids, status=DStatus.SENDING).update(
+        status=DStatus.PENDING, claimed_at=None
+    )
+
+
 def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
-    """Claim and send up to ``limit`` deliveries; returns how many were claimed."""
+    """Claim and send up to ``limit`` deliveries; returns how many were handled.
+
+    If the bot's token is rejected (401), the unsent rows go back to "pending" and the
+    batch stops: the broadcast waits (the periodic task retries) until the token is
+    fixed, instead of counting messages that never left as sent.
+    """
     broadcast = Broadcast.objects.filter(pk=broadcast_id, status=BStatus.SENDING).first()
     if broadcast is None:
         return 0
+    bot = broadcast_bot(broadcast)
+    if bot is not None and _bot_rejected(bot.pk):
+        return 0
     deliveries = _claim(broadcast_id, limit)
-    bot = broadcast_bot(broadcast) if deliveries else None
     deliver = import_string(settings.WORKFLOW_ACTION_DELIVERY)
-    for delivery in deliveries:
+    handled = 0
+    for index, delivery in enumerate(deliveries):
         user = delivery.user
+        handled += 1
         if bot is None:
             _finish(delivery.pk, DStatus.FAILED, "the project has no active bot")
             continue
@@ -243,6 +264,11 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
             logger.exception("broadcast %s to user %s failed", broadcast_id, user.pk)
             _finish(delivery.pk, DStatus.FAILED, f"{type(exc).__name__}: {exc}")
             continue
+        if _bot_rejected(bot.pk):
+            logger.error("broadcast %s paused: Telegram rejected the bot's token", broadcast_id)
+            _release([d.pk for d in deliveries[index:]])
+            handled -= 1
+            break
         if BotUser.objects.filter(pk=user.pk, is_blocked=True).exists():
             _finish(delivery.pk, DStatus.BLOCKED, "Telegram answered: the user blocked the bot")
         else:
@@ -252,7 +278,7 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
         Broadcast.objects.filter(pk=broadcast_id, status=BStatus.SENDING).update(
             status=BStatus.DONE, finished_at=timezone.now(), updated_at=timezone.now()
         )
-    return len(deliveries)
+    return handled
 
 
 def broadcast_stale_fail(*, broadcast_id: int, older_than: timedelta = STALE_SENDING) -> int:

@@ -86,3 +86,27 @@ def test_the_simulator_never_reaches_telegram_even_after_a_delay(
     )
     assert texts == ["Wait for it", "Done waiting"]
     assert double.calls_of("sendMessage") == []
+
+
+def test_a_rejected_token_pauses_the_broadcast_without_losing_anyone(project, double):
+    bot = bot_create(project=project)
+    double.bot_add(bot.token, bot.username)
+    users = [bot_user_create(project=project, first_name=f"U{n}") for n in range(3)]
+    broadcast = Broadcast.objects.create(
+        project=project, title="News", text="Hi {{ user.first_name }}", segment="all"
+    )
+    broadcasts.broadcast_start(broadcast_id=broadcast.pk)
+    double.revoke(bot.token)
+    assert broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=10) == 0
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.sent, broadcast.failed) == ("sending", 0, 0)
+    assert set(broadcast.deliveries.values_list("status", flat=True)) == {"pending"}
+    assert broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=10) == 0  # waits
+    # The operator pastes a new token: sending resumes and everyone gets it once.
+    double.bots[bot.token].revoked = False
+    bot.__class__.objects.filter(pk=bot.pk).update(status="ok")
+    assert broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=10) == 3
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.sent) == ("done", 3)
+    for user in users:
+        assert double.sent_texts(bot.token, user.chat_id) == [f"Hi {user.first_name}"]
