@@ -77,6 +77,7 @@ def world(db):
     a = _populate(project_create(name="Alpha"), "Alpha")
     b = _populate(project_create(name=f"{SECRET} project"), SECRET)
     operator = operator_create("ann", a["project"])
+    operator_create(f"{SECRET}_operator", b["project"])
     return a, b, operator
 
 
@@ -272,3 +273,31 @@ def test_an_operator_without_projects_sees_no_rows(client, world):
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
         page = client.get(url).content.decode()
         assert SECRET not in page and "Alpha" not in page, url
+
+
+def test_the_project_page_lists_no_other_tenants_accounts(as_operator, world):
+    a, _, operator = world
+    page = as_operator.get(
+        reverse("admin:botplatform_project_change", args=[a["project"].pk])
+    ).content.decode()
+    assert "ann" in page and SECRET not in page and "Alpha" in page
+    response = as_operator.post(
+        reverse("admin:botplatform_project_add"),
+        {
+            "name": "Gamma",
+            "slug": "gamma",
+            "is_active": "on",
+            "fallback_message": "Sorry",
+            "rate_limited_message": "Wait",
+            "user_rate_limit_per_minute": 100,
+            "bot_send_rate_per_second": 10,
+            "welcome_bonus": 0,
+            "referral_reward": 50,
+            "max_bonus_share_percent": 100,
+            "levels": "[]",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    from botplatform.models import Project
+
+    assert list(Project.objects.get(slug="gamma").operators.all()) == [operator]
