@@ -466,15 +466,19 @@ def referral_apply(*, user: BotUser, code: str) -> bool:
         Project.objects.select_for_update(no_key=True).only("id").get(pk=user.project_id)
         invited = (
             BotUser.objects.select_for_update()
-            .only("id", "project_id", "referrer_id", "first_seen_at")
+            .only("id", "project_id", "referrer_id", "first_seen_at", "is_test")
             .get(pk=user.pk)
         )
         if invited.referrer_id is not None:
             return False
         if invited.first_seen_at < timezone.now() - REFERRAL_WINDOW:
             return False
+        # Simulator test users and real users never refer each other (no real rewards
+        # from a test conversation, no test referrer on a real user).
         referrer = (
-            BotUser.objects.filter(project_id=invited.project_id, referral_code=code)
+            BotUser.objects.filter(
+                project_id=invited.project_id, referral_code=code, is_test=invited.is_test
+            )
             .only("id", "referrer_id")
             .first()
         )
