@@ -397,6 +397,7 @@ def bot_user_upsert(
     first_name: str = "",
     last_name: str = "",
     language_code: str = "",
+    is_test: bool = False,
 ) -> tuple[BotUser, bool]:
     """Find or create the project's user for a Telegram sender; True when created.
 
@@ -418,7 +419,11 @@ def bot_user_upsert(
             user, created = BotUser.objects.get_or_create(
                 project_id=project_id,
                 telegram_id=telegram_id,
-                defaults={**fields, "level": level_for(levels=project.levels, lifetime_earned=0)},
+                defaults={
+                    **fields,
+                    "is_test": is_test,
+                    "level": level_for(levels=project.levels, lifetime_earned=0),
+                },
             )
             if created and project.welcome_bonus > 0:
                 result = bonus_earn(

@@ -26,6 +26,7 @@ from django.utils.safestring import SafeString, mark_safe
 from botplatform.cache import user_state_invalidate, workflow_waiting_key
 from users.models import BotUser
 from users.selectors import user_state_get
+from users.services import bot_user_upsert
 from workflows.engine.events import AnswerCallback, EditMessage, InputEvent, SendMessage
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
 from workflows.services import (
@@ -51,16 +52,17 @@ def simulator_telegram_id(*, project_id: int, operator_id: int) -> int:
 def simulator_user_get(*, project_id: int, operator) -> BotUser:
     """The operator's test user in the project (created on first use)."""
     telegram_id = simulator_telegram_id(project_id=project_id, operator_id=operator.pk)
-    user, _ = BotUser.objects.get_or_create(
+    existing = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
+    if existing is not None:
+        return existing
+    # A new test user arrives like a real one: base level, welcome bonus.
+    user, _ = bot_user_upsert(
         project_id=project_id,
         telegram_id=telegram_id,
-        defaults={
-            "chat_id": telegram_id,
-            "is_test": True,
-            "first_name": (operator.first_name or operator.get_username())[:128],
-            "last_name": "(test)",
-            "username": "",
-        },
+        chat_id=telegram_id,
+        first_name=operator.first_name or operator.get_username(),
+        last_name="(test)",
+        is_test=True,
     )
     return user
 

@@ -173,6 +173,17 @@ def test_each_operator_has_their_own_test_user_per_project(project, other_projec
     assert simulator_user_get(project_id=project.pk, operator=ann).chat_id in ids
 
 
+def test_a_new_test_user_arrives_like_a_real_one(project):
+    project.welcome_bonus = 25
+    project.save(update_fields=["welcome_bonus"])
+    ann = operator_create("ann3", project)
+    user = simulator_user_get(project_id=project.pk, operator=ann)
+    assert user.is_test is True
+    assert (user.balance, user.level) == (25, "Bronze")
+    assert simulator_user_get(project_id=project.pk, operator=ann).pk == user.pk
+    assert user.transactions.count() == 1
+
+
 def test_bot_html_is_shown_as_telegram_would_and_nothing_else_runs():
     shown = telegram_html('<b>ok</b> <script>alert(1)</script> <a href="https://x.io">x</a>')
     assert "<b>ok</b>" in shown and "<script>" not in shown and "&lt;script&gt;" in shown
