@@ -124,3 +124,13 @@ WORKFLOW_TRIGGERS_TTL = 60
 
 def workflow_triggers_key(project_id: int) -> str:
     return f"workflow:triggers:{project_id}"
+
+
+# --- Admin ---------------------------------------------------------------------------
+
+# A broadcast sends at most one batch per this many seconds (shared by all workers).
+BROADCAST_PACE_TTL = 1
+
+
+def broadcast_pace_key(broadcast_id: int) -> str:
+    return f"broadcast:pace:{broadcast_id}"

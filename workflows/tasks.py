@@ -159,3 +159,8 @@ def executions_sweep() -> dict:
         except Exception:
             logger.exception("continuing execution %s failed", execution_id)
     return {"expired": len(expired), "overdue": len(overdue)}
+
+
+# --- Admin ---------------------------------------------------------------------------
+# Broadcast tasks live with the broadcast services; imported so workers register them.
+from workflows.broadcasts import broadcast_send, broadcasts_due  # noqa: E402, F401
