@@ -18,6 +18,7 @@ and cache lookups per key family (``botplatform.metrics``).
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import threading
 import time
 import traceback
@@ -347,12 +348,19 @@ def bench_run(config: BenchConfig) -> dict:
         )
         for index in range(config.concurrency)
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for process in processes:
         process.start()
     results = [out.get() for _ in processes]
     for process in processes:
         process.join()
-    return _report(config=config, project_id=project_id, bots=bots, results=results)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    report = _report(config=config, project_id=project_id, bots=bots, results=results)
+    # CPU of the worker processes (platform code, HTTP client and the double, warm-up
+    # included), per measured message: PostgreSQL and Redis run on the same cores.
+    report["worker_cpu_ms_per_message"] = round(1000 * cpu / max(report["messages"], 1), 2)
+    return report
 
 
 def _report(*, config: BenchConfig, project_id: int, bots, results: list[WorkerResult]) -> dict:

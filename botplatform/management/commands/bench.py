@@ -94,6 +94,7 @@ class Command(BaseCommand):
             (f"  {family}", f"{rate:.1%}")
             for family, rate in report["cache_hit_rate_by_family"].items()
         ]
+        rows.append(("worker CPU per message (ms)", report["worker_cpu_ms_per_message"]))
         rows.append(("errors", report["errors"]))
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
