@@ -87,3 +87,15 @@ def test_rate_limited_updates_are_counted(client, token, demo_bot, double):
         line.startswith("bp_rate_limited_total ") and float(line.split()[1]) >= 1
         for line in body.splitlines()
     )
+
+
+def test_a_spend_that_finds_the_user_locked_counts_as_lock_contention(bot_user):
+    from botplatform.locks import redis_lock
+    from users.services import bonus_spend
+
+    sample = 'bp_lock_contention_total{lock="user_spend"}'
+    before = metrics.totals().get(sample, 0)
+    with redis_lock("user", f"{bot_user.pk}:spend"):
+        result = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="k1")
+    assert result.status == "in_progress"
+    assert metrics.totals()[sample] == before + 1
