@@ -1,7 +1,8 @@
 """Counters, a latency histogram and per-project minute series, across processes.
 
 The hot path only touches process memory (a dict under a lock). Every
-``METRICS_FLUSH_INTERVAL`` seconds the next recorded event flushes the deltas to Redis
+``METRICS_FLUSH_INTERVAL`` seconds the next recorded event (in any process: runner,
+web, Celery) flushes the deltas to Redis
 in ONE pipeline (``HINCRBYFLOAT`` into ``metrics:counters`` and per project and minute
 hashes), so runners, web and Celery processes add up without a Redis round trip per
 message. ``/metrics`` renders the Redis totals in Prometheus text format; the project
@@ -11,6 +12,7 @@ out with a later flush.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -66,6 +68,7 @@ def inc(name: str, value: float = 1, **labels: str) -> None:
     with _lock:
         _counters[sample] += value
         _totals[sample] += value
+    maybe_flush()  # any process that counts (runner, web, Celery) also flushes
 
 
 def project_add(project_id: int | None, field: str, value: float = 1) -> None:
@@ -121,6 +124,7 @@ def latency_observe(seconds: float, *, project_id: int | None) -> None:
             _totals[sample] += value
     project_add(project_id, "latency_ms_sum", seconds * 1000)
     project_add(project_id, "latency_count", 1)
+    maybe_flush()
 
 
 def network_add(seconds: float) -> None:
@@ -167,8 +171,12 @@ def maybe_flush() -> None:
     flush()
 
 
+@atexit.register
 def flush() -> bool:
-    """Send the deltas to Redis in one pipeline; on failure keep them for next time."""
+    """Send the deltas to Redis in one pipeline; on failure keep them for next time.
+
+    Also runs at interpreter exit, so a stopping process hands in its last seconds.
+    """
     with _lock:
         counters = dict(_counters)
         series = dict(_series)
