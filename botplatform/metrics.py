@@ -297,8 +297,8 @@ def cache_backend_up() -> float | None:
     except ImportError:
         return None
     status = cache_status()
-    if isinstance(status, dict):
-        status = status.get("state") or status.get("status") or status.get("up")
+    if isinstance(status, dict):  # {"redis_available": bool, "since": ..., ...}
+        status = status.get("redis_available", status.get("state"))
     if isinstance(status, bool):
         return 1.0 if status else 0.0
     return 1.0 if str(status).lower() in {"closed", "up", "ok", "redis", "healthy"} else 0.0

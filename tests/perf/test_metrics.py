@@ -99,3 +99,21 @@ def test_a_spend_that_finds_the_user_locked_counts_as_lock_contention(bot_user):
         result = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="k1")
     assert result.status == "in_progress"
     assert metrics.totals()[sample] == before + 1
+
+
+def test_cache_backend_gauge_follows_the_fallback_status(client, token, monkeypatch):
+    """The resilience helper's ``cache_status()`` (botplatform/cache_backend.py, on its
+    way to main) becomes ``bp_cache_backend_up``; absent, the gauge is left out."""
+    import sys
+    import types
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    if "botplatform.cache_backend" not in sys.modules:
+        body = client.get("/metrics", **auth).content.decode()
+        assert "\nbp_cache_backend_up " not in body
+    module = types.ModuleType("botplatform.cache_backend")
+    module.cache_status = lambda: {"redis_available": False, "since": None}
+    monkeypatch.setitem(sys.modules, "botplatform.cache_backend", module)
+    assert "\nbp_cache_backend_up 0\n" in client.get("/metrics", **auth).content.decode()
+    module.cache_status = lambda: {"redis_available": True, "since": None}
+    assert "\nbp_cache_backend_up 1\n" in client.get("/metrics", **auth).content.decode()
