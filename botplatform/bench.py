@@ -18,6 +18,7 @@ and cache lookups per key family (``botplatform.metrics``).
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import resource
 import threading
 import time
@@ -235,6 +236,7 @@ def _drive(
 def _worker(
     index: int,
     bots: list[tuple[int, str]],
+    all_bots: list[tuple[int, str]],
     config: BenchConfig,
     barrier,
     out,
@@ -258,7 +260,7 @@ def _worker(
                 double.bot_add(token)
             users_of: dict[int, list[int]] = {bot_id: [] for bot_id, _ in bots}
             for user in range(config.users):
-                bot_id = _all_bots[user % len(_all_bots)][0]
+                bot_id = all_bots[user % len(all_bots)][0]
                 if bot_id in users_of:
                     users_of[bot_id].append(CHAT_ID_BASE + user)
             counters = _Counters()
@@ -274,7 +276,7 @@ def _worker(
                 """All of this process's drivers finished round 0: start counting."""
                 counters.round_trips = counters.commands = 0
                 metrics.totals_reset()
-                barrier.wait()  # every process, so the clock starts together
+                barrier.wait(timeout=900)  # every process, so the clock starts together
                 result.started = time.time()
 
             warm = threading.Barrier(len(groups), action=warmed_up, timeout=900)
@@ -317,9 +319,6 @@ def _worker(
     out.put(result)
 
 
-_all_bots: list[tuple[int, str]] = []
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return 0.0
@@ -330,9 +329,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def bench_run(config: BenchConfig) -> dict:
     """Run the benchmark; returns the report (see ``manage.py bench --help``)."""
-    global _all_bots
     project_id, bots = bench_setup(bots=config.bots)
-    _all_bots = bots
     if not config.no_cache:
         from django.core.cache import cache
 
@@ -344,14 +341,23 @@ def bench_run(config: BenchConfig) -> dict:
     processes = [
         context.Process(
             target=_worker,
-            args=(index, bots[index :: config.concurrency], config, barrier, out),
+            args=(index, bots[index :: config.concurrency], bots, config, barrier, out),
         )
         for index in range(config.concurrency)
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for process in processes:
         process.start()
-    results = [out.get() for _ in processes]
+    results: list[WorkerResult] = []
+    while len(results) < len(processes):
+        try:
+            results.append(out.get(timeout=5))
+        except queue.Empty:
+            if all(p.exitcode is not None for p in processes) and out.empty():
+                break  # a worker died without reporting (counted as an error below)
+    missing = len(processes) - len(results)
+    if missing:
+        results.append(WorkerResult(errors=missing, error_samples=["a worker process died"]))
     for process in processes:
         process.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
