@@ -31,7 +31,11 @@ def main() -> None:
     parser.add_argument("--messages", default="3")
     parser.add_argument("--bots", default="60")
     parser.add_argument("--concurrency", default="1,2,3,4")
+    parser.add_argument("--draw", help="Only redraw the chart from this JSON file.")
     options = parser.parse_args()
+    if options.draw:
+        draw(json.loads(Path(options.draw).read_text())["runs"])
+        return
     common = ["--users", options.users, "--messages", options.messages, "--bots", options.bots]
     runs = []
     for concurrency in [int(c) for c in options.concurrency.split(",")]:
@@ -44,7 +48,11 @@ def main() -> None:
     no_cache = bench(*common, "--concurrency", best_c, "--threads", "2", "--no-cache")
     result = {"runs": runs, "at_80_percent": at_80, "no_cache": no_cache}
     (ROOT / "docs" / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
+    draw(runs)
 
+
+def draw(runs: list[dict]) -> None:
+    """docs/performance.png: throughput and p99 against worker processes."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -144,6 +144,30 @@ def user_state_keys(*, user_id: int, project_id: int) -> list[str]:
     ]
 
 
+def user_state_read(*, user_id: int, project_id: int, extra_keys: list[str]) -> dict:
+    """``cache.get_many`` of ``extra_keys`` and the user's state keys, in ONE round trip,
+    and keep the state's TTLs running while the user is active (sliding expiry).
+
+    The TTLs (variables 2 min, profile 30 s) then count from the user's last message,
+    not from the last write: a user writing every 10 s would otherwise miss every 30 s.
+    Safe because staleness is decided by the generation token, never by the TTL.
+    Caches that are not django-redis get a plain ``get_many``. Raises on cache errors.
+    """
+    variables_key, profile_key, _generation = state_keys = user_state_keys(
+        user_id=user_id, project_id=project_id
+    )
+    keys = [*extra_keys, *state_keys]
+    backend = getattr(cache, "client", None)
+    if backend is None or not hasattr(backend, "decode"):
+        return cache.get_many(keys)
+    pipe = backend.get_client(write=True).pipeline(transaction=False)
+    pipe.mget([backend.make_key(key) for key in keys])
+    pipe.expire(backend.make_key(variables_key), USER_VARIABLES_TTL)
+    pipe.expire(backend.make_key(profile_key), USER_PROFILE_TTL)
+    values = pipe.execute()[0]
+    return {key: backend.decode(v) for key, v in zip(keys, values, strict=True) if v is not None}
+
+
 @contextmanager
 def user_state_prefetched(*, user_id: int, project_id: int, values: dict) -> Iterator[None]:
     """Serve the next :func:`user_state_get` of this user from ``values``.

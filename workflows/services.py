@@ -10,14 +10,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key, workflow_waiting_key
-from users.selectors import user_state_keys, user_state_prefetched
+from users.selectors import user_state_prefetched, user_state_read
 from workflows.engine.definition import definition_checksum
 from workflows.engine.events import AnswerCallback, EngineResult, InputEvent
 from workflows.engine.runner import (
@@ -74,9 +73,10 @@ def event_process(
         state = RunState(user=user, bot=bot, session_key=session_key, event=event)
         # One round trip for the wait and the user's state (read later, lazily).
         waiting_key = workflow_waiting_key(session_key)
-        state_keys = user_state_keys(user_id=user.pk, project_id=user.project_id)
         try:
-            fetched = cache.get_many([waiting_key, *state_keys])
+            fetched = user_state_read(
+                user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key]
+            )
         except Exception:
             logger.warning("cache read for session %s failed", session_key, exc_info=True)
             fetched = None

@@ -91,3 +91,32 @@ def test_a_wait_whose_cache_key_expired_mid_conversation_is_found_again(demo_bot
     _press(double, demo_bot, "History")
     assert "Your last operations" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
     assert WorkflowExecution.objects.get(pk=waiting.pk).current_step == "history"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_active_users_cached_state_does_not_expire_under_them(demo_bot, double, settings):
+    """Each message restarts the state's TTLs (in the same round trip), so a user who
+    writes every few seconds keeps hitting the cache past the 30-second profile TTL."""
+    from django_redis import get_redis_connection
+
+    from botplatform.cache import USER_PROFILE_TTL, user_profile_key, user_variables_key
+    from users.models import BotUser
+
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 1
+    (row,) = updates_record(
+        bot_id=demo_bot.pk, updates=[double.command(demo_bot.token, CHAT, "/start")]
+    )
+    assert update_run(update_pk=row.pk) == "done"
+    user = BotUser.objects.get(telegram_id=CHAT)
+    redis = get_redis_connection("default")
+    profile = user_profile_key(user.pk, user.project_id)
+    variables = user_variables_key(user.pk, user.project_id)
+    _press(double, demo_bot, "Balance")  # caches the state
+    redis.expire(profile, 2)  # as if cached 28 seconds ago
+    redis.expire(variables, 2)
+    before = metrics.totals().get('bp_cache_requests_total{family="user_state",result="hit"}', 0)
+    _press(double, demo_bot, "Back")
+    after = metrics.totals()['bp_cache_requests_total{family="user_state",result="hit"}']
+    assert after == before + 1
+    assert USER_PROFILE_TTL - 2 <= redis.ttl(profile) <= USER_PROFILE_TTL
+    assert redis.ttl(variables) > 2
