@@ -228,3 +228,10 @@ CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "task": "workflows.tasks.executions_sweep",
     "schedule": 60.0,
 }
+
+# --- Resilience ------------------------------------------------------------------
+# After a Redis failure, skip Redis for this many seconds, then probe it (breaker.py).
+REDIS_BREAKER_SECONDS = env_int("REDIS_BREAKER_SECONDS", 5)
+# A SIGKILLed worker's unacknowledged task comes back after this long (Redis broker).
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")

@@ -44,6 +44,13 @@ from botplatform.telegram.updates import ALLOWED_UPDATES
 logger = logging.getLogger("botplatform.telegram.runner")
 
 
+def _redis_outage(exc: BaseException) -> bool:
+    """Redis unreachable (the breaker logs that once), as opposed to a real error."""
+    from botplatform.cache_backend import REDIS_DOWN
+
+    return isinstance(exc, REDIS_DOWN)
+
+
 class ChatPool:
     """Worker threads with one FIFO queue each; a chat always maps to the same queue."""
 
@@ -281,10 +288,17 @@ class Runner:
                     logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
         for bot_id, poller in list(self.pollers.items()):
             try:
-                renewed = leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
+                renewed = leases.lease_renew(
+                    bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms
+                ) or leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
             except Exception as exc:
-                logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
                 renewed = None
+                if _redis_outage(exc):
+                    # Redis is down for every runner, so nobody can take the lease over:
+                    # keep polling (the journal dedupes; Telegram 409s a second poller).
+                    poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
+                else:
+                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
             if renewed:
                 poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
             elif renewed is False or now > poller.lease_deadline:
