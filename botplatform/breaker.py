@@ -150,12 +150,26 @@ class BreakerConnection(Connection):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.breaker = breaker_for(f"{self.host}:{self.port}")
+        self.probe = False  # this connection carries the breaker's probe
 
     def _check(self) -> None:
-        if not self.breaker.allow():
-            if self._sock is not None:
-                self.disconnect()
-            raise CircuitOpen(f"Redis {self.breaker.name} is skipped for a few seconds")
+        if self.breaker.available or self.probe:
+            return
+        if self.breaker.allow():
+            self.probe = True
+            return
+        if self._sock is not None:
+            self.disconnect()
+        raise CircuitOpen(f"Redis {self.breaker.name} is skipped for a few seconds")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.probe = False
+        if not isinstance(exc, CircuitOpen):
+            self.breaker.failure(exc)
+
+    def _answered(self) -> None:
+        self.probe = False
+        self.breaker.success()
 
     def connect_check_health(self, *args, **kwargs):
         if self._sock is not None:
@@ -164,10 +178,10 @@ class BreakerConnection(Connection):
         try:
             return super().connect_check_health(*args, **kwargs)
         except _OUTAGE as exc:
-            self.breaker.failure(exc)
+            self._failed(exc)
             raise
         except Exception:
-            self.breaker.success()  # the server answered (e.g. refused our password)
+            self._answered()  # the server answered (e.g. refused our password)
             raise
 
     def send_packed_command(self, *args, **kwargs):
@@ -175,19 +189,17 @@ class BreakerConnection(Connection):
         try:
             return super().send_packed_command(*args, **kwargs)
         except _OUTAGE as exc:
-            if not isinstance(exc, CircuitOpen):
-                self.breaker.failure(exc)
+            self._failed(exc)
             raise
 
     def read_response(self, *args, **kwargs):
         try:
             response = super().read_response(*args, **kwargs)
         except _OUTAGE as exc:
-            if not isinstance(exc, CircuitOpen):
-                self.breaker.failure(exc)
+            self._failed(exc)
             raise
         except Exception:
-            self.breaker.success()  # an error reply is still an answer
+            self._answered()  # an error reply is still an answer
             raise
-        self.breaker.success()
+        self._answered()
         return response
