@@ -45,8 +45,10 @@ def _open_seconds() -> float:
 class CircuitBreaker:
     """Closed (use Redis) or open (skip it until ``retry_at``, then let one probe pass)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, what: str = "Redis", fallback: str = "") -> None:
         self.name = name
+        self.what = what
+        self.fallback = fallback or "using the in-process fallbacks"
         self._lock = threading.Lock()
         self.available = True
         self.since = datetime.now(UTC)
@@ -89,9 +91,11 @@ class CircuitBreaker:
             self.available = False
             self.since = datetime.now(UTC)
         logger.error(
-            "Redis %s unreachable (%s): using the in-process fallbacks; retrying every %ss",
+            "%s %s unreachable (%s): %s; retrying every %ss",
+            self.what,
             self.name,
             self.last_error,
+            self.fallback,
             _open_seconds(),
         )
 
@@ -105,7 +109,7 @@ class CircuitBreaker:
             self.probing = False
             self.flush_pending = True
             self.since = datetime.now(UTC)
-        logger.warning("Redis %s answers again: back to Redis", self.name)
+        logger.warning("%s %s answers again: back to it", self.what, self.name)
 
     def reset(self) -> None:
         """Forget the state (tests)."""
@@ -127,12 +131,12 @@ _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(name: str) -> CircuitBreaker:
-    """The breaker of one Redis server (``host:port``); one per process."""
+def breaker_for(name: str, **kwargs) -> CircuitBreaker:
+    """The breaker of one server (a Redis ``host:port``, or ``broker``); one per process."""
     breaker = _breakers.get(name)
     if breaker is None:
         with _breakers_lock:
-            breaker = _breakers.setdefault(name, CircuitBreaker(name))
+            breaker = _breakers.setdefault(name, CircuitBreaker(name, **kwargs))
     return breaker
 
 

@@ -25,7 +25,9 @@ from botplatform.breaker import breaker_for
 
 logger = logging.getLogger("botplatform.outbox")
 
-broker_breaker = breaker_for("broker")
+broker_breaker = breaker_for(
+    "broker", what="Celery", fallback="tasks are not queued, their due work stays in the database"
+)
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
