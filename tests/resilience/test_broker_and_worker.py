@@ -244,3 +244,33 @@ def test_a_worker_killed_mid_task_leaves_the_step_redone_once(service, tmp_path,
             worker.stop(signal.SIGKILL if worker is workers[0] else signal.SIGTERM)
         double.stop()
         broker.stop()
+
+
+def test_webhook_updates_are_handled_in_process_when_the_broker_is_down(
+    dead_broker, client, settings
+):
+    """TELEGRAM_WEBHOOK_ASYNC hands updates to Celery after the insert commits; with the
+    broker gone the update is handled right there instead of being left pending."""
+    from botplatform.models import TelegramUpdate
+    from tests.botplatform.telegram.conftest import ECHO
+
+    settings.TELEGRAM_WEBHOOK_ASYNC = True
+    settings.TELEGRAM_EVENT_HANDLER = ECHO
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 300
+    double = TelegramDouble().start()
+    settings.TELEGRAM_API_URL = double.url
+    try:
+        bot = bot_create()
+        double.bot_add(bot.token, bot.username)
+        update = double.message(bot.token, 807, "no broker")
+        response = client.post(
+            f"/telegram/webhook/{bot.pk}/",
+            data=json.dumps(update),
+            content_type="application/json",
+            HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=bot.webhook_secret,
+        )
+        assert response.status_code == 200
+        assert double.sent_texts(bot.token) == ["echo:no broker"]
+        assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
+    finally:
+        double.stop()
