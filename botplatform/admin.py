@@ -52,6 +52,17 @@ class ProjectAdmin(admin.ModelAdmin):
             return queryset
         return queryset.filter(pk__in=projects_for(request.user))
 
+    # --- Admin (tenant isolation) ---
+    def get_readonly_fields(self, request, obj=None):
+        """Only a superuser picks operators: the list of all accounts spans every tenant."""
+        fields = super().get_readonly_fields(request, obj)
+        return fields if request.user.is_superuser else (*fields, "operators")
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change and not request.user.is_superuser:
+            form.instance.operators.add(request.user)  # a new project belongs to its creator
+
     @admin.display(description="bots", ordering="_bots")
     def bot_count(self, obj: Project) -> int:
         return obj._bots

@@ -98,6 +98,16 @@ def user_state_generation_key(user_id: int, project_id: int) -> str:
     return f"user:{user_id}:{project_id}:generation"
 
 
+# --- Admin ---------------------------------------------------------------------------
+
+# A broadcast sends at most one batch per this many seconds (shared by all workers).
+BROADCAST_PACE_TTL = 1
+
+
+def broadcast_pace_key(broadcast_id: int) -> str:
+    return f"broadcast:pace:{broadcast_id}"
+
+
 # --- Resilience --------------------------------------------------------------------
 
 # Families another process may change (a write there invalidates them). While Redis is

@@ -229,6 +229,22 @@ CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "schedule": 60.0,
 }
 
+# --- Admin -----------------------------------------------------------------------
+# Simulator conversations (no bot) keep their delayed answers in the simulator's
+# transcript; everything else goes on to the Telegram sender.
+WORKFLOW_ACTION_DELIVERY_TELEGRAM = WORKFLOW_ACTION_DELIVERY
+WORKFLOW_ACTION_DELIVERY = "workflows.simulator.actions_deliver"
+# Broadcasts use at most this share of a bot's send rate (replies keep the rest) and,
+# when set, their own Celery queue (run a worker with `-Q celery,broadcasts`).
+BROADCAST_RATE_SHARE = float(env_str("BROADCAST_RATE_SHARE", "0.5"))
+BROADCAST_QUEUE = env_str("BROADCAST_QUEUE", "")
+# Without a broker (tasks run in-process) a broadcast is sent to the end by the request.
+BROADCAST_SEND_INLINE = CELERY_TASK_ALWAYS_EAGER
+CELERY_BEAT_SCHEDULE["workflows-broadcasts-due"] = {
+    "task": "workflows.broadcasts_due",
+    "schedule": 60.0,
+}
+
 # --- Resilience ------------------------------------------------------------------
 # After a Redis failure, skip Redis for this many seconds, then probe it (breaker.py).
 REDIS_BREAKER_SECONDS = env_int("REDIS_BREAKER_SECONDS", 5)

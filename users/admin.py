@@ -16,11 +16,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from botplatform.admin_scoping import ProjectScopedAdmin
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
 from users.services import MAX_AMOUNT, REASON_MAX_LENGTH, bonus_adjust, user_state_changed
+from workflows.models import WorkflowExecution
 
 
 class BalanceAdjustForm(forms.Form):
@@ -123,12 +125,100 @@ class BotUserAdmin(ProjectScopedAdmin):
         "balance",
         "lifetime_earned",
         "level",
-        "referrer",
+        "referrer_link",
         "referral_code",
+        "referrals_list",
         "first_seen_at",
         "last_seen_at",
+        "is_test",
+        "executions_list",
+    )
+    fieldsets = (
+        (
+            "Profile",
+            {
+                "fields": (
+                    "project",
+                    ("first_name", "last_name"),
+                    "username",
+                    ("telegram_id", "chat_id"),
+                    "language_code",
+                    "is_blocked",
+                    "is_test",
+                    ("first_seen_at", "last_seen_at"),
+                )
+            },
+        ),
+        ("Bonuses", {"fields": ("balance", "lifetime_earned", "level")}),
+        ("Referrals", {"fields": ("referral_code", "referrer_link", "referrals_list")}),
+        ("Conversations", {"fields": ("executions_list",)}),
     )
     inlines = (UserVariableInline, BonusTransactionInline)
+
+    @admin.display(description="latest conversations")
+    def executions_list(self, obj: BotUser) -> str:
+        """A table rather than an inline: nothing to submit, always read-only."""
+        if obj.pk is None:
+            return "-"
+        rows = list(
+            WorkflowExecution.objects.filter(user=obj)
+            .select_related("workflow", "version")
+            .order_by("-started_at", "-id")[:20]
+        )
+        if not rows:
+            return "none yet"
+        body = format_html_join(
+            "",
+            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>v{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:workflows_workflowexecution_change", args=[e.pk]),
+                    e.pk,
+                    e.workflow,
+                    e.version.number,
+                    e.get_status_display(),
+                    e.current_step,
+                    e.started_at.strftime("%Y-%m-%d %H:%M"),
+                    e.error[:120],
+                )
+                for e in rows
+            ),
+        )
+        return format_html(
+            '<table class="executions"><tr><th>#</th><th>Workflow</th><th>Version</th>'
+            "<th>Status</th><th>Step</th><th>Started</th><th>Error</th></tr>{}</table>"
+            '<p><a href="{}?user__id__exact={}">All conversations of this user</a> · '
+            '<a href="{}?user__id__exact={}">Whole ledger</a></p>',
+            body,
+            reverse("admin:workflows_workflowexecution_changelist"),
+            obj.pk,
+            reverse("admin:users_bonustransaction_changelist"),
+            obj.pk,
+        )
+
+    @admin.display(description="invited by")
+    def referrer_link(self, obj: BotUser) -> str:
+        if obj.referrer_id is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:users_botuser_change", args=[obj.referrer_id]),
+            obj.referrer,
+        )
+
+    @admin.display(description="invited users")
+    def referrals_list(self, obj: BotUser) -> str:
+        if obj.pk is None:
+            return "-"
+        invited = list(obj.referrals.order_by("-first_seen_at")[:50])
+        if not invited:
+            return "nobody yet"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:users_botuser_change", args=[u.pk]), str(u)) for u in invited),
+        )
 
     def get_readonly_fields(self, request, obj=None):
         # A user's ledger belongs to their project: never move an existing user.
@@ -208,7 +298,7 @@ class UserVariableAdmin(ProjectScopedAdmin):
     list_display = ("user", "key", "value", "updated_at")
     search_fields = ("key", "user__username", "user__telegram_id")
     list_filter = ("user__project",)
-    raw_id_fields = ("user",)
+    autocomplete_fields = ("user",)
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)

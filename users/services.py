@@ -397,6 +397,7 @@ def bot_user_upsert(
     first_name: str = "",
     last_name: str = "",
     language_code: str = "",
+    is_test: bool = False,
 ) -> tuple[BotUser, bool]:
     """Find or create the project's user for a Telegram sender; True when created.
 
@@ -418,7 +419,11 @@ def bot_user_upsert(
             user, created = BotUser.objects.get_or_create(
                 project_id=project_id,
                 telegram_id=telegram_id,
-                defaults={**fields, "level": level_for(levels=project.levels, lifetime_earned=0)},
+                defaults={
+                    **fields,
+                    "is_test": is_test,
+                    "level": level_for(levels=project.levels, lifetime_earned=0),
+                },
             )
             if created and project.welcome_bonus > 0:
                 result = bonus_earn(
@@ -466,15 +471,19 @@ def referral_apply(*, user: BotUser, code: str) -> bool:
         Project.objects.select_for_update(no_key=True).only("id").get(pk=user.project_id)
         invited = (
             BotUser.objects.select_for_update()
-            .only("id", "project_id", "referrer_id", "first_seen_at")
+            .only("id", "project_id", "referrer_id", "first_seen_at", "is_test")
             .get(pk=user.pk)
         )
         if invited.referrer_id is not None:
             return False
         if invited.first_seen_at < timezone.now() - REFERRAL_WINDOW:
             return False
+        # Simulator test users and real users never refer each other (no real rewards
+        # from a test conversation, no test referrer on a real user).
         referrer = (
-            BotUser.objects.filter(project_id=invited.project_id, referral_code=code)
+            BotUser.objects.filter(
+                project_id=invited.project_id, referral_code=code, is_test=invited.is_test
+            )
             .only("id", "referrer_id")
             .first()
         )

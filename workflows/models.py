@@ -69,12 +69,18 @@ class WorkflowVersion(models.Model):
     )
     published_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=500, blank=True)
+    is_preview = models.BooleanField(
+        default=False,
+        help_text="A draft tried in the chat simulator (number 0): never live, never listed.",
+    )
 
     class Meta:
         ordering = ["workflow", "-number"]
         constraints = [
             models.UniqueConstraint(
-                fields=["workflow", "number"], name="workflowversion_unique_number"
+                fields=["workflow", "number"],
+                condition=Q(is_preview=False),
+                name="workflowversion_unique_number",
             ),
         ]
 
@@ -159,3 +165,145 @@ class ExecutionStepLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} ({self.step_type})"
+
+
+# --- Admin: simulator and broadcasts ---------------------------------------------
+
+
+class SimulatorMessage(models.Model):
+    """One line of a simulator conversation (never sent to Telegram).
+
+    Bot messages keep their buttons so the operator can press them; the row id is
+    the "message id" an edit or a button press refers to.
+    """
+
+    class Direction(models.TextChoices):
+        USER = "user", "Test user"
+        BOT = "bot", "Bot"
+        NOTICE = "notice", "Notice"
+
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="simulator_messages")
+    direction = models.CharField(max_length=8, choices=Direction.choices)
+    text = models.TextField(blank=True)
+    buttons = models.JSONField(default=list, blank=True)
+    reply_keyboard = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.direction}: {self.text[:40]}"
+
+
+class Broadcast(models.Model):
+    """A message (or a workflow) sent to a segment of a project's users."""
+
+    class Segment(models.TextChoices):
+        ALL = "all", "All users (blocked ones are counted, not sent to)"
+        NOT_BLOCKED = "not_blocked", "Users who have not blocked the bot"
+        LEVEL = "level", "Users of one level"
+        CONDITION = "condition", "Users matching a condition on their variables"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENDING = "sending", "Sending"
+        DONE = "done", "Sent"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="broadcasts")
+    bot = models.ForeignKey(
+        Bot,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="broadcasts",
+        help_text="The bot that sends it. Empty: the project's first active bot.",
+    )
+    title = models.CharField(max_length=200, help_text="For you; users do not see it.")
+    text = models.TextField(
+        blank=True,
+        help_text="The message (Telegram HTML; templates like {{ user.first_name }} work). "
+        "Leave empty when a workflow is started instead.",
+    )
+    buttons = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Buttons under the message: links or callback data for a trigger.",
+    )
+    workflow = models.ForeignKey(
+        Workflow,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="broadcasts",
+        help_text="Start this workflow for every recipient instead of sending the text.",
+    )
+    segment = models.CharField(max_length=16, choices=Segment.choices, default=Segment.NOT_BLOCKED)
+    level = models.CharField(max_length=64, blank=True, help_text="For the segment “one level”.")
+    condition = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text='For the segment “condition”, e.g. vars.city == "Paris" and user.balance > 100.',
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.DRAFT, editable=False
+    )
+    scheduled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When to send it (server time, UTC)."
+    )
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    total = models.PositiveIntegerField(default=0, editable=False)
+    sent = models.PositiveIntegerField(default=0, editable=False)
+    failed = models.PositiveIntegerField(default=0, editable=False)
+    blocked = models.PositiveIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "scheduled_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class BroadcastDelivery(models.Model):
+    """One recipient of a broadcast: claimed once, sent at most once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        SENDING = "sending", "Being sent"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        BLOCKED = "blocked", "Blocked the bot"
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    error = models.CharField(max_length=500, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["broadcast", "id"]
+        verbose_name_plural = "broadcast deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["broadcast", "user"], name="broadcastdelivery_unique_user"
+            ),
+        ]
+        indexes = [models.Index(fields=["broadcast", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast} → {self.user_id} ({self.status})"

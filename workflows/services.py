@@ -425,3 +425,146 @@ def _file_error(message: str):
     from workflows.engine.validation import StepError
 
     return StepError("", message)
+
+
+# --- Admin: operators' actions ------------------------------------------------------
+
+
+class DraftConflict(Exception):
+    """The draft changed since the operator opened it; their edit was not saved."""
+
+
+def workflow_draft_save(
+    *, workflow: Workflow, definition: dict, triggers: list, expected_updated_at=None
+) -> None:
+    """Store an edited draft and triggers (a draft may be unfinished; publish checks it).
+
+    Triggers take effect at once, so they must be valid to be saved at all. With
+    ``expected_updated_at`` the write is a conditional UPDATE: if someone saved the
+    workflow in the meantime, nothing is written and :class:`DraftConflict` is raised,
+    so two operators never silently overwrite each other.
+    """
+    from workflows.engine.validation import triggers_problems
+
+    problems = triggers_problems(triggers)
+    if problems:
+        raise WorkflowValidationError(problems)
+    rows = Workflow.objects.filter(pk=workflow.pk)
+    if expected_updated_at is not None:
+        rows = rows.filter(updated_at=expected_updated_at)
+    now = timezone.now()
+    if not rows.update(draft=definition, triggers=triggers, updated_at=now):
+        raise DraftConflict("the workflow was changed by someone else since it was opened")
+    workflow.draft, workflow.triggers, workflow.updated_at = definition, triggers, now
+
+
+def workflow_preview_version(*, workflow: Workflow, created_by=None) -> WorkflowVersion:
+    """The draft as a preview version (number 0, never live) for the chat simulator.
+
+    Validated like a publish; an unchanged draft reuses its preview, so trying the
+    same draft twice creates nothing new. Raises :class:`WorkflowValidationError`.
+    """
+    workflow_validate_for(workflow=workflow)
+    checksum = definition_checksum(workflow.draft)
+    existing = WorkflowVersion.objects.filter(
+        workflow=workflow, is_preview=True, checksum=checksum
+    ).first()
+    if existing is not None:
+        return existing
+    return WorkflowVersion.objects.create(
+        workflow=workflow,
+        number=0,
+        definition=workflow.draft,
+        checksum=checksum,
+        published_by=created_by,
+        note="draft preview (chat simulator)",
+        is_preview=True,
+    )
+
+
+def workflow_start_for_user(
+    *,
+    user: BotUser,
+    workflow_id: int,
+    bot: Bot | None,
+    session_key: str,
+    event_id: str,
+    version_id: int | None = None,
+) -> list:
+    """Start a workflow's published version (or ``version_id``) for one user.
+
+    Used by the simulator ("start this workflow", "try the draft") and by broadcasts,
+    whatever the workflow's triggers. Runs like an event: under the session lock,
+    cancelling whatever waited in that chat; returns the actions for the caller to
+    deliver.
+    """
+    workflow = (
+        Workflow.objects.filter(pk=workflow_id, project_id=user.project_id)
+        .values("published_version_id", "slug")
+        .first()
+    )
+    if workflow is not None and version_id is not None:
+        if not WorkflowVersion.objects.filter(pk=version_id, workflow_id=workflow_id).exists():
+            raise ValueError("the version does not belong to the workflow")
+        workflow["published_version_id"] = version_id
+    if workflow is None or workflow["published_version_id"] is None:
+        raise ValueError("the workflow is not published")
+    event = InputEvent(kind="command", command="", event_id=event_id)
+    with transaction.atomic():
+        session_lock(session_key)
+        state = RunState(user=user, bot=bot, session_key=session_key, event=event)
+        waiting = waiting_get(session_key)
+        state.waiting_id = waiting.pk if waiting else None
+        if waiting is not None:
+            execution_cancel(state, waiting, f"interrupted: '{workflow['slug']}' was started")
+        execution_start(state, workflow_id=workflow_id, version_id=workflow["published_version_id"])
+        _level_ups(state)
+        state.flush()
+    return state.actions
+
+
+def execution_cancel_by_operator(*, execution_id: int, reason: str = "") -> bool:
+    """Cancel a waiting (or paused) execution; its buttons become stale. Idempotent."""
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status not in {Status.WAITING, Status.RUNNING}:
+            return False
+        state = _background_state(execution, InputEvent(kind="timer"))
+        execution_cancel(state, execution, reason or "cancelled by an operator")
+        state.flush()
+    return True
+
+
+def execution_retry(*, execution_id: int) -> bool:
+    """Run a failed execution again from the step that failed (same version).
+
+    The step's operations get a fresh event id, so a bonus step that failed before
+    applying anything is applied now, once. Returns False unless it was failed.
+    """
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status != Status.FAILED:
+            return False
+        retries = int(execution.context.get("retries", 0)) + 1
+        execution.context["retries"] = retries
+        event = InputEvent(kind="timer", event_id=f"retry:{execution_id}:{retries}")
+        state = _background_state(execution, event)
+        execution.status = Status.RUNNING
+        execution.error = ""
+        execution.finished_at = None
+        from workflows.engine.runner import _call_run, definition_for_version, drive
+
+        definition = definition_for_version(execution.version_id)
+        drive(
+            state,
+            execution,
+            definition,
+            execution.current_step or definition["start"],
+            _call_run,
+            log_input={"event": "retry", "attempt": retries},
+        )
+        _level_ups(state)
+        state.flush()
+        bot_id, chat_id, actions = execution.bot_id, execution.user.chat_id, state.actions
+    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
+    return True

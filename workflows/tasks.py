@@ -175,6 +175,11 @@ def executions_sweep() -> dict:
     return {"expired": len(expired), "overdue": len(overdue)}
 
 
+# --- Admin ---------------------------------------------------------------------------
+# Broadcast tasks live with the broadcast services; imported so workers register them.
+from workflows.broadcasts import broadcast_send, broadcasts_due  # noqa: E402, F401
+
+
 @worker_ready.connect
 def _sweep_on_worker_start(sender=None, **kwargs) -> None:
     """A worker coming up (e.g. after a broker outage) catches up on due work at once."""

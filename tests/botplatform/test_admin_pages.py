@@ -28,6 +28,11 @@ def populated(db):
     execution.step_logs.create(step="hello", step_type="end")
     user.variables.create(key="city", value="Riga")
     TelegramUpdate.objects.create(bot=bot, update_id=1, payload={"update_id": 1})
+    # --- Admin ---
+    from workflows.models import Broadcast
+
+    broadcast = Broadcast.objects.create(project=bot.project, title="News", text="Hi")
+    broadcast.deliveries.create(user=user)
     return bot
 
 

@@ -167,6 +167,16 @@ def test_unknown_empty_and_foreign_codes_are_refused(project):
     assert not BonusTransaction.objects.exists()
 
 
+def test_simulator_test_users_and_real_users_never_refer_each_other(project):
+    real = bot_user_create(project=project)
+    tester = bot_user_create(project=project, is_test=True, telegram_id=-(10**15) - 1)
+    assert referral_apply(user=real, code=tester.referral_code) is False
+    assert referral_apply(user=tester, code=real.referral_code) is False
+    assert not BonusTransaction.objects.exists()
+    other_tester = bot_user_create(project=project, is_test=True, telegram_id=-(10**15) - 2)
+    assert referral_apply(user=other_tester, code=tester.referral_code) is True
+
+
 def test_only_a_newly_arrived_user_can_be_referred(project):
     referrer = bot_user_create(project=project)
     veteran = bot_user_create(project=project)

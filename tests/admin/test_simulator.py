@@ -1,0 +1,278 @@
+"""The chat simulator: the real engine, a test user, a transcript, never Telegram."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.admin.conftest import operator_create
+from tests.factories import bot_create, bot_user_create, execution_create
+from tests.workflows.conftest import publish
+from users.models import BotUser, UserVariable
+from workflows.models import SimulatorMessage, WorkflowExecution
+from workflows.services import execution_timer_fire
+from workflows.simulator import actions_deliver, simulator_user_get, telegram_html
+
+pytestmark = pytest.mark.django_db
+
+FLOW = {
+    "start": "menu",
+    "steps": {
+        "menu": {
+            "type": "message",
+            "text": "Hi <b>{{ user.first_name }}</b>!",
+            "buttons": [[{"text": "City", "next": "ask"}, {"text": "Later", "next": "wait"}]],
+        },
+        "ask": {"type": "input", "text": "Which city?", "variable": "city", "next": "done"},
+        "done": {"type": "message", "text": "{{ vars.city }} it is.", "reply_keyboard": [["Menu"]]},
+        "wait": {"type": "delay", "seconds": 30, "next": "late"},
+        "late": {"type": "message", "text": "Here I am again."},
+    },
+}
+
+
+def _url(project) -> str:
+    return reverse("admin:workflows_simulator", args=[project.pk])
+
+
+def _bot_messages(user) -> list[SimulatorMessage]:
+    return list(SimulatorMessage.objects.filter(user=user, direction="bot").order_by("id"))
+
+
+def test_a_conversation_through_the_simulator_page(
+    operator_client, operator, project, telegram, django_capture_on_commit_callbacks
+):
+    publish(project, FLOW)
+    real = bot_user_create(project=project, first_name="Real")
+    response = operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    assert response.status_code == 302
+    user = BotUser.objects.get(project=project, is_test=True)
+    assert user.telegram_id < 0 and user.chat_id == user.telegram_id
+    [menu] = _bot_messages(user)
+    assert menu.text == "Hi <b>ann</b>!"
+    assert [b["text"] for b in menu.buttons[0]] == ["City", "Later"]
+
+    city = menu.buttons[0][0]
+    operator_client.post(
+        _url(project), {"action": "press", "data": city["data"], "message_id": menu.pk}
+    )
+    with django_capture_on_commit_callbacks(execute=True):  # the cache refresh after commit
+        operator_client.post(_url(project), {"action": "send", "text": "Paris"})
+    page = operator_client.get(_url(project)).content.decode()
+    assert "Which city?" in page and "Paris it is." in page
+    assert "[pressed] City" in page
+    # The side panel: the execution, its current step, the variables, the step log.
+    assert 'class="sim-step">done<' in page and "<th>city</th><td>Paris</td>" in page
+    assert "<td>ask</td><td>input</td>" in page
+    # The reply keyboard is offered as buttons.
+    assert 'name="text" value="Menu"' in page
+    # The real user was never touched and nothing went to Telegram.
+    assert not UserVariable.objects.filter(user=real).exists()
+    assert not WorkflowExecution.objects.filter(user=real).exists()
+    assert telegram == []
+
+
+def test_a_stale_button_and_an_unknown_text_are_explained(operator_client, project, telegram):
+    publish(project, FLOW)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    menu = _bot_messages(user)[0]
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][0]["data"], "message_id": menu.pk},
+    )
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][1]["data"], "message_id": menu.pk},
+    )
+    notices = SimulatorMessage.objects.filter(user=user, direction="notice")
+    assert [n.text for n in notices] == ["This button is no longer active."]
+    WorkflowExecution.objects.filter(user=user).update(status="cancelled")
+    from django.core.cache import cache
+
+    cache.clear()
+    operator_client.post(_url(project), {"action": "send", "text": "hello?"})
+    assert "No workflow answered" in notices.order_by("-id").first().text
+
+
+def test_delayed_answers_land_in_the_transcript_not_in_telegram(operator_client, project, telegram):
+    publish(project, FLOW)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    menu = _bot_messages(user)[0]
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][1]["data"], "message_id": menu.pk},
+    )
+    execution = WorkflowExecution.objects.get(user=user, status="running")
+    assert execution.current_step == "wait"
+    seq = execution.context["pending"]["seq"]
+    assert execution_timer_fire(execution_id=execution.pk, seq=seq, force=True)
+    assert _bot_messages(user)[-1].text == "Here I am again."
+    assert telegram == []
+
+
+def test_the_delivery_router_sends_real_chats_to_telegram(project, telegram):
+    bot = bot_create(project=project)
+    from workflows.engine.events import SendMessage
+
+    actions_deliver(bot_id=bot.pk, chat_id=42, actions=[SendMessage(chat_id=42, text="hi")])
+    assert telegram == [{"bot_id": bot.pk, "chat_id": 42, "actions": [SendMessage(42, "hi")]}]
+    # Without a bot, a chat that is not a test user's is dropped, never sent.
+    real = bot_user_create(project=project)
+    actions_deliver(bot_id=None, chat_id=real.chat_id, actions=[SendMessage(real.chat_id, "x")])
+    assert len(telegram) == 1
+    assert not SimulatorMessage.objects.exists()
+
+
+def test_reset_starts_over_with_a_fresh_test_user(operator_client, project, telegram):
+    publish(project, FLOW)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    menu = _bot_messages(user)[0]
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][0]["data"], "message_id": menu.pk},
+    )
+    operator_client.post(_url(project), {"action": "send", "text": "Rome"})
+    from users.services import bonus_earn
+
+    bonus_earn(user_id=user.pk, amount=50, idempotency_key="sim-test")
+    response = operator_client.post(_url(project), {"action": "reset"})
+    assert response.status_code == 302
+    fresh = BotUser.objects.get(project=project, is_test=True)
+    assert fresh.pk != user.pk and fresh.balance == 0
+    assert not SimulatorMessage.objects.filter(user=fresh).exists()
+    assert not WorkflowExecution.objects.filter(user__is_test=True).exists()
+    page = operator_client.get(_url(project)).content.decode()
+    assert "Rome" not in page and "Say /start" in page
+
+
+def test_start_a_workflow_without_a_trigger_and_the_fetch_fragment(
+    operator_client, project, telegram
+):
+    workflow = publish(project, FLOW, triggers=[])
+    response = operator_client.post(
+        _url(project), {"action": "start", "workflow": workflow.pk}, HTTP_X_REQUESTED_WITH="fetch"
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in body and "Hi <b>ann</b>!" in body
+    assert "Started “" in body
+
+
+def test_each_operator_has_their_own_test_user_per_project(project, other_project):
+    ann = operator_create("ann2", project, other_project)
+    bob = operator_create("bob", project)
+    ids = {
+        simulator_user_get(project_id=project.pk, operator=ann).chat_id,
+        simulator_user_get(project_id=other_project.pk, operator=ann).chat_id,
+        simulator_user_get(project_id=project.pk, operator=bob).chat_id,
+    }
+    assert len(ids) == 3 and all(i < -(10**15) for i in ids)
+    assert simulator_user_get(project_id=project.pk, operator=ann).chat_id in ids
+
+
+def test_a_new_test_user_arrives_like_a_real_one(project):
+    project.welcome_bonus = 25
+    project.save(update_fields=["welcome_bonus"])
+    ann = operator_create("ann3", project)
+    user = simulator_user_get(project_id=project.pk, operator=ann)
+    assert user.is_test is True
+    assert (user.balance, user.level) == (25, "Bronze")
+    assert simulator_user_get(project_id=project.pk, operator=ann).pk == user.pk
+    assert user.transactions.count() == 1
+
+
+def test_bot_html_is_shown_as_telegram_would_and_nothing_else_runs():
+    shown = telegram_html('<b>ok</b> <script>alert(1)</script> <a href="https://x.io">x</a>')
+    assert "<b>ok</b>" in shown and "<script>" not in shown and "&lt;script&gt;" in shown
+    assert '<a href="https://x.io" target="_blank"' in shown
+    assert "javascript" not in telegram_html('<a href="javascript:alert(1)">x</a>').replace(
+        "&lt;a href=&quot;javascript", ""
+    )
+
+
+def test_a_real_users_conversation_is_not_disturbed(operator_client, project, telegram):
+    workflow = publish(project, FLOW)
+    real = bot_user_create(project=project)
+    waiting = execution_create(workflow=workflow, user=real, status="waiting", current_step="ask")
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    operator_client.post(_url(project), {"action": "reset"})
+    waiting.refresh_from_db()
+    assert waiting.status == "waiting"
+
+
+def test_the_draft_can_be_tried_before_publishing(operator_client, project, telegram):
+    from workflows.models import WorkflowVersion
+    from workflows.services import workflow_publish
+
+    workflow = publish(project, FLOW)
+    workflow.draft = {
+        "start": "new",
+        "steps": {
+            "new": {
+                "type": "message",
+                "text": "Draft says hi",
+                "buttons": [[{"text": "On", "next": "end"}]],
+            },
+            "end": {"type": "message", "text": "Draft done"},
+        },
+    }
+    workflow.save(update_fields=["draft"])
+    for _ in range(2):  # the same draft twice: one preview
+        operator_client.post(_url(project), {"action": "start", "workflow": f"draft:{workflow.pk}"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    message = _bot_messages(user)[-1]
+    assert message.text == "Draft says hi"
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": message.buttons[0][0]["data"], "message_id": message.pk},
+    )
+    assert _bot_messages(user)[-1].text == "Draft done"
+    assert WorkflowVersion.objects.filter(workflow=workflow, is_preview=True).count() == 1
+    workflow.refresh_from_db()
+    assert workflow.published_version.number == 1  # users still get version 1
+    # /start still reaches the published version, as in Telegram.
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    assert _bot_messages(user)[-1].text.startswith("Hi <b>")
+    # Previews are not versions: not listed, and numbering goes on from the real ones.
+    page = operator_client.get(
+        reverse("admin:workflows_workflow_versions", args=[workflow.pk])
+    ).content.decode()
+    assert 'id="version-0"' not in page and "draft preview" not in page
+    assert workflow_publish(workflow=workflow).number == 2
+
+
+def test_an_invalid_draft_is_explained_not_run(operator_client, project, telegram):
+    workflow = publish(project, FLOW)
+    workflow.draft = {"start": "a", "steps": {"a": {"type": "message", "text": "{{ nope }}"}}}
+    workflow.save(update_fields=["draft"])
+    operator_client.post(_url(project), {"action": "start", "workflow": f"draft:{workflow.pk}"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    notice = SimulatorMessage.objects.filter(user=user, direction="notice").last()
+    assert "cannot run yet" in notice.text and "unknown variable" in notice.text
+    assert not _bot_messages(user)
+
+
+def test_forged_simulator_posts_get_a_readable_answer(operator_client, project, telegram):
+    for value in ("abc", "draft:", "draft:x", "999999", ""):
+        response = operator_client.post(
+            _url(project), {"action": "start", "workflow": value}, follow=True
+        )
+        assert response.status_code == 200
+        assert "Choose a workflow of this project." in response.content.decode()
+    response = operator_client.post(
+        _url(project), {"action": "press", "data": "w:1:2:3", "message_id": "nope"}, follow=True
+    )
+    assert response.status_code == 200 and "This button is no longer active." in (
+        response.content.decode()
+    )
+
+
+def test_the_fetch_fragment_carries_error_messages(operator_client, project, telegram):
+    response = operator_client.post(
+        _url(project), {"action": "start", "workflow": "abc"}, HTTP_X_REQUESTED_WITH="fetch"
+    )
+    assert 'class="messagelist"' in response.content.decode()
+    assert "Choose a workflow of this project." in response.content.decode()

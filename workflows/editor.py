@@ -1,0 +1,807 @@
+"""The workflow editor's forms: a definition as step cards, and back.
+
+Operators never see JSON here. Every step type has a list of fields (what the
+engine reads, see docs/workflows.md); fields that name another step are selects of
+the workflow's steps. :func:`editor_parse` turns the posted form into a definition
+and triggers, with readable errors per field; anything the editor does not know
+about a step (fields added by hand in the JSON editor) is kept as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from workflows.engine.definition import STEP_ID_RE
+from workflows.engine.steps.message import button_rows
+
+MAX_ROWS = 60  # buttons, branches, triggers, steps: far above any sane workflow
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # "text", or "validate.min" for a nested field
+    kind: str  # template line int number bool step choice workflow keyboard pairs json amount value
+    label: str
+    help: str = ""
+    choices: tuple[tuple[str, str], ...] = ()
+
+
+STEP_TYPE_LABELS = {
+    "message": "Send a message",
+    "input": "Ask a question",
+    "condition": "Branch on a condition",
+    "set_variable": "Set a variable",
+    "bonus": "Bonuses: earn, spend, adjust",
+    "http_request": "Call an HTTP endpoint",
+    "delay": "Wait some time",
+    "start_workflow": "Go to another workflow",
+    "end": "End the conversation",
+}
+
+_TIMEOUT = Field(
+    "timeout",
+    "int",
+    "Wait at most (seconds)",
+    "How long to wait for the user. Empty: 24 hours.",
+)
+_ON_TIMEOUT = Field("on_timeout", "step", "If the user does not answer", "Empty: just stop.")
+_KEYBOARD = Field(
+    "reply_keyboard",
+    "keyboard",
+    "Reply keyboard",
+    "One row per line, buttons separated by |, e.g. “Menu | Help”. A tap arrives as text.",
+)
+_DESCRIPTION = Field("description", "line", "Note", "For you and your team; users never see it.")
+
+STEP_FIELDS: dict[str, tuple[Field, ...]] = {
+    "message": (
+        Field(
+            "text",
+            "template",
+            "Text",
+            "Telegram HTML (<b>, <i>, <a href=…>). Insert values with {{ user.first_name }}, "
+            "{{ user.balance }}, {{ vars.city }}.",
+        ),
+        Field("buttons", "buttons", "Buttons"),
+        _KEYBOARD,
+        Field("remove_keyboard", "bool", "Remove the reply keyboard shown earlier"),
+        Field("edit", "bool", "Edit the pressed message instead of sending a new one"),
+        Field(
+            "next",
+            "step",
+            "Then go to",
+            "For a message without step buttons. Empty: the conversation ends.",
+        ),
+        _TIMEOUT,
+        _ON_TIMEOUT,
+        _DESCRIPTION,
+    ),
+    "input": (
+        Field("text", "template", "Question"),
+        Field(
+            "variable",
+            "line",
+            "Save the answer as",
+            "A variable name: a letter, then letters, digits or _. Read it later as {{ vars.NAME }}.",
+        ),
+        Field(
+            "validate.type",
+            "choice",
+            "Expected answer",
+            choices=(
+                ("text", "Any text"),
+                ("number", "A number"),
+                ("integer", "A whole number"),
+                ("phone", "A phone number"),
+                ("email", "An e-mail address"),
+                ("date", "A date"),
+                ("regex", "Text matching a pattern"),
+            ),
+        ),
+        Field(
+            "validate.min",
+            "value",
+            "Minimum",
+            "Length for text, value for numbers, a date (YYYY-MM-DD or “today”) for dates.",
+        ),
+        Field("validate.max", "value", "Maximum"),
+        Field("validate.pattern", "line", "Pattern", "For “text matching a pattern” (regex)."),
+        Field("validate.message", "line", "Explanation of the pattern"),
+        Field("retry_text", "template", "On an invalid answer say", "Empty: an explanation."),
+        Field("max_attempts", "int", "Tries", "Invalid answers allowed (default 3)."),
+        _KEYBOARD,
+        Field("next", "step", "Then go to"),
+        Field("on_fail", "step", "After too many invalid answers"),
+        _TIMEOUT,
+        _ON_TIMEOUT,
+        _DESCRIPTION,
+    ),
+    "condition": (
+        Field("branches", "branches", "Branches"),
+        Field("default", "step", "Otherwise go to"),
+        _DESCRIPTION,
+    ),
+    "set_variable": (
+        Field("variable", "line", "Variable"),
+        Field(
+            "operation",
+            "choice",
+            "Operation",
+            choices=(
+                ("set", "Set to"),
+                ("increment", "Increase by"),
+                ("decrement", "Decrease by"),
+                ("delete", "Delete"),
+            ),
+        ),
+        Field(
+            "value",
+            "value",
+            "Value",
+            "A text (templates work) or a number; for increase/decrease a number (default 1).",
+        ),
+        Field("next", "step", "Then go to"),
+        _DESCRIPTION,
+    ),
+    "bonus": (
+        Field(
+            "operation",
+            "choice",
+            "Operation",
+            choices=(("earn", "Earn"), ("spend", "Spend"), ("adjust", "Adjust (signed)")),
+        ),
+        Field("amount", "amount", "Amount", "A whole number, or a template like {{ vars.price }}."),
+        Field("reason", "line", "Reason", "Shown in the ledger. Required for adjust."),
+        Field("on_success", "step", "On success go to"),
+        Field("on_insufficient", "step", "If the balance is too low"),
+        Field("on_in_progress", "step", "If another operation is running (double tap)"),
+        Field("next", "step", "Otherwise go to", "Used when “on success” is empty."),
+        _DESCRIPTION,
+    ),
+    "http_request": (
+        Field(
+            "method",
+            "choice",
+            "Method",
+            choices=tuple((m, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")),
+        ),
+        Field("url", "line", "URL", "Templates work: https://api.example.com/{{ user.id }}"),
+        Field("headers", "pairs", "Headers", "One per line: Name: value"),
+        Field("body", "json", "Body (JSON)", "Optional. Strings inside may be templates."),
+        Field("timeout", "number", "Timeout per try (seconds)", "1-60, default 10."),
+        Field("retries", "int", "Retries", "0-5, default 2."),
+        Field(
+            "save",
+            "pairs",
+            "Save from the answer",
+            "One per line: variable: path, e.g. “discount: data.discount”.",
+        ),
+        Field("on_success", "step", "On success go to"),
+        Field("on_failure", "step", "On failure go to"),
+        _DESCRIPTION,
+    ),
+    "delay": (
+        Field("days", "number", "Days"),
+        Field("hours", "number", "Hours"),
+        Field("minutes", "number", "Minutes"),
+        Field("seconds", "number", "Seconds"),
+        Field("next", "step", "Then go to"),
+        _DESCRIPTION,
+    ),
+    "start_workflow": (
+        Field("workflow", "workflow", "Workflow", "Continues in its published version."),
+        _DESCRIPTION,
+    ),
+    "end": (_DESCRIPTION,),
+}
+
+TRIGGER_TYPES = (
+    ("command", "Command, e.g. /start"),
+    ("text", "Exact text"),
+    ("regex", "Text matching a pattern"),
+    ("callback", "Button data"),
+    ("level_up", "Reached a level"),
+    ("fallback", "Anything else"),
+)
+_TRIGGER_VALUE_KEY = {
+    "command": "command",
+    "text": "text",
+    "regex": "pattern",
+    "level_up": "level",
+}
+_TRIGGER_KNOWN = {"type", "command", "text", "pattern", "data", "prefix", "level"}
+_TRIGGER_KNOWN |= {"payload_prefix", "interrupt"}
+
+BUTTON_KINDS = (("next", "Go to step"), ("url", "Open a link"), ("data", "Button data"))
+EXTRA_SLOTS = 2
+
+
+# --- Reading the posted form --------------------------------------------------------
+
+
+@dataclass
+class Parsed:
+    definition: dict
+    triggers: list
+    errors: dict[str, str] = field(default_factory=dict)  # input name -> message
+    renamed: dict[str, str] = field(default_factory=dict)
+
+
+def _get(post, key: str) -> str:
+    value = post.get(key, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _number(raw: str, *, integer: bool) -> int | float:
+    value = float(raw.replace(",", "."))
+    if integer:
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    return int(value) if value.is_integer() else value
+
+
+def _set_nested(step: dict, name: str, value: Any) -> None:
+    if "." in name:
+        head, tail = name.split(".", 1)
+        step.setdefault(head, {})[tail] = value
+    else:
+        step[name] = value
+
+
+def _get_nested(step: dict, name: str) -> Any:
+    if "." in name:
+        head, tail = name.split(".", 1)
+        inner = step.get(head)
+        return inner.get(tail) if isinstance(inner, dict) else None
+    return step.get(name)
+
+
+def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> None:
+    key = f"{prefix}-{spec.name}"
+    raw = _get(post, key) if spec.kind not in {"template", "json"} else post.get(key, "")
+    if spec.kind == "bool":
+        if post.get(key):
+            step[spec.name] = True
+        return
+    if spec.kind == "buttons":
+        rows = _parse_buttons(post, prefix, errors)
+        if rows:
+            step["buttons"] = rows
+        return
+    if spec.kind == "branches":
+        step["branches"] = _parse_branches(post, prefix, errors)
+        return
+    if spec.kind == "template":
+        raw = raw.replace("\r\n", "\n")
+        if raw.strip():
+            step[spec.name] = raw
+        return
+    if not raw:
+        return
+    try:
+        if spec.kind == "int":
+            value: Any = _number(raw, integer=True)
+        elif spec.kind == "number":
+            value = _number(raw, integer=False)
+        elif spec.kind in {"amount", "value"}:
+            value = raw
+            if re.fullmatch(r"-?\d+(\.\d+)?", raw):
+                value = _number(raw, integer=False)
+        elif spec.kind == "keyboard":
+            value = [
+                [cell.strip() for cell in line.split("|") if cell.strip()]
+                for line in raw.splitlines()
+                if line.strip()
+            ]
+        elif spec.kind == "pairs":
+            value = {}
+            for line in raw.splitlines():
+                if not line.strip():
+                    continue
+                name, sep, rest = line.partition(":")
+                if not sep or not name.strip():
+                    raise ValueError("write each line as “name: value”")
+                value[name.strip()] = rest.strip()
+        elif spec.kind == "json":
+            value = json.loads(raw) if raw.strip() else None
+            if value is None:
+                return
+        else:
+            value = raw
+    except json.JSONDecodeError as exc:
+        errors[key] = f"This is not valid JSON: {exc.msg} (line {exc.lineno})."
+        return
+    except ValueError as exc:
+        message = str(exc) if str(exc) and "could not convert" not in str(exc) else ""
+        if spec.kind == "int":
+            errors[key] = message or "Enter a whole number, e.g. 60."
+        elif spec.kind == "number":
+            errors[key] = message or "Enter a number, e.g. 1.5."
+        else:
+            errors[key] = (message or "This value cannot be read.").capitalize() + "."
+        return
+    _set_nested(step, spec.name, value)
+
+
+def _parse_buttons(post, prefix: str, errors: dict) -> list[list[dict]]:
+    rows: dict[int, list[dict]] = {}
+    for index in range(MAX_ROWS):
+        base = f"{prefix}-btn{index}"
+        if f"{base}-text" not in post:
+            break
+        text = _get(post, f"{base}-text")
+        kind = _get(post, f"{base}-kind") or "next"
+        target = _get(post, f"{base}-next") if kind == "next" else _get(post, f"{base}-value")
+        if not text and not target:
+            continue
+        if not text:
+            errors[f"{base}-text"] = "A button needs a label."
+            continue
+        try:
+            row = max(1, int(_get(post, f"{base}-row") or 1))
+        except ValueError:
+            errors[f"{base}-row"] = "The row is a number: 1, 2, 3…"
+            continue
+        button = {"text": text}
+        if target:
+            button[kind if kind in {"next", "url", "data"} else "next"] = target
+        rows.setdefault(row, []).append(button)
+    return [rows[number] for number in sorted(rows)]
+
+
+def _parse_branches(post, prefix: str, errors: dict) -> list[dict]:
+    branches = []
+    for index in range(MAX_ROWS):
+        base = f"{prefix}-br{index}"
+        if f"{base}-if" not in post:
+            break
+        condition = _get(post, f"{base}-if")
+        target = _get(post, f"{base}-next")
+        if not condition and not target:
+            continue
+        branch = {"if": condition}
+        if target:
+            branch["next"] = target
+        branches.append(branch)
+    return branches
+
+
+def _parse_triggers(post, old: list, errors: dict) -> list:
+    triggers = []
+    for index in range(MAX_ROWS):
+        base = f"t{index}"
+        if f"{base}-type" not in post:
+            break
+        kind = _get(post, f"{base}-type")
+        if not kind or post.get(f"{base}-delete"):
+            continue
+        original = old[index] if index < len(old) and isinstance(old[index], dict) else {}
+        trigger = {k: v for k, v in original.items() if k not in _TRIGGER_KNOWN}
+        trigger["type"] = kind
+        value = _get(post, f"{base}-value")
+        if kind == "callback":
+            trigger["prefix" if post.get(f"{base}-prefix") else "data"] = value
+        elif kind in _TRIGGER_VALUE_KEY and (value or kind != "level_up"):
+            trigger[_TRIGGER_VALUE_KEY[kind]] = value.lstrip("/") if kind == "command" else value
+        if kind == "command":
+            payload = _get(post, f"{base}-payload_prefix")
+            if payload:
+                trigger["payload_prefix"] = payload
+            if post.get(f"{base}-interrupt"):
+                trigger["interrupt"] = True
+        triggers.append(trigger)
+    return triggers
+
+
+def _rename(value: Any, renamed: dict[str, str]) -> Any:
+    return renamed.get(value, value) if isinstance(value, str) else value
+
+
+def _apply_renames(step: dict, renamed: dict[str, str]) -> None:
+    step_type = step.get("type")
+    for spec in STEP_FIELDS.get(step_type, ()):
+        if spec.kind == "step" and spec.name in step:
+            step[spec.name] = _rename(step[spec.name], renamed)
+    for row in step.get("buttons") or []:
+        for button in row if isinstance(row, list) else [row]:
+            if isinstance(button, dict) and "next" in button:
+                button["next"] = _rename(button["next"], renamed)
+    for branch in step.get("branches") or []:
+        if isinstance(branch, dict) and "next" in branch:
+            branch["next"] = _rename(branch["next"], renamed)
+
+
+def editor_parse(post, *, draft: dict, triggers: list) -> Parsed:
+    """The posted editor form as a definition and triggers (errors keyed by input name)."""
+    old_steps = draft.get("steps") if isinstance(draft.get("steps"), dict) else {}
+    errors: dict[str, str] = {}
+    steps: dict[str, dict] = {}
+    renamed: dict[str, str] = {}
+    for index in range(MAX_ROWS * 10):
+        prefix = f"s{index}"
+        if f"{prefix}-_type" not in post:
+            break
+        original_id = _get(post, f"{prefix}-_orig")
+        if post.get(f"{prefix}-_delete"):
+            renamed[original_id] = ""
+            continue
+        step_id = _get(post, f"{prefix}-_id")
+        step_type = _get(post, f"{prefix}-_type")
+        if not STEP_ID_RE.match(step_id):
+            errors[f"{prefix}-_id"] = "A step name is 1-64 letters, digits, _ or - (no spaces)."
+            step_id = original_id or f"step{index}"
+        elif step_id in steps:
+            errors[f"{prefix}-_id"] = f"Another step is already called “{step_id}”."
+        original = old_steps.get(original_id) if isinstance(old_steps, dict) else None
+        original = original if isinstance(original, dict) else {}
+        specs = STEP_FIELDS.get(step_type, ())
+        known = {spec.name.split(".")[0] for spec in specs}
+        step: dict[str, Any] = {"type": step_type}
+        for key, value in original.items():
+            if key != "type" and key not in known:
+                step[key] = value  # fields this editor does not show stay as they were
+        if isinstance(original.get("validate"), dict):
+            extra = {
+                k: v
+                for k, v in original["validate"].items()
+                if k not in {"type", "min", "max", "pattern", "message"}
+            }
+            if extra:
+                step["validate"] = dict(extra)
+        for spec in specs:
+            _parse_field(post, prefix, spec, step, errors)
+        steps[step_id] = step
+        if original_id and original_id != step_id:
+            renamed[original_id] = step_id
+    for step in steps.values():
+        _apply_renames(step, renamed)
+    start = _rename(_get(post, "start"), renamed)
+    if not start or start not in steps:
+        start = next(iter(steps), "")
+    definition: dict[str, Any] = {"start": start, "steps": steps}
+    if isinstance(draft.get("description"), str):
+        definition["description"] = draft["description"]
+    return Parsed(
+        definition=definition,
+        triggers=_parse_triggers(post, triggers if isinstance(triggers, list) else [], errors),
+        errors=errors,
+        renamed=renamed,
+    )
+
+
+def step_add(definition: dict, *, step_type: str, step_id: str = "") -> tuple[dict, str]:
+    """A copy of ``definition`` with a new step of ``step_type`` (a free id if none given)."""
+    steps = dict(definition.get("steps") or {})
+    if not step_id or step_id in steps or not STEP_ID_RE.match(step_id):
+        number = len(steps) + 1
+        while f"{step_type}_{number}" in steps:
+            number += 1
+        step_id = f"{step_type}_{number}"
+    step: dict[str, Any] = {"type": step_type}
+    if step_type in {"message", "input"}:
+        step["text"] = ""
+    if step_type == "input":
+        step["variable"] = "answer"
+    if step_type == "condition":
+        step["branches"] = []
+    if step_type == "bonus":
+        step.update(operation="earn", amount=10)
+    steps[step_id] = step
+    result = {**definition, "steps": steps}
+    if not result.get("start") or result["start"] not in steps:
+        result["start"] = step_id
+    return result, step_id
+
+
+# --- Rendering ----------------------------------------------------------------------
+
+
+def _step_summary(step: Any) -> str:
+    if not isinstance(step, dict):
+        return ""
+    text = step.get("text") or step.get("url") or step.get("workflow") or ""
+    text = re.sub(r"<[^>]+>", "", str(text)).replace("\n", " ")
+    return text[:40] + ("…" if len(text) > 40 else "")
+
+
+def step_choices(steps: dict) -> list[tuple[str, str]]:
+    return [
+        (step_id, f"{step_id} — {STEP_TYPE_LABELS.get(step.get('type'), step.get('type'))}")
+        if isinstance(step, dict)
+        else (step_id, step_id)
+        for step_id, step in steps.items()
+    ]
+
+
+def _select(name: str, choices, value: Any, *, blank: str | None = None, attrs: str = "") -> str:
+    options = []
+    values = {str(v) for v, _ in choices}
+    if blank is not None:
+        options.append(format_html('<option value="">{}</option>', blank))
+    if value not in (None, "") and str(value) not in values:
+        options.append(
+            format_html('<option value="{}" selected>{} (missing!)</option>', value, value)
+        )
+    for option_value, label in choices:
+        options.append(
+            format_html(
+                '<option value="{}"{}>{}</option>',
+                option_value,
+                mark_safe(" selected") if str(option_value) == str(value) else "",
+                label,
+            )
+        )
+    return format_html(
+        '<select name="{}" id="id_{}"{}>{}</select>',
+        name,
+        name,
+        mark_safe(attrs),  # noqa: S308 - constant attributes from this module
+        mark_safe("".join(options)),  # noqa: S308 - built with format_html
+    )
+
+
+def _input(name: str, value: Any, *, kind: str = "text", size: int = 30, placeholder="") -> str:
+    return format_html(
+        '<input type="{}" name="{}" id="id_{}" value="{}" size="{}" placeholder="{}">',
+        kind,
+        name,
+        name,
+        "" if value is None else value,
+        size,
+        placeholder,
+    )
+
+
+def _textarea(name: str, value: str, rows: int = 3) -> str:
+    return format_html(
+        '<textarea name="{}" id="id_{}" rows="{}" cols="70">{}</textarea>', name, name, rows, value
+    )
+
+
+def _display(spec: Field, value: Any) -> Any:
+    if value is None:
+        return ""
+    if spec.kind == "keyboard" and isinstance(value, list):
+        return "\n".join(" | ".join(map(str, row)) for row in value if isinstance(row, list))
+    if spec.kind == "pairs" and isinstance(value, dict):
+        return "\n".join(f"{k}: {v}" for k, v in value.items())
+    if spec.kind == "json":
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _widget(spec: Field, prefix: str, value: Any, ctx: dict) -> SafeString:
+    name = f"{prefix}-{spec.name}"
+    if spec.kind == "bool":
+        return format_html(
+            '<input type="checkbox" name="{}" id="id_{}" value="1"{}>',
+            name,
+            name,
+            mark_safe(" checked") if value else "",
+        )
+    if spec.kind == "step":
+        return _select(name, ctx["step_choices"], value, blank="— (none: the conversation ends)")
+    if spec.kind == "workflow":
+        return _select(name, ctx["workflow_choices"], value, blank="— choose a workflow")
+    if spec.kind == "choice":
+        return _select(name, spec.choices, value if value is not None else spec.choices[0][0])
+    if spec.kind in {"template", "keyboard", "pairs", "json"}:
+        rows = 4 if spec.kind in {"template", "json"} else 2
+        return _textarea(name, _display(spec, value), rows=rows)
+    if spec.kind in {"int", "number"}:
+        return _input(name, value, size=8)
+    return _input(name, _display(spec, value), size=40)
+
+
+def _buttons_html(prefix: str, step: dict, ctx: dict, errors: dict) -> SafeString:
+    rows = button_rows(step)
+    cells = [(number, button) for number, row in enumerate(rows, start=1) for button in row]
+    last_row = len(rows)
+    cells += [(last_row + 1, {}) for _ in range(EXTRA_SLOTS)]
+    lines = []
+    for index, (row, button) in enumerate(cells):
+        base = f"{prefix}-btn{index}"
+        kind = next((k for k in ("next", "url", "data") if k in button), "next")
+        error = "".join(
+            format_html('<div class="errornote">{}</div>', errors[k])
+            for k in (f"{base}-text", f"{base}-row")
+            if k in errors
+        )
+        lines.append(
+            format_html(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                _input(f"{base}-text", button.get("text", ""), size=18, placeholder="Label"),
+                _input(f"{base}-row", row, kind="number", size=3),
+                _select(f"{base}-kind", BUTTON_KINDS, kind, attrs=' class="btn-kind"'),
+                _select(
+                    f"{base}-next",
+                    ctx["step_choices"],
+                    button.get("next", ""),
+                    blank="— step",
+                ),
+                _input(
+                    f"{base}-value",
+                    button.get("url") or button.get("data") or "",
+                    size=22,
+                    placeholder="https://… or data",
+                ),
+                mark_safe(error),  # noqa: S308 - built with format_html
+            )
+        )
+    return format_html(
+        '<table class="editor-rows"><thead><tr><th>Label</th><th>Row</th><th>Does</th>'
+        "<th>Step</th><th>Link or data</th></tr></thead><tbody>{}</tbody></table>"
+        '<p class="help">Empty lines are ignored. Buttons with the same row number sit '
+        "side by side. A “go to step” button makes the message wait for a press.</p>",
+        mark_safe("".join(lines)),  # noqa: S308
+    )
+
+
+def _branches_html(prefix: str, step: dict, ctx: dict) -> SafeString:
+    branches = [b for b in (step.get("branches") or []) if isinstance(b, dict)]
+    branches += [{} for _ in range(EXTRA_SLOTS)]
+    lines = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                _input(
+                    f"{prefix}-br{index}-if",
+                    branch.get("if", ""),
+                    size=50,
+                    placeholder='vars.city == "Paris"',
+                ),
+                _select(
+                    f"{prefix}-br{index}-next",
+                    ctx["step_choices"],
+                    branch.get("next", ""),
+                    blank="— step",
+                ),
+            )
+            for index, branch in enumerate(branches)
+        ),
+    )
+    return format_html(
+        '<table class="editor-rows"><thead><tr><th>If</th><th>go to</th></tr></thead>'
+        "<tbody>{}</tbody></table>"
+        '<p class="help">The first branch whose condition holds wins. Conditions: ==, !=, &lt;, '
+        "&gt;, contains, in, is set, and, or, not; values: user.balance, user.level, "
+        'vars.NAME, numbers, "texts".</p>',
+        lines,
+    )
+
+
+def step_order(definition: dict) -> list[str]:
+    """Steps as the conversation meets them: from the start, breadth first; the rest last."""
+    from workflows.engine.steps import STEP_TYPES
+
+    steps = definition["steps"]
+    order: list[str] = []
+    frontier = [definition.get("start")]
+    while frontier:
+        following = []
+        for step_id in frontier:
+            if step_id in steps and step_id not in order:
+                order.append(step_id)
+                step = steps[step_id]
+                handler = STEP_TYPES.get(step.get("type")) if isinstance(step, dict) else None
+                following += [t for _, t in handler.targets(step)] if handler else []
+        frontier = following
+    return order + [step_id for step_id in steps if step_id not in order]
+
+
+def editor_context(
+    *,
+    definition: Any,
+    triggers: Any,
+    workflows: list[str],
+    errors: dict[str, str] | None = None,
+    step_errors: dict[str, list[str]] | None = None,
+) -> dict:
+    """What the editor template shows: step cards with their widgets and errors."""
+    errors = errors or {}
+    step_errors = step_errors or {}
+    if not isinstance(definition, dict) or not isinstance(definition.get("steps"), dict):
+        return {"editable": False}
+    steps = definition["steps"]
+    ctx = {
+        "step_choices": step_choices({k: steps[k] for k in step_order(definition)}),
+        "workflow_choices": [(slug, slug) for slug in workflows],
+    }
+    cards = []
+    for index, step_id in enumerate(step_order(definition)):
+        step = steps[step_id]
+        if not isinstance(step, dict):
+            return {"editable": False}
+        prefix = f"s{index}"
+        step_type = step.get("type", "")
+        fields = []
+        for spec in STEP_FIELDS.get(step_type, ()):
+            key = f"{prefix}-{spec.name}"
+            if spec.kind == "buttons":
+                widget = _buttons_html(prefix, step, ctx, errors)
+            elif spec.kind == "branches":
+                widget = _branches_html(prefix, step, ctx)
+            else:
+                widget = _widget(spec, prefix, _get_nested(step, spec.name), ctx)
+            fields.append(
+                {
+                    "name": key,
+                    "label": spec.label,
+                    "help": spec.help,
+                    "widget": widget,
+                    "error": errors.get(key, ""),
+                    "wide": spec.kind in {"buttons", "branches"},
+                }
+            )
+        cards.append(
+            {
+                "index": index,
+                "prefix": prefix,
+                "id": step_id,
+                "type": step_type,
+                "type_label": STEP_TYPE_LABELS.get(step_type, f"Unknown type “{step_type}”"),
+                "known": step_type in STEP_FIELDS,
+                "is_start": definition.get("start") == step_id,
+                "fields": fields,
+                "id_error": errors.get(f"{prefix}-_id", ""),
+                "errors": step_errors.get(step_id, []),
+            }
+        )
+    trigger_rows = []
+    for index, trigger in enumerate(
+        [t for t in (triggers if isinstance(triggers, list) else []) if isinstance(t, dict)] + [{}]
+    ):
+        base = f"t{index}"
+        kind = trigger.get("type", "")
+        value = trigger.get(_TRIGGER_VALUE_KEY.get(kind, ""), "")
+        if kind == "callback":
+            value = trigger.get("data") or trigger.get("prefix") or ""
+        trigger_rows.append(
+            {
+                "type": _select(f"{base}-type", TRIGGER_TYPES, kind, blank="— add a trigger"),
+                "value": _input(f"{base}-value", value, size=24),
+                "payload_prefix": _input(
+                    f"{base}-payload_prefix",
+                    trigger.get("payload_prefix", ""),
+                    size=10,
+                    placeholder="e.g. ref_",
+                ),
+                "interrupt": format_html(
+                    '<input type="checkbox" name="{}-interrupt" value="1"{}>',
+                    base,
+                    mark_safe(" checked") if trigger.get("interrupt") else "",
+                ),
+                "prefix": format_html(
+                    '<input type="checkbox" name="{}-prefix" value="1"{}>',
+                    base,
+                    mark_safe(" checked") if "prefix" in trigger else "",
+                ),
+                "delete": format_html('<input type="checkbox" name="{}-delete" value="1">', base)
+                if trigger
+                else "",
+                "errors": step_errors.get(f"trigger {index + 1}", []),
+            }
+        )
+    return {
+        "editable": True,
+        "cards": cards,
+        "start_select": _select("start", ctx["step_choices"], definition.get("start", "")),
+        "trigger_rows": trigger_rows,
+        "general_errors": [
+            message
+            for where, messages in step_errors.items()
+            if where not in steps and not where.startswith("trigger ")
+            for message in messages
+        ],
+        "step_types": list(STEP_TYPE_LABELS.items()),
+    }

@@ -1,0 +1,289 @@
+"""The chat simulator: an operator talks to a project's workflows as a test user.
+
+The test user is a :class:`~users.models.BotUser` with ``is_test=True`` and a
+negative Telegram id, so it can never be a real Telegram user (their ids are
+positive) and real users' data is never touched. Events go through the very same
+``event_process`` as Telegram updates, with ``bot=None``; what the engine answers is
+written to a transcript (:class:`~workflows.models.SimulatorMessage`) instead of
+being sent. Asynchronous answers (delays, HTTP steps, timeouts) reach the engine's
+``WORKFLOW_ACTION_DELIVERY`` with ``bot_id=None``: :func:`actions_deliver` routes
+those of test users to the transcript too, and everything else to Telegram.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.module_loading import import_string
+from django.utils.safestring import SafeString, mark_safe
+
+from botplatform.cache import user_state_invalidate, workflow_waiting_key
+from users.models import BotUser
+from users.selectors import user_state_get
+from users.services import bot_user_upsert
+from workflows.engine.events import AnswerCallback, EditMessage, InputEvent, SendMessage
+from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
+from workflows.services import (
+    event_process,
+    session_key_default,
+    workflow_preview_version,
+    workflow_start_for_user,
+)
+
+logger = logging.getLogger(__name__)
+
+# Test users' ids: far below any Telegram chat id (groups are about -1.9e12).
+SIMULATOR_ID_BASE = 10**15
+OPERATORS_PER_PROJECT = 10**7
+DEFAULT_TELEGRAM_DELIVERY = "botplatform.telegram.sender.actions_deliver"
+
+
+def simulator_telegram_id(*, project_id: int, operator_id: int) -> int:
+    """The test user's (negative, globally unique) Telegram and chat id."""
+    return -(SIMULATOR_ID_BASE + project_id * OPERATORS_PER_PROJECT + operator_id)
+
+
+def simulator_user_get(*, project_id: int, operator) -> BotUser:
+    """The operator's test user in the project (created on first use)."""
+    telegram_id = simulator_telegram_id(project_id=project_id, operator_id=operator.pk)
+    existing = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
+    if existing is not None:
+        return existing
+    # A new test user arrives like a real one: base level, welcome bonus.
+    user, _ = bot_user_upsert(
+        project_id=project_id,
+        telegram_id=telegram_id,
+        chat_id=telegram_id,
+        first_name=operator.first_name or operator.get_username(),
+        last_name="(test)",
+        is_test=True,
+    )
+    return user
+
+
+def simulator_session_key(user: BotUser) -> str:
+    return session_key_default(bot=None, user=user)
+
+
+# --- Transcript -----------------------------------------------------------------
+
+
+def _buttons_json(rows) -> list[list[dict]]:
+    return [
+        [{"text": b.text, "data": b.callback_data, "url": b.url} for b in row] for row in rows or ()
+    ]
+
+
+def transcript_record(*, user: BotUser, actions: list) -> None:
+    """Write what the bot would have sent to the test user's transcript."""
+    for action in actions:
+        if isinstance(action, SendMessage):
+            SimulatorMessage.objects.create(
+                user=user,
+                direction=SimulatorMessage.Direction.BOT,
+                text=action.text,
+                buttons=_buttons_json(action.buttons),
+                reply_keyboard=[list(row) for row in action.reply_keyboard]
+                if action.reply_keyboard
+                else ([["__remove__"]] if action.remove_reply_keyboard else []),
+            )
+        elif isinstance(action, EditMessage):
+            updated = SimulatorMessage.objects.filter(
+                user=user, pk=action.message_id, direction=SimulatorMessage.Direction.BOT
+            ).update(text=action.text, buttons=_buttons_json(action.buttons))
+            if not updated:
+                SimulatorMessage.objects.create(
+                    user=user,
+                    direction=SimulatorMessage.Direction.BOT,
+                    text=action.text,
+                    buttons=_buttons_json(action.buttons),
+                )
+        elif isinstance(action, AnswerCallback) and action.text:
+            SimulatorMessage.objects.create(
+                user=user, direction=SimulatorMessage.Direction.NOTICE, text=action.text
+            )
+
+
+def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
+    """WORKFLOW_ACTION_DELIVERY: test users' actions to the transcript, others to Telegram."""
+    if bot_id is None:
+        user = BotUser.objects.filter(chat_id=chat_id, is_test=True).first()
+        if user is None:
+            logger.info("Actions for chat %s without a bot and not a test user dropped", chat_id)
+            return
+        transcript_record(user=user, actions=actions)
+        return
+    target = getattr(settings, "WORKFLOW_ACTION_DELIVERY_TELEGRAM", DEFAULT_TELEGRAM_DELIVERY)
+    import_string(target)(bot_id=bot_id, chat_id=chat_id, actions=actions)
+
+
+def _event_from_text(text: str, event_id: str) -> InputEvent:
+    if text.startswith("/") and len(text) > 1:
+        head, _, payload = text[1:].partition(" ")
+        command = head.split("@", 1)[0]
+        return InputEvent(
+            kind="command", text=text, command=command, payload=payload.strip(), event_id=event_id
+        )
+    return InputEvent(kind="text", text=text, event_id=event_id)
+
+
+def simulator_send(
+    *, user: BotUser, text: str = "", data: str = "", message_id: int | None = None
+) -> bool:
+    """One message or button press of the test user, through the engine.
+
+    Returns whether a workflow handled it; a notice says so in the transcript if not.
+    """
+    if not user.is_test:
+        raise ValueError("the simulator only talks as a test user")
+    event_id = f"sim:{user.pk}:{uuid.uuid4().hex}"
+    if data:
+        label = data
+        pressed = SimulatorMessage.objects.filter(user=user, pk=message_id).first()
+        for row in pressed.buttons if pressed else []:
+            for button in row:
+                if button.get("data") == data:
+                    label = button.get("text", data)
+        SimulatorMessage.objects.create(
+            user=user, direction=SimulatorMessage.Direction.USER, text=f"[pressed] {label}"
+        )
+        event = InputEvent(
+            kind="callback",
+            callback_data=data,
+            callback_query_id=event_id,
+            message_id=message_id,
+            event_id=event_id,
+        )
+    else:
+        text = text.strip()
+        if not text:
+            return False
+        SimulatorMessage.objects.create(
+            user=user, direction=SimulatorMessage.Direction.USER, text=text
+        )
+        event = _event_from_text(text, event_id)
+    result = event_process(
+        user=user, event=event, bot=None, session_key=simulator_session_key(user)
+    )
+    transcript_record(user=user, actions=result.actions)
+    if not result.handled:
+        SimulatorMessage.objects.create(
+            user=user,
+            direction=SimulatorMessage.Direction.NOTICE,
+            text="No workflow answered: no published workflow has a matching trigger "
+            "and no conversation was waiting.",
+        )
+    return result.handled
+
+
+def simulator_notice(*, user: BotUser, text: str) -> None:
+    SimulatorMessage.objects.create(
+        user=user, direction=SimulatorMessage.Direction.NOTICE, text=text[:2000]
+    )
+
+
+def simulator_start(
+    *, user: BotUser, workflow: Workflow, draft: bool = False, operator=None
+) -> None:
+    """Start one workflow for the test user, whatever its triggers.
+
+    ``draft``: run the current draft (as a preview version, validated first; raises
+    WorkflowValidationError) instead of the published version. The conversation then
+    stays on that draft until it ends, like any conversation on its version.
+    """
+    version_id = None
+    if draft:
+        preview = workflow_preview_version(workflow=workflow, created_by=operator)
+        version_id = preview.pk
+        label = "the draft"
+    else:
+        label = f"version {workflow.published_version.number}"
+    simulator_notice(user=user, text=f"Started “{workflow.name}” ({label}).")
+    actions = workflow_start_for_user(
+        user=user,
+        workflow_id=workflow.pk,
+        bot=None,
+        session_key=simulator_session_key(user),
+        event_id=f"sim:{user.pk}:{uuid.uuid4().hex}",
+        version_id=version_id,
+    )
+    transcript_record(user=user, actions=actions)
+
+
+def simulator_reset(*, user: BotUser) -> None:
+    """Forget the test user entirely: transcript, conversations, variables, ledger."""
+    if not user.is_test:
+        raise ValueError("only test users can be reset")
+    from users.models import BonusTransaction
+
+    session_key = simulator_session_key(user)
+    user_id, project_id = user.pk, user.project_id
+    with transaction.atomic():
+        BonusTransaction.objects.filter(user_id=user_id).delete()
+        BotUser.objects.filter(referrer_id=user_id).update(referrer=None)
+        BotUser.objects.filter(pk=user_id, is_test=True).delete()
+
+        def _forget() -> None:
+            from django.core.cache import cache
+
+            user_state_invalidate(user_id, project_id)
+            cache.delete(workflow_waiting_key(session_key))
+
+        transaction.on_commit(_forget)
+
+
+_ALLOWED_TAG_RE = re.compile(
+    r"&lt;(/?)(b|strong|i|em|u|ins|s|strike|del|code|pre|tg-spoiler|blockquote)&gt;"
+)
+_LINK_RE = re.compile(r"&lt;a href=&quot;((?:https?|tg)://[^&\s]*)&quot;&gt;")
+
+
+def telegram_html(text: str) -> SafeString:
+    """Telegram's HTML subset for display: the tags Telegram knows, everything else escaped."""
+    escaped = html.escape(text, quote=True)
+    escaped = _ALLOWED_TAG_RE.sub(r"<\1\2>", escaped)
+    escaped = _LINK_RE.sub(r'<a href="\1" target="_blank" rel="noopener noreferrer">', escaped)
+    escaped = escaped.replace("&lt;/a&gt;", "</a>")
+    return mark_safe(escaped)  # noqa: S308 - escaped above, only whitelisted tags restored
+
+
+# --- What the side panel shows -------------------------------------------------------
+
+
+def simulator_view_get(*, user: BotUser) -> dict[str, Any]:
+    """Transcript, reply keyboard, current execution, its step log and the variables."""
+    messages = list(SimulatorMessage.objects.filter(user=user).order_by("id"))
+    for message in messages:
+        message.html = telegram_html(message.text)
+    keyboard: list = []
+    for message in messages:
+        if message.reply_keyboard == [["__remove__"]]:
+            keyboard = []
+        elif message.reply_keyboard:
+            keyboard = message.reply_keyboard
+    executions = list(
+        WorkflowExecution.objects.filter(user=user)
+        .select_related("workflow", "version")
+        .order_by("-started_at", "-id")[:5]
+    )
+    current = next(
+        (e for e in executions if e.status in {"waiting", "running"}),
+        executions[0] if executions else None,
+    )
+    logs = list(current.step_logs.order_by("-id")[:30]) if current else []
+    state = user_state_get(user_id=user.pk, project_id=user.project_id)
+    return {
+        "transcript": messages,
+        "keyboard": keyboard,
+        "execution": current,
+        "executions": executions,
+        "logs": list(reversed(logs)),
+        "variables": dict(sorted(state.variables.items())),
+        "pending": any(e.status == "running" for e in executions),
+    }
