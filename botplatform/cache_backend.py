@@ -92,6 +92,10 @@ class ResilientRedisCache(RedisCache):
             return getattr(super(), name)(*args, **kwargs)
         if not self.breaker.rejecting():
             try:
+                if not self.breaker.available:
+                    # Probe with a PING, not with this operation: a read that happened
+                    # to be the probe would return pre-outage data before the flush.
+                    self.client.get_client(write=True).ping()
                 self._recover()
                 return getattr(super(), name)(*args, **kwargs)
             except REDIS_DOWN:
