@@ -267,8 +267,11 @@ class Runner:
                     self._discover()
                     next_discovery = time.monotonic() + settings.TELEGRAM_DISCOVERY_INTERVAL
                 self._reap()
-            except Exception:
-                logger.exception("Runner loop error; retrying")
+            except Exception as exc:
+                if _redis_outage(exc):  # logged once by the breaker; keep the bots we hold
+                    logger.debug("Runner loop: Redis unreachable (%s); retrying", exc)
+                else:
+                    logger.exception("Runner loop error; retrying")
             if not self.all_bots and self.given_up >= set(self.bot_ids):
                 logger.error("No bot left to poll (see the bots' status); exiting")
                 self._shutdown()
@@ -333,7 +336,18 @@ class Runner:
         for bot_id in candidates:
             if len(self.pollers) >= target:
                 break
-            if leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms):
+            try:
+                acquired = leases.lease_acquire(
+                    bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms
+                )
+            except Exception as exc:
+                if self.all_bots or not _redis_outage(exc):
+                    raise
+                # A named bot with Redis down: poll it anyway (Telegram answers 409 to a
+                # second poller); the lease is taken as soon as Redis answers.
+                logger.warning("Bot %s: Redis unreachable; polling without a lease", bot_id)
+                acquired = True
+            if acquired:
                 logger.info("Bot %s: lease acquired by %s", bot_id, self.holder)
                 poller = BotPoller(bot_id=bot_id, pool=self.pool, skip_unauthorized=self.all_bots)
                 self.pollers[bot_id] = poller

@@ -140,3 +140,36 @@ def test_runbot_does_not_acknowledge_updates_while_its_database_is_cut(double, r
         assert TelegramUpdate.objects.filter(status="done").count() == 4
     finally:
         proxy.stop()
+
+
+def test_runbot_started_while_redis_is_down_answers_and_takes_its_lease_later(
+    double, runner_factory
+):
+    redis_server = RedisServer().start()
+    redis_server.kill()  # down before the runner even starts
+    try:
+        bot = bot_create()
+        double.bot_add(bot.token, bot.username)
+        runner = runner_factory(
+            [str(bot.pk)],
+            TEST_REDIS_URL=redis_server.url,
+            TELEGRAM_EVENT_HANDLER=ECHO,
+            REDIS_BREAKER_SECONDS="1",
+        )
+        double.message(bot.token, 77, "first")
+        assert double.wait_for(lambda: double.sent_texts(bot.token) == ["echo:first"], 30), (
+            runner.output()
+        )
+        assert "polling without a lease" in runner.output()
+        redis_server.start()
+        raw = redis_server.client()
+        assert double.wait_for(lambda: raw.exists(keys.telegram_lease_key(bot.pk)) == 1, 10), (
+            runner.output()
+        )
+        double.message(bot.token, 77, "second")
+        assert double.wait_for(
+            lambda: double.sent_texts(bot.token) == ["echo:first", "echo:second"], 20
+        ), runner.output()
+        assert double.conflicts == 0
+    finally:
+        redis_server.stop()
