@@ -71,10 +71,17 @@ class RedisServer:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def _state(self) -> str:
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+
     def pause(self) -> None:
         """SIGSTOP: connections hang (timeouts), the data stays."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while self._state() != "T" and time.monotonic() < deadline:  # signals are async
+            time.sleep(0.005)
 
     def resume(self) -> None:
         assert self.proc is not None
