@@ -184,3 +184,4 @@ from workflows.broadcasts import broadcast_send, broadcasts_due  # noqa: E402, F
 def _sweep_on_worker_start(sender=None, **kwargs) -> None:
     """A worker coming up (e.g. after a broker outage) catches up on due work at once."""
     executions_sweep.delay()
+    broadcasts_due.delay()

@@ -218,7 +218,8 @@ def test_a_worker_killed_mid_task_leaves_the_step_redone_once(service, tmp_path,
             "TELEGRAM_CHAT_SEND_WINDOW_MS": "300",
         }
         workers.append(Worker(env, tmp_path / "worker-a.log"))
-        sender = Celery("sender", broker=broker.url)
+        # Not the current app: shared tasks of this process stay bound to botplatform's.
+        sender = Celery("sender", broker=broker.url, set_as_current=False)
         sender.send_task("workflows.tasks.http_request_run", args=[execution_id, seq])
         sender.close()
         assert service.first_arrived.wait(45), workers[0].output()
@@ -274,3 +275,34 @@ def test_webhook_updates_are_handled_in_process_when_the_broker_is_down(
         assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
     finally:
         double.stop()
+
+
+def test_a_broadcast_started_while_the_broker_is_down_goes_out_once_it_is_back(
+    dead_broker, settings
+):
+    from tests.admin.conftest import RECORDED
+    from workflows import broadcasts
+    from workflows.models import Broadcast
+
+    settings.WORKFLOW_ACTION_DELIVERY = "tests.admin.conftest.record_telegram"
+    RECORDED.clear()
+    project = project_create()
+    bot_create(project=project)
+    users = [bot_user_create(project=project) for _ in range(3)]
+    broadcast = Broadcast.objects.create(project=project, title="News", text="Hi", segment="all")
+
+    # "Send now" while nothing can be queued: the request succeeds, nothing is lost.
+    assert broadcasts.broadcast_start(broadcast_id=broadcast.pk) is True
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.total, broadcast.sent) == ("sending", 3, 0)
+    assert broadcast.deliveries.filter(status="pending").count() == 3
+    assert RECORDED == []
+
+    # The broker is back (tasks run in-process again): the periodic task revives it.
+    app.conf.task_always_eager = True
+    breakers_reset()
+    broadcasts.broadcasts_due()
+    broadcasts.broadcasts_due()
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.sent) == ("done", 3)
+    assert sorted(sent["chat_id"] for sent in RECORDED) == sorted(u.chat_id for u in users)
