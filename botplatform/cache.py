@@ -134,3 +134,16 @@ BROADCAST_PACE_TTL = 1
 
 def broadcast_pace_key(broadcast_id: int) -> str:
     return f"broadcast:pace:{broadcast_id}"
+
+
+# --- Resilience --------------------------------------------------------------------
+
+# Families another process may change (a write there invalidates them). While Redis is
+# unreachable they are never kept in one process's memory: they read as misses, so the
+# database answers (see botplatform/cache_backend.py).
+CACHE_SHARED_PREFIXES = ("user:", "workflow:waiting:")
+
+# Deleted from Redis when it comes back after an outage: writes made meanwhile could
+# not invalidate them there. (workflow:version entries are immutable per version id
+# and checked against the workflow row, so they stay.)
+CACHE_RECOVERY_FLUSH_PATTERNS = ("user:*", "workflow:waiting:*")

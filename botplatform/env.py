@@ -82,7 +82,11 @@ def database_config(url: str, base_dir: str) -> dict:
 
 
 def cache_config(redis_url: str) -> dict:
-    """CACHES['default']: django-redis when REDIS_URL is set, else process memory."""
+    """CACHES['default']: django-redis when REDIS_URL is set, else process memory.
+
+    The Redis backend falls back to process memory while Redis is down and goes back
+    by itself (botplatform/cache_backend.py, botplatform/breaker.py).
+    """
     if not redis_url:
         return {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
@@ -90,8 +94,20 @@ def cache_config(redis_url: str) -> dict:
         }
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+    pool_kwargs: dict = {
+        "max_connections": 100,
+        "health_check_interval": 30,
+        "retry_on_timeout": False,
+    }
+    if redis_url.startswith("redis://"):
+        # One circuit breaker per server, shared by every user of the pool (cache,
+        # locks, rate limits, leases): a dead Redis costs one timeout, not one per call.
+        from botplatform.breaker import BreakerConnection
+
+        pool_kwargs["connection_class"] = BreakerConnection
     return {
-        "BACKEND": "django_redis.cache.RedisCache",
+        # django-redis, falling back to process memory while Redis is unreachable.
+        "BACKEND": "botplatform.cache_backend.ResilientRedisCache",
         "LOCATION": redis_url,
         # Keys are stored exactly as botplatform.cache names them (the brief's table).
         "KEY_FUNCTION": "botplatform.cache.raw_key",
@@ -100,10 +116,6 @@ def cache_config(redis_url: str) -> dict:
             "PARSER_CLASS": "redis._parsers.hiredis._HiredisParser",
             "SOCKET_CONNECT_TIMEOUT": 1.0,
             "SOCKET_TIMEOUT": 1.0,
-            "CONNECTION_POOL_KWARGS": {
-                "max_connections": 100,
-                "health_check_interval": 30,
-                "retry_on_timeout": False,
-            },
+            "CONNECTION_POOL_KWARGS": pool_kwargs,
         },
     }

@@ -1,4 +1,8 @@
-"""Liveness of the parts the platform depends on: database, cache, broker."""
+"""Liveness of the parts the platform depends on: database, cache, broker.
+
+The cache check also says whether Redis is in use or the in-process fallback is
+(``redis_available``, ``since``; ``degraded`` at the top level).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import uuid
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+
+from botplatform.cache_backend import cache_status
 
 
 def _timed(check) -> dict:
@@ -40,7 +46,10 @@ def _check_cache() -> str:
     cache.delete(probe)
     if value != "1":
         raise RuntimeError("cache did not return the value just written")
-    return settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    status = cache_status()
+    if not status["redis_available"]:
+        return "memory fallback (Redis unreachable)"
+    return status["backend"]
 
 
 def _check_broker() -> str:
@@ -60,4 +69,13 @@ def health_report() -> dict:
         "cache": _timed(_check_cache),
         "broker": _timed(_check_broker),
     }
-    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+    # Redis down is a degradation, not a failure: the platform keeps answering from the
+    # in-process fallbacks, so a load balancer must not take the instance out.
+    status = cache_status()
+    checks["cache"]["redis_available"] = status["redis_available"]
+    checks["cache"]["since"] = status["since"]
+    return {
+        "ok": all(c["ok"] for c in checks.values()),
+        "degraded": not status["redis_available"],
+        "checks": checks,
+    }

@@ -11,7 +11,9 @@ else) can never release the new holder's lock.
 
 When Redis is unreachable, :func:`redis_lock` falls back to a PostgreSQL advisory lock
 on the same key (``_fallback_lock``), so "in progress" keeps working; Redis is tried
-again on the next call, so nothing needs a restart when it comes back.
+again on the next call, so nothing needs a restart when it comes back. While Redis is down the shared circuit
+breaker (``botplatform/breaker.py``) makes the Redis attempt fail at once instead of
+after a socket timeout.
 """
 
 from __future__ import annotations
@@ -93,19 +95,18 @@ def advisory_lock_id(key: str) -> int:
 
 
 @contextmanager
-def _fallback_lock(key: str) -> Iterator[None]:
-    """Redis is unreachable: hold a PostgreSQL advisory lock on ``key`` instead.
+def advisory_lock(key: str) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock on ``key`` for the block, or raise LockNotAcquired.
 
-    Inside a transaction the lock is transaction-scoped (released at commit or
-    rollback, so an aborted transaction can never leave it behind); in autocommit it is
-    session-scoped and released at the end of the block. It has no TTL, but a dead
-    holder's connection drops it. On other databases callers proceed under their own
-    guards (row locks, constraints, idempotency keys).
+    Never waits. Inside a transaction the lock is transaction-scoped (released at commit
+    or rollback, so an aborted transaction can never leave it behind); in autocommit it
+    is session-scoped and released at the end of the block. It has no TTL, but a dead
+    holder's connection (even after SIGKILL) drops it. On other databases the block
+    runs unguarded: callers keep their own guards (row locks, constraints, keys).
     """
     from django.db import DatabaseError, connection
 
     if connection.vendor != "postgresql":
-        logger.warning("Redis unreachable; %s not taken, relying on database guards", key)
         yield
         return
     lock_id = advisory_lock_id(key)
@@ -116,7 +117,6 @@ def _fallback_lock(key: str) -> Iterator[None]:
         taken = cursor.fetchone()[0]
     if not taken:
         raise LockNotAcquired(key)
-    logger.warning("Redis unreachable; %s held as a PostgreSQL advisory lock", key)
     try:
         yield
     finally:
@@ -126,6 +126,15 @@ def _fallback_lock(key: str) -> Iterator[None]:
                     cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
             except DatabaseError:
                 logger.warning("could not release advisory lock %s; its session drops it", key)
+
+
+@contextmanager
+def _fallback_lock(key: str) -> Iterator[None]:
+    """Redis is unreachable: hold a PostgreSQL advisory lock on ``key`` instead."""
+    # Not a warning per call: the breaker logs the outage once (botplatform/breaker.py).
+    logger.debug("Redis unreachable; %s held as a PostgreSQL advisory lock", key)
+    with advisory_lock(key):
+        yield
 
 
 @contextmanager
@@ -159,4 +168,4 @@ def redis_lock(resource: str, resource_id: object, *, ttl: float = LOCK_TTL) -> 
             if not lock_release(key, token):
                 logger.warning("%s expired before its holder finished (ttl %ss)", key, ttl)
         except unavailable:
-            logger.warning("Redis unreachable; %s will expire on its own", key)
+            logger.debug("Redis unreachable; %s will expire on its own", key)

@@ -184,6 +184,11 @@ def flush() -> bool:
         _series.clear()
     if not counters and not series:
         return True
+    if cache_backend_up() == 0:  # the cache fallback says Redis is down: keep them
+        with _lock:
+            _counters.update(counters)
+            _series.update(series)
+        return False
     try:
         client = _redis()
         pipe = client.pipeline(transaction=False)

@@ -104,15 +104,19 @@ def sliding_log_hit(limits: list[tuple[str, int, int]]) -> int:
         except Exception as exc:  # Redis down: keep limiting, per process
             if not _is_redis_outage(exc):
                 raise
-            logger.warning("Redis unavailable for rate limits, using in-process limits: %s", exc)
+            # Logged once per outage by the breaker (botplatform/breaker.py), not per call.
+            logger.debug("Redis unavailable for rate limits, using in-process limits: %s", exc)
     return _local_sliding_log(limits)
 
 
 def _is_redis_outage(exc: Exception) -> bool:
+    from django_redis.exceptions import ConnectionInterrupted
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
+    return isinstance(
+        exc, RedisConnectionError | RedisTimeoutError | ConnectionInterrupted | OSError
+    )
 
 
 # --- Incoming -------------------------------------------------------------------

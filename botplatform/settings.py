@@ -250,3 +250,17 @@ CELERY_BEAT_SCHEDULE["workflows-broadcasts-due"] = {
     "task": "workflows.broadcasts_due",
     "schedule": 60.0,
 }
+
+# --- Resilience ------------------------------------------------------------------
+# After a Redis failure, skip Redis for this many seconds, then probe it (breaker.py).
+REDIS_BREAKER_SECONDS = env_int("REDIS_BREAKER_SECONDS", 5)
+# A SIGKILLed worker's unacknowledged task comes back after this long (Redis broker).
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# How often a worker looks for unacknowledged tasks of dead workers (Redis broker).
+CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = env_int(
+    "CELERY_UNACKED_RESTORE_INTERVAL", 10
+)
+CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = env_int(
+    "CELERY_UNACKED_RESTORE_THROTTLE", 10
+)

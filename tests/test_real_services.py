@@ -13,7 +13,7 @@ def test_database_is_postgresql(db):
 
 
 def test_cache_is_redis_and_keys_are_stored_as_named():
-    assert settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "botplatform.cache_backend.ResilientRedisCache"
     cache.set("user:1:2:variables", {"balance": 5}, timeout=30)
     raw = get_redis_connection("default")
     assert raw.exists("user:1:2:variables") == 1

@@ -158,13 +158,19 @@ def user_state_read(*, user_id: int, project_id: int, extra_keys: list[str]) -> 
     )
     keys = [*extra_keys, *state_keys]
     backend = getattr(cache, "client", None)
+    breaker = getattr(cache, "breaker", None)  # botplatform.cache_backend's fallback
     if backend is None or not hasattr(backend, "decode"):
         return cache.get_many(keys)
-    pipe = backend.get_client(write=True).pipeline(transaction=False)
-    pipe.mget([backend.make_key(key) for key in keys])
-    pipe.expire(backend.make_key(variables_key), USER_VARIABLES_TTL)
-    pipe.expire(backend.make_key(profile_key), USER_PROFILE_TTL)
-    values = pipe.execute()[0]
+    if breaker is not None and (not breaker.available or breaker.flush_pending):
+        return cache.get_many(keys)  # an outage or its clean-up: the fallback decides
+    try:
+        pipe = backend.get_client(write=True).pipeline(transaction=False)
+        pipe.mget([backend.make_key(key) for key in keys])
+        pipe.expire(backend.make_key(variables_key), USER_VARIABLES_TTL)
+        pipe.expire(backend.make_key(profile_key), USER_PROFILE_TTL)
+        values = pipe.execute()[0]
+    except CACHE_ERRORS:
+        return cache.get_many(keys)  # lets the fallback notice the outage and answer
     return {key: backend.decode(v) for key, v in zip(keys, values, strict=True) if v is not None}
 
 

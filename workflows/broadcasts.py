@@ -29,6 +29,7 @@ from django.utils.module_loading import import_string
 
 from botplatform.cache import BROADCAST_PACE_TTL, broadcast_pace_key
 from botplatform.models import Bot
+from botplatform.outbox import OutboxTask
 from users.models import BotUser
 from workflows.engine.conditions import ConditionError, condition_evaluate, condition_parse
 from workflows.engine.events import Button, SendMessage
@@ -326,7 +327,9 @@ def _pace_take(broadcast_id: int) -> bool:
         return True
 
 
-@shared_task(ignore_result=True, name="workflows.broadcast_send")
+# With the broker down, queueing is skipped (OutboxTask): the deliveries stay pending in
+# the database and the periodic broadcasts_due revives the chain.
+@shared_task(base=OutboxTask, ignore_result=True, name="workflows.broadcast_send")
 def broadcast_send(broadcast_id: int) -> None:
     """Send one batch, then queue the next one a second later. Idempotent.
 
@@ -354,7 +357,7 @@ def broadcast_send(broadcast_id: int) -> None:
         broadcast_send_queue(broadcast_id, countdown=BROADCAST_PACE_TTL)
 
 
-@shared_task(ignore_result=True, name="workflows.broadcasts_due")
+@shared_task(base=OutboxTask, ignore_result=True, name="workflows.broadcasts_due")
 def broadcasts_due() -> dict:
     """Periodic: start due scheduled broadcasts, revive stalled ones, finish drained ones."""
     now = timezone.now()

@@ -5,6 +5,8 @@ the session lock before doing anything, so a duplicate delivery, a retried task 
 the periodic sweep racing a task never continues an execution twice. Due times are
 in the database; the sweep (every minute) catches whatever a lost task missed.
 Celery's Django fix-up closes stale database connections around every task.
+Queueing never fails the caller when the broker is down (``OutboxTask``): the due
+work stays in the database and the sweep, also run when a worker starts, queues it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from celery import shared_task
+from celery.signals import worker_ready
 
+from botplatform.locks import LockNotAcquired, advisory_lock
+from botplatform.outbox import OutboxTask
 from workflows import services
 from workflows.engine.steps.http_request import request_budget
 from workflows.models import WorkflowExecution
@@ -106,7 +111,7 @@ def http_perform(request: dict, *, allow_private: bool) -> dict:
     return result
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=OutboxTask, ignore_result=True)
 def http_request_run(execution_id: int, seq: int) -> None:
     """Run the pending HTTP request of an execution, then continue it."""
     execution = (
@@ -121,27 +126,36 @@ def http_request_run(execution_id: int, seq: int) -> None:
 
     pending = execution.context.get("pending") or {}
     step = definition_for_version(execution.version_id)["steps"].get(pending.get("step"), {})
-    request = services.http_pending_claim(
-        execution_id=execution_id, seq=seq, budget_seconds=request_budget(step)
-    )
-    if request is None:
-        return
-    result = http_perform(request, allow_private=execution.project.allow_private_http)
-    services.execution_timer_fire(execution_id=execution_id, seq=seq, data=result, force=True)
+    # While a worker performs the request it holds an advisory lock, so a redelivered
+    # copy of this task (or the sweep's) does not run it a second time in parallel;
+    # a SIGKILLed worker's session drops the lock and the redo can go ahead.
+    try:
+        with advisory_lock(f"workflow:http:{execution_id}:{seq}"):
+            request = services.http_pending_claim(
+                execution_id=execution_id, seq=seq, budget_seconds=request_budget(step)
+            )
+            if request is None:
+                return
+            result = http_perform(request, allow_private=execution.project.allow_private_http)
+            services.execution_timer_fire(
+                execution_id=execution_id, seq=seq, data=result, force=True
+            )
+    except LockNotAcquired:
+        logger.info("HTTP step of execution %s is being performed elsewhere", execution_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=OutboxTask, ignore_result=True)
 def delay_continue(execution_id: int, seq: int) -> None:
     """Continue after a delay (a no-op if it is not due yet or already continued)."""
     services.execution_timer_fire(execution_id=execution_id, seq=seq)
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=OutboxTask, ignore_result=True)
 def execution_expire(execution_id: int) -> None:
     services.execution_expire(execution_id=execution_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(base=OutboxTask, ignore_result=True)
 def executions_sweep() -> dict:
     """Periodic: time out expired waits, continue overdue delays, re-run lost requests."""
     expired, overdue = services.executions_due()
@@ -164,3 +178,10 @@ def executions_sweep() -> dict:
 # --- Admin ---------------------------------------------------------------------------
 # Broadcast tasks live with the broadcast services; imported so workers register them.
 from workflows.broadcasts import broadcast_send, broadcasts_due  # noqa: E402, F401
+
+
+@worker_ready.connect
+def _sweep_on_worker_start(sender=None, **kwargs) -> None:
+    """A worker coming up (e.g. after a broker outage) catches up on due work at once."""
+    executions_sweep.delay()
+    broadcasts_due.delay()

@@ -63,6 +63,13 @@ class ConnectionCheck:
             self.next_at = now + self.interval
 
 
+def _redis_outage(exc: BaseException) -> bool:
+    """Redis unreachable (the breaker logs that once), as opposed to a real error."""
+    from botplatform.cache_backend import REDIS_DOWN
+
+    return isinstance(exc, REDIS_DOWN)
+
+
 class ChatPool:
     """Worker threads with one FIFO queue each; a chat always maps to the same queue."""
 
@@ -284,8 +291,11 @@ class Runner:
                     self._discover()
                     next_discovery = time.monotonic() + settings.TELEGRAM_DISCOVERY_INTERVAL
                 self._reap()
-            except Exception:
-                logger.exception("Runner loop error; retrying")
+            except Exception as exc:
+                if _redis_outage(exc):  # logged once by the breaker; keep the bots we hold
+                    logger.debug("Runner loop: Redis unreachable (%s); retrying", exc)
+                else:
+                    logger.exception("Runner loop error; retrying")
             if not self.all_bots and self.given_up >= set(self.bot_ids):
                 logger.error("No bot left to poll (see the bots' status); exiting")
                 self._shutdown()
@@ -305,10 +315,17 @@ class Runner:
                     logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
         for bot_id, poller in list(self.pollers.items()):
             try:
-                renewed = leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
+                renewed = leases.lease_renew(
+                    bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms
+                ) or leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
             except Exception as exc:
-                logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
                 renewed = None
+                if _redis_outage(exc):
+                    # Redis is down for every runner, so nobody can take the lease over:
+                    # keep polling (the journal dedupes; Telegram 409s a second poller).
+                    poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
+                else:
+                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
             if renewed:
                 poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
             elif renewed is False or now > poller.lease_deadline:
@@ -343,7 +360,18 @@ class Runner:
         for bot_id in candidates:
             if len(self.pollers) >= target:
                 break
-            if leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms):
+            try:
+                acquired = leases.lease_acquire(
+                    bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms
+                )
+            except Exception as exc:
+                if self.all_bots or not _redis_outage(exc):
+                    raise
+                # A named bot with Redis down: poll it anyway (Telegram answers 409 to a
+                # second poller); the lease is taken as soon as Redis answers.
+                logger.warning("Bot %s: Redis unreachable; polling without a lease", bot_id)
+                acquired = True
+            if acquired:
                 logger.info("Bot %s: lease acquired by %s", bot_id, self.holder)
                 poller = BotPoller(bot_id=bot_id, pool=self.pool, skip_unauthorized=self.all_bots)
                 self.pollers[bot_id] = poller

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from botplatform.outbox import InlineFallbackTask
+
 
 @shared_task(name="telegram.actions_deliver", ignore_result=True)
 def actions_deliver_task(*, bot_id: int, chat_id: int, actions: list[dict]) -> None:
@@ -13,7 +15,7 @@ def actions_deliver_task(*, bot_id: int, chat_id: int, actions: list[dict]) -> N
     actions_deliver(bot_id=bot_id, chat_id=chat_id, actions=actions_from_json(actions))
 
 
-@shared_task(name="telegram.update_run", ignore_result=True)
+@shared_task(name="telegram.update_run", base=InlineFallbackTask, ignore_result=True)
 def update_run_task(*, update_pk: int) -> None:
     """Handle a recorded webhook update (TELEGRAM_WEBHOOK_ASYNC); a rerun is a no-op."""
     from botplatform.telegram.dispatch import update_run

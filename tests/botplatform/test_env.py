@@ -55,7 +55,7 @@ def test_cache_default_is_in_process_memory():
 
 def test_cache_redis_url_uses_django_redis_with_hiredis_and_timeouts():
     config = cache_config("redis://cache:6379/3")
-    assert config["BACKEND"] == "django_redis.cache.RedisCache"
+    assert config["BACKEND"] == "botplatform.cache_backend.ResilientRedisCache"  # django-redis
     assert config["LOCATION"] == "redis://cache:6379/3"
     assert "Hiredis" in config["OPTIONS"]["PARSER_CLASS"]
     assert config["OPTIONS"]["SOCKET_TIMEOUT"] <= 2
