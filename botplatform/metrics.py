@@ -217,7 +217,8 @@ def flush() -> bool:
 
 def counters_read() -> dict[str, float]:
     """Every process's flushed counters (plus this process's unflushed ones)."""
-    flush()
+    if not flush() and cache_backend_up() == 0:
+        return totals()  # Redis is down (the fallback says so): this process only
     try:
         raw = _redis().hgetall(keys.metrics_counters_key())
     except Exception as exc:
