@@ -16,7 +16,15 @@ admin.site.index_title = "Your projects, bots and workflows"
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "bot_count", "user_count", "is_active", "created_at")
+    list_display = (
+        "name",
+        "slug",
+        "bot_count",
+        "user_count",
+        "is_active",
+        "created_at",
+        "dashboard_link",
+    )
     list_filter = ("is_active",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -51,6 +59,32 @@ class ProjectAdmin(admin.ModelAdmin):
         if request.user.is_superuser:
             return queryset
         return queryset.filter(pk__in=projects_for(request.user))
+
+    # --- Performance: the project dashboard ---
+    def get_urls(self):
+        from django.urls import path
+
+        from botplatform.dashboard import project_dashboard_view
+
+        def view(request, project_id: int):
+            return project_dashboard_view(request, project_id, self.admin_site)
+
+        return [
+            path(
+                "<int:project_id>/dashboard/",
+                self.admin_site.admin_view(view),
+                name="botplatform_project_dashboard",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, obj: Project) -> str:
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        url = reverse("admin:botplatform_project_dashboard", args=[obj.pk])
+        return format_html('<a href="{}">Dashboard</a>', url)
 
     # --- Admin (tenant isolation) ---
     def get_readonly_fields(self, request, obj=None):

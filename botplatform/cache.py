@@ -98,6 +98,34 @@ def user_state_generation_key(user_id: int, project_id: int) -> str:
     return f"user:{user_id}:{project_id}:generation"
 
 
+# --- Performance -----------------------------------------------------------------
+
+# Metrics are counted in each process and flushed here every few seconds (one
+# pipeline), so /metrics and the dashboard see every runner, web and Celery process.
+METRICS_SERIES_TTL = 2 * 3600  # per-minute series: the dashboard shows the last hour
+
+
+def metrics_counters_key() -> str:
+    """Hash of every counter and histogram bucket, field = Prometheus sample name."""
+    return "metrics:counters"
+
+
+def metrics_project_minute_key(project_id: int, minute: int) -> str:
+    """Hash of one project's figures in one minute (minute = unix time // 60)."""
+    return f"metrics:project:{project_id}:{minute}"
+
+
+# A project's trigger table (live workflows, their triggers and published version
+# ids), read by every command or text message. Dropped after commit whenever a
+# workflow is saved or deleted; the short TTL bounds the one race left (a reader that
+# loaded the table just before a commit writing it back just after the drop).
+WORKFLOW_TRIGGERS_TTL = 60
+
+
+def workflow_triggers_key(project_id: int) -> str:
+    return f"workflow:triggers:{project_id}"
+
+
 # --- Admin ---------------------------------------------------------------------------
 
 # A broadcast sends at most one batch per this many seconds (shared by all workers).

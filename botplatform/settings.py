@@ -229,6 +229,12 @@ CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "schedule": 60.0,
 }
 
+# --- Performance ---
+# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; staff sessions
+# may read it too. Empty token: only staff sessions.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_FLUSH_INTERVAL = float(env_str("METRICS_FLUSH_INTERVAL", "5") or 5)  # s
+
 # --- Admin -----------------------------------------------------------------------
 # Simulator conversations (no bot) keep their delayed answers in the simulator's
 # transcript; everything else goes on to the Telegram sender.

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from botplatform import views
 from botplatform.admin_login import admin_login
+from botplatform.dashboard import metrics_view
 from botplatform.telegram.views import telegram_webhook
 
 urlpatterns = [
@@ -11,6 +12,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("healthz/", views.healthz),
     path("telegram/webhook/<int:bot_id>/", telegram_webhook, name="telegram_webhook"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
 ]

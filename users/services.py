@@ -27,6 +27,7 @@ from typing import Any, Literal
 from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
+from botplatform import metrics
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
 from users.models import BonusTransaction, BotUser, UserVariable
@@ -265,6 +266,7 @@ def bonus_spend(
                 reason=reason,
             )
     except LockNotAcquired:
+        metrics.inc("bp_lock_contention_total", lock="user_spend")
         user = BotUser.objects.only("id", "project_id", "balance").get(pk=user_id)
         entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
         if entry is not None:

@@ -5,6 +5,7 @@ executions after timers, import and export workflow files.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,8 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key
+from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key, workflow_waiting_key
+from users.selectors import user_state_prefetched, user_state_read
 from workflows.engine.definition import definition_checksum
 from workflows.engine.events import AnswerCallback, EngineResult, InputEvent
 from workflows.engine.runner import (
@@ -69,10 +71,29 @@ def event_process(
     with transaction.atomic():
         session_lock(session_key)
         state = RunState(user=user, bot=bot, session_key=session_key, event=event)
-        waiting = waiting_get(session_key)
+        # One round trip for the wait and the user's state (read later, lazily).
+        waiting_key = workflow_waiting_key(session_key)
+        try:
+            fetched = user_state_read(
+                user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key]
+            )
+        except Exception:
+            logger.warning("cache read for session %s failed", session_key, exc_info=True)
+            fetched = None
+        if fetched is None:
+            waiting = waiting_get(session_key)
+            prefetched = nullcontext()
+        else:
+            waiting = waiting_get(session_key, cached=fetched.get(waiting_key))
+            if waiting is not None and fetched.get(waiting_key) == waiting.pk:
+                state.waiting_cached_id = waiting.pk
+            prefetched = user_state_prefetched(
+                user_id=user.pk, project_id=user.project_id, values=fetched
+            )
         state.waiting_id = waiting.pk if waiting else None
-        handled = _dispatch(state, waiting)
-        _level_ups(state)
+        with prefetched:
+            handled = _dispatch(state, waiting)
+            _level_ups(state)
         state.flush()
     actions = state.actions
     if event.kind == "callback" and not any(isinstance(a, AnswerCallback) for a in actions):

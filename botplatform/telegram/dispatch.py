@@ -20,6 +20,7 @@ The path, shared by ``runbot`` and the webhook view:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
@@ -30,7 +31,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from botplatform import ratelimit
+from botplatform import metrics, ratelimit
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.sender import (
@@ -144,22 +145,49 @@ def update_offset_next(*, bot_id: int) -> int | None:
 # --- Claiming ------------------------------------------------------------------------------
 
 
+_CLAIM_SQL = """
+WITH claim AS (SELECT pg_try_advisory_lock(%s, %s) AS claimed),
+bump AS (
+    UPDATE {table} SET attempts = attempts + 1
+    WHERE id = %s AND status = %s AND (SELECT claimed FROM claim)
+    RETURNING 1
+)
+SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump)
+"""
+
+
 @contextmanager
-def _update_claim(update_pk: int) -> Iterator[bool]:
-    """Session advisory lock on the row: one processor at a time; a dead one frees it."""
+def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
+    """Session advisory lock on the row: one processor at a time; a dead one frees it.
+
+    Yields (claimed, attempt): ``attempt`` when the row was still pending, its
+    ``attempts`` counted (committed on its own, so a crash mid-handler counts too).
+    Lock and count are one statement on PostgreSQL.
+    """
     if connection.vendor != "postgresql":
-        yield True
+        yield True, _attempt_count(update_pk)
         return
     key = update_pk % 2_147_483_647
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ADVISORY_NAMESPACE, key])
-        claimed = cursor.fetchone()[0]
+        cursor.execute(
+            _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
+            [_ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
+        )
+        claimed, bumped = cursor.fetchone()
     try:
-        yield claimed
+        yield claimed, bool(bumped)
     finally:
         if claimed:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_ADVISORY_NAMESPACE, key])
+
+
+def _attempt_count(update_pk: int) -> bool:
+    return bool(
+        TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
+            attempts=F("attempts") + 1
+        )
+    )
 
 
 # --- Handling -------------------------------------------------------------------------------
@@ -231,6 +259,7 @@ def _handle(update_pk: int) -> TelegramUpdate:
             return row
 
         project = bot.project
+        metrics.project_current_set(project.pk)
         verdict = ratelimit.incoming_check(
             project_id=project.pk,
             telegram_id=parsed.telegram_id,
@@ -242,6 +271,9 @@ def _handle(update_pk: int) -> TelegramUpdate:
             actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
         else:
             actions = []
+        if verdict != "ok":
+            metrics.inc("bp_rate_limited_total")
+            metrics.project_add(project.pk, "rate_limited")
         actions = _callback_answered(actions, parsed)
         row.chat_id = parsed.chat_id
         row.actions = actions_to_json(actions)
@@ -283,6 +315,8 @@ def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
 
     def _progress(count: int) -> None:
         if count < len(actions):  # the last one is recorded with the final status
+            if isinstance(actions[count - 1], AnswerCallback):
+                return  # answering a button twice after a crash is harmless: no write
             TelegramUpdate.objects.filter(pk=update_pk).update(sent_count=count)
 
     actions_send(
@@ -305,16 +339,38 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
     "retry" (handler error or Telegram deferred us; call again later).
     Raises BotUnauthorized when the token was revoked.
     """
-    with _update_claim(update_pk) as claimed:
+    started = time.perf_counter()
+    metrics.network_take()
+    metrics.project_current_set(None)
+    try:
+        result, outcome = _update_run(update_pk=update_pk, final_attempt=final_attempt)
+    except BotUnauthorized:
+        metrics.inc("bp_updates_processed_total", outcome="unauthorized")
+        raise
+    if outcome:
+        project_id = metrics.project_current_get()
+        metrics.inc("bp_updates_processed_total", outcome=outcome)
+        metrics.project_add(project_id, "messages")
+        if outcome == "failed":
+            metrics.project_add(project_id, "failures")
+        elapsed = time.perf_counter() - started - metrics.network_take()
+        metrics.latency_observe(max(elapsed, 0.0), project_id=project_id)
+    metrics.maybe_flush()
+    return result
+
+
+def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
+    """update_run's work; returns (result, outcome for the metrics or "")."""
+    outcome = ""
+    with _update_claim(update_pk) as (claimed, attempt):
         if not claimed:
-            return "busy"
-        attempt = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
-            attempts=F("attempts") + 1
-        )
+            metrics.inc("bp_lock_contention_total", lock="update_claim")
+            return "busy", ""
         row = None
         if attempt:
             try:
                 row = _handle(update_pk)
+                outcome = _outcome(row)
             except Exception as exc:
                 attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
                     pk=update_pk
@@ -324,18 +380,27 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
                     TelegramUpdate.objects.filter(pk=update_pk).update(
                         note=redact(f"{type(exc).__name__}: {exc}")[:500]
                     )
-                    return "retry"
+                    return "retry", "retry"
                 _fail(update_pk, exc)
+                outcome = "failed"
         try:
             _deliver(update_pk, row)
         except SendDeferred as exc:
             logger.warning("Update %s: replies deferred (%s)", update_pk, exc.error.description)
-            return "retry"
+            return "retry", outcome or "deferred"
         except BotUnauthorized as exc:
             bot = Bot.objects.get(pk=TelegramUpdate.objects.get(pk=update_pk).bot_id)
             bot_mark_unauthorized(bot=bot, description=exc.error.description)
             raise
-    return "done"
+    return "done", outcome
+
+
+def _outcome(row: TelegramUpdate) -> str:
+    if row.status == Status.SKIPPED:
+        return "skipped"
+    if row.note.startswith("rate limited"):
+        return "rate_limited"
+    return "ok"
 
 
 def update_process(*, bot_id: int, update: dict) -> None:

@@ -44,6 +44,25 @@ from botplatform.telegram.updates import ALLOWED_UPDATES
 logger = logging.getLogger("botplatform.telegram.runner")
 
 
+class ConnectionCheck:
+    """``close_old_connections()`` at most once per ``interval`` (and after a failure).
+
+    Each call makes Django ping PostgreSQL (``SELECT 1``, its health check) before the
+    next query, so calling it around every update costs a round trip per message. A
+    broken connection still shows up at once: the failing job forces the next check.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+
+    def __call__(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now >= self.next_at:
+            close_old_connections()
+            self.next_at = now + self.interval
+
+
 def _redis_outage(exc: BaseException) -> bool:
     """Redis unreachable (the breaker logs that once), as opposed to a real error."""
     from botplatform.cache_backend import REDIS_DOWN
@@ -69,17 +88,21 @@ class ChatPool:
         self.queues[(bot_id * 7919 + chat_id) % len(self.queues)].put(job)
 
     def _work(self, jobs: queue.Queue) -> None:
+        check = ConnectionCheck()
         while True:
             job = jobs.get()
+            failed = False
             try:
                 if job is None:
+                    close_old_connections()
                     return
-                close_old_connections()
+                check()
                 job()
             except Exception:
+                failed = True
                 logger.exception("Unexpected error in a chat worker")
             finally:
-                close_old_connections()
+                check(force=failed or jobs.empty())  # idle or failed: tidy up now
                 jobs.task_done()
 
     def drain(self, timeout: float) -> bool:
@@ -150,6 +173,7 @@ class BotPoller(threading.Thread):
                     return
                 if self.stopping.is_set() and result == "busy":
                     return  # another runner holds it now
+                close_old_connections()  # a broken connection is replaced before the retry
                 time.sleep(delay)
                 delay = min(delay * 2, 10)
         finally:

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from django.conf import settings
 from telebot import types
 
-from botplatform import ratelimit
+from botplatform import metrics, ratelimit
 from botplatform.models import Bot
 from botplatform.telegram.client import ApiError, api, error_classify
 from workflows.engine.events import (
@@ -169,10 +169,13 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
             ratelimit.send_slot_acquire(
                 bot_id=bot.pk, chat_id=chat_id, per_second=bot.project.bot_send_rate_per_second
             )
+        started = time.perf_counter()
         try:
-            return fn()
+            result = fn()
         except Exception as exc:
+            metrics.network_add(time.perf_counter() - started)
             error = error_classify(exc)
+            metrics.inc("bp_send_failures_total", reason=error.kind)
             if error.kind == "unauthorized":
                 raise BotUnauthorized(error) from None
             if not error.transient:
@@ -191,6 +194,10 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
                 wait,
             )
             time.sleep(wait)
+        else:
+            metrics.network_add(time.perf_counter() - started)
+            metrics.inc("bp_sends_total", kind="message" if is_message else "other")
+            return result
 
 
 def user_mark_blocked(*, bot: Bot, chat_id: int) -> None:

@@ -22,6 +22,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from botplatform import metrics
 from botplatform.cache import (
     WORKFLOW_VERSION_TTL,
     WORKFLOW_WAITING_TTL,
@@ -103,14 +104,20 @@ def _cache_delete(key: str) -> None:
         logger.warning("cache delete of %s failed", key, exc_info=True)
 
 
-def waiting_get(session_key: str) -> WorkflowExecution | None:
+_UNREAD = object()
+
+
+def waiting_get(session_key: str, *, cached=_UNREAD) -> WorkflowExecution | None:
     """The execution waiting for this session's next input, row-locked (or None).
 
     Call under :func:`session_lock`. A cached id is checked against the row; the
     cached "nothing waits" is written only here, from the database, under the lock.
+    ``cached``: the key's value if the caller already read it (under the lock).
     """
     key = workflow_waiting_key(session_key)
-    cached = _cache_get(key)
+    if cached is _UNREAD:
+        cached = _cache_get(key)
+    metrics.cache_lookup("workflow_waiting", hit=cached is not None)
     if cached == NOTHING_WAITING:
         return None
     rows = WorkflowExecution.objects.select_for_update().filter(
@@ -152,10 +159,13 @@ def published_version_get(*, project_id: int, workflow_id: int, version_id: int)
     """
     if version_id in _DEFINITIONS:
         # Immutable and already in this process: no round trip at all.
+        metrics.cache_lookup("workflow_version", hit=True)
         return {"id": version_id, "definition": definition_for_version(version_id)}
     key = workflow_version_key(project_id, workflow_id)
     info = _cache_get(key)
-    if not isinstance(info, dict) or info.get("id") != version_id:
+    fresh = isinstance(info, dict) and info.get("id") == version_id
+    metrics.cache_lookup("workflow_version", hit=fresh)
+    if not fresh:
         row = WorkflowVersion.objects.values("id", "number", "definition").get(pk=version_id)
         info = {"id": row["id"], "number": row["number"], "definition": row["definition"]}
         _cache_set(key, info, WORKFLOW_VERSION_TTL)
@@ -179,6 +189,7 @@ class RunState:
     logs: list[ExecutionStepLog] = field(default_factory=list)
     steps_taken: int = 0
     waiting_id: int | None = None  # the session's waiting execution, as far as we know
+    waiting_cached_id: int | None = None  # the id the session's waiting key holds now
     level_ups: list[str] = field(default_factory=list)
     data: UserData = field(init=False)
 
@@ -198,11 +209,19 @@ class RunState:
 def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool) -> None:
     execution.save(update_fields=SAVE_FIELDS)
     key = workflow_waiting_key(execution.session_key)
+    same_session = execution.session_key == state.session_key
     if execution.status == Status.WAITING:
-        _cache_set(key, execution.pk, WORKFLOW_WAITING_TTL)
+        if not (same_session and state.waiting_cached_id == execution.pk):
+            _cache_set(key, execution.pk, WORKFLOW_WAITING_TTL)
+        # else the cache already names this very execution: no write. Its TTL may run
+        # out mid-conversation; the next read then restores it from the database.
+        if same_session:
+            state.waiting_cached_id = execution.pk
         state.waiting_id = execution.pk
     elif was_waiting:
         _cache_delete(key)
+        if same_session:
+            state.waiting_cached_id = None
         if state.waiting_id == execution.pk:
             state.waiting_id = None
 

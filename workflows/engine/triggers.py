@@ -8,11 +8,21 @@ highest-priority workflow wins; fallback only when nothing else matches.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from botplatform import metrics
+from botplatform.cache import WORKFLOW_TRIGGERS_TTL, workflow_triggers_key
 from workflows.engine.events import InputEvent
 from workflows.models import Workflow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +34,52 @@ class TriggerMatch:
 
 
 def trigger_candidates(project_id: int) -> list[dict]:
-    """The project's live workflows with their triggers: one query per event."""
-    return list(
+    """The project's live workflows with their triggers (cached; see below)."""
+    key = workflow_triggers_key(project_id)
+    try:
+        cached = cache.get(key)
+    except Exception:
+        logger.warning("cache read of %s failed; using the database", key, exc_info=True)
+        cached = None
+    metrics.cache_lookup("workflow_triggers", hit=isinstance(cached, list))
+    if isinstance(cached, list):
+        return cached
+    candidates = list(
         Workflow.objects.filter(
             project_id=project_id, is_active=True, published_version__isnull=False
         )
         .order_by("-priority", "name", "id")
         .values("id", "slug", "triggers", "published_version_id")
     )
+    try:
+        cache.set(key, candidates, WORKFLOW_TRIGGERS_TTL)
+    except Exception:
+        logger.warning("cache write of %s failed", key, exc_info=True)
+    return candidates
+
+
+def trigger_candidates_invalidate(*, project_id: int) -> None:
+    """Drop the project's cached trigger table now and again after commit.
+
+    Now: this transaction's own later reads see the change. After commit: a reader in
+    another process that reloaded the old table in between is not left behind.
+    """
+
+    def drop() -> None:
+        try:
+            cache.delete(workflow_triggers_key(project_id))
+        except Exception:
+            logger.warning("could not drop the trigger table of project %s", project_id)
+
+    drop()
+    transaction.on_commit(drop)
+
+
+@receiver(post_save, sender=Workflow, dispatch_uid="workflow_triggers_saved")
+@receiver(post_delete, sender=Workflow, dispatch_uid="workflow_triggers_deleted")
+def _workflow_changed(sender, instance: Workflow, **kwargs) -> None:
+    """Any save (triggers, activity, priority, published version) or delete."""
+    trigger_candidates_invalidate(project_id=instance.project_id)
 
 
 def _matches(trigger: dict, event: InputEvent) -> bool:

@@ -1,0 +1,464 @@
+"""A Bot API server of our own, over real HTTP on loopback, for tests and ``bench``.
+
+It speaks enough of the Bot API for the platform (getMe, getUpdates, sendMessage,
+editMessageText, editMessageReplyMarkup, answerCallbackQuery, setWebhook,
+deleteWebhook, getWebhookInfo), records every call, and can inject failures:
+429 with ``retry_after``, 5xx, 401 (revoked token), 403 (user blocked the bot) and
+slow answers. Tests enqueue user updates with :meth:`TelegramDouble.message`,
+:meth:`command` and :meth:`callback`; ``getUpdates`` hands them out like Telegram
+does: updates below ``offset`` are confirmed and forgotten, and a request waits up
+to ``timeout`` seconds for new ones. Two overlapping ``getUpdates`` for one token
+end the older with 409, as Telegram does; :attr:`conflicts` counts them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+_TAG = re.compile(r"<(/?)([a-zA-Z-]*)(?:\s[^<>]*)?>")
+_HTML_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "span",
+    "blockquote",
+    "tg-emoji",
+}
+
+
+def _html_ok(text: str) -> bool:
+    """Roughly Telegram's HTML check: known tags, balanced, no stray '<'."""
+    stack: list[str] = []
+    position = 0
+    for match in _TAG.finditer(text):
+        if "<" in text[position : match.start()]:
+            return False
+        position = match.end()
+        closing, name = match.group(1), match.group(2).lower()
+        if name not in _HTML_TAGS:
+            return False
+        if closing:
+            if not stack or stack.pop() != name:
+                return False
+        else:
+            stack.append(name)
+    return "<" not in text[position:] and not stack
+
+
+@dataclass
+class Call:
+    token: str
+    method: str
+    params: dict
+    at: float
+    status: int = 200
+
+
+@dataclass
+class Fault:
+    method: str
+    status: int
+    times: int
+    retry_after: int | None = None
+    description: str = ""
+
+
+@dataclass
+class BotState:
+    token: str
+    bot_id: int
+    username: str
+    queue: list[dict] = field(default_factory=list)
+    webhook: dict = field(default_factory=dict)
+    revoked: bool = False
+    polling: int = 0  # getUpdates in flight
+    poll_generation: int = 0
+
+
+class TelegramDouble:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.bots: dict[str, BotState] = {}
+        self.faults: list[Fault] = []
+        self.delays: dict[str, tuple[float, int]] = {}
+        self.blocked_chats: set[int] = set()
+        self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
+        self.last_message: dict[int, int] = {}  # chat_id -> the newest message_id sent
+        self.conflicts = 0
+        self._update_ids = itertools.count(1000)
+        self._message_ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> TelegramDouble:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- set-up by tests --------------------------------------------------------------
+
+    def bot_add(self, token: str, username: str = "test_bot") -> BotState:
+        state = BotState(token=token, bot_id=int(token.split(":")[0]), username=username)
+        with self._cond:
+            self.bots[token] = state
+        return state
+
+    def revoke(self, token: str) -> None:
+        with self._cond:
+            self.bots[token].revoked = True
+
+    def fail(
+        self,
+        method: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: int | None = None,
+        description: str = "",
+    ) -> None:
+        """The next ``times`` calls of ``method`` answer ``status``."""
+        with self._cond:
+            self.faults.append(Fault(method, status, times, retry_after, description))
+
+    def slow(self, method: str, seconds: float, *, times: int = 1_000_000) -> None:
+        """The next ``times`` calls of ``method`` take ``seconds`` before answering."""
+        with self._cond:
+            self.delays[method] = (seconds, times)
+
+    def block(self, chat_id: int) -> None:
+        """The user of this chat blocked the bot: sends answer 403."""
+        with self._cond:
+            self.blocked_chats.add(chat_id)
+
+    # --- user updates -------------------------------------------------------------------
+
+    def _user(self, user_id: int) -> dict:
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": f"User{user_id}",
+            "username": f"u{user_id}",
+        }
+
+    def enqueue(self, token: str, update: dict) -> dict:
+        """Queue a raw update (gets an update_id unless it has one)."""
+        with self._cond:
+            update.setdefault("update_id", next(self._update_ids))
+            self.bots[token].queue.append(update)
+            self._cond.notify_all()
+        return update
+
+    def message(self, token: str, chat_id: int, text: str, *, user_id: int | None = None) -> dict:
+        user = self._user(user_id or chat_id)
+        message = {
+            "message_id": next(self._message_ids),
+            "from": user,
+            "chat": {"id": chat_id, "type": "private", "first_name": user["first_name"]},
+            "date": int(time.time()),
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split(" ", 1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return self.enqueue(token, {"message": message})
+
+    command = message
+
+    def callback(
+        self,
+        token: str,
+        chat_id: int,
+        data: str,
+        *,
+        message_id: int = 1,
+        user_id: int | None = None,
+    ) -> dict:
+        user = self._user(user_id or chat_id)
+        query = {
+            "id": f"cq{next(self._update_ids)}",
+            "from": user,
+            "chat_instance": str(chat_id),
+            "data": data,
+            "message": {
+                "message_id": message_id,
+                "from": {"id": self.bots[token].bot_id, "is_bot": True, "first_name": "Bot"},
+                "chat": {"id": chat_id, "type": "private"},
+                "date": int(time.time()),
+                "text": "menu",
+            },
+        }
+        return self.enqueue(token, {"callback_query": query})
+
+    # --- what the bot did -----------------------------------------------------------------
+
+    def calls_of(self, method: str, token: str | None = None, *, ok: bool = True) -> list[Call]:
+        with self._cond:
+            return [
+                call
+                for call in self.calls
+                if call.method == method
+                and (token is None or call.token == token)
+                and (not ok or call.status == 200)
+            ]
+
+    def sent_texts(self, token: str | None = None, chat_id: int | None = None) -> list[str]:
+        return [
+            call.params["text"]
+            for call in self.calls_of("sendMessage", token)
+            if chat_id is None or int(call.params["chat_id"]) == chat_id
+        ]
+
+    def pending(self, token: str) -> int:
+        with self._cond:
+            return len(self.bots[token].queue)
+
+    def wait_for(self, predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return bool(predicate())
+
+    # --- the server ---------------------------------------------------------------------
+
+    def _handler_class(self):
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # One segment per answer: unbuffered header and body writes meet Nagle and
+            # delayed ACKs on keep-alive connections, ~40 ms per call.
+            wbufsize = -1
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                params = dict(parse_qsl(parts.query))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if body:
+                    if "json" in (self.headers.get("Content-Type") or ""):
+                        params.update(json.loads(body))
+                    else:
+                        params.update(parse_qsl(body.decode()))
+                segments = parts.path.strip("/").split("/")
+                if len(segments) != 2 or not segments[0].startswith("bot"):
+                    return self._reply(
+                        404, {"ok": False, "error_code": 404, "description": "Not Found"}
+                    )
+                token, method = segments[0][3:], segments[1]
+                status, payload = double._dispatch(token, method, params)
+                self._reply(status, payload)
+
+            do_GET = do_POST = _serve
+
+            def _reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+    def _error(self, status: int, description: str, **parameters) -> tuple[int, dict]:
+        payload = {"ok": False, "error_code": status, "description": description}
+        if parameters:
+            payload["parameters"] = parameters
+        return status, payload
+
+    def _dispatch(self, token: str, method: str, params: dict) -> tuple[int, dict]:
+        call = Call(token=token, method=method, params=params, at=time.monotonic())
+        with self._cond:
+            self.calls.append(call)
+            delay, times = self.delays.get(method, (0, 0))
+            if times > 0:
+                self.delays[method] = (delay, times - 1)
+            else:
+                delay = 0
+        if delay:
+            time.sleep(delay)
+        status, payload = self._answer(token, method, params)
+        call.status = status
+        return status, payload
+
+    def _answer(self, token: str, method: str, params: dict) -> tuple[int, dict]:
+        with self._cond:
+            bot = self.bots.get(token)
+            if bot is None or bot.revoked:
+                return self._error(401, "Unauthorized")
+            for fault in self.faults:
+                if fault.method == method and fault.times > 0:
+                    fault.times -= 1
+                    if fault.status == 429:
+                        retry = fault.retry_after or 1
+                        return self._error(
+                            429, f"Too Many Requests: retry after {retry}", retry_after=retry
+                        )
+                    return self._error(fault.status, fault.description or "Internal Server Error")
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return self._error(404, "Not Found: method not found")
+        return handler(bot, params)
+
+    def _ok(self, result) -> tuple[int, dict]:
+        return 200, {"ok": True, "result": result}
+
+    def _api_getMe(self, bot: BotState, params: dict):
+        return self._ok(
+            {"id": bot.bot_id, "is_bot": True, "first_name": "Test", "username": bot.username}
+        )
+
+    def _api_getUpdates(self, bot: BotState, params: dict):
+        offset = int(params.get("offset") or 0)
+        limit = int(params.get("limit") or 100)
+        timeout = float(params.get("timeout") or 0)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if bot.webhook.get("url"):
+                return self._error(
+                    409, "Conflict: can't use getUpdates method while webhook is active"
+                )
+            if bot.polling:
+                self.conflicts += 1
+            bot.polling += 1
+            bot.poll_generation += 1
+            generation = bot.poll_generation
+            try:
+                while True:
+                    if offset:
+                        bot.queue = [u for u in bot.queue if u["update_id"] >= offset]
+                    if bot.poll_generation != generation:
+                        return self._error(409, "Conflict: terminated by other getUpdates request")
+                    if bot.queue:
+                        return self._ok(bot.queue[:limit])
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return self._ok([])
+                    self._cond.wait(min(remaining, 0.5))
+            finally:
+                bot.polling -= 1
+
+    def _message_new(self, chat_id: int, text: str, markup) -> dict:
+        message = {
+            "message_id": next(self._message_ids),
+            "from": {"id": 1, "is_bot": True, "first_name": "Bot"},
+            "chat": {"id": chat_id, "type": "private"},
+            "date": int(time.time()),
+            "text": text,
+        }
+        if markup:
+            message["reply_markup"] = json.loads(markup) if isinstance(markup, str) else markup
+        self.messages[(chat_id, message["message_id"])] = message
+        self.last_message[chat_id] = message["message_id"]
+        return message
+
+    def _api_sendMessage(self, bot: BotState, params: dict):
+        chat_id = int(params["chat_id"])
+        text = params.get("text", "")
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        if not text:
+            return self._error(400, "Bad Request: message text is empty")
+        if len(text) > 4096:
+            return self._error(400, "Bad Request: message is too long")
+        if params.get("parse_mode") == "HTML" and not _html_ok(text):
+            return self._error(400, "Bad Request: can't parse entities: unsupported start tag")
+        with self._cond:
+            return self._ok(self._message_new(chat_id, text, params.get("reply_markup")))
+
+    def _edit(self, params: dict, *, text: str | None):
+        chat_id = int(params["chat_id"])
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        with self._cond:
+            message = self.messages.get((chat_id, int(params["message_id"])))
+            if message is None:
+                return self._error(400, "Bad Request: message to edit not found")
+            markup = params.get("reply_markup")
+            markup = json.loads(markup) if isinstance(markup, str) else markup
+            new_text = message["text"] if text is None else text
+            if new_text == message["text"] and markup == message.get("reply_markup"):
+                return self._error(
+                    400,
+                    "Bad Request: message is not modified: specified new message content "
+                    "and reply markup are exactly the same as a current content and reply "
+                    "markup of the message",
+                )
+            message["text"] = new_text
+            message["reply_markup"] = markup
+            return self._ok(message)
+
+    def _api_editMessageText(self, bot: BotState, params: dict):
+        return self._edit(params, text=params.get("text", ""))
+
+    def _api_editMessageReplyMarkup(self, bot: BotState, params: dict):
+        return self._edit(params, text=None)
+
+    def _api_answerCallbackQuery(self, bot: BotState, params: dict):
+        return self._ok(True)
+
+    def _api_setWebhook(self, bot: BotState, params: dict):
+        with self._cond:
+            bot.webhook = {
+                "url": params.get("url", ""),
+                "secret_token": params.get("secret_token", ""),
+            }
+        return self._ok(True)
+
+    def _api_deleteWebhook(self, bot: BotState, params: dict):
+        with self._cond:
+            bot.webhook = {}
+            if str(params.get("drop_pending_updates", "")).lower() == "true":
+                bot.queue = []
+        return self._ok(True)
+
+    def _api_getWebhookInfo(self, bot: BotState, params: dict):
+        return self._ok(
+            {
+                "url": bot.webhook.get("url", ""),
+                "has_custom_certificate": False,
+                "pending_update_count": len(bot.queue),
+            }
+        )

@@ -1,0 +1,76 @@
+"""Run ``manage.py bench`` at several concurrencies and draw docs/performance.png.
+
+Usage (a database and Redis db of the benchmark's own):
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bp_bench REDIS_URL=redis://127.0.0.1:6379/8 \
+    SECRET_KEY=... .venv/bin/python scripts/bench_chart.py [--users 600 --messages 3 --bots 60]
+Prints every run's JSON line; writes docs/performance.json and docs/performance.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str) -> dict:
+    command = [sys.executable, "manage.py", "bench", "--json", *args]
+    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)  # noqa: S603
+    report = json.loads(output.stdout.strip().splitlines()[-1])
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", default="600")
+    parser.add_argument("--messages", default="3")
+    parser.add_argument("--bots", default="60")
+    parser.add_argument("--concurrency", default="1,2,3,4")
+    parser.add_argument("--draw", help="Only redraw the chart from this JSON file.")
+    options = parser.parse_args()
+    if options.draw:
+        draw(json.loads(Path(options.draw).read_text())["runs"])
+        return
+    common = ["--users", options.users, "--messages", options.messages, "--bots", options.bots]
+    runs = []
+    for concurrency in [int(c) for c in options.concurrency.split(",")]:
+        runs.append(bench(*common, "--concurrency", str(concurrency), "--threads", "2"))
+    best = max(runs, key=lambda r: r["messages_per_second"])
+    best_c = str(best["config"]["concurrency"])
+    at_80 = bench(
+        *common, "--concurrency", best_c, "--rate", str(0.8 * best["messages_per_second"])
+    )
+    no_cache = bench(*common, "--concurrency", best_c, "--threads", "2", "--no-cache")
+    result = {"runs": runs, "at_80_percent": at_80, "no_cache": no_cache}
+    (ROOT / "docs" / "performance.json").write_text(json.dumps(result, indent=2) + "\n")
+    draw(runs)
+
+
+def draw(runs: list[dict]) -> None:
+    """docs/performance.png: throughput and p99 against worker processes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [r["config"]["concurrency"] for r in runs]
+    fig, left = plt.subplots(figsize=(7, 4), dpi=100)
+    left.plot(xs, [r["messages_per_second"] for r in runs], "o-", color="#417690")
+    left.set_xlabel("worker processes (2 driver threads each)")
+    left.set_ylabel("messages per second", color="#417690")
+    left.set_xticks(xs)
+    right = left.twinx()
+    right.plot(xs, [r["p99_ms"] for r in runs], "s--", color="#c0392b")
+    right.set_ylabel("p99 processing latency (ms)", color="#c0392b")
+    left.set_title("manage.py bench: demo conversation, whole path, 2 cores")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "performance.png")
+
+
+if __name__ == "__main__":
+    main()
