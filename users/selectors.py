@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.db.models import Count
 
 from botplatform import metrics
+from botplatform.breaker import CircuitOpen
 from botplatform.cache import (
     USER_PROFILE_TTL,
     USER_STATE_GENERATION_TTL,
@@ -206,8 +207,8 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
             cached = prefetched[2]
         else:
             cached = cache.get_many([variables_key, profile_key, generation_key])
-    except CACHE_ERRORS:
-        logger.warning("cache unreachable; reading user %s from the database", user_id)
+    except CACHE_ERRORS as exc:
+        _log_cache_error(exc, "cache unreachable; reading user %s from the database", user_id)
         profile, variables = _state_load(user_id=user_id)
         return UserState(profile=profile, variables=variables)
 
@@ -235,8 +236,8 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
             profile=profile,
             variables=variables,
         )
-    except CACHE_ERRORS:
-        logger.warning("cache unreachable; user %s state not cached", user_id)
+    except CACHE_ERRORS as exc:
+        _log_cache_error(exc, "cache unreachable; user %s state not cached", user_id)
     return UserState(profile=profile, variables=variables)
 
 
@@ -258,8 +259,16 @@ def user_state_cache_clear(*, user_id: int, project_id: int) -> None:
         cache.set(generation_key, token, USER_STATE_GENERATION_TTL, client=pipeline)
         cache.delete_many(data_keys, client=pipeline)
         pipeline.execute()
-    except CACHE_ERRORS:
-        logger.error("cache unreachable; user %s state may be stale until its TTL", user_id)
+    except CACHE_ERRORS as exc:
+        # The recovery flush (botplatform.cache_backend) drops user:* keys written
+        # before an outage, so a copy missed here cannot outlive it.
+        _log_cache_error(exc, "cache unreachable; user %s state not invalidated", user_id)
+
+
+def _log_cache_error(exc: Exception, message: str, *args) -> None:
+    """Quiet while the circuit breaker is open: it already logged the outage once."""
+    level = logging.DEBUG if isinstance(exc, CircuitOpen) else logging.WARNING
+    logger.log(level, message, *args)
 
 
 def bonus_history_get(*, user_id: int, limit: int = 5) -> list[BonusTransaction]:

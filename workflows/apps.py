@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class WorkflowsConfig(AppConfig):
     name = "workflows"
     verbose_name = "Workflows"
+
+    def ready(self) -> None:
+        # Connects the trigger-cache invalidation signals in every process.
+        from workflows.engine import triggers  # noqa: F401
