@@ -7,7 +7,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
-from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project, TelegramUpdate
+from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, DeferredSend, Project, TelegramUpdate
 
 admin.site.site_header = "Bot platform"
 admin.site.site_title = "Bot platform"
@@ -232,6 +232,24 @@ class TelegramUpdateAdmin(ProjectScopedAdmin):
         "handled_at",
         "done_at",
     )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(DeferredSend)
+class DeferredSendAdmin(ProjectScopedAdmin):
+    """Replies waiting for Telegram to accept them again (after a long 429 or 5xx)."""
+
+    project_path = "bot__project"
+    list_display = ("bot", "chat_id", "due_at", "attempts", "created_at")
+    list_filter = ("bot",)
+    search_fields = ("=chat_id",)
+    list_select_related = ("bot",)
+    readonly_fields = ("bot", "chat_id", "actions", "due_at", "attempts", "created_at")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -230,3 +230,26 @@ class TelegramUpdate(models.Model):
 
     def __str__(self) -> str:
         return f"update {self.update_id} of bot {self.bot_id}"
+
+
+class DeferredSend(models.Model):
+    """Replies Telegram made wait longer than a process may block (429 or 5xx).
+
+    Written in the database before the hand-off task is queued and deleted in the
+    transaction that sends it, and swept every minute: a dead broker or a killed
+    worker delays these messages, never drops them.
+    """
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="deferred_sends")
+    chat_id = models.BigIntegerField()
+    actions = models.JSONField(help_text="The actions still to send, in order.")
+    due_at = models.DateTimeField(db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        verbose_name = "deferred send"
+
+    def __str__(self) -> str:
+        return f"{len(self.actions)} action(s) to chat {self.chat_id} of bot {self.bot_id}"

@@ -212,6 +212,10 @@ CELERY_BEAT_SCHEDULE["telegram.updates_prune"] = {
     "task": "telegram.updates_prune",
     "schedule": 3600,
 }
+CELERY_BEAT_SCHEDULE["telegram.deferred_sends_sweep"] = {
+    "task": "telegram.deferred_sends_sweep",
+    "schedule": 60,
+}
 
 # --- Loyalty ---------------------------------------------------------------------
 

@@ -17,12 +17,16 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from telebot import types
 
 from botplatform import metrics, ratelimit
-from botplatform.models import Bot
+from botplatform.models import Bot, DeferredSend
 from botplatform.telegram.client import ApiError, api, error_classify
 from workflows.engine.events import (
     Action,
@@ -382,14 +386,84 @@ def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) 
     try:
         actions_send(bot=bot, chat_id=chat_id, actions=actions, on_sent=_progress)
     except SendDeferred as exc:
-        from botplatform.telegram.tasks import actions_deliver_task
-
-        remaining = actions_to_json(actions[progress["sent"] :])
-        actions_deliver_task.apply_async(
-            kwargs={"bot_id": bot.pk, "chat_id": chat_id, "actions": remaining},
-            countdown=max(int(exc.retry_in) + 1, 1),
+        deferred_send_schedule(
+            bot_id=bot.pk,
+            chat_id=chat_id,
+            actions=actions[progress["sent"] :],
+            retry_in=exc.retry_in,
         )
     except BotUnauthorized as exc:
         from botplatform.telegram.dispatch import bot_mark_unauthorized
 
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
+
+
+# --- Deferred sends (a 429 or 5xx outlasted the in-process wait) ---------------------
+
+DEFERRED_SEND_MAX_ATTEMPTS = 10
+
+
+def deferred_send_schedule(
+    *, bot_id: int, chat_id: int, actions: list[Action], retry_in: float
+) -> DeferredSend:
+    """Keep the actions in the database, then queue their send for ``retry_in`` seconds."""
+    from botplatform.telegram.tasks import deferred_send_task
+
+    countdown = max(int(retry_in) + 1, 1)
+    deferred = DeferredSend.objects.create(
+        bot_id=bot_id,
+        chat_id=chat_id,
+        actions=actions_to_json(actions),
+        due_at=timezone.now() + timedelta(seconds=countdown),
+    )
+    transaction.on_commit(
+        lambda: deferred_send_task.apply_async(
+            kwargs={"deferred_id": deferred.pk}, countdown=countdown
+        )
+    )
+    return deferred
+
+
+def deferred_send_run(*, deferred_id: int) -> bool:
+    """Send one deferred row; True when it was sent (or handed on) and removed.
+
+    The row stays locked while it is sent and is deleted in the same transaction, so a
+    task and the sweep never both send it, and a worker killed mid-send leaves it for
+    the sweep (Telegram may then get a message it already accepted; the Bot API offers
+    no way to tell).
+    """
+    try:
+        with transaction.atomic():
+            deferred = (
+                DeferredSend.objects.select_for_update(skip_locked=True)
+                .filter(pk=deferred_id)
+                .first()
+            )
+            if deferred is None:
+                return False
+            actions_deliver(
+                bot_id=deferred.bot_id,
+                chat_id=deferred.chat_id,
+                actions=actions_from_json(deferred.actions),
+            )
+            deferred.delete()
+            return True
+    except Exception:
+        attempts = DeferredSend.objects.filter(pk=deferred_id).values_list("attempts", flat=True)
+        if attempts and attempts[0] + 1 >= DEFERRED_SEND_MAX_ATTEMPTS:
+            DeferredSend.objects.filter(pk=deferred_id).delete()
+            logger.exception(
+                "Deferred send %s dropped after %s attempts", deferred_id, attempts[0] + 1
+            )
+        else:
+            DeferredSend.objects.filter(pk=deferred_id).update(
+                attempts=F("attempts") + 1, due_at=timezone.now() + timedelta(minutes=1)
+            )
+            logger.exception("Deferred send %s failed; the sweep retries it", deferred_id)
+        return False
+
+
+def deferred_sends_due(*, now=None) -> list[int]:
+    """Ids of deferred rows whose time has come (their task was lost or is late)."""
+    now = now or timezone.now()
+    return list(DeferredSend.objects.filter(due_at__lte=now).values_list("pk", flat=True)[:500])

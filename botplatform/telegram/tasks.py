@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 
-from botplatform.outbox import InlineFallbackTask
+from botplatform.outbox import InlineFallbackTask, OutboxTask
 
 
-@shared_task(name="telegram.actions_deliver", ignore_result=True)
-def actions_deliver_task(*, bot_id: int, chat_id: int, actions: list[dict]) -> None:
-    """Send actions that had to wait (a 429 outlasted the in-process wait)."""
-    from botplatform.telegram.sender import actions_deliver, actions_from_json
+@shared_task(name="telegram.deferred_send", base=OutboxTask, ignore_result=True)
+def deferred_send_task(*, deferred_id: int) -> None:
+    """Send replies that had to wait (a 429 outlasted the in-process wait). Idempotent."""
+    from botplatform.telegram.sender import deferred_send_run
 
-    actions_deliver(bot_id=bot_id, chat_id=chat_id, actions=actions_from_json(actions))
+    deferred_send_run(deferred_id=deferred_id)
+
+
+@shared_task(name="telegram.deferred_sends_sweep", base=OutboxTask, ignore_result=True)
+def deferred_sends_sweep_task() -> int:
+    """Every minute: queue deferred replies whose task was lost (broker or worker down)."""
+    from botplatform.telegram.sender import deferred_sends_due
+
+    due = deferred_sends_due()
+    for deferred_id in due:
+        deferred_send_task.delay(deferred_id=deferred_id)
+    return len(due)
 
 
 @shared_task(name="telegram.update_run", base=InlineFallbackTask, ignore_result=True)
@@ -31,3 +43,9 @@ def updates_prune_task() -> int:
     from botplatform.telegram.dispatch import updates_prune
 
     return updates_prune(older_than_days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)
+
+
+@worker_ready.connect
+def _deferred_sweep_on_worker_start(sender=None, **kwargs) -> None:
+    """A worker coming up (e.g. after a broker outage) sends what waited at once."""
+    deferred_sends_sweep_task.delay()

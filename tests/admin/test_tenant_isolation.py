@@ -11,8 +11,9 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils import timezone
 
-from botplatform.models import TelegramUpdate
+from botplatform.models import DeferredSend, TelegramUpdate
 from tests.admin.conftest import operator_create
 from tests.factories import (
     bot_create,
@@ -56,7 +57,14 @@ def _populate(project, tag: str) -> dict:
         payload={"update_id": user.pk, "message": {"text": f"{tag} says hi"}},
         note=f"{tag} note",
     )
+    deferred = DeferredSend.objects.create(
+        bot=bot,
+        chat_id=user.chat_id,
+        actions=[{"type": "SendMessage", "chat_id": user.chat_id, "text": f"{tag} later"}],
+        due_at=timezone.now(),
+    )
     return {
+        "deferred": deferred,
         "update": update,
         "project": project,
         "bot": bot,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.urls import reverse
+from django.utils import timezone
 
-from botplatform.models import TelegramUpdate
+from botplatform.models import DeferredSend, TelegramUpdate
 from tests.factories import bot_create, bot_user_create, execution_create, workflow_create
 from users.models import BonusTransaction
 
@@ -28,6 +29,7 @@ def populated(db):
     execution.step_logs.create(step="hello", step_type="end")
     user.variables.create(key="city", value="Riga")
     TelegramUpdate.objects.create(bot=bot, update_id=1, payload={"update_id": 1})
+    DeferredSend.objects.create(bot=bot, chat_id=user.chat_id, actions=[], due_at=timezone.now())
     # --- Admin ---
     from workflows.models import Broadcast
 

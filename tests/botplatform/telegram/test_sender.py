@@ -4,13 +4,16 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from botplatform import ratelimit
-from botplatform.models import Bot
+from botplatform.models import Bot, DeferredSend
 from botplatform.telegram.sender import (
     actions_deliver,
     actions_from_json,
     actions_to_json,
+    deferred_send_run,
+    deferred_sends_due,
     text_split,
 )
 from workflows.engine.events import AnswerCallback, Button, EditMessage, SendMessage
@@ -88,7 +91,9 @@ def test_429_is_honoured_and_the_message_is_sent_later(double, tg_bot):
     assert double.sent_texts(tg_bot.token) == ["late"]
 
 
-def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(double, tg_bot, settings):
+def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(
+    double, tg_bot, settings, django_capture_on_commit_callbacks
+):
     from botplatform.celery import app
 
     settings.TELEGRAM_SEND_MAX_WAIT = 0
@@ -98,15 +103,59 @@ def test_429_beyond_the_allowed_wait_goes_to_a_delayed_task(double, tg_bot, sett
     saved = app.conf.task_always_eager
     app.conf.task_always_eager = True
     try:
-        actions_deliver(
-            bot_id=tg_bot.pk,
-            chat_id=605,
-            actions=[SendMessage(chat_id=605, text="x"), SendMessage(chat_id=605, text="y")],
-        )
+        with django_capture_on_commit_callbacks(execute=True):
+            actions_deliver(
+                bot_id=tg_bot.pk,
+                chat_id=605,
+                actions=[SendMessage(chat_id=605, text="x"), SendMessage(chat_id=605, text="y")],
+            )
     finally:
         app.conf.task_always_eager = saved
     assert [c.status for c in double.calls_of("sendMessage", ok=False)] == [429, 200, 200]
     assert double.sent_texts(tg_bot.token) == ["x", "y"]
+    assert not DeferredSend.objects.exists()
+
+
+def test_deferred_replies_wait_in_the_database_until_the_sweep_sends_them_once(
+    double, tg_bot, settings, django_capture_on_commit_callbacks
+):
+    """The hand-off task is lost (broker down, worker killed): nothing is dropped."""
+    settings.TELEGRAM_SEND_MAX_WAIT = 0
+    double.fail("sendMessage", 429, retry_after=1)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        actions_deliver(
+            bot_id=tg_bot.pk,
+            chat_id=608,
+            actions=[SendMessage(chat_id=608, text="a"), SendMessage(chat_id=608, text="b")],
+        )
+    assert len(queued) == 1  # the task that would have sent them; never run here
+    deferred = DeferredSend.objects.get()
+    assert (deferred.chat_id, [a["text"] for a in deferred.actions]) == (608, ["a", "b"])
+    assert double.sent_texts(tg_bot.token) == []
+
+    assert deferred_sends_due() == []  # not before its time
+    DeferredSend.objects.update(due_at=timezone.now())
+    assert deferred_sends_due() == [deferred.pk]
+    assert deferred_send_run(deferred_id=deferred.pk) is True
+    assert deferred_send_run(deferred_id=deferred.pk) is False  # a late duplicate task
+    assert double.sent_texts(tg_bot.token) == ["a", "b"]
+    assert not DeferredSend.objects.exists()
+
+
+def test_a_deferred_send_that_keeps_failing_is_retried_then_dropped(double, tg_bot, monkeypatch):
+    from botplatform.telegram import sender
+
+    deferred = DeferredSend.objects.create(
+        bot=tg_bot, chat_id=609, actions=[{"type": "SendMessage"}], due_at=timezone.now()
+    )
+    assert deferred_send_run(deferred_id=deferred.pk) is False  # unreadable action
+    deferred.refresh_from_db()
+    assert deferred.attempts == 1 and deferred.due_at > timezone.now()
+    DeferredSend.objects.filter(pk=deferred.pk).update(
+        attempts=sender.DEFERRED_SEND_MAX_ATTEMPTS - 1
+    )
+    assert deferred_send_run(deferred_id=deferred.pk) is False
+    assert not DeferredSend.objects.filter(pk=deferred.pk).exists()
 
 
 def test_5xx_is_retried_with_backoff(double, tg_bot):
