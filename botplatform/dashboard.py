@@ -154,11 +154,14 @@ def project_dashboard_context(*, project_id: int) -> dict:
             ("Failures in the last hour", int(sum(failures))),
         ],
         "charts": [
-            svg_line_chart(messages, title="Messages per minute"),
-            svg_line_chart(latency, title="Average processing time per message", unit=" ms"),
-            svg_line_chart(hit_rate, title="Cache hit rate", unit=" %"),
-            svg_line_chart(starts, title="Executions started per minute"),
-            svg_line_chart(failures, title="Failures per minute (updates and executions)"),
+            (title, svg_line_chart(values, title=title, unit=unit))
+            for title, values, unit in (
+                ("Messages per minute", messages, ""),
+                ("Average processing time per message", latency, " ms"),
+                ("Cache hit rate", hit_rate, " %"),
+                ("Executions started per minute", starts, ""),
+                ("Failures per minute (updates and executions)", failures, ""),
+            )
         ],
     }
 

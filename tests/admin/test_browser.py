@@ -8,6 +8,7 @@ browser download is not used). Screenshots are always taken; with
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,38 @@ def _shot(page, name: str, selector: str | None = None) -> None:
     assert target.stat().st_size > 1000
 
 
-def test_build_publish_and_talk_in_the_browser(browser_page, live_server):
+def _telegram_traffic(project, settings, *, chats) -> None:
+    """Updates through the real path, in a thread of its own: the ORM refuses to run
+    inside Playwright's event loop."""
+    from django.db import connection
+
+    from botplatform.models import Bot
+    from botplatform.telegram.dispatch import update_run, updates_record
+    from tests.telegram_double import TelegramDouble
+
+    outcomes: list[str] = []
+
+    def run() -> None:
+        double = TelegramDouble().start()
+        settings.TELEGRAM_API_URL = double.url
+        try:
+            bot = Bot.objects.get(project=project)
+            double.bot_add(bot.token, bot.username)
+            for chat in chats:
+                update = double.command(bot.token, chat, "/start")
+                (row,) = updates_record(bot_id=bot.pk, updates=[update])
+                outcomes.append(update_run(update_pk=row.pk))
+        finally:
+            double.stop()
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert outcomes == ["done"] * len(chats)
+
+
+def test_build_publish_and_talk_in_the_browser(browser_page, live_server, coffee_club, settings):
     page = browser_page
     base = live_server.url
 
@@ -144,6 +176,16 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server):
     page.click("#sim-reset")
     page.wait_for_selector("text=Say /start")
     assert page.locator(".sim-msg.bot").count() == 0
+
+    # Some Telegram traffic for the dashboard: three users send /start to the bot.
+    _telegram_traffic(coffee_club, settings, chats=(7001, 7002, 7003))
+
+    # The project's dashboard: the last hour as charts drawn on the server.
+    page.goto(f"{base}/admin/botplatform/project/")
+    page.click("#result_list a:has-text('Dashboard')")
+    page.wait_for_selector("#content svg")
+    assert "Coffee Club" in page.locator("#content").inner_text()
+    _shot(page, "dashboard")
 
 
 def test_compose_and_send_a_broadcast_in_the_browser(browser_page, live_server, telegram):
