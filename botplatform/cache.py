@@ -17,6 +17,17 @@ RATE_LIMIT_TTL = 60
 LOCK_TTL = 10
 
 
+def redis_client():
+    """The raw redis-py client behind the default cache, or None when the cache is not
+    Redis (the embedded in-process default): callers then use their local fallback."""
+    from django_redis import get_redis_connection
+
+    try:
+        return get_redis_connection("default")
+    except NotImplementedError:
+        return None
+
+
 def raw_key(key: str, key_prefix: str, version: int) -> str:
     """django-redis KEY_FUNCTION: store keys exactly as named here, no prefix."""
     return key

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botplatform.cache import LOCK_TTL, lock_key
+from botplatform.cache import LOCK_TTL, lock_key, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,14 @@ class LockNotAcquired(Exception):
 
 
 def _redis():
-    """The raw redis-py client behind the default cache (django-redis)."""
-    from django_redis import get_redis_connection
+    """The raw redis-py client; without Redis (the embedded default) the database lock
+    stands in, exactly as during an outage."""
+    import redis.exceptions
 
-    return get_redis_connection("default")
+    client = redis_client()
+    if client is None:
+        raise redis.exceptions.ConnectionError("the cache is not Redis")
+    return client
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:

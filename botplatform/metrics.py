@@ -156,9 +156,10 @@ def totals() -> dict[str, float]:
 
 
 def _redis():
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")
+    client = keys.redis_client()
+    if client is None:
+        raise RuntimeError("metrics are shared through Redis; the cache is not Redis")
+    return client
 
 
 def maybe_flush() -> None:

@@ -56,16 +56,6 @@ _local_logs: dict[str, deque[float]] = {}
 _local_lock = threading.Lock()
 
 
-def _redis():
-    """The raw Redis client behind the default cache, or None (embedded LocMem)."""
-    try:
-        from django_redis import get_redis_connection
-
-        return get_redis_connection("default")
-    except (ImportError, NotImplementedError):
-        return None
-
-
 def _local_sliding_log(limits: list[tuple[str, int, int]]) -> int:
     """The in-process fallback of the Lua script (same semantics, one process)."""
     now = time.monotonic() * 1000
@@ -91,7 +81,7 @@ def sliding_log_hit(limits: list[tuple[str, int, int]]) -> int:
     (nothing is recorded then). Atomic across processes through Redis.
     """
     global _script
-    client = _redis()
+    client = keys.redis_client()
     if client is not None:
         try:
             if _script is None:

@@ -44,18 +44,9 @@ class _Local:
 _local = _Local()
 
 
-def _redis():
-    try:
-        from django_redis import get_redis_connection
-
-        return get_redis_connection("default")
-    except (ImportError, NotImplementedError):
-        return None
-
-
 def lease_acquire(*, bot_id: int, holder: str, ttl_ms: int) -> bool:
     key = keys.telegram_lease_key(bot_id)
-    client = _redis()
+    client = keys.redis_client()
     if client is None:
         if _local.get(key) not in (None, holder):
             return False
@@ -68,7 +59,7 @@ def lease_acquire(*, bot_id: int, holder: str, ttl_ms: int) -> bool:
 
 def lease_renew(*, bot_id: int, holder: str, ttl_ms: int) -> bool:
     key = keys.telegram_lease_key(bot_id)
-    client = _redis()
+    client = keys.redis_client()
     if client is None:
         if _local.get(key) != holder:
             return False
@@ -79,7 +70,7 @@ def lease_renew(*, bot_id: int, holder: str, ttl_ms: int) -> bool:
 
 def lease_release(*, bot_id: int, holder: str) -> None:
     key = keys.telegram_lease_key(bot_id)
-    client = _redis()
+    client = keys.redis_client()
     if client is None:
         if _local.get(key) == holder:
             _local.values.pop(key, None)
@@ -89,7 +80,7 @@ def lease_release(*, bot_id: int, holder: str) -> None:
 
 def lease_holder(*, bot_id: int) -> str | None:
     key = keys.telegram_lease_key(bot_id)
-    client = _redis()
+    client = keys.redis_client()
     if client is None:
         return _local.get(key)
     value = client.get(key)
@@ -98,7 +89,7 @@ def lease_holder(*, bot_id: int) -> str | None:
 
 def runners_alive(*, holder: str, ttl_ms: int) -> int:
     """Heartbeat this runner and count the runners seen within one lease TTL."""
-    client = _redis()
+    client = keys.redis_client()
     if client is None:
         return 1
     key = keys.telegram_runners_key()
@@ -112,6 +103,6 @@ def runners_alive(*, holder: str, ttl_ms: int) -> int:
 
 
 def runner_leave(*, holder: str) -> None:
-    client = _redis()
+    client = keys.redis_client()
     if client is not None:
         client.zrem(keys.telegram_runners_key(), holder)

@@ -278,7 +278,7 @@ def test_rate_limits_fall_back_to_the_process_when_redis_is_unreachable(monkeypa
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
     dead = redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.2)
-    monkeypatch.setattr(ratelimit, "_redis", lambda: dead)
+    monkeypatch.setattr(ratelimit.keys, "redis_client", lambda: dead)
     key = "rate_limit:test:redis_down:1s"
     assert [ratelimit.sliding_log_hit([(key, 2, 60_000)]) == 0 for _ in range(3)] == [
         True,
