@@ -213,14 +213,14 @@ class ProcessLocMemCache(LocMemCache):
     Without Redis every process (``runserver``, ``runbot``) has its own memory, so a
     write in one cannot invalidate another's copy: an operator's balance adjustment
     or cancelled conversation would stay invisible to the bot runner until the TTL.
-    The families another process may change (``cache.CACHE_SHARED_PREFIXES``) are
-    therefore never kept, as during a Redis outage: they read as misses and the
+    The families another process may change (``cache.CACHE_PROCESS_LOCAL_SKIP_PREFIXES``)
+    are therefore never kept, as during a Redis outage: they read as misses and the
     database answers.
     """
 
     @staticmethod
     def _shared(key: Any) -> bool:
-        return isinstance(key, str) and key.startswith(keys.CACHE_SHARED_PREFIXES)
+        return isinstance(key, str) and key.startswith(keys.CACHE_PROCESS_LOCAL_SKIP_PREFIXES)
 
     def get(self, key, default=None, version=None):
         return default if self._shared(key) else super().get(key, default, version)
