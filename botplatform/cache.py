@@ -154,6 +154,11 @@ def broadcast_pace_key(broadcast_id: int) -> str:
 # database answers (see botplatform/cache_backend.py).
 CACHE_SHARED_PREFIXES = ("user:", "workflow:waiting:")
 
+# Without Redis at all (the embedded default) processes never share memory, so these
+# are never cached there; the trigger table too, or a workflow published in the admin
+# (runserver) would not start from the bot (runbot) until the TTL ran out.
+CACHE_PROCESS_LOCAL_SKIP_PREFIXES = (*CACHE_SHARED_PREFIXES, "workflow:triggers:")
+
 # Deleted from Redis when it comes back after an outage: writes made meanwhile could
 # not invalidate them there. (workflow:version entries are immutable per version id
 # and checked against the workflow row, so they stay.)

@@ -205,3 +205,40 @@ def cache_status() -> dict:
     if isinstance(backend, ResilientRedisCache):
         return backend.status()
     return {"backend": type(backend).__name__, "redis_available": True, "since": None}
+
+
+class ProcessLocMemCache(LocMemCache):
+    """The embedded default's cache (no REDIS_URL): process memory, minus shared keys.
+
+    Without Redis every process (``runserver``, ``runbot``) has its own memory, so a
+    write in one cannot invalidate another's copy: an operator's balance adjustment
+    or cancelled conversation would stay invisible to the bot runner until the TTL.
+    The families another process may change (``cache.CACHE_PROCESS_LOCAL_SKIP_PREFIXES``)
+    are therefore never kept, as during a Redis outage: they read as misses and the
+    database answers.
+    """
+
+    @staticmethod
+    def _shared(key: Any) -> bool:
+        return isinstance(key, str) and key.startswith(keys.CACHE_PROCESS_LOCAL_SKIP_PREFIXES)
+
+    def get(self, key, default=None, version=None):
+        return default if self._shared(key) else super().get(key, default, version)
+
+    def has_key(self, key, version=None):
+        return False if self._shared(key) else super().has_key(key, version)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        if not self._shared(key):
+            super().set(key, value, timeout, version)
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return False if self._shared(key) else super().add(key, value, timeout, version)
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        return False if self._shared(key) else super().touch(key, timeout, version)
+
+    def incr(self, key, delta=1, version=None):
+        if self._shared(key):
+            raise ValueError(f"Key '{key}' not found")
+        return super().incr(key, delta, version)

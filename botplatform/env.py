@@ -88,8 +88,9 @@ def cache_config(redis_url: str) -> dict:
     by itself (botplatform/cache_backend.py, botplatform/breaker.py).
     """
     if not redis_url:
+        # Process memory that never keeps what another process may change (see there).
         return {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "BACKEND": "botplatform.cache_backend.ProcessLocMemCache",
             "LOCATION": "botplatform",
         }
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):

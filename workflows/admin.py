@@ -147,7 +147,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
         "created_at",
         "updated_at",
     )
-    list_select_related = ("project", "published_version")
+    list_select_related = ("project", "published_version__workflow")
     actions = ("publish_drafts",)
     fieldsets = (
         (None, {"fields": ("project", "name", "slug", "description", "is_active", "priority")}),
@@ -553,6 +553,16 @@ class StepLogInline(ReadOnlyAdminMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+class VersionListFilter(admin.RelatedOnlyFieldListFilter):
+    """The versions present in the listed rows, named without a query per version
+    (a version's name includes its workflow's)."""
+
+    def field_choices(self, field, request, model_admin):
+        present = model_admin.get_queryset(request).values(self.field_path)
+        versions = WorkflowVersion.objects.filter(pk__in=present).select_related("workflow")
+        return [(version.pk, str(version)) for version in versions]
+
+
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(ProjectScopedAdmin):
     list_display = (
@@ -566,9 +576,9 @@ class WorkflowExecutionAdmin(ProjectScopedAdmin):
         "started_at",
         "updated_at",
     )
-    list_filter = ("status", "project", "workflow", "version")
+    list_filter = ("status", "project", "workflow", ("version", VersionListFilter))
     search_fields = ("session_key", "user__username", "user__telegram_id", "error")
-    list_select_related = ("workflow", "version", "user")
+    list_select_related = ("workflow", "version__workflow", "user")
     readonly_fields = (
         "project",
         "workflow",
@@ -629,7 +639,7 @@ class ExecutionStepLogAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = ("execution", "step", "step_type", "duration_ms", "error", "created_at")
     list_filter = ("step_type",)
     search_fields = ("step", "error")
-    list_select_related = ("execution",)
+    list_select_related = ("execution__workflow",)
 
 
 # --- Broadcasts -------------------------------------------------------------------------

@@ -30,7 +30,11 @@ from workflows.engine.runner import (
     session_lock,
     waiting_get,
 )
-from workflows.engine.triggers import trigger_candidates, trigger_match
+from workflows.engine.triggers import (
+    trigger_candidates,
+    trigger_candidates_invalidate,
+    trigger_match,
+)
 from workflows.engine.validation import WorkflowValidationError, workflow_validate
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
 
@@ -477,6 +481,8 @@ def workflow_draft_save(
     if not rows.update(draft=definition, triggers=triggers, updated_at=now):
         raise DraftConflict("the workflow was changed by someone else since it was opened")
     workflow.draft, workflow.triggers, workflow.updated_at = definition, triggers, now
+    # A queryset UPDATE sends no post_save: drop the cached trigger table here.
+    trigger_candidates_invalidate(project_id=workflow.project_id)
 
 
 def workflow_preview_version(*, workflow: Workflow, created_by=None) -> WorkflowVersion:

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from botplatform.models import Bot
+from botplatform.periodic import InProcessBeat
 from botplatform.telegram import leases
 from botplatform.telegram.client import api, error_classify
 from botplatform.telegram.dispatch import (
@@ -264,6 +265,9 @@ class Runner:
         self.releasing: dict[int, tuple[BotPoller, bool]] = {}
         self.given_up: set[int] = set()
         self.ttl_ms = settings.TELEGRAM_LEASE_TTL * 1000
+        # No broker means no Celery beat either (the embedded default): this process
+        # runs the periodic sweeps, or delays and timeouts would never come due.
+        self.beat = InProcessBeat() if settings.CELERY_TASK_ALWAYS_EAGER else None
 
     # --- signals -----------------------------------------------------------------------
 
@@ -283,6 +287,8 @@ class Runner:
         )
         tick = max(settings.TELEGRAM_LEASE_TTL / 3, 0.2)
         next_discovery = 0.0
+        if self.beat is not None:
+            threading.Thread(target=self._beat_loop, name="beat", daemon=True).start()
         while not self.stop_event.is_set():
             close_old_connections()
             try:
@@ -303,6 +309,13 @@ class Runner:
             self.stop_event.wait(tick)
         self._shutdown()
         return 0
+
+    def _beat_loop(self) -> None:
+        """The periodic sweeps, in their own thread: a long one never delays renewals."""
+        while not self.stop_event.wait(1.0):
+            close_old_connections()
+            self.beat.run_due()
+        close_old_connections()
 
     def _renew(self) -> None:
         now = time.monotonic()

@@ -12,6 +12,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from botplatform.cache import workflow_waiting_key
+from botplatform.periodic import InProcessBeat
+from tests.botplatform.test_periodic import Clock
 from tests.workflows.conftest import buttons, command, press, publish, texts
 from users.models import UserVariable
 from workflows import tasks
@@ -286,3 +288,26 @@ def test_the_sweep_is_scheduled_every_minute(settings):
     assert entry["schedule"] == 60.0
     app.loader.import_default_modules()
     assert entry["task"] in app.tasks
+
+
+def test_a_due_delay_continues_through_the_in_process_schedule(
+    settings,
+    project,
+    user,
+    bot,
+    delivered,
+):
+    assert settings.CELERY_TASK_ALWAYS_EAGER  # as in the embedded default
+    publish(project, DELAY)
+    assert texts(command(user, "start", bot=bot)) == ["See you later"]
+    execution = WorkflowExecution.objects.get()
+    make_due(execution.pk)
+    clock = Clock()
+    beat = InProcessBeat(clock=clock)
+    assert beat.run_due() == []  # nothing before its first interval
+    assert delivered == []
+    clock.now += 60
+    assert "workflows-executions-sweep" in beat.run_due()
+    assert delivered_texts(delivered) == ["Reminder for Ann"]
+    assert WorkflowExecution.objects.get().status == WorkflowExecution.Status.COMPLETED
+    assert beat.run_due() == []  # once per interval

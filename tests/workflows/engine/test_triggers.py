@@ -212,3 +212,17 @@ def test_conversation_goes_on_when_redis_is_unreachable(project, user, settings)
     settings.CACHES = {"default": config}
     assert texts(command(user, "start")) == ["City?"]
     assert texts(text(user, "Rome")) == ["ok Rome"]
+
+
+def test_triggers_saved_from_the_step_editor_take_effect_at_once(project, user):
+    from workflows.services import workflow_draft_save
+
+    flow = say(project, "greet", "hello", [{"type": "text", "text": "hi"}])
+    assert texts(text(user, "hi")) == ["hello"]  # the trigger table is now cached
+    workflow_draft_save(
+        workflow=flow,
+        definition=flow.draft,
+        triggers=[{"type": "text", "text": "hey"}],
+    )
+    assert texts(text(user, "hey")) == ["hello"]
+    assert texts(text(user, "hi")) == []
