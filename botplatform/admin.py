@@ -122,10 +122,25 @@ class BotForm(forms.ModelForm):
         model = Bot
         fields = ("project", "username", "mode", "is_active")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance.token:
+            # A new bot has no current token to keep.
+            self.fields["new_token"].help_text = (
+                "Paste the token from @BotFather, e.g. 123456789:AAH... (digits, a colon, "
+                "then about 35 characters)."
+            )
+
+    def clean_username(self) -> str:
+        """Operators paste "@shop_bot" as Telegram shows it; store it without the @."""
+        return self.cleaned_data.get("username", "").strip().lstrip("@")
+
     def clean(self):
         cleaned = super().clean()
         token = cleaned.get("new_token")
-        if not token and not self.instance.token:
+        if "new_token" in self.errors:
+            pass  # the field already says what is wrong with the typed token
+        elif not token and not self.instance.token:
             self.add_error("new_token", "A new bot needs its token.")
         elif token and Bot.objects.exclude(pk=self.instance.pk).filter(token=token).exists():
             self.add_error("new_token", "This bot is already connected to a project.")
@@ -164,7 +179,16 @@ class BotAdmin(ProjectScopedAdmin):
 
     actions = ("webhook_set_action", "webhook_delete_action")
 
-    @admin.display(description="token")
+    def get_fieldsets(self, request, obj=None):
+        """A bot being added has no current token, secret or status to show yet."""
+        if obj is not None:
+            return self.fieldsets
+        return (
+            (None, {"fields": ("project", "username", "new_token", "is_active")}),
+            ("Delivery", {"fields": ("mode",)}),
+        )
+
+    @admin.display(description="current token")
     def token_masked(self, obj: Bot) -> str:
         return obj.token_masked
 
