@@ -69,6 +69,25 @@ def _errors_by_step(errors) -> dict[str, list[str]]:
     return grouped
 
 
+class JSONWhereField(forms.JSONField):
+    """Says where the JSON breaks: "Enter a valid JSON." alone leaves the operator searching."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            try:
+                json.loads(value, cls=self.decoder)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(
+                    "This is not valid JSON: %(problem)s at line %(line)s, column %(column)s. "
+                    "Check the brackets, quotes and commas there.",
+                    code="invalid",
+                    params={"problem": exc.msg, "line": exc.lineno, "column": exc.colno},
+                ) from None
+            raise
+
+
 class WorkflowForm(forms.ModelForm):
     class Meta:
         model = Workflow
@@ -87,6 +106,7 @@ class WorkflowForm(forms.ModelForm):
             "(“Edit steps”) changes the same draft without JSON.",
             "triggers": "Advanced: triggers as JSON. The step editor has a form for them.",
         }
+        field_classes = {"draft": JSONWhereField, "triggers": JSONWhereField}
 
     def clean_triggers(self):
         """Triggers take effect on save, so they are checked here, not on publish."""

@@ -41,3 +41,28 @@ def test_a_username_pasted_with_its_at_sign_is_stored_without_it(admin_client, p
     )
     assert response.status_code == 302
     assert Bot.objects.get().username == "shop_bot"
+
+
+def test_broken_draft_json_says_where_it_breaks_and_keeps_the_old_draft(admin_client, project):
+    from tests.factories import workflow_create
+
+    workflow = workflow_create(project=project)
+    before = workflow.draft
+    response = admin_client.post(
+        reverse("admin:workflows_workflow_change", args=[workflow.pk]),
+        {
+            "project": project.pk,
+            "name": workflow.name,
+            "slug": workflow.slug,
+            "description": "",
+            "triggers": "[]",
+            "draft": '{"start": "hello",\n "steps": {',
+            "is_active": "on",
+            "priority": 0,
+        },
+    )
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "This is not valid JSON" in page and "line 2, column" in page
+    workflow.refresh_from_db()
+    assert workflow.draft == before
