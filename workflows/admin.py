@@ -706,7 +706,8 @@ class BroadcastForm(forms.ModelForm):
                 rows.append([{"text": label, "url": target}])
             else:
                 raise forms.ValidationError(
-                    f"Line {number}: the target is a link (https://…) or data:…"
+                    f"Line {number}: “{target}” is neither a link nor button data. Start a "
+                    "link with https:// (e.g. https://shop.example), or write data:… for data."
                 )
         return rows
 
@@ -789,6 +790,8 @@ class BroadcastAdmin(ProjectScopedAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Broadcast) -> str:
+        if obj.pk is not None and not obj.total and obj.status == Broadcast.Status.DONE:
+            return "Nobody matched the segment when sending started, so nothing was sent."
         if obj.pk is None or not obj.total:
             return "-"
         done = obj.sent + obj.failed + obj.blocked

@@ -66,3 +66,46 @@ def test_broken_draft_json_says_where_it_breaks_and_keeps_the_old_draft(admin_cl
     assert "This is not valid JSON" in page and "line 2, column" in page
     workflow.refresh_from_db()
     assert workflow.draft == before
+
+
+def test_a_broadcast_nobody_matched_says_so_instead_of_a_dash(
+    admin_client, project, django_capture_on_commit_callbacks
+):
+    from tests.factories import bot_create
+    from workflows.models import Broadcast
+
+    bot_create(project=project)
+    form = {
+        "project": project.pk,
+        "title": "Promo",
+        "text": "Hello",
+        "buttons_text": "",
+        "segment": "level",
+        "level": "Platinum",
+    }
+    admin_client.post(reverse("admin:workflows_broadcast_add"), form)
+    broadcast = Broadcast.objects.get()
+    change = reverse("admin:workflows_broadcast_change", args=[broadcast.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(change, {**form, "_send_now": "1"})
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.total) == ("done", 0)
+    assert "Nobody matched the segment" in admin_client.get(change).content.decode()
+
+
+def test_a_button_without_https_names_the_bad_target_and_the_fix(admin_client, project):
+    from workflows.models import Broadcast
+
+    response = admin_client.post(
+        reverse("admin:workflows_broadcast_add"),
+        {
+            "project": project.pk,
+            "title": "Promo",
+            "text": "Hello",
+            "buttons_text": "Shop | www.shop.example",
+            "segment": "all",
+        },
+    )
+    page = response.content.decode()
+    assert "www.shop.example" in page and "Start a link with https://" in page
+    assert not Broadcast.objects.exists()
