@@ -109,3 +109,25 @@ def test_a_button_without_https_names_the_bad_target_and_the_fix(admin_client, p
     page = response.content.decode()
     assert "www.shop.example" in page and "Start a link with https://" in page
     assert not Broadcast.objects.exists()
+
+
+def test_a_variable_typed_as_plain_text_is_saved_as_text_and_shown_without_quotes(
+    admin_client, bot_user
+):
+    from tests.admin.helpers import form_data
+    from users.models import UserVariable
+
+    UserVariable.objects.create(user=bot_user, key="city", value="Rome")
+    UserVariable.objects.create(user=bot_user, key="visits", value=3)
+    url = reverse("admin:users_botuser_change", args=[bot_user.pk])
+    page = admin_client.get(url).content.decode()
+    assert "\nRome</textarea>" in page and "&quot;Rome&quot;" not in page
+    data = form_data(page, "botuser_form")
+    prefix = next(k for k in data if k.endswith("-0-key")).removesuffix("0-key")
+    rows = {data[f"{prefix}{i}-key"]: i for i in range(2)}
+    data[f"{prefix}{rows['city']}-value"] = "Paris"
+    data[f"{prefix}{rows['visits']}-value"] = "4"
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    values = dict(UserVariable.objects.filter(user=bot_user).values_list("key", "value"))
+    assert values == {"city": "Paris", "visits": 4}
