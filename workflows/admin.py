@@ -611,6 +611,17 @@ class WorkflowExecutionAdmin(ProjectScopedAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Every field is read-only: a Save button would do nothing. Cancel and retry
+        # are actions on the list.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.action(description="Cancel the selected waiting conversations", permissions=["change"])
     def cancel_executions(self, request, queryset) -> None:
         done = sum(

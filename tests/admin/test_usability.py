@@ -131,3 +131,15 @@ def test_a_variable_typed_as_plain_text_is_saved_as_text_and_shown_without_quote
     assert response.status_code == 302, response.content.decode()[:3000]
     values = dict(UserVariable.objects.filter(user=bot_user).values_list("key", "value"))
     assert values == {"city": "Paris", "visits": 4}
+
+
+def test_an_execution_page_offers_no_save_button_that_would_do_nothing(admin_client, bot_user):
+    from tests.factories import execution_create, workflow_create
+
+    workflow = workflow_create(project=bot_user.project)
+    execution = execution_create(workflow=workflow, user=bot_user)
+    page = admin_client.get(
+        reverse("admin:workflows_workflowexecution_change", args=[execution.pk])
+    ).content.decode()
+    assert workflow.name in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
