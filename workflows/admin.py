@@ -496,14 +496,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
         workflows = list(
             Workflow.objects.filter(project=project)
             .select_related("published_version")
-            .order_by("name")
+            .order_by("-priority", "name")  # the main menu first, not alphabetical
         )
+        chosen = request.GET.get("workflow", "")
         context = self._context(
             request,
             f"Chat simulator: {project}",
             project=project,
             test_user=user,
             workflows=workflows,
+            chosen_workflow=int(chosen) if chosen.isdigit() else None,
             is_fetch=request.headers.get("x-requested-with") == "fetch",
             **simulator.simulator_view_get(user=user),
         )

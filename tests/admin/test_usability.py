@@ -143,3 +143,20 @@ def test_an_execution_page_offers_no_save_button_that_would_do_nothing(admin_cli
     ).content.decode()
     assert workflow.name in page
     assert 'name="_save"' not in page and 'name="_continue"' not in page
+
+
+def test_the_simulator_offers_the_main_workflow_first_and_preselects_the_one_tried(
+    admin_client, project
+):
+    from tests.factories import workflow_create
+
+    workflow_create(project=project, name="Anniversary", priority=0)
+    menu = workflow_create(project=project, name="Main menu", priority=10)
+    url = reverse("admin:workflows_simulator", args=[project.pk])
+    page = admin_client.get(url).content.decode()
+    assert page.index("Main menu (v1)") < page.index("Anniversary (v1)")
+    change = admin_client.get(reverse("admin:workflows_workflow_change", args=[menu.pk]))
+    link = f"{url}?workflow={menu.pk}"
+    assert link in change.content.decode()
+    page = admin_client.get(link).content.decode()
+    assert f'<option value="{menu.pk}" selected>Main menu (v1)</option>' in page
