@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -14,8 +16,84 @@ admin.site.site_title = "Bot platform"
 admin.site.index_title = "Your projects, bots and workflows"
 
 
+class JSONWhereField(forms.JSONField):
+    """Says where the JSON breaks: "Enter a valid JSON." alone leaves the operator searching."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            try:
+                json.loads(value, cls=self.decoder)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(
+                    "This is not valid JSON: %(problem)s at line %(line)s, column %(column)s. "
+                    "Check the brackets, quotes and commas there.",
+                    code="invalid",
+                    params={"problem": exc.msg, "line": exc.lineno, "column": exc.colno},
+                ) from None
+            raise
+
+
+class ProjectForm(forms.ModelForm):
+    """Levels are checked here: the loyalty code silently skips malformed entries."""
+
+    class Meta:
+        model = Project
+        fields = (
+            "name",
+            "slug",
+            "is_active",
+            "operators",
+            "fallback_message",
+            "rate_limited_message",
+            "user_rate_limit_per_minute",
+            "bot_send_rate_per_second",
+            "welcome_bonus",
+            "referral_reward",
+            "bonus_expiry_days",
+            "max_bonus_share_percent",
+            "levels",
+            "allow_private_http",
+        )
+        field_classes = {"levels": JSONWhereField}
+
+    def clean_levels(self):
+        levels = self.cleaned_data.get("levels")
+        if levels in (None, ""):
+            return []
+        example = (
+            'e.g. [{"name": "Silver", "threshold": 1000}, {"name": "Gold", "threshold": 5000}]'
+        )
+        if not isinstance(levels, list):
+            raise forms.ValidationError(
+                f"Write the levels as a list in square brackets, {example}."
+            )
+        names = set()
+        for number, level in enumerate(levels, start=1):
+            if not isinstance(level, dict):
+                raise forms.ValidationError(
+                    f'Level {number} must be {{"name": …, "threshold": …}}, {example}.'
+                )
+            name, threshold = level.get("name"), level.get("threshold")
+            if not isinstance(name, str) or not name.strip():
+                raise forms.ValidationError(f'Level {number} needs a "name", {example}.')
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+                raise forms.ValidationError(
+                    f'Level “{name}” needs a "threshold": the lifetime bonuses at which it '
+                    "starts, a number such as 1000."
+                )
+            if threshold < 0:
+                raise forms.ValidationError(f"The threshold of level “{name}” cannot be negative.")
+            if name in names:
+                raise forms.ValidationError(f"Two levels are called “{name}”; rename one.")
+            names.add(name)
+        return levels
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = ProjectForm
     list_display = (
         "name",
         "slug",

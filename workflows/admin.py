@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
+from botplatform.admin import JSONWhereField
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from users.admin import ReadOnlyAdminMixin
 from workflows import broadcasts as broadcast_services
@@ -67,25 +68,6 @@ def _errors_by_step(errors) -> dict[str, list[str]]:
     for error in errors:
         grouped.setdefault(error.step, []).append(error.message)
     return grouped
-
-
-class JSONWhereField(forms.JSONField):
-    """Says where the JSON breaks: "Enter a valid JSON." alone leaves the operator searching."""
-
-    def to_python(self, value):
-        try:
-            return super().to_python(value)
-        except forms.ValidationError:
-            try:
-                json.loads(value, cls=self.decoder)
-            except json.JSONDecodeError as exc:
-                raise forms.ValidationError(
-                    "This is not valid JSON: %(problem)s at line %(line)s, column %(column)s. "
-                    "Check the brackets, quotes and commas there.",
-                    code="invalid",
-                    params={"problem": exc.msg, "line": exc.lineno, "column": exc.colno},
-                ) from None
-            raise
 
 
 class WorkflowForm(forms.ModelForm):

@@ -160,3 +160,39 @@ def test_the_simulator_offers_the_main_workflow_first_and_preselects_the_one_tri
     assert link in change.content.decode()
     page = admin_client.get(link).content.decode()
     assert f'<option value="{menu.pk}" selected>Main menu (v1)</option>' in page
+
+
+@pytest.mark.parametrize(
+    ("levels", "message"),
+    [
+        ("gold", "This is not valid JSON"),
+        ('"gold"', "Write the levels as a list in square brackets"),
+        ('[{"name": "Gold"}]', "Level “Gold” needs a &quot;threshold&quot;"),
+        ('[{"name": "A", "threshold": 1}, {"name": "A", "threshold": 2}]', "Two levels"),
+    ],
+)
+def test_project_levels_that_would_be_silently_ignored_are_refused(
+    admin_client, project, levels, message
+):
+    from botplatform.models import Project
+    from tests.admin.helpers import form_data
+
+    url = reverse("admin:botplatform_project_change", args=[project.pk])
+    data = form_data(admin_client.get(url).content.decode(), "project_form")
+    before = Project.objects.get(pk=project.pk).levels
+    response = admin_client.post(url, {**data, "levels": levels})
+    page = response.content.decode()
+    assert response.status_code == 200 and message in page, page[:2000]
+    assert Project.objects.get(pk=project.pk).levels == before
+
+
+def test_project_levels_written_correctly_are_saved(admin_client, project):
+    from botplatform.models import Project
+    from tests.admin.helpers import form_data
+
+    url = reverse("admin:botplatform_project_change", args=[project.pk])
+    data = form_data(admin_client.get(url).content.decode(), "project_form")
+    data["levels"] = '[{"name": "Silver", "threshold": 1000}]'
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Project.objects.get(pk=project.pk).levels == [{"name": "Silver", "threshold": 1000}]
