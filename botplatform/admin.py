@@ -235,6 +235,16 @@ class BotForm(forms.ModelForm):
         return super().save(commit=commit)
 
 
+def _telegram_failure(bot: Bot, refused: str, exc) -> str:
+    """A network failure is not a refusal: say which one it was and what to check."""
+    if exc.error.kind == "network":
+        return (
+            f"{bot}: could not reach Telegram, so nothing changed. Check this server's "
+            f"internet access (or TELEGRAM_API_URL) and try again. ({exc.error.description})"
+        )
+    return f"{bot}: Telegram {refused} ({exc})."
+
+
 @admin.register(Bot)
 class BotAdmin(ProjectScopedAdmin):
     form = BotForm
@@ -281,7 +291,7 @@ class BotAdmin(ProjectScopedAdmin):
                 url = webhook_set(bot=bot, base_url=base_url)
             except TelegramCallError as exc:
                 self.message_user(
-                    request, f"{bot}: Telegram refused the webhook ({exc}).", messages.ERROR
+                    request, _telegram_failure(bot, "refused the webhook", exc), messages.ERROR
                 )
             else:
                 self.message_user(request, f"{bot}: webhook set to {url}.", messages.SUCCESS)
@@ -295,7 +305,11 @@ class BotAdmin(ProjectScopedAdmin):
             try:
                 webhook_delete(bot=bot)
             except TelegramCallError as exc:
-                self.message_user(request, f"{bot}: Telegram refused ({exc}).", messages.ERROR)
+                self.message_user(
+                    request,
+                    _telegram_failure(bot, "refused to delete the webhook", exc),
+                    messages.ERROR,
+                )
             else:
                 self.message_user(
                     request,

@@ -196,3 +196,34 @@ def test_project_levels_written_correctly_are_saved(admin_client, project):
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:3000]
     assert Project.objects.get(pk=project.pk).levels == [{"name": "Silver", "threshold": 1000}]
+
+
+def test_an_unreachable_telegram_is_not_called_a_refusal_and_the_secret_stays_hidden(
+    admin_client, project, settings
+):
+    import socket
+
+    from tests.factories import bot_create
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.TELEGRAM_API_URL = f"http://127.0.0.1:{port}"
+    bot = bot_create(project=project)
+    response = admin_client.post(
+        reverse("admin:botplatform_bot_changelist"),
+        {"action": "webhook_set_action", "_selected_action": [bot.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "could not reach Telegram, so nothing changed" in page
+    assert bot.webhook_secret not in page and bot.token not in page
+    bot.refresh_from_db()
+    assert bot.mode == "polling"
+
+
+def test_redact_masks_a_webhook_secret_in_a_url():
+    from botplatform.logging import redact
+
+    text = "Max retries exceeded with url: /bot123456:AAH-token-token-token/setWebhook?url=x&secret_token=s3cr3tS3CR3T&y=1"
+    assert "s3cr3tS3CR3T" not in redact(text) and "secret_token=***&y=1" in redact(text)
