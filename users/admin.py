@@ -181,6 +181,12 @@ class BotUserAdmin(ProjectScopedAdmin):
     )
     inlines = (UserVariableInline, BonusTransactionInline)
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name in {"telegram_id", "chat_id"} and field is not None:
+            field.widget.attrs["style"] = "width: 16em"  # ids are up to 20 characters
+        return field
+
     @admin.display(description="latest conversations")
     def executions_list(self, obj: BotUser) -> str:
         """A table rather than an inline: nothing to submit, always read-only."""
