@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -14,8 +16,84 @@ admin.site.site_title = "Bot platform"
 admin.site.index_title = "Your projects, bots and workflows"
 
 
+class JSONWhereField(forms.JSONField):
+    """Says where the JSON breaks: "Enter a valid JSON." alone leaves the operator searching."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            try:
+                json.loads(value, cls=self.decoder)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(
+                    "This is not valid JSON: %(problem)s at line %(line)s, column %(column)s. "
+                    "Check the brackets, quotes and commas there.",
+                    code="invalid",
+                    params={"problem": exc.msg, "line": exc.lineno, "column": exc.colno},
+                ) from None
+            raise
+
+
+class ProjectForm(forms.ModelForm):
+    """Levels are checked here: the loyalty code silently skips malformed entries."""
+
+    class Meta:
+        model = Project
+        fields = (
+            "name",
+            "slug",
+            "is_active",
+            "operators",
+            "fallback_message",
+            "rate_limited_message",
+            "user_rate_limit_per_minute",
+            "bot_send_rate_per_second",
+            "welcome_bonus",
+            "referral_reward",
+            "bonus_expiry_days",
+            "max_bonus_share_percent",
+            "levels",
+            "allow_private_http",
+        )
+        field_classes = {"levels": JSONWhereField}
+
+    def clean_levels(self):
+        levels = self.cleaned_data.get("levels")
+        if levels in (None, ""):
+            return []
+        example = (
+            'e.g. [{"name": "Silver", "threshold": 1000}, {"name": "Gold", "threshold": 5000}]'
+        )
+        if not isinstance(levels, list):
+            raise forms.ValidationError(
+                f"Write the levels as a list in square brackets, {example}."
+            )
+        names = set()
+        for number, level in enumerate(levels, start=1):
+            if not isinstance(level, dict):
+                raise forms.ValidationError(
+                    f'Level {number} must be {{"name": …, "threshold": …}}, {example}.'
+                )
+            name, threshold = level.get("name"), level.get("threshold")
+            if not isinstance(name, str) or not name.strip():
+                raise forms.ValidationError(f'Level {number} needs a "name", {example}.')
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+                raise forms.ValidationError(
+                    f'Level “{name}” needs a "threshold": the lifetime bonuses at which it '
+                    "starts, a number such as 1000."
+                )
+            if threshold < 0:
+                raise forms.ValidationError(f"The threshold of level “{name}” cannot be negative.")
+            if name in names:
+                raise forms.ValidationError(f"Two levels are called “{name}”; rename one.")
+            names.add(name)
+        return levels
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = ProjectForm
     list_display = (
         "name",
         "slug",
@@ -122,10 +200,25 @@ class BotForm(forms.ModelForm):
         model = Bot
         fields = ("project", "username", "mode", "is_active")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance.token:
+            # A new bot has no current token to keep.
+            self.fields["new_token"].help_text = (
+                "Paste the token from @BotFather, e.g. 123456789:AAH... (digits, a colon, "
+                "then about 35 characters)."
+            )
+
+    def clean_username(self) -> str:
+        """Operators paste "@shop_bot" as Telegram shows it; store it without the @."""
+        return self.cleaned_data.get("username", "").strip().lstrip("@")
+
     def clean(self):
         cleaned = super().clean()
         token = cleaned.get("new_token")
-        if not token and not self.instance.token:
+        if "new_token" in self.errors:
+            pass  # the field already says what is wrong with the typed token
+        elif not token and not self.instance.token:
             self.add_error("new_token", "A new bot needs its token.")
         elif token and Bot.objects.exclude(pk=self.instance.pk).filter(token=token).exists():
             self.add_error("new_token", "This bot is already connected to a project.")
@@ -140,6 +233,16 @@ class BotForm(forms.ModelForm):
             self.instance.status_message = ""
             self.instance.status_changed_at = timezone.now()
         return super().save(commit=commit)
+
+
+def _telegram_failure(bot: Bot, refused: str, exc) -> str:
+    """A network failure is not a refusal: say which one it was and what to check."""
+    if exc.error.kind == "network":
+        return (
+            f"{bot}: could not reach Telegram, so nothing changed. Check this server's "
+            f"internet access (or TELEGRAM_API_URL) and try again. ({exc.error.description})"
+        )
+    return f"{bot}: Telegram {refused} ({exc})."
 
 
 @admin.register(Bot)
@@ -164,7 +267,16 @@ class BotAdmin(ProjectScopedAdmin):
 
     actions = ("webhook_set_action", "webhook_delete_action")
 
-    @admin.display(description="token")
+    def get_fieldsets(self, request, obj=None):
+        """A bot being added has no current token, secret or status to show yet."""
+        if obj is not None:
+            return self.fieldsets
+        return (
+            (None, {"fields": ("project", "username", "new_token", "is_active")}),
+            ("Delivery", {"fields": ("mode",)}),
+        )
+
+    @admin.display(description="current token")
     def token_masked(self, obj: Bot) -> str:
         return obj.token_masked
 
@@ -179,7 +291,7 @@ class BotAdmin(ProjectScopedAdmin):
                 url = webhook_set(bot=bot, base_url=base_url)
             except TelegramCallError as exc:
                 self.message_user(
-                    request, f"{bot}: Telegram refused the webhook ({exc}).", messages.ERROR
+                    request, _telegram_failure(bot, "refused the webhook", exc), messages.ERROR
                 )
             else:
                 self.message_user(request, f"{bot}: webhook set to {url}.", messages.SUCCESS)
@@ -193,7 +305,11 @@ class BotAdmin(ProjectScopedAdmin):
             try:
                 webhook_delete(bot=bot)
             except TelegramCallError as exc:
-                self.message_user(request, f"{bot}: Telegram refused ({exc}).", messages.ERROR)
+                self.message_user(
+                    request,
+                    _telegram_failure(bot, "refused to delete the webhook", exc),
+                    messages.ERROR,
+                )
             else:
                 self.message_user(
                     request,

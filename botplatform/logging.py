@@ -10,9 +10,15 @@ import re
 _TOKEN_RE = re.compile(r"(?<!\d)(\d{5,}):([A-Za-z0-9_-]{20,})")
 
 
+# A webhook secret travels as "secret_token=<value>" in a setWebhook URL, which a
+# failed request's exception text repeats.
+_SECRET_PARAM_RE = re.compile(r"(secret_token=)[^&\s'\"]+")
+
+
 def redact(text: str) -> str:
-    """Mask every bot token in a string, keeping the bot id for debugging."""
-    return _TOKEN_RE.sub(lambda m: f"{m.group(1)}:***", text)
+    """Mask every bot token (keeping the bot id for debugging) and webhook secret."""
+    text = _TOKEN_RE.sub(lambda m: f"{m.group(1)}:***", text)
+    return _SECRET_PARAM_RE.sub(r"\1***", text)
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -7,6 +7,7 @@ entries are never editable. Every admin write drops the user's cached state.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -72,12 +73,37 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class VariableValueField(forms.JSONField):
+    """Operators type Paris, not "Paris": text that is not JSON is kept as text."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip() not in self.empty_values:
+            try:
+                json.loads(value, cls=self.decoder)
+            except json.JSONDecodeError:
+                return value.strip()
+        return super().to_python(value)
+
+    def prepare_value(self, value):
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError:
+                return value  # shown as typed; quotes would only confuse
+        return super().prepare_value(value)
+
+
 class UserVariableForm(forms.ModelForm):
     """Refuses the names the platform computes (balance, level, referrals)."""
 
     class Meta:
         model = UserVariable
         fields = ("user", "key", "value")
+        field_classes = {"value": VariableValueField}
+        widgets = {"value": forms.Textarea(attrs={"rows": 2, "cols": 40})}
+        help_texts = {
+            "value": 'Text (no quotes needed), a number, true/false, or JSON such as ["a", "b"].'
+        }
 
     def clean_key(self) -> str:
         key = self.cleaned_data["key"].strip()
@@ -154,6 +180,12 @@ class BotUserAdmin(ProjectScopedAdmin):
         ("Conversations", {"fields": ("executions_list",)}),
     )
     inlines = (UserVariableInline, BonusTransactionInline)
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name in {"telegram_id", "chat_id"} and field is not None:
+            field.widget.attrs["style"] = "width: 16em"  # ids are up to 20 characters
+        return field
 
     @admin.display(description="latest conversations")
     def executions_list(self, obj: BotUser) -> str:

@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
+from botplatform.admin import JSONWhereField
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from users.admin import ReadOnlyAdminMixin
 from workflows import broadcasts as broadcast_services
@@ -87,6 +88,7 @@ class WorkflowForm(forms.ModelForm):
             "(“Edit steps”) changes the same draft without JSON.",
             "triggers": "Advanced: triggers as JSON. The step editor has a form for them.",
         }
+        field_classes = {"draft": JSONWhereField, "triggers": JSONWhereField}
 
     def clean_triggers(self):
         """Triggers take effect on save, so they are checked here, not on publish."""
@@ -476,14 +478,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
         workflows = list(
             Workflow.objects.filter(project=project)
             .select_related("published_version")
-            .order_by("name")
+            .order_by("-priority", "name")  # the main menu first, not alphabetical
         )
+        chosen = request.GET.get("workflow", "")
         context = self._context(
             request,
             f"Chat simulator: {project}",
             project=project,
             test_user=user,
             workflows=workflows,
+            chosen_workflow=int(chosen) if chosen.isdigit() else None,
             is_fetch=request.headers.get("x-requested-with") == "fetch",
             **simulator.simulator_view_get(user=user),
         )
@@ -601,6 +605,17 @@ class WorkflowExecutionAdmin(ProjectScopedAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Every field is read-only: a Save button would do nothing. Cancel and retry
+        # are actions on the list.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.action(description="Cancel the selected waiting conversations", permissions=["change"])
     def cancel_executions(self, request, queryset) -> None:
         done = sum(
@@ -696,7 +711,8 @@ class BroadcastForm(forms.ModelForm):
                 rows.append([{"text": label, "url": target}])
             else:
                 raise forms.ValidationError(
-                    f"Line {number}: the target is a link (https://…) or data:…"
+                    f"Line {number}: “{target}” is neither a link nor button data. Start a "
+                    "link with https:// (e.g. https://shop.example), or write data:… for data."
                 )
         return rows
 
@@ -779,6 +795,8 @@ class BroadcastAdmin(ProjectScopedAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: Broadcast) -> str:
+        if obj.pk is not None and not obj.total and obj.status == Broadcast.Status.DONE:
+            return "Nobody matched the segment when sending started, so nothing was sent."
         if obj.pk is None or not obj.total:
             return "-"
         done = obj.sent + obj.failed + obj.blocked

@@ -156,7 +156,7 @@ class Checker:
         value = self.step.get(key)
         if value is None:
             if required:
-                self.add(f"'{key}' is missing")
+                self.add(f"'{key}' is missing: fill it in")
             return
         problem = template_check(value)
         if problem:
@@ -170,7 +170,7 @@ class Checker:
         value = self.step.get(key)
         if value is None:
             if required:
-                self.add(f"'{key}' is missing")
+                self.add(f"'{key}' is missing: fill it in")
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.add(f"'{key}' must be a number")
