@@ -434,6 +434,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             raise PermissionDenied
         project = project_or_404(request, project_id)
         user = simulator.simulator_user_get(project_id=project.pk, operator=request.user)
+        simulator.simulator_catch_up()
         if request.method == "POST":
             action = request.POST.get("action", "send")
             if action == "reset":

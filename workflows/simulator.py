@@ -67,6 +67,20 @@ def simulator_user_get(*, project_id: int, operator) -> BotUser:
     return user
 
 
+def simulator_catch_up() -> None:
+    """Without a broker there is no beat: let the simulator page run the due sweep.
+
+    In the zero-setup default (tasks in-process, nothing but ``runserver`` running) a
+    delayed step would otherwise never come due in the simulator. The sweep is
+    idempotent, so it is harmless next to a ``runbot`` that runs it too.
+    """
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    from workflows.tasks import executions_sweep
+
+    executions_sweep()
+
+
 def simulator_session_key(user: BotUser) -> str:
     return session_key_default(bot=None, user=user)
 

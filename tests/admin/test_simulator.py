@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.admin.conftest import operator_create
 from tests.factories import bot_create, bot_user_create, execution_create
@@ -108,6 +109,34 @@ def test_delayed_answers_land_in_the_transcript_not_in_telegram(operator_client,
     assert execution.current_step == "wait"
     seq = execution.context["pending"]["seq"]
     assert execution_timer_fire(execution_id=execution.pk, seq=seq, force=True)
+    assert _bot_messages(user)[-1].text == "Here I am again."
+    assert telegram == []
+
+
+def test_without_a_broker_the_page_itself_brings_a_due_delay(
+    operator_client, project, telegram, settings
+):
+    """The zero-setup default runs only runserver: no beat, yet the reminder comes."""
+    publish(project, FLOW)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    menu = _bot_messages(user)[0]
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][1]["data"], "message_id": menu.pk},
+    )
+    execution = WorkflowExecution.objects.get(user=user, status="running")
+    operator_client.get(_url(project))
+    assert _bot_messages(user)[-1].text != "Here I am again."  # not due yet
+
+    WorkflowExecution.objects.filter(pk=execution.pk).update(
+        wait_until=timezone.now() - timezone.timedelta(seconds=1)
+    )
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # a broker exists: beat's job, not the page's
+    operator_client.get(_url(project))
+    assert _bot_messages(user)[-1].text != "Here I am again."
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    operator_client.get(_url(project))
     assert _bot_messages(user)[-1].text == "Here I am again."
     assert telegram == []
 
