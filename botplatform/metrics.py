@@ -130,6 +130,12 @@ def latency_observe(seconds: float, *, project_id: int | None) -> None:
 def network_add(seconds: float) -> None:
     """Time this thread spent waiting on the Bot API (kept out of processing latency)."""
     _local.network = getattr(_local, "network", 0.0) + seconds
+    _local.network_total = getattr(_local, "network_total", 0.0) + seconds
+
+
+def network_total() -> float:
+    """All the Bot API time of this thread so far (never reset; for intervals)."""
+    return getattr(_local, "network_total", 0.0)
 
 
 def network_take() -> float:

@@ -19,6 +19,7 @@ from collections import deque
 from typing import Literal
 
 from django.core.cache import cache
+from redis.exceptions import NoScriptError
 
 from botplatform import cache as keys
 
@@ -131,6 +132,62 @@ def incoming_check(*, project_id: int, telegram_id: int, limit: int) -> Incoming
     except Exception:
         first = True
     return "notify" if first else "ignore"
+
+
+def incoming_check_many(checks: list[tuple[int, int, int]]) -> list[IncomingVerdict]:
+    """:func:`incoming_check` for (project_id, telegram_id, limit) of a whole batch.
+
+    The checks run in order in one pipelined round trip (a user twice in the batch
+    is counted twice, as one by one); only users over their limit cost another.
+    """
+    limits = [
+        (keys.rate_limit_user_key(project_id, telegram_id), max(int(limit), 1))
+        for project_id, telegram_id, limit in checks
+    ]
+    waits = _sliding_log_hits([[(key, limit, INCOMING_WINDOW_MS)] for key, limit in limits])
+    verdicts: list[IncomingVerdict] = []
+    for (project_id, telegram_id, _limit), wait_ms in zip(checks, waits, strict=True):
+        if wait_ms == 0:
+            verdicts.append("ok")
+            continue
+        notice_key = keys.rate_limit_notice_key(project_id, telegram_id)
+        try:
+            first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
+        except Exception:
+            first = True
+        verdicts.append("notify" if first else "ignore")
+    return verdicts
+
+
+def _sliding_log_hits(batches: list[list[tuple[str, int, int]]]) -> list[int]:
+    """:func:`sliding_log_hit` for each entry, in order, in one pipelined round trip."""
+    global _script
+    client = keys.redis_client()
+    if client is not None:
+        try:
+            if _script is None:
+                with _script_lock:
+                    _script = client.register_script(_SLIDING_LOG_LUA)
+            for attempt in (1, 2):
+                # EVALSHA by hand: a pipeline's own script support asks SCRIPT EXISTS
+                # first, a second round trip every time.
+                pipe = client.pipeline(transaction=False)
+                for limits in batches:
+                    args: list = [uuid.uuid4().hex]
+                    for _key, limit, window in limits:
+                        args += [limit, window]
+                    pipe.evalsha(_script.sha, len(limits), *[k for k, _, _ in limits], *args)
+                try:
+                    return [int(wait) for wait in pipe.execute()]
+                except NoScriptError:  # Redis restarted and forgot it: load, once more
+                    if attempt == 2:
+                        raise
+                    client.script_load(_SLIDING_LOG_LUA)
+        except Exception as exc:  # Redis down: keep limiting, per process
+            if not _is_redis_outage(exc):
+                raise
+            logger.debug("Redis unavailable for rate limits, using in-process limits: %s", exc)
+    return [_local_sliding_log(limits) for limits in batches]
 
 
 # --- Outgoing -------------------------------------------------------------------

@@ -195,6 +195,8 @@ TELEGRAM_DISCOVERY_INTERVAL = env_int("TELEGRAM_DISCOVERY_INTERVAL", 10)  # s, -
 TELEGRAM_CHAT_WORKERS = env_int("TELEGRAM_CHAT_WORKERS", 8)
 TELEGRAM_BACKOFF_MAX = env_int("TELEGRAM_BACKOFF_MAX", 60)  # s, network errors / 5xx
 TELEGRAM_SEND_MAX_WAIT = env_int("TELEGRAM_SEND_MAX_WAIT", 120)  # s spent honouring 429s
+# runbot handles each getUpdates batch in one transaction (docs/performance.md)
+TELEGRAM_BATCH_HANDLING = env_bool("TELEGRAM_BATCH_HANDLING", True)
 TELEGRAM_MAX_ATTEMPTS = env_int("TELEGRAM_MAX_ATTEMPTS", 3)  # handler failures per update
 TELEGRAM_SHUTDOWN_GRACE = env_int("TELEGRAM_SHUTDOWN_GRACE", 30)  # s to finish in-flight
 TELEGRAM_CHAT_SEND_LIMIT = env_int("TELEGRAM_CHAT_SEND_LIMIT", 3)  # messages per chat ...

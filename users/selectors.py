@@ -22,7 +22,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Count
 
-from botplatform import metrics
+from botplatform import batchscope, metrics
 from botplatform.breaker import CircuitOpen
 from botplatform.cache import (
     USER_PROFILE_TTL,
@@ -153,10 +153,25 @@ def user_state_read(*, user_id: int, project_id: int, extra_keys: list[str]) -> 
     not from the last write: a user writing every 10 s would otherwise miss every 30 s.
     Safe because staleness is decided by the generation token, never by the TTL.
     Caches that are not django-redis get a plain ``get_many``. Raises on cache errors.
+    In a batch (:mod:`botplatform.batchscope`) the batch read them ahead, for every
+    user at once: the first read of each user is served from there.
     """
-    variables_key, profile_key, _generation = state_keys = user_state_keys(
-        user_id=user_id, project_id=project_id
-    )
+    scope = batchscope.current()
+    if scope is not None and (user_id, project_id) in scope.state_users:
+        scope.state_users.discard((user_id, project_id))
+        keys = [*extra_keys, *user_state_keys(user_id=user_id, project_id=project_id)]
+        if all(key in scope.state_read for key in keys):
+            return {key: scope.state_values[key] for key in keys if key in scope.state_values}
+    return user_states_read(users=[(user_id, project_id)], extra_keys=extra_keys)
+
+
+def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> dict:
+    """:func:`user_state_read` for several (user_id, project_id) at once: one round trip."""
+    state_keys = [
+        key
+        for user_id, project_id in users
+        for key in user_state_keys(user_id=user_id, project_id=project_id)
+    ]
     keys = [*extra_keys, *state_keys]
     backend = getattr(cache, "client", None)
     breaker = getattr(cache, "breaker", None)  # botplatform.cache_backend's fallback
@@ -167,12 +182,35 @@ def user_state_read(*, user_id: int, project_id: int, extra_keys: list[str]) -> 
     try:
         pipe = backend.get_client(write=True).pipeline(transaction=False)
         pipe.mget([backend.make_key(key) for key in keys])
-        pipe.expire(backend.make_key(variables_key), USER_VARIABLES_TTL)
-        pipe.expire(backend.make_key(profile_key), USER_PROFILE_TTL)
+        for user_id, project_id in users:
+            pipe.expire(
+                backend.make_key(user_variables_key(user_id, project_id)), USER_VARIABLES_TTL
+            )
+            pipe.expire(backend.make_key(user_profile_key(user_id, project_id)), USER_PROFILE_TTL)
         values = pipe.execute()[0]
     except CACHE_ERRORS:
         return cache.get_many(keys)  # lets the fallback notice the outage and answer
     return {key: backend.decode(v) for key, v in zip(keys, values, strict=True) if v is not None}
+
+
+def user_states_prefetch(*, users: list[tuple[int, int]], extra_keys: list[str]) -> None:
+    """Read the state of a batch's users (and ``extra_keys``) ahead, into the batch scope.
+
+    A cache error is left for the per-user reads to meet (and fall back from).
+    """
+    scope = batchscope.current()
+    if scope is None or not users:
+        return
+    try:
+        values = user_states_read(users=users, extra_keys=extra_keys)
+    except Exception:
+        logger.warning("cache read for a batch failed; reading user by user", exc_info=True)
+        return
+    scope.state_values.update(values)
+    scope.state_read.update(extra_keys)
+    for user_id, project_id in users:
+        scope.state_read.update(user_state_keys(user_id=user_id, project_id=project_id))
+    scope.state_users.update(users)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
-from botplatform import metrics
+from botplatform import batchscope, metrics
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
 from users.models import BonusTransaction, BotUser, UserVariable
@@ -414,7 +414,10 @@ def bot_user_upsert(
         "last_name": _truncated(last_name, 128),
         "language_code": _truncated(language_code, 16),
     }
-    user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
+    scope = batchscope.current()
+    user = scope.user_take(project_id, telegram_id) if scope is not None else None
+    if user is None:
+        user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
     if user is None:
         project = Project.objects.only("welcome_bonus", "levels").get(pk=project_id)
         with transaction.atomic():

@@ -15,6 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from botplatform import batchscope
 from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key, workflow_waiting_key
 from users.selectors import user_state_prefetched, user_state_read
 from workflows.engine.definition import definition_checksum
@@ -52,7 +53,12 @@ __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
 
 
 def session_key_default(*, bot: Bot | None, user: BotUser) -> str:
-    return f"{bot.pk if bot else 'sim'}:{user.chat_id}"
+    return session_key_for_chat(bot_id=bot.pk if bot else None, chat_id=user.chat_id)
+
+
+def session_key_for_chat(*, bot_id: int | None, chat_id: int) -> str:
+    """One conversation per bot and chat (``sim`` for the admin's simulator)."""
+    return f"{bot_id if bot_id is not None else 'sim'}:{chat_id}"
 
 
 # --- Events -------------------------------------------------------------------
@@ -72,7 +78,9 @@ def event_process(
     or two workers never resume the same wait twice. Every callback gets an answer.
     """
     session_key = session_key or session_key_default(bot=bot, user=user)
-    with transaction.atomic():
+    # In a batch an error rolls the whole batch back (it is then handled update by
+    # update), so no savepoint is needed: two statements saved per update.
+    with transaction.atomic(savepoint=batchscope.current() is None):
         session_lock(session_key)
         state = RunState(user=user, bot=bot, session_key=session_key, event=event)
         # One round trip for the wait and the user's state (read later, lazily).

@@ -19,6 +19,7 @@ The path, shared by ``runbot`` and the webhook view:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ from workflows.engine.events import Action, AnswerCallback, SendMessage
 
 logger = logging.getLogger(__name__)
 
-_ADVISORY_NAMESPACE = 7467  # "tg": keeps our advisory locks apart from others'
+ADVISORY_NAMESPACE = 7467  # "tg": keeps our advisory locks apart from others'
 
 Status = TelegramUpdate.Status
 
@@ -117,6 +118,8 @@ def updates_record(*, bot_id: int, updates: list) -> list[TelegramUpdate]:
         )
     if not rows:
         return []
+    if connection.vendor == "postgresql":
+        return _updates_insert(bot_id=bot_id, rows=rows)
     TelegramUpdate.objects.bulk_create(rows, ignore_conflicts=True)
     return list(
         TelegramUpdate.objects.filter(
@@ -125,6 +128,37 @@ def updates_record(*, bot_id: int, updates: list) -> list[TelegramUpdate]:
             status__in=[Status.PENDING, Status.HANDLED],
         ).order_by("update_id")
     )
+
+
+_RECORD_SQL = """
+WITH incoming (update_id, chat_id, payload) AS (VALUES {values}),
+inserted AS (
+    INSERT INTO {table} (bot_id, update_id, chat_id, payload, status, actions, sent_count,
+                         attempts, note, received_at)
+    SELECT %s, update_id, chat_id, payload, %s, '[]'::jsonb, 0, 0, '', now() FROM incoming
+    ON CONFLICT (bot_id, update_id) DO NOTHING
+    RETURNING *
+)
+SELECT * FROM inserted
+UNION ALL
+SELECT t.* FROM {table} AS t JOIN incoming USING (update_id)
+WHERE t.bot_id = %s AND t.status IN (%s, %s)
+ORDER BY update_id
+"""
+
+
+def _updates_insert(*, bot_id: int, rows: list[TelegramUpdate]) -> list[TelegramUpdate]:
+    """updates_record on PostgreSQL: insert the new rows and read back those still to
+    handle (new, or recorded before and unfinished) in ONE statement, no transaction."""
+    params: list = []
+    for row in rows:
+        params += [row.update_id, row.chat_id, json.dumps(row.payload)]
+    sql = _RECORD_SQL.format(
+        table=connection.ops.quote_name(TelegramUpdate._meta.db_table),
+        values=", ".join(["(%s::bigint, %s::bigint, %s::jsonb)"] * len(rows)),
+    )
+    params += [bot_id, Status.PENDING, bot_id, Status.PENDING, Status.HANDLED]
+    return list(TelegramUpdate.objects.raw(sql, params))
 
 
 def updates_open(*, bot_id: int) -> list[TelegramUpdate]:
@@ -156,6 +190,11 @@ SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump)
 """
 
 
+def claim_key(update_pk: int) -> int:
+    """The advisory lock key of a journal row (the lock takes a 32-bit int)."""
+    return update_pk % 2_147_483_647
+
+
 @contextmanager
 def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
     """Session advisory lock on the row: one processor at a time; a dead one frees it.
@@ -167,11 +206,11 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
     if connection.vendor != "postgresql":
         yield True, _attempt_count(update_pk)
         return
-    key = update_pk % 2_147_483_647
+    key = claim_key(update_pk)
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
-            [_ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
+            [ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
         )
         claimed, bumped = cursor.fetchone()
     try:
@@ -179,7 +218,7 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
     finally:
         if claimed:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_ADVISORY_NAMESPACE, key])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, key])
 
 
 def _attempt_count(update_pk: int) -> bool:
@@ -232,6 +271,64 @@ def _callback_answered(actions: list[Action], parsed: ParsedUpdate) -> list[Acti
     return [AnswerCallback(callback_query_id=query_id), *actions]
 
 
+ROW_FIELDS = ["chat_id", "actions", "status", "note", "handled_at", "done_at"]
+
+
+def row_parse(row: TelegramUpdate) -> ParsedUpdate | None:
+    """Parse a recorded update; None when it is skipped (the row says why, unsaved)."""
+    try:
+        return update_parse(bot_id=row.bot_id, update=row.payload)
+    except (MalformedUpdate, UnsupportedUpdate) as exc:
+        level = logging.WARNING if isinstance(exc, MalformedUpdate) else logging.INFO
+        logger.log(level, "Bot %s: update %s skipped: %s", row.bot_id, row.update_id, exc)
+        query_id = (row.payload.get("callback_query") or {}).get("id")
+        row.status = Status.SKIPPED
+        row.note = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(query_id, str) and row.chat_id is not None:
+            row.status = Status.HANDLED
+            row.actions = actions_to_json([AnswerCallback(callback_query_id=query_id)])
+        row.handled_at = timezone.now()
+        return None
+
+
+def row_decide(
+    row: TelegramUpdate,
+    bot: Bot,
+    parsed: ParsedUpdate,
+    verdict: ratelimit.IncomingVerdict | None = None,
+) -> None:
+    """Rate limit and handler: the update's replies go into ``row`` (unsaved).
+
+    Runs inside the caller's transaction; raises on handler errors. ``verdict``: the
+    incoming rate limit's, when the caller checked a whole batch at once.
+    """
+    project = bot.project
+    metrics.project_current_set(project.pk)
+    if verdict is None:
+        verdict = ratelimit.incoming_check(
+            project_id=project.pk,
+            telegram_id=parsed.telegram_id,
+            limit=project.user_rate_limit_per_minute,
+        )
+    if verdict == "ok":
+        actions = list(_handler()(bot=bot, parsed=parsed))
+    elif verdict == "notify":
+        actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
+    else:
+        actions = []
+    if verdict != "ok":
+        metrics.inc("bp_rate_limited_total")
+        metrics.project_add(project.pk, "rate_limited")
+    actions = _callback_answered(actions, parsed)
+    row.chat_id = parsed.chat_id
+    row.actions = actions_to_json(actions)
+    row.status = Status.HANDLED if actions else Status.DONE
+    row.note = "" if verdict == "ok" else f"rate limited ({verdict})"
+    row.handled_at = timezone.now()
+    if not actions:
+        row.done_at = row.handled_at
+
+
 def _handle(update_pk: int) -> TelegramUpdate:
     """Phase 1, one transaction: rate limit + handler + outbox. Raises on handler errors."""
     with transaction.atomic():
@@ -242,47 +339,10 @@ def _handle(update_pk: int) -> TelegramUpdate:
         )
         if row.status != Status.PENDING:
             return row
-        bot = row.bot
-        try:
-            parsed = update_parse(bot_id=bot.pk, update=row.payload)
-        except (MalformedUpdate, UnsupportedUpdate) as exc:
-            level = logging.WARNING if isinstance(exc, MalformedUpdate) else logging.INFO
-            logger.log(level, "Bot %s: update %s skipped: %s", bot.pk, row.update_id, exc)
-            query_id = (row.payload.get("callback_query") or {}).get("id")
-            row.status = Status.SKIPPED
-            row.note = f"{type(exc).__name__}: {exc}"[:500]
-            if isinstance(query_id, str) and row.chat_id is not None:
-                row.status = Status.HANDLED
-                row.actions = actions_to_json([AnswerCallback(callback_query_id=query_id)])
-            row.handled_at = timezone.now()
-            row.save(update_fields=["status", "note", "actions", "handled_at"])
-            return row
-
-        project = bot.project
-        metrics.project_current_set(project.pk)
-        verdict = ratelimit.incoming_check(
-            project_id=project.pk,
-            telegram_id=parsed.telegram_id,
-            limit=project.user_rate_limit_per_minute,
-        )
-        if verdict == "ok":
-            actions = list(_handler()(bot=bot, parsed=parsed))
-        elif verdict == "notify":
-            actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
-        else:
-            actions = []
-        if verdict != "ok":
-            metrics.inc("bp_rate_limited_total")
-            metrics.project_add(project.pk, "rate_limited")
-        actions = _callback_answered(actions, parsed)
-        row.chat_id = parsed.chat_id
-        row.actions = actions_to_json(actions)
-        row.status = Status.HANDLED if actions else Status.DONE
-        row.note = "" if verdict == "ok" else f"rate limited ({verdict})"
-        row.handled_at = timezone.now()
-        if not actions:
-            row.done_at = row.handled_at
-        row.save(update_fields=["chat_id", "actions", "status", "note", "handled_at", "done_at"])
+        parsed = row_parse(row)
+        if parsed is not None:
+            row_decide(row, row.bot, parsed)
+        row.save(update_fields=ROW_FIELDS)
     return row
 
 
@@ -370,7 +430,7 @@ def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
         if attempt:
             try:
                 row = _handle(update_pk)
-                outcome = _outcome(row)
+                outcome = row_outcome(row)
             except Exception as exc:
                 attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
                     pk=update_pk
@@ -395,7 +455,7 @@ def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
     return "done", outcome
 
 
-def _outcome(row: TelegramUpdate) -> str:
+def row_outcome(row: TelegramUpdate) -> str:
     if row.status == Status.SKIPPED:
         return "skipped"
     if row.note.startswith("rate limited"):

@@ -27,9 +27,10 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import close_old_connections
 
-from botplatform.models import Bot
+from botplatform.models import Bot, TelegramUpdate
 from botplatform.periodic import InProcessBeat
 from botplatform.telegram import leases
+from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api, error_classify
 from botplatform.telegram.dispatch import (
     bot_mark_unauthorized,
@@ -84,9 +85,12 @@ class ChatPool:
         for thread in self.threads:
             thread.start()
 
-    def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
+    def queue_of(self, key: tuple[int, int]) -> int:
         bot_id, chat_id = key
-        self.queues[(bot_id * 7919 + chat_id) % len(self.queues)].put(job)
+        return (bot_id * 7919 + chat_id) % len(self.queues)
+
+    def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
+        self.queues[self.queue_of(key)].put(job)
 
     def _work(self, jobs: queue.Queue) -> None:
         check = ConnectionCheck()
@@ -153,6 +157,42 @@ class BotPoller(threading.Thread):
                 return
             self._queued.add(pk)
         self.pool.submit((self.bot_id, chat_id or pk), lambda: self._run_update(pk))
+
+    def _submit_batch(self, rows: list[TelegramUpdate]) -> None:
+        """Fresh rows: one job per worker queue, its chats' rows handled as one batch.
+
+        Rows go to the queue their chat always goes to, so a chat's updates stay in
+        order; the batch hands back what it could not take, which then runs one by one.
+        """
+        groups: dict[int, list[TelegramUpdate]] = {}
+        with self._lock:
+            for row in rows:
+                if row.pk in self._queued:
+                    continue
+                self._queued.add(row.pk)
+                key = (self.bot_id, row.chat_id or row.pk)
+                groups.setdefault(self.pool.queue_of(key), []).append(row)
+        for group in groups.values():
+            first = group[0]
+            self.pool.submit(
+                (self.bot_id, first.chat_id or first.pk), lambda group=group: self._run_batch(group)
+            )
+
+    def _run_batch(self, rows: list[TelegramUpdate]) -> None:
+        leftovers = [row.pk for row in rows]
+        try:
+            leftovers = updates_run_batch(bot_id=self.bot_id, rows=rows).leftovers
+        except BotUnauthorized:
+            self.unauthorized = True
+            self.stop()
+        except Exception:
+            logger.exception("Bot %s: a batch could not be processed", self.bot_id)
+        finally:
+            done = {row.pk for row in rows} - set(leftovers)
+            with self._lock:
+                self._queued -= done
+        for pk in leftovers:
+            self._run_update(pk)  # keeps the chat's order; frees its own pk
 
     def _run_update(self, pk: int) -> None:
         """Handle one update; on a transient failure retry, keeping the chat's order."""
@@ -248,8 +288,7 @@ class BotPoller(threading.Thread):
             ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
             if ids:
                 offset = max(ids) + 1
-            for row in rows:
-                self._submit(row.pk, row.chat_id)
+            self._submit_batch(rows)
 
 
 class Runner:

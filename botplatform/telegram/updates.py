@@ -58,6 +58,16 @@ def update_chat_id(update: dict) -> int | None:
     return None
 
 
+def update_sender_id(update: dict) -> int | None:
+    """The Telegram user an update comes from, without full parsing."""
+    for kind in ("message", "callback_query"):
+        body = update.get(kind)
+        if isinstance(body, dict) and isinstance(body.get("from"), dict):
+            sender = body["from"].get("id")
+            return sender if isinstance(sender, int) else None
+    return None
+
+
 def event_id_for(*, bot_id: int, update_id: int) -> str:
     """Stable across redeliveries, so engine operations are applied once."""
     return f"bot:{bot_id}:update:{update_id}"

@@ -18,7 +18,7 @@ CHAT = 777001
 
 # Measured with the demo conversation, warm caches, outside a test transaction
 # (each of the two transactions counts its BEGIN and COMMIT).
-MAX_QUERIES = 16  # incl. BEGIN/COMMIT of the two transactions
+MAX_QUERIES = 13  # incl. BEGIN/COMMIT of the two transactions
 # Incoming rate limit (1 script), the wait + user state (1 MGET), the send slot of the
 # edited message (1 script); the callback answer takes no slot.
 MAX_REDIS_ROUND_TRIPS = 3
@@ -120,3 +120,64 @@ def test_an_active_users_cached_state_does_not_expire_under_them(demo_bot, doubl
     assert after == before + 1
     assert USER_PROFILE_TTL - 2 <= redis.ttl(profile) <= USER_PROFILE_TTL
     assert redis.ttl(variables) > 2
+
+
+# runbot's batch path (botplatform/telegram/batch.py), ten chats pressing a button at
+# once: the statements of the whole batch, BEGIN and COMMIT included, and its Redis
+# round trips (state and rate limits once for the batch; a send slot per message).
+BATCH = 10
+MAX_BATCH_QUERIES = 10
+MAX_BATCH_REDIS_ROUND_TRIPS = 2 + BATCH
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_warm_batch_costs_about_one_statement_per_message(
+    demo_bot, double, monkeypatch, settings
+):
+    from botplatform.telegram.batch import updates_run_batch
+
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 1
+    demo_bot.project.bot_send_rate_per_second = 1000
+    demo_bot.project.save(update_fields=["bot_send_rate_per_second"])
+    metrics.flush()
+    monkeypatch.setattr(metrics, "_next_flush", float("inf"))
+    chats = [CHAT + i for i in range(BATCH)]
+
+    def press_all(text: str) -> list:
+        updates = []
+        for chat in chats:
+            message = double.messages[(chat, double.last_message[chat])]
+            data = next(
+                button["callback_data"]
+                for row in message["reply_markup"]["inline_keyboard"]
+                for button in row
+                if text in button["text"]
+            )
+            updates.append(
+                double.callback(demo_bot.token, chat, data, message_id=double.last_message[chat])
+            )
+        return updates
+
+    rows = updates_record(
+        bot_id=demo_bot.pk,
+        updates=[double.command(demo_bot.token, chat, "/start") for chat in chats],
+    )
+    assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+    for text in ("Balance", "Back"):  # warms every user's state, wait and version
+        rows = updates_record(bot_id=demo_bot.pk, updates=press_all(text))
+        assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+
+    updates = press_all("Balance")
+    with (
+        CaptureQueriesContext(connection) as queries,
+        redis_round_trips(monkeypatch) as trips,
+    ):
+        rows = updates_record(bot_id=demo_bot.pk, updates=updates)
+        result = updates_run_batch(bot_id=demo_bot.pk, rows=rows)
+
+    assert result.leftovers == [] and result.handled == BATCH
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) <= MAX_BATCH_QUERIES, "\n".join(statements)
+    assert trips.count <= MAX_BATCH_REDIS_ROUND_TRIPS, trips.count
+    for chat in chats:
+        assert "Your balance" in double.messages[(chat, double.last_message[chat])]["text"]

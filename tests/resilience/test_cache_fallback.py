@@ -131,6 +131,8 @@ def test_rate_limits_fall_back_to_process_counters_and_return(resilient_cache, d
     resilient_cache.kill()
     verdicts = [ratelimit.incoming_check(project_id=1, telegram_id=5, limit=3) for _ in range(5)]
     assert verdicts == ["ok", "ok", "ok", "notify", "ignore"]
+    # The batch path's pipelined check falls back the same way.
+    assert ratelimit.incoming_check_many([(1, 8, 2)] * 3) == ["ok", "ok", "notify"]
     resilient_cache.start()
     assert wait_until(back_on_redis)
     assert ratelimit.incoming_check(project_id=1, telegram_id=6, limit=3) == "ok"

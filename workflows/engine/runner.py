@@ -11,6 +11,7 @@ the database says, and leaving the waiting state deletes the key.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from botplatform import metrics
+from botplatform import batchscope, metrics
 from botplatform.cache import (
     WORKFLOW_VERSION_TTL,
     WORKFLOW_WAITING_TTL,
@@ -73,11 +74,54 @@ def session_lock(session_key: str) -> None:
     """
     if connection.vendor != "postgresql":
         return
+    scope = batchscope.current()
+    if scope is not None and session_key in scope.locked_sessions:
+        return  # taken with the rest of its batch's sessions
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7411))",
             [f"workflow-session:{session_key}"],
         )
+
+
+def sessions_lock_sql(session_keys: list[str]) -> tuple[str, list]:
+    """:func:`session_lock` for a whole batch: a SELECT (for the caller to run, or to
+    join into one of its statements) taking every lock in a fixed (sorted) order, so
+    two batch handlers cannot deadlock on each other. Then call :func:`sessions_locked`.
+    """
+    keys = [f"workflow-session:{key}" for key in sorted(set(session_keys))]
+    return (
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7411))) FROM unnest(%s::text[]) AS k",
+        [keys],
+    )
+
+
+def sessions_locked(session_keys: list[str]) -> None:
+    """Record in the current batch that its transaction holds these session locks."""
+    scope = batchscope.current()
+    if scope is not None:
+        scope.locked_sessions.update(session_keys)
+
+
+def waiting_prefetch(session_keys: list[str]) -> None:
+    """Row-lock and remember every waiting execution of the batch's sessions (one query).
+
+    Call under the batch's session locks, inside a :mod:`batchscope`: :func:`waiting_get`
+    then serves each session once from here instead of querying.
+    """
+    scope = batchscope.current()
+    keys = set(session_keys)
+    if scope is None or not keys:
+        return
+    found: dict[str, list[WorkflowExecution]] = {}
+    for execution in WorkflowExecution.objects.select_for_update().filter(
+        session_key__in=keys, status=Status.WAITING
+    ):
+        found.setdefault(execution.session_key, []).append(execution)
+    for key in keys:
+        rows = found.get(key, [])
+        if len(rows) <= 1:  # more than one cannot happen (a unique index); let the query decide
+            scope.waiting[key] = rows[0] if rows else None
 
 
 def _cache_get(key: str):
@@ -115,6 +159,19 @@ def waiting_get(session_key: str, *, cached=_UNREAD) -> WorkflowExecution | None
     ``cached``: the key's value if the caller already read it (under the lock).
     """
     key = workflow_waiting_key(session_key)
+    scope = batchscope.current()
+    if scope is not None:
+        prefetched, execution = scope.waiting_take(session_key)
+        if prefetched:
+            # Read for the whole batch under the lock: the database's answer, no query.
+            expected = execution.pk if execution else NOTHING_WAITING
+            metrics.cache_lookup(
+                "workflow_waiting", hit=cached is not _UNREAD and cached is not None
+            )
+            if cached != expected:
+                _cache_set(key, expected, WORKFLOW_WAITING_TTL)
+            return execution
+        deferred_flush()  # the rows below must show this batch's earlier changes
     if cached is _UNREAD:
         cached = _cache_get(key)
     metrics.cache_lookup("workflow_waiting", hit=cached is not None)
@@ -202,12 +259,114 @@ class RunState:
 
     def flush(self) -> None:
         if self.logs:
-            ExecutionStepLog.objects.bulk_create(self.logs)
+            scope = batchscope.current()
+            if scope is not None:
+                scope.step_logs.extend(self.logs)  # inserted with the batch's writes
+            else:
+                ExecutionStepLog.objects.bulk_create(self.logs)
             self.logs = []
 
 
-def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool) -> None:
+# --- Writes put off to the end of a batch ---------------------------------------------
+
+
+def _executions_update(executions: list[WorkflowExecution]) -> tuple[str, list]:
+    now = timezone.now()
+    rows, params = [], []
+    for execution in executions:
+        execution.updated_at = now
+        rows.append(
+            "(%s::bigint, %s::varchar, %s::varchar, %s::jsonb, %s::timestamptz,"
+            " %s::text, %s::timestamptz, %s::timestamptz)"
+        )
+        params += [
+            execution.pk,
+            execution.status,
+            execution.current_step,
+            json.dumps(execution.context),
+            execution.wait_until,
+            execution.error,
+            execution.finished_at,
+            now,
+        ]
+    table = connection.ops.quote_name(WorkflowExecution._meta.db_table)
+    sql = (
+        f"UPDATE {table} AS t SET status = v.status, current_step = v.current_step,"  # noqa: S608
+        " context = v.context, wait_until = v.wait_until, error = v.error,"
+        " finished_at = v.finished_at, updated_at = v.updated_at"
+        f" FROM (VALUES {', '.join(rows)}) AS v(id, status, current_step, context,"
+        " wait_until, error, finished_at, updated_at) WHERE t.id = v.id"
+    )
+    return sql, params
+
+
+def _step_logs_insert(logs: list[ExecutionStepLog]) -> tuple[str, list]:
+    now = timezone.now()
+    rows, params = [], []
+    for log in logs:
+        rows.append("(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)")
+        params += [
+            log.execution_id,
+            log.step,
+            log.step_type,
+            json.dumps(log.input),
+            json.dumps(log.output),
+            log.duration_ms,
+            log.error,
+            now,
+        ]
+    table = connection.ops.quote_name(ExecutionStepLog._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} (execution_id, step, step_type, input, output, duration_ms,"  # noqa: S608
+        f" error, created_at) VALUES {', '.join(rows)}"
+    )
+    return sql, params
+
+
+def deferred_writes() -> list[tuple[str, list]]:
+    """The current batch's put-off writes as (sql, params), and forget them.
+
+    The caller runs them (the batch joins them into its one write statement). The
+    executions are distinct rows and only ever stay waiting, so one UPDATE cannot
+    trip the one-waiting-per-session index half-way.
+    """
+    scope = batchscope.current()
+    if scope is None:
+        return []
+    statements = []
+    if scope.executions:
+        statements.append(_executions_update(list(scope.executions.values())))
+        scope.executions = {}
+    if scope.step_logs:
+        statements.append(_step_logs_insert(scope.step_logs))
+        scope.step_logs = []
+    return statements
+
+
+def deferred_flush() -> None:
+    """Write the batch's put-off changes now (before a query that must see them)."""
+    statements = deferred_writes()
+    if statements:
+        with connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+
+
+def _save(execution: WorkflowExecution) -> None:
+    """Write the execution's state; in a batch, a waiting state waits for the batch's
+    write. Leaving the waiting state is written at once, so a new wait in the same
+    session can never meet the old one in the one-waiting-per-session index."""
+    scope = batchscope.current()
+    if scope is not None and execution.status == Status.WAITING:
+        scope.executions[execution.pk] = execution
+        return
+    if scope is not None:
+        scope.executions.pop(execution.pk, None)
     execution.save(update_fields=SAVE_FIELDS)
+
+
+def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool) -> None:
+    _save(execution)
     key = workflow_waiting_key(execution.session_key)
     same_session = execution.session_key == state.session_key
     if execution.status == Status.WAITING:
@@ -267,6 +426,7 @@ def _clear_other_waiting(state: RunState, execution: WorkflowExecution) -> None:
     """Only one execution waits per session: the newest prompt wins."""
     if state.waiting_id is None or state.waiting_id == execution.pk:
         return
+    deferred_flush()
     WorkflowExecution.objects.filter(pk=state.waiting_id, status=Status.WAITING).update(
         status=Status.CANCELLED,
         error="replaced by a newer conversation in the same chat",

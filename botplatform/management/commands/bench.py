@@ -58,6 +58,12 @@ class Command(BaseCommand):
             action="store_true",
             help="'Before Redis': a dummy cache backend and no in-process caches.",
         )
+        parser.add_argument(
+            "--no-batch",
+            action="store_true",
+            help="Handle every update on its own (update_run), as the webhook does, instead "
+            "of one transaction per getUpdates batch as runbot does.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args, **options) -> None:
@@ -74,6 +80,7 @@ class Command(BaseCommand):
             threads=options["threads"],
             no_cache=options["no_cache"],
             rate=options["rate"],
+            batch=not options["no_batch"],
         )
         report = bench_run(config)
         if options["json"]:

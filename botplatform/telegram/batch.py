@@ -1,0 +1,354 @@
+"""The polling fast path: a whole ``getUpdates`` batch in one transaction.
+
+:func:`dispatch.update_run` handles one update in about thirteen statements (claim,
+row lock, user, savepoint, session lock, waiting execution, execution, step log,
+outbox, done, unlock). ``runbot`` receives updates in batches of up to 100, so
+:func:`updates_run_batch` handles them in waves (no chat or user twice in a wave),
+each in a fixed handful of statements whatever its size:
+
+1. claim every row (the same per-row advisory lock ``update_run`` takes, so the two
+   paths exclude each other), count the attempt and take every conversation
+   (session) lock of the wave: one statement;
+2. read the bot and project, the users and the waiting executions: three statements;
+   the users' cached state and the incoming rate limits: one Redis round trip each
+   (:mod:`botplatform.batchscope` holds what was read ahead);
+3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`);
+   a conversation that goes on writes nothing yet;
+4. write every row's replies and status (the outbox), the executions' new waiting
+   state and the step logs in ONE statement, and commit;
+5. send the replies, then mark the rows done and free the claims: two statements.
+
+Any error before the commit rolls the wave back and returns its rows (and all later
+ones) to the caller, which hands them to ``update_run`` one by one, with its retry
+and failure rules. The rollback undid everything, so nothing is applied twice; only
+the incoming rate-limit counters (Redis) count those updates a second time.
+
+The trade-off, by design: ``update_run`` records delivery progress after each reply,
+so a crash re-sends at most one reply. Here progress is recorded once per wave: a
+crash (``kill -9``) during delivery re-sends the replies of that wave that were
+already out. The ledger and the engine are never run twice. Switch the path off
+with ``TELEGRAM_BATCH_HANDLING=false``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Func
+from django.utils import timezone
+
+from botplatform import batchscope, metrics, ratelimit
+from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.dispatch import (
+    ADVISORY_NAMESPACE,
+    bot_mark_unauthorized,
+    claim_key,
+    row_decide,
+    row_outcome,
+    row_parse,
+)
+from botplatform.telegram.sender import BotUnauthorized, actions_from_json, actions_send
+from botplatform.telegram.updates import update_sender_id
+
+logger = logging.getLogger(__name__)
+
+Status = TelegramUpdate.Status
+
+
+@dataclass
+class BatchResult:
+    leftovers: list[int] = field(default_factory=list)  # row pks for update_run, in order
+    handled: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, per update handled
+
+
+class _NotAll(Exception):
+    """Some row is claimed elsewhere or no longer pending: leave the batch to update_run."""
+
+
+def _table() -> str:
+    return connection.ops.quote_name(TelegramUpdate._meta.db_table)
+
+
+_CLAIM_SQL = """
+WITH claimed AS (
+    SELECT u.id FROM unnest(%s::bigint[], %s::int[]) AS u(id, k)
+    WHERE pg_try_advisory_lock(%s, u.k)
+),
+bump AS (
+    UPDATE {table} SET attempts = attempts + 1
+    WHERE id IN (SELECT id FROM claimed) AND status = %s
+    RETURNING id
+),
+sessions AS ({sessions})
+SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump), (SELECT * FROM sessions)
+"""
+
+
+def _claim(pks: list[int], session_keys: list[str]) -> tuple[list[int], int]:
+    """Lock every row we can (session advisory locks), count the pending ones, and
+    take the batch's conversation locks (until commit): one statement."""
+    from workflows.engine.runner import sessions_lock_sql, sessions_locked
+
+    sessions_sql, sessions_params = sessions_lock_sql(session_keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL.format(table=_table(), sessions=sessions_sql),
+            [
+                pks,
+                [claim_key(pk) for pk in pks],
+                ADVISORY_NAMESPACE,
+                Status.PENDING,
+                *sessions_params,
+            ],
+        )
+        claimed, bumped, _locks = cursor.fetchone()
+    sessions_locked(session_keys)
+    return list(claimed), len(bumped)
+
+
+def _unlock(pks: list[int]) -> None:
+    if not pks:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)",
+                [[claim_key(pk) for pk in pks], ADVISORY_NAMESPACE],
+            )
+    except Exception:  # a dead connection: the server has freed its locks already
+        logger.warning("Could not free the claims of %s updates", len(pks), exc_info=True)
+
+
+def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
+    values, params = [], []
+    for row in rows:
+        values.append(
+            "(%s::bigint, %s::bigint, %s::jsonb, %s::text, %s::text,"
+            " %s::timestamptz, %s::timestamptz)"
+        )
+        params += [
+            row.pk,
+            row.chat_id,
+            json.dumps(row.actions),
+            row.status,
+            row.note,
+            row.handled_at,
+            row.done_at,
+        ]
+    sql = (
+        f"UPDATE {_table()} AS t SET chat_id = v.chat_id, actions = v.actions,"  # noqa: S608 (placeholders only)
+        " status = v.status, note = v.note, handled_at = v.handled_at, done_at = v.done_at"
+        f" FROM (VALUES {', '.join(values)}) AS v(id, chat_id, actions, status, note,"
+        " handled_at, done_at) WHERE t.id = v.id"
+    )
+    return sql, params
+
+
+def _write(statements: list[tuple[str, list]]) -> None:
+    """All the batch's writes as one statement (data-modifying CTEs)."""
+    *ctes, (last_sql, last_params) = statements
+    sql = last_sql
+    params: list = []
+    if ctes:
+        sql = (
+            "WITH "
+            + ", ".join(f"w{i} AS ({cte_sql})" for i, (cte_sql, _) in enumerate(ctes))
+            + " "
+            + last_sql
+        )
+        for _sql, cte_params in ctes:
+            params += cte_params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + last_params)
+
+
+def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
+    """Steps 2 to 4 of the module docstring, inside the batch's transaction."""
+    from botplatform.cache import workflow_waiting_key
+    from users.models import BotUser
+    from users.selectors import user_states_prefetch
+    from workflows.engine.runner import deferred_writes, waiting_prefetch
+
+    scope = batchscope.current()
+    project = bot.project
+    parsed = {row.pk: row_parse(row) for row in rows}
+    known = [p for p in parsed.values() if p is not None]
+    verdicts = dict.fromkeys(parsed)
+    if known:
+        sessions = [_session_key(bot.pk, p.chat_id) for p in known]
+        users = BotUser.objects.filter(
+            project_id=project.pk, telegram_id__in={p.telegram_id for p in known}
+        )
+        for user in users:
+            scope.users[(project.pk, user.telegram_id)] = user
+        user_states_prefetch(
+            users=[(user.pk, project.pk) for user in scope.users.values()],
+            extra_keys=[workflow_waiting_key(key) for key in sessions],
+        )
+        waiting_prefetch(sessions)
+        limit = project.user_rate_limit_per_minute
+        checks = [(project.pk, p.telegram_id, limit) for p in known]
+        verdicts.update(
+            zip(
+                [pk for pk, p in parsed.items() if p is not None],
+                ratelimit.incoming_check_many(checks),
+                strict=True,
+            )
+        )
+    for row in rows:
+        if parsed[row.pk] is not None:
+            row_decide(row, bot, parsed[row.pk], verdicts[row.pk])
+    _write([*deferred_writes(), _outbox_sql(rows)])
+
+
+def _session_key(bot_id: int, chat_id: int) -> str:
+    from workflows.services import session_key_for_chat
+
+    return session_key_for_chat(bot_id=bot_id, chat_id=chat_id)
+
+
+def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
+    """Split rows so that no chat and no user appears twice in one wave, in order.
+
+    A wave is one transaction: everything read ahead for it (a user's state, the
+    chat's waiting step) is then read once and stays true for the whole wave.
+    """
+    result: list[list[TelegramUpdate]] = []
+    last: dict[tuple[str, int], int] = {}
+    for row in rows:
+        marks = [("chat", row.chat_id if row.chat_id is not None else -row.pk)]
+        sender = update_sender_id(row.payload)
+        if sender is not None:
+            marks.append(("user", sender))
+        index = max((last[mark] + 1 for mark in marks if mark in last), default=0)
+        if index == len(result):
+            result.append([])
+        result[index].append(row)
+        for mark in marks:
+            last[mark] = index
+    return result
+
+
+def _done(pks: list[int]) -> None:
+    if pks:
+        TelegramUpdate.objects.filter(pk__in=pks, status=Status.HANDLED).update(
+            status=Status.DONE,
+            sent_count=Func(F("actions"), function="jsonb_array_length"),
+            done_at=timezone.now(),
+        )
+
+
+def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult:
+    """Handle and deliver pending rows of one bot together; see the module docstring.
+
+    ``rows`` are in update order. Rows of one chat (or user) go in successive waves,
+    one transaction each. Returns the rows left for ``update_run``, in order: all of
+    them when the first wave could not be taken as a whole, else those of the wave
+    that could not and of every wave after it. Raises BotUnauthorized.
+    """
+    pks = [row.pk for row in rows]
+    if (
+        len(rows) < 2
+        or not settings.TELEGRAM_BATCH_HANDLING
+        or connection.vendor != "postgresql"
+        or any(row.status != Status.PENDING for row in rows)
+    ):
+        return BatchResult(leftovers=pks)
+    started = time.perf_counter()
+    metrics.network_take()
+    result = BatchResult()
+    left: set[int] = set()
+    for wave in waves(rows):
+        if left:
+            left.update(row.pk for row in wave)
+            continue
+        done = _wave_run(bot_id, wave, started)
+        result.handled += done.handled
+        result.latencies += done.latencies
+        left.update(done.leftovers)
+    result.leftovers = [pk for pk in pks if pk in left]
+    metrics.maybe_flush()
+    return result
+
+
+def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: float) -> BatchResult:
+    """One transaction for the wave's rows, then their delivery."""
+    pks = [row.pk for row in rows]
+    metrics.project_current_set(None)
+    claimed: list[int] = []
+    sessions = [_session_key(bot_id, row.chat_id) for row in rows if row.chat_id is not None]
+    try:
+        with transaction.atomic(), batchscope.batch_scope(batchscope.BatchScope()):
+            claimed, pending = _claim(pks, sessions)
+            if len(claimed) != len(pks) or pending != len(pks):
+                raise _NotAll
+            # Read in the transaction: an operator's change applies from the next batch.
+            bot = Bot.objects.select_related("project").get(pk=bot_id)
+            _handle_all(bot, rows)
+    except Exception as exc:
+        if not isinstance(exc, _NotAll):
+            logger.exception(
+                "Bot %s: a batch of %s updates failed; handling them one by one",
+                bot_id,
+                len(rows),
+            )
+        _unlock(claimed)
+        return BatchResult(leftovers=pks)
+    return _deliver(bot, rows, started)
+
+
+def _deliver(bot: Bot, rows: list[TelegramUpdate], started: float) -> BatchResult:
+    """Step 5: send every row's replies in order; stop at the first that must wait."""
+    result = BatchResult()
+    network = metrics.network_take()
+    delivered: list[int] = []
+    project_id = bot.project_id
+    try:
+        for row in rows:
+            if result.leftovers:
+                result.leftovers.append(row.pk)
+                continue
+            if row.status == Status.HANDLED:
+                sent = [0]
+                try:
+                    actions_send(
+                        bot=bot,
+                        chat_id=row.chat_id,
+                        actions=actions_from_json(row.actions),
+                        on_sent=lambda count, sent=sent: sent.__setitem__(0, count),
+                    )
+                except BotUnauthorized:
+                    raise
+                except Exception as exc:
+                    logger.warning(
+                        "Bot %s: update %s: replies wait for a retry (%s)",
+                        bot.pk,
+                        row.update_id,
+                        exc,
+                    )
+                    if sent[0]:
+                        TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=sent[0])
+                    result.leftovers.append(row.pk)
+                    continue
+                delivered.append(row.pk)
+            network += metrics.network_take()
+            latency = max(time.perf_counter() - started - network, 0.0)
+            result.latencies.append(latency)
+            result.handled += 1
+            metrics.inc("bp_updates_processed_total", outcome=row_outcome(row))
+            metrics.project_add(project_id, "messages")
+            metrics.latency_observe(latency, project_id=project_id)
+    except BotUnauthorized as exc:
+        _done(delivered)
+        _unlock([row.pk for row in rows])
+        bot_mark_unauthorized(bot=bot, description=exc.error.description)
+        raise
+    _done(delivered)
+    _unlock([row.pk for row in rows])
+    return result

@@ -1,0 +1,270 @@
+"""runbot's fast path: a getUpdates batch handled in one transaction (telegram/batch.py)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from botplatform import bench
+from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.batch import updates_run_batch
+from botplatform.telegram.client import api
+from botplatform.telegram.dispatch import claim_key, update_run, updates_record
+from users.models import BotUser, UserVariable
+from workflows.models import ExecutionStepLog, WorkflowExecution
+
+Status = TelegramUpdate.Status
+DEMO_TOKEN = "778000:AAH" + "b" * 32
+
+
+def _handled(bot, telegram_id: int) -> int | None:
+    variable = UserVariable.objects.filter(
+        user__project=bot.project, user__telegram_id=telegram_id, key="handled"
+    ).first()
+    return None if variable is None else variable.value
+
+
+def _record(bot, updates: list[dict]) -> list[TelegramUpdate]:
+    return updates_record(bot_id=bot.pk, updates=updates)
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_a_batch_is_handled_once_in_order_and_delivered(double, tg_bot):
+    updates = []
+    for round_ in range(2):
+        for chat in (601, 602, 603):
+            updates.append(double.message(tg_bot.token, chat, f"m{round_}-{chat}"))
+    rows = _record(tg_bot, updates)
+
+    result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+
+    assert result.leftovers == []
+    assert result.handled == 6
+    assert len(result.latencies) == 6
+    for chat in (601, 602, 603):
+        assert double.sent_texts(tg_bot.token, chat) == [f"echo:m0-{chat}", f"echo:m1-{chat}"]
+        assert _handled(tg_bot, chat) == 2
+    stored = TelegramUpdate.objects.filter(bot=tg_bot)
+    assert {(row.status, row.sent_count, row.attempts) for row in stored} == {(Status.DONE, 1, 1)}
+    # The claims are free again: update_run can take (and finds nothing to do).
+    assert update_run(update_pk=rows[0].pk) == "done"
+    assert len(double.sent_texts(tg_bot.token)) == 6
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_a_failing_update_rolls_the_batch_back_and_update_run_takes_over(double, tg_bot):
+    rows = _record(
+        tg_bot,
+        [
+            double.message(tg_bot.token, 611, "fine"),
+            double.message(tg_bot.token, 612, "boom"),
+            double.message(tg_bot.token, 613, "also fine"),
+        ],
+    )
+
+    result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+
+    assert result.leftovers == [row.pk for row in rows]
+    assert result.handled == 0
+    # Nothing of the batch was applied: no handler effect, no attempt counted, no reply.
+    assert _handled(tg_bot, 611) is None
+    assert double.sent_texts(tg_bot.token) == []
+    assert {(r.status, r.attempts) for r in TelegramUpdate.objects.filter(bot=tg_bot)} == {
+        (Status.PENDING, 0)
+    }
+    outcomes = [update_run(update_pk=pk) for pk in result.leftovers]
+    assert outcomes == ["done", "retry", "done"]
+    assert double.sent_texts(tg_bot.token) == ["echo:fine", "echo:also fine"]
+    assert _handled(tg_bot, 611) == _handled(tg_bot, 613) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_row_claimed_elsewhere_leaves_the_whole_batch_to_update_run(double, tg_bot):
+    rows = _record(
+        tg_bot,
+        [double.message(tg_bot.token, 621, "a"), double.message(tg_bot.token, 622, "b")],
+    )
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    )
+    try:
+        other.execute("SELECT pg_advisory_lock(7467, %s)", [claim_key(rows[1].pk)])
+        result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+        assert result.leftovers == [rows[0].pk, rows[1].pk]
+        assert double.sent_texts(tg_bot.token) == []
+        assert update_run(update_pk=rows[1].pk) == "busy"  # still held by the other session
+        # The batch freed the row it had claimed: update_run can take it.
+        assert update_run(update_pk=rows[0].pk) == "done"
+        other.execute("SELECT pg_advisory_unlock(7467, %s)", [claim_key(rows[1].pk)])
+    finally:
+        other.close()
+    assert update_run(update_pk=rows[1].pk) == "done"
+    assert double.sent_texts(tg_bot.token) == ["echo:a", "echo:b"]
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_a_send_that_must_wait_leaves_the_rest_to_update_run_without_repeats(double, tg_bot):
+    rows = _record(
+        tg_bot,
+        [double.message(tg_bot.token, 630 + i, f"t{i}") for i in range(4)],
+    )
+    double.sent_texts(tg_bot.token)
+    # The second reply fails with a 500 for longer than the send may wait.
+    original = double._answer
+
+    calls = {"n": 0}
+
+    def flaky(token, method, params):
+        if method == "sendMessage":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                return double._error(500, "Internal Server Error")
+        return original(token, method, params)
+
+    double._answer = flaky
+    from django.test import override_settings
+
+    with override_settings(TELEGRAM_SEND_MAX_WAIT=0):
+        result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+
+    assert result.handled == 1
+    assert result.leftovers == [row.pk for row in rows[1:]]
+    statuses = {row.pk: row.status for row in TelegramUpdate.objects.filter(bot=tg_bot)}
+    assert statuses[rows[0].pk] == Status.DONE
+    assert {statuses[row.pk] for row in rows[1:]} == {Status.HANDLED}
+    for pk in result.leftovers:
+        assert update_run(update_pk=pk) == "done"
+    # Every user got exactly one reply; the handler ran once per update.
+    assert sorted(double.sent_texts(tg_bot.token)) == [f"echo:t{i}" for i in range(4)]
+    assert [_handled(tg_bot, 630 + i) for i in range(4)] == [1, 1, 1, 1]
+
+
+# --- The real engine: the demo loyalty conversation -----------------------------------
+
+
+@pytest.fixture
+def demo_bot(db, double, settings):
+    settings.TELEGRAM_EVENT_HANDLER = "botplatform.telegram.dispatch.engine_handle"
+    call_command("loaddemo", "--token", DEMO_TOKEN)
+    double.bot_add(DEMO_TOKEN, "demo_bot")
+    bot = Bot.objects.get(token=DEMO_TOKEN)
+    bot.project.bot_send_rate_per_second = 1000
+    bot.project.save(update_fields=["bot_send_rate_per_second"])
+    return bot
+
+
+def _round(double, bot, chats: list[int], step: int, offset: dict) -> list[TelegramUpdate]:
+    """Every chat makes its next demo move (as the benchmark's users do); record them."""
+    for chat in chats:
+        bench._next_update(double, bot.token, chat, step)
+    updates = api().get_updates(bot.token, offset=offset.get("next"), limit=100)
+    offset["next"] = max(u["update_id"] for u in updates) + 1
+    return _record(bot, updates)
+
+
+def test_the_demo_conversation_costs_a_fixed_number_of_statements_per_batch(double, demo_bot):
+    small, large = list(range(7000, 7005)), list(range(8000, 8010))
+    offset: dict = {}
+    counts = {}
+    for chats in (small, large):
+        for step in range(4):
+            rows = _round(double, demo_bot, chats, step, offset)
+            with CaptureQueriesContext(connection) as queries:
+                result = updates_run_batch(bot_id=demo_bot.pk, rows=rows)
+            assert result.leftovers == [], step
+            counts[(len(chats), step)] = len(queries)
+    # Step 3: everybody at the menu presses a button of a resumed conversation (warm).
+    assert counts[(5, 3)] == counts[(10, 3)]
+    # Twice as many updates, the same statements: at most one per message at ten.
+    # (Inside the test's transaction the batch's own adds SAVEPOINT and RELEASE.)
+    assert counts[(10, 3)] - 2 <= 10
+    # The first press after /start reads each user's state once (the welcome bonus
+    # changed it): one statement per user on top, no more.
+    assert counts[(10, 1)] - counts[(5, 1)] == 5
+    # Each button press was answered and moved its conversation on.
+    assert WorkflowExecution.objects.filter(status="waiting").count() == 15
+    assert ExecutionStepLog.objects.filter(execution__bot=demo_bot).count() >= 15 * 4
+
+
+def test_two_updates_of_one_chat_in_a_batch_see_each_other(double, demo_bot):
+    offset: dict = {}
+    rows = _round(double, demo_bot, [9001], 0, offset)  # /start
+    assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == [rows[0].pk]
+    update_run(update_pk=rows[0].pk)  # a batch of one goes the per-update way
+    first_wait = WorkflowExecution.objects.get(status="waiting")
+    # A button press, then /start again, from the same chat in one batch.
+    bench._next_update(double, demo_bot.token, 9001, 1)
+    double.command(demo_bot.token, 9001, "/start")
+    updates = api().get_updates(demo_bot.token, offset=offset["next"], limit=100)
+    rows = _record(demo_bot, updates)
+    assert len(rows) == 2
+
+    result = updates_run_batch(bot_id=demo_bot.pk, rows=rows)
+
+    assert result.leftovers == []
+    waiting = WorkflowExecution.objects.filter(session_key=first_wait.session_key, status="waiting")
+    assert waiting.count() == 1  # the newest prompt wins; the index never saw two
+    assert waiting.get().pk != first_wait.pk
+    first_wait.refresh_from_db()
+    assert first_wait.status == "cancelled"
+    # Its button press was handled (and logged) before the second /start cancelled it.
+    assert ExecutionStepLog.objects.filter(execution=first_wait, input__event="callback").exists()
+    user = BotUser.objects.get(project=demo_bot.project, telegram_id=9001)
+    assert user.balance > 0  # the welcome bonus, once
+    assert len(double.sent_texts(demo_bot.token, 9001)) == 2  # the two menus
+    assert len(double.calls_of("answerCallbackQuery", demo_bot.token)) == 1
+
+
+# --- What the batch reads ahead in one Redis round trip each ----------------------------
+
+
+def test_incoming_limits_of_a_batch_count_in_order_like_one_by_one(db):
+    from django_redis import get_redis_connection
+
+    from botplatform import ratelimit
+    from tests.users.helpers import redis_round_trips
+
+    checks = [(1, 501, 2), (1, 502, 2), (1, 501, 2), (1, 501, 2), (1, 501, 2)]
+    get_redis_connection("default").script_flush()  # as after a Redis restart
+    assert ratelimit.incoming_check_many(checks) == ["ok", "ok", "ok", "notify", "ignore"]
+    # The same counters as the one-by-one check: user 502 has one slot left, 501 none.
+    assert ratelimit.incoming_check(project_id=1, telegram_id=502, limit=2) == "ok"
+    assert ratelimit.incoming_check(project_id=1, telegram_id=501, limit=2) == "ignore"
+
+    with pytest.MonkeyPatch.context() as monkeypatch, redis_round_trips(monkeypatch) as trips:
+        verdicts = ratelimit.incoming_check_many([(2, 600 + i, 5) for i in range(10)])
+    assert verdicts == ["ok"] * 10
+    assert trips.count == 1
+
+
+def test_the_state_of_several_users_is_read_in_one_round_trip(db):
+    from django.core.cache import cache
+
+    from tests.factories import bot_user_create
+    from tests.users.helpers import redis_round_trips
+    from users.selectors import user_state_get, user_state_keys, user_states_read
+
+    users = [bot_user_create() for _ in range(3)]
+    for user in users:
+        user_state_get(user_id=user.pk, project_id=user.project_id)  # caches it
+    cache.set("extra:key", 42)
+    pairs = [(user.pk, user.project_id) for user in users]
+    with pytest.MonkeyPatch.context() as monkeypatch, redis_round_trips(monkeypatch) as trips:
+        values = user_states_read(users=pairs, extra_keys=["extra:key", "missing:key"])
+    assert trips.count == 1
+    assert values["extra:key"] == 42 and "missing:key" not in values
+    for user in users:
+        variables_key, profile_key, _generation = user_state_keys(
+            user_id=user.pk, project_id=user.project_id
+        )
+        assert values[profile_key]["data"]["telegram_id"] == user.telegram_id
+        assert values[variables_key]["data"]["balance"] == user.balance
