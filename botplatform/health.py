@@ -1,7 +1,10 @@
 """Liveness of the parts the platform depends on: database, cache, broker.
 
-The cache check also says whether Redis is in use or the in-process fallback is
-(``redis_available``, ``since``; ``degraded`` at the top level).
+The cache check also says which cache this is (``kind``: ``redis`` or ``in-process``)
+and, with Redis configured, whether Redis answers or the in-process fallback is in use
+(``redis_available``, ``since``; ``degraded`` at the top level). Without REDIS_URL
+(the embedded default) there is no Redis to be up or down: ``redis_available`` is
+null, ``redis`` says "not configured", and the instance is not degraded.
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-from botplatform.cache_backend import cache_status
+from botplatform.cache_backend import ResilientRedisCache, cache_status
+
+KIND_REDIS = "redis"
+KIND_IN_PROCESS = "in-process"
+
+
+def _cache_kind() -> str:
+    from django.core.cache import caches
+
+    return KIND_REDIS if isinstance(caches["default"], ResilientRedisCache) else KIND_IN_PROCESS
 
 
 def _timed(check) -> dict:
@@ -46,6 +58,8 @@ def _check_cache() -> str:
     cache.delete(probe)
     if value != "1":
         raise RuntimeError("cache did not return the value just written")
+    if _cache_kind() == KIND_IN_PROCESS:
+        return "in-process memory (no REDIS_URL)"
     status = cache_status()
     if not status["redis_available"]:
         return "memory fallback (Redis unreachable)"
@@ -71,11 +85,23 @@ def health_report() -> dict:
     }
     # Redis down is a degradation, not a failure: the platform keeps answering from the
     # in-process fallbacks, so a load balancer must not take the instance out.
-    status = cache_status()
-    checks["cache"]["redis_available"] = status["redis_available"]
-    checks["cache"]["since"] = status["since"]
+    # Without REDIS_URL nothing is degraded: process memory is the configured cache.
+    kind = _cache_kind()
+    checks["cache"]["kind"] = kind
+    if kind == KIND_REDIS:
+        status = cache_status()
+        redis_available = bool(status["redis_available"])
+        checks["cache"]["redis_available"] = redis_available
+        checks["cache"]["redis"] = "up" if redis_available else "unreachable"
+        checks["cache"]["since"] = status["since"]
+        degraded = not redis_available
+    else:
+        checks["cache"]["redis_available"] = None
+        checks["cache"]["redis"] = "not configured"
+        checks["cache"]["since"] = None
+        degraded = False
     return {
         "ok": all(c["ok"] for c in checks.values()),
-        "degraded": not status["redis_available"],
+        "degraded": degraded,
         "checks": checks,
     }

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
-STALE_BUTTON_TEXT = "This button is no longer active."
+STALE_BUTTON_TEXT = "This button is no longer active. Send /start to see the menu."
 FILE_FORMAT = 1
 
 __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]

@@ -13,6 +13,7 @@ those of test users to the transcript too, and everything else to Telegram.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import uuid
@@ -269,6 +270,45 @@ def telegram_html(text: str) -> SafeString:
 
 # --- What the side panel shows -------------------------------------------------------
 
+READABLE_TEXT_MAX = 300
+
+
+def readable_value(value: Any) -> str:
+    """One value as an operator reads it: text as is, yes/no, JSON for the rest (no repr)."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float):
+        text = str(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > READABLE_TEXT_MAX:
+        text = text[: READABLE_TEXT_MAX - 1] + "…"
+    return text
+
+
+def readable_fields(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A step's input or output as ``(label, value)`` rows: nested keys dotted.
+
+    The log stores JSON objects; printed as they are, operators would read Python's
+    ``{'request': {...}}``. Lists of plain values stay on one row.
+    """
+    if isinstance(data, dict):
+        rows: list[tuple[str, str]] = []
+        for key, value in data.items():
+            label = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and value:
+                rows.extend(readable_fields(value, label))
+            else:
+                rows.append((label, readable_value(value)))
+        return rows
+    if data in (None, "", [], {}):
+        return []
+    return [(prefix or "value", readable_value(data))]
+
 
 def simulator_view_get(*, user: BotUser) -> dict[str, Any]:
     """Transcript, reply keyboard, current execution, its step log and the variables."""
@@ -291,6 +331,9 @@ def simulator_view_get(*, user: BotUser) -> dict[str, Any]:
         executions[0] if executions else None,
     )
     logs = list(current.step_logs.order_by("-id")[:30]) if current else []
+    for log in logs:
+        log.input_rows = readable_fields(log.input)
+        log.output_rows = readable_fields(log.output)
     state = user_state_get(user_id=user.pk, project_id=user.project_id)
     return {
         "transcript": messages,
@@ -298,6 +341,6 @@ def simulator_view_get(*, user: BotUser) -> dict[str, Any]:
         "execution": current,
         "executions": executions,
         "logs": list(reversed(logs)),
-        "variables": dict(sorted(state.variables.items())),
+        "variables": {key: readable_value(value) for key, value in sorted(state.variables.items())},
         "pending": any(e.status == "running" for e in executions),
     }

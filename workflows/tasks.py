@@ -11,10 +11,8 @@ work stays in the database and the sweep, also run when a worker starts, queues 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +24,12 @@ from celery.signals import worker_ready
 from botplatform.locks import LockNotAcquired, advisory_lock
 from botplatform.outbox import OutboxTask
 from workflows import services
+from workflows.engine.steps.http_pinning import (
+    BlockedAddress,
+    UnresolvableHost,
+    addresses_resolve,
+    pinned_opener,
+)
 from workflows.engine.steps.http_request import request_budget
 from workflows.models import WorkflowExecution
 
@@ -34,25 +38,6 @@ logger = logging.getLogger(__name__)
 # Delays up to this long also get an ETA task; longer ones rely on the sweep only.
 DELAY_TASK_MAX_SECONDS = 3000
 MAX_RESPONSE_BYTES = 1_000_000
-
-
-class BlockedAddress(Exception):
-    pass
-
-
-def _address_allowed(host: str, port: int) -> None:
-    """Refuse loopback, private, link-local and other non-public addresses."""
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise BlockedAddress(f"cannot resolve {host}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise BlockedAddress(
-                f"{host} resolves to {address}, a private or loopback address; the "
-                "project does not allow HTTP requests to private addresses"
-            )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -69,11 +54,6 @@ def http_perform(request: dict, *, allow_private: bool) -> dict:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return {"ok": False, "error": f"not an http(s) URL: {url[:200]}"}
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    if not allow_private:
-        try:
-            _address_allowed(parts.hostname, port)
-        except BlockedAddress as exc:
-            return {"ok": False, "error": str(exc)}
     headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
     body = request.get("body")
     data = None
@@ -83,12 +63,21 @@ def http_perform(request: dict, *, allow_private: bool) -> dict:
             headers.setdefault("Content-Type", "application/json")
         else:
             data = str(body).encode()
-    opener = urllib.request.build_opener(_NoRedirect)
     attempts = int(request.get("retries", 0)) + 1
     result: dict = {"ok": False, "error": "not attempted"}
     for attempt in range(attempts):
         if attempt:
             time.sleep(min(2**attempt, 8) * 0.25)
+        # Resolved once per try and connected to exactly the checked addresses: a
+        # second lookup could answer differently (DNS rebinding) and reach inside.
+        try:
+            addresses = addresses_resolve(parts.hostname, port, allow_private=allow_private)
+        except UnresolvableHost as exc:
+            result = {"ok": False, "error": str(exc)}
+            continue
+        except BlockedAddress as exc:
+            return {"ok": False, "error": str(exc)}
+        opener = pinned_opener(addresses, _NoRedirect)
         req = urllib.request.Request(url, data=data, headers=headers, method=request["method"])  # noqa: S310 - scheme checked above
         try:
             with opener.open(req, timeout=float(request.get("timeout", 10))) as response:

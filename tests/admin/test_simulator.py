@@ -87,7 +87,9 @@ def test_a_stale_button_and_an_unknown_text_are_explained(operator_client, proje
         {"action": "press", "data": menu.buttons[0][1]["data"], "message_id": menu.pk},
     )
     notices = SimulatorMessage.objects.filter(user=user, direction="notice")
-    assert [n.text for n in notices] == ["This button is no longer active."]
+    assert [n.text for n in notices] == [
+        "This button is no longer active. Send /start to see the menu."
+    ]
     WorkflowExecution.objects.filter(user=user).update(status="cancelled")
     from django.core.cache import cache
 
@@ -294,8 +296,10 @@ def test_forged_simulator_posts_get_a_readable_answer(operator_client, project, 
     response = operator_client.post(
         _url(project), {"action": "press", "data": "w:1:2:3", "message_id": "nope"}, follow=True
     )
-    assert response.status_code == 200 and "This button is no longer active." in (
-        response.content.decode()
+    assert (
+        response.status_code == 200
+        and "This button is no longer active. Send /start to see the menu."
+        in (response.content.decode())
     )
 
 
@@ -305,3 +309,56 @@ def test_the_fetch_fragment_carries_error_messages(operator_client, project, tel
     )
     assert 'class="messagelist"' in response.content.decode()
     assert "Choose a workflow of this project." in response.content.decode()
+
+
+LOOKUP = {
+    "start": "ask",
+    "steps": {
+        "ask": {"type": "input", "text": "Which city?", "variable": "city", "next": "call"},
+        "call": {
+            "type": "http_request",
+            # Loopback: refused at once (the project does not allow private addresses).
+            "url": "http://127.0.0.1:9/weather?city={{ vars.city }}",
+            "on_success": "done",
+            "on_failure": "done",
+        },
+        "done": {"type": "message", "text": "Done."},
+    },
+}
+
+
+def test_the_step_log_reads_as_labelled_values_not_python_dicts(
+    operator_client, project, telegram, django_capture_on_commit_callbacks
+):
+    publish(project, LOOKUP)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    with django_capture_on_commit_callbacks(execute=True):  # the HTTP step's task
+        operator_client.post(_url(project), {"action": "send", "text": "<b>Paris</b>"})
+    page = operator_client.get(_url(project)).content.decode()
+    log = page[page.index('id="sim-log"') :]
+    log = log[: log.index("</table>")]
+    assert "Done." in page  # the HTTP step ran and went on
+    # No Python repr, raw or escaped, anywhere in the step log.
+    assert "{'" not in log and "{&#x27;" not in log and "True" not in log
+    # The input step: what the user sent (escaped) and what it stored.
+    assert "<dt>event</dt><dd>text</dd>" in log
+    assert "<dt>answer</dt><dd>&lt;b&gt;Paris&lt;/b&gt;</dd>" in log
+    # The HTTP step: nested fields as dotted labels, booleans in words.
+    assert "<dt>request.method</dt><dd>GET</dd>" in log
+    assert "<dt>request.url</dt><dd>http://127.0.0.1:9/weather?city=&lt;b&gt;Paris" in log
+    assert "<dt>response.ok</dt><dd>no</dd>" in log
+    assert "<dt>response.error</dt><dd>127.0.0.1 resolves to 127.0.0.1, a private" in log
+
+
+def test_readable_fields_flattens_nested_values():
+    from workflows.simulator import readable_fields, readable_value
+
+    assert readable_fields({"a": {"b": 1, "c": [1, "x"]}, "d": None, "e": True}) == [
+        ("a.b", "1"),
+        ("a.c", '[1, "x"]'),
+        ("d", "(empty)"),
+        ("e", "yes"),
+    ]
+    assert readable_fields({}) == [] and readable_fields(None) == []
+    assert readable_value({"nested": "ü"}) == '{"nested": "ü"}'
+    assert readable_value("x" * 1000).endswith("…") and len(readable_value("x" * 1000)) == 300

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.test import override_settings
 
+from botplatform.env import cache_config
+
 
 def test_healthz_reports_every_dependency(client, db):
     response = client.get("/healthz")
@@ -15,6 +17,23 @@ def test_healthz_reports_every_dependency(client, db):
     }
     assert body["checks"]["cache"]["backend"] == "RedisCache"
     assert set(body["checks"]) == {"database", "cache", "broker"}
+    cache = body["checks"]["cache"]
+    assert (cache["kind"], cache["redis_available"], cache["redis"]) == ("redis", True, "up")
+    assert body["degraded"] is False
+
+
+def test_healthz_without_redis_says_so_and_is_not_degraded(client, db):
+    """The embedded default (no REDIS_URL) is a valid setup, not a Redis outage."""
+    with override_settings(CACHES={"default": cache_config("")}):
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True and body["degraded"] is False
+    cache = body["checks"]["cache"]
+    assert cache["ok"] is True and cache["kind"] == "in-process"
+    assert cache["redis_available"] is None and cache["redis"] == "not configured"
+    assert cache["backend"] == "in-process memory (no REDIS_URL)"
+    assert cache["since"] is None
 
 
 @override_settings(CELERY_TASK_ALWAYS_EAGER=False, CELERY_BROKER_URL="redis://127.0.0.1:1/0")

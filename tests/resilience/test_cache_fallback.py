@@ -58,6 +58,8 @@ def test_cache_falls_back_to_memory_on_sigkill_and_returns_to_redis(
     body = client.get("/healthz").json()
     assert body["ok"] is True and body["degraded"] is True
     assert body["checks"]["cache"]["redis_available"] is False
+    assert body["checks"]["cache"]["kind"] == "redis"
+    assert body["checks"]["cache"]["redis"] == "unreachable"
     assert "fallback" in body["checks"]["cache"]["backend"]
 
     resilient_cache.start()  # empty, on the same port

@@ -150,7 +150,10 @@ def test_timeout_without_branch_cancels_and_buttons_go_stale(project, user, deli
     assert delivered == []
     late = press(user, shown["A"], query_id="late")
     assert late.actions == [
-        AnswerCallback(callback_query_id="late", text="This button is no longer active.")
+        AnswerCallback(
+            callback_query_id="late",
+            text="This button is no longer active. Send /start to see the menu.",
+        )
     ]
 
 

@@ -76,7 +76,10 @@ def test_message_buttons_wait_for_a_press_and_route(project, user):
     # The same button again: the message is stale now. Answered, not re-run.
     again = press(user, shown["One"], query_id="q2")
     assert again.actions == [
-        AnswerCallback(callback_query_id="q2", text="This button is no longer active.")
+        AnswerCallback(
+            callback_query_id="q2",
+            text="This button is no longer active. Send /start to see the menu.",
+        )
     ]
     assert WorkflowExecution.objects.filter(status=Status.COMPLETED).count() == 1
 
@@ -376,3 +379,10 @@ def test_a_failing_write_is_rolled_back_and_earlier_steps_are_kept(project, user
     assert UserVariable.objects.get(user=user, key="b").value == "text"
     failed_log = ExecutionStepLog.objects.get(step="inc")
     assert "not a number" in failed_log.error
+
+
+def test_the_stale_button_answer_says_what_to_do_and_fits_a_callback_answer():
+    from workflows.services import STALE_BUTTON_TEXT
+
+    assert "/start" in STALE_BUTTON_TEXT
+    assert len(STALE_BUTTON_TEXT) <= 200  # Telegram's limit for answerCallbackQuery text

@@ -126,7 +126,10 @@ def test_trigger_while_buttons_shown_cancels_the_old_wait_and_its_buttons(projec
     assert texts(text(user, "other")) == ["other"]
     stale = press(user, shown["A"], query_id="z")
     assert stale.actions == [
-        AnswerCallback(callback_query_id="z", text="This button is no longer active.")
+        AnswerCallback(
+            callback_query_id="z",
+            text="This button is no longer active. Send /start to see the menu.",
+        )
     ]
 
 

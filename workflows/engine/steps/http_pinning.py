@@ -1,0 +1,113 @@
+"""Outgoing connections of the ``http_request`` step, pinned to the vetted address.
+
+The SSRF guard resolves the host and refuses loopback and private addresses. If the
+connection then resolved the name again, a DNS server answering differently the
+second time (DNS rebinding) could still send the request to an internal address. So
+the host is resolved once, here; the connection goes to exactly the addresses that
+were checked, while the URL's host name stays in the Host header, in TLS SNI and in
+the certificate check. Proxies from the environment are not used: the proxy would
+resolve the name itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable, Sequence
+
+
+class BlockedAddress(Exception):
+    """The host cannot be used: it does not resolve, or resolves to a private address."""
+
+
+class UnresolvableHost(BlockedAddress):
+    """DNS gave no answer (may be temporary: the caller may try again)."""
+
+
+def addresses_resolve(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """The host's IP addresses, each checked unless the project allows private ones.
+
+    One non-public address refuses the whole host: a name that also points inside
+    the network is not one to call.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableHost(f"cannot resolve {host}: {exc}") from None
+    addresses: list[str] = []
+    for info in infos:
+        ip = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 scope id for the check
+        address = ipaddress.ip_address(ip)
+        if not allow_private and (not address.is_global or address.is_multicast):
+            raise BlockedAddress(
+                f"{host} resolves to {address}, a private or loopback address; the "
+                "project does not allow HTTP requests to private addresses"
+            )
+        if info[4][0] not in addresses:
+            addresses.append(info[4][0])
+    if not addresses:
+        raise UnresolvableHost(f"cannot resolve {host}: no address")
+    return addresses
+
+
+def _pinned_connect(addresses: Sequence[str]) -> Callable[..., socket.socket]:
+    """Stands in for ``socket.create_connection``: the host name is never resolved again."""
+
+    def connect(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        port = address[1]
+        error: OSError | None = None
+        for ip in addresses:
+            try:
+                return socket.create_connection((ip, port), timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error or OSError("no address to connect to")
+
+    return connect
+
+
+def _pinned(connection_class: type, addresses: Sequence[str]) -> Callable[..., object]:
+    def factory(host: str, **kwargs) -> http.client.HTTPConnection:
+        # ``host`` stays the URL's name: Host header, SNI and certificate use it.
+        connection = connection_class(host, **kwargs)
+        connection._create_connection = _pinned_connect(addresses)
+        return connection
+
+    return factory
+
+
+class PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, addresses: Sequence[str]) -> None:
+        super().__init__()
+        self.addresses = list(addresses)
+
+    def http_open(self, req):
+        return self.do_open(_pinned(http.client.HTTPConnection, self.addresses), req)
+
+
+class PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, addresses: Sequence[str], context: ssl.SSLContext | None = None) -> None:
+        super().__init__(context=context)
+        self.addresses = list(addresses)
+
+    def https_open(self, req):
+        return self.do_open(
+            _pinned(http.client.HTTPSConnection, self.addresses), req, context=self._context
+        )
+
+
+def pinned_opener(
+    addresses: Sequence[str],
+    *handlers: urllib.request.BaseHandler,
+    ssl_context: ssl.SSLContext | None = None,
+) -> urllib.request.OpenerDirector:
+    """A urllib opener whose every connection goes to ``addresses`` (no proxies)."""
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        PinnedHTTPHandler(addresses),
+        PinnedHTTPSHandler(addresses, ssl_context),
+        *handlers,
+    )
