@@ -4,7 +4,7 @@ The polling fast path (:mod:`botplatform.telegram.batch`) handles a whole batch 
 transaction. Before any handler runs it reads, one statement each, what every update
 would otherwise read on its own (its user row, its session's waiting execution) and
 takes all the session locks. Writes that may wait until the end of the transaction
-(a waiting execution's new state, step logs) are collected here and go out in the
+(a waiting execution's new state, step logs, last-seen stamps) are collected here and go out in the
 batch's single write statement.
 
 Everything else asks :func:`current` and gets ``None``: the per-update path, the
@@ -35,6 +35,8 @@ class BatchScope:
     waiting: dict[str, Any] = field(default_factory=dict)
     # Executions whose new (waiting) state is not written yet: pk -> execution.
     executions: dict[int, Any] = field(default_factory=dict)
+    # Users whose last_seen_at stamp is not written yet.
+    last_seen: set[int] = field(default_factory=set)
     # Step logs not inserted yet.
     step_logs: list[Any] = field(default_factory=list)
     # Cache values read ahead for the batch (key -> value; a key read but absent is in

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from botplatform import batchscope, metrics
@@ -449,6 +449,10 @@ def bot_user_upsert(
     now = timezone.now()
     if changes or now - user.last_seen_at >= LAST_SEEN_RESOLUTION:
         changes["last_seen_at"] = now
+        if scope is not None and set(changes) == {"last_seen_at"}:
+            scope.last_seen.add(user.pk)  # one UPDATE for the whole batch, at its end
+            user.last_seen_at = now
+            return user, False
         with transaction.atomic():
             BotUser.objects.filter(pk=user.pk).update(**changes)
             if set(changes) != {"last_seen_at"}:
@@ -456,6 +460,20 @@ def bot_user_upsert(
         for name, value in changes.items():
             setattr(user, name, value)
     return user, False
+
+
+def last_seen_writes() -> list[tuple[str, list]]:
+    """The current batch's put-off ``last_seen_at`` stamps as (sql, params), and forget them."""
+    scope = batchscope.current()
+    if scope is None or not scope.last_seen:
+        return []
+    table = connection.ops.quote_name(BotUser._meta.db_table)
+    statement = (
+        f"UPDATE {table} SET last_seen_at = %s WHERE id = ANY(%s::bigint[])",  # noqa: S608
+        [timezone.now(), sorted(scope.last_seen)],
+    )
+    scope.last_seen = set()
+    return [statement]
 
 
 def referral_apply(*, user: BotUser, code: str) -> bool:

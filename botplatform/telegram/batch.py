@@ -15,7 +15,7 @@ each in a fixed handful of statements whatever its size:
 3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`);
    a conversation that goes on writes nothing yet;
 4. write every row's replies and status (the outbox), the executions' new waiting
-   state and the step logs in ONE statement, and commit;
+   state, the step logs and the users' last-seen stamps in ONE statement, and commit;
 5. send the replies, then mark the rows done and free the claims: two statements.
 
 Any error before the commit rolls the wave back and returns its rows (and all later
@@ -173,6 +173,7 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     from botplatform.cache import workflow_waiting_key
     from users.models import BotUser
     from users.selectors import user_states_prefetch
+    from users.services import last_seen_writes
     from workflows.engine.runner import deferred_writes, waiting_prefetch
 
     scope = batchscope.current()
@@ -204,7 +205,7 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     for row in rows:
         if parsed[row.pk] is not None:
             row_decide(row, bot, parsed[row.pk], verdicts[row.pk])
-    _write([*deferred_writes(), _outbox_sql(rows)])
+    _write([*deferred_writes(), *last_seen_writes(), _outbox_sql(rows)])
 
 
 def _session_key(bot_id: int, chat_id: int) -> str:

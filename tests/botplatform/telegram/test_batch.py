@@ -268,3 +268,29 @@ def test_the_state_of_several_users_is_read_in_one_round_trip(db):
         )
         assert values[profile_key]["data"]["telegram_id"] == user.telegram_id
         assert values[variables_key]["data"]["balance"] == user.balance
+
+
+def test_last_seen_stamps_of_a_batch_cost_no_statement_of_their_own(double, demo_bot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    chats = list(range(9100, 9106))
+    offset: dict = {}
+    for step in range(3):
+        rows = _round(double, demo_bot, chats, step, offset)
+        assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+    rows = _round(double, demo_bot, chats, 3, offset)
+    with CaptureQueriesContext(connection) as fresh:
+        assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+    long_ago = timezone.now() - timedelta(minutes=5)
+    BotUser.objects.filter(telegram_id__in=chats).update(last_seen_at=long_ago)
+
+    rows = _round(double, demo_bot, chats, 4, offset)
+    with CaptureQueriesContext(connection) as stale:
+        assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+
+    assert len(stale) == len(fresh)  # the stamps rode along in the batch's one write
+    stamps = BotUser.objects.filter(telegram_id__in=chats).values_list("last_seen_at", flat=True)
+    assert len(stamps) == len(chats)
+    assert all(stamp > long_ago + timedelta(minutes=4) for stamp in stamps)
