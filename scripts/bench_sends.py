@@ -7,6 +7,12 @@ the double's handler thread, Redis client, metrics). Run from the project root:
 
     DJANGO_SETTINGS_MODULE=botplatform.settings DATABASE_URL=... REDIS_URL=... \
         SECRET_KEY=... python scripts/bench_sends.py [-n 3000] [--profile out.prof]
+
+Figures of 26 Nov (2 shared cores, 3 alternating runs each, CPU per call):
+sendMessage with a 2x2 inline keyboard 1117-1158 us before, 720-783 us after the form
+body / direct preparation in ``client._request_send`` and the double's lean handler;
+answerCallbackQuery 568-636 us before, 389-425 us after. One Redis round trip per
+message send (the send-slot script), none for a callback answer.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 _TAG = re.compile(r"<(/?)([a-zA-Z-]*)(?:\s[^<>]*)?>")
 _HTML_TAGS = {
@@ -321,7 +321,11 @@ class TelegramDouble:
                 self._serve(target.decode("latin-1"), headers.get(b"content-type", b""), body)
 
             def _serve(self, target: str, content_type: bytes, body: bytes) -> None:
-                path, _, query = target.partition("?")
+                if target.startswith("/"):
+                    path, _, query = target.partition("?")
+                else:  # absolute form, as a client sends it through a proxy
+                    parts = urlsplit(target)
+                    path, query = parts.path, parts.query
                 params = dict(parse_qsl(query)) if query else {}
                 if body:
                     if b"json" in content_type:

@@ -146,3 +146,9 @@ def test_the_sessions_auth_is_applied(recorder):
     api().answer_callback_query(TOKEN, "q1")
     (request,) = recorder.requests
     assert request["headers"]["Authorization"] == "Basic dXNlcjpwYXNz"
+
+
+def test_parameters_that_are_all_none_send_nothing(recorder):
+    client._request_send("post", f"{recorder.url}/bot{TOKEN}/x", params={"text": None})
+    (request,) = recorder.requests
+    assert (request["path"], request["body"]) == (f"/bot{TOKEN}/x", b"")

@@ -77,6 +77,7 @@ def test_connection_close_and_http_1_0_end_the_connection(server):
     for request in (
         f"GET /bot{TOKEN}/getMe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         f"GET /bot{TOKEN}/getMe HTTP/1.0\r\n\r\n",
+        f"GET http://{host}:{port}/bot{TOKEN}/getMe HTTP/1.0\r\n\r\n",  # as via a proxy
     ):
         with socket.create_connection((host, port), timeout=5) as sock:
             sock.sendall(request.encode())
