@@ -7,12 +7,15 @@ double, can stand in. Everything else calls the library through :func:`api`.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
+from requests.cookies import RequestsCookieJar, merge_cookies
 from requests.utils import get_environ_proxies, get_netrc_auth
 from telebot import apihelper
 
@@ -64,10 +67,80 @@ def _session_for(origin: str) -> requests.Session:
     return session
 
 
-def _request_send(method: str, url: str, **kwargs) -> requests.Response:
-    """telebot's CUSTOM_REQUEST_SENDER: its call, through this thread's session."""
+_FORM = "application/x-www-form-urlencoded"
+_SCALARS = (str, int, float)  # bool is an int
+
+
+def _form_encode(params: dict) -> bytes | None:
+    """The params as a form body, byte for byte what requests would encode; None when a
+    value is not a plain scalar (requests' own encoder then handles it)."""
+    fields = {}
+    for key, value in params.items():
+        if value is None:
+            continue  # requests leaves None out
+        if not isinstance(value, _SCALARS):
+            return None
+        fields[key] = value
+    return urlencode(fields).encode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_prepare(url: str) -> str:
+    """requests' own URL preparation (IDNA, re-quoting), once per bot token and method."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
+
+
+def _request_send(
+    method: str, url: str, params=None, files=None, timeout=None, proxies=None
+) -> requests.Response:
+    """telebot's CUSTOM_REQUEST_SENDER: its call, through this thread's session.
+
+    telebot hands every parameter over as ``params``, which requests would put in the
+    query string and then re-quote and re-parse (the text and the JSON keyboard, on
+    every send). A POST carries them as a form body instead, which the Bot API takes
+    alike, encoded once here; the request is prepared directly rather than through
+    ``Session.request``, whose per-call merging of session settings (headers, cookie
+    jars, hooks, environment) is the same every time for this fixed session. It still
+    goes out through ``Session.send`` (same adapter, pool, proxies, CA bundle, auth,
+    redirects and cookies). Uploads, a telebot proxy, or a parameter that is not a
+    plain value fall back to ``Session.request`` unchanged.
+    """
     origin = url[: url.find("/", url.find("://") + 3)]  # scheme://host[:port]
-    return _session_for(origin).request(method, url, **kwargs)
+    session = _session_for(origin)
+    body = None
+    if method.lower() == "post" and params and not files:
+        body = _form_encode(params) or None  # all values None: as requests would
+    if files or proxies or (params and method.lower() == "post" and body is None):
+        return session.request(
+            method, url, params=params, files=files, timeout=timeout, proxies=proxies
+        )
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(method)
+    if body is None and params:
+        prepared.prepare_url(url, params)  # a GET's params go in the query, as before
+    else:
+        prepared.url = _url_prepare(url)
+    prepared.prepare_headers(session.headers)
+    if session.cookies:  # a server set some (a load balancer's, say): send them back
+        prepared.prepare_cookies(merge_cookies(RequestsCookieJar(), session.cookies))
+    else:  # nothing to add; preparing an empty jar only costs a scan of it
+        prepared._cookies = RequestsCookieJar()
+    prepared.prepare_body(body, None)
+    if body is not None:
+        prepared.headers["Content-Type"] = _FORM
+    if session.auth:
+        prepared.prepare_auth(session.auth, url)
+    return session.send(
+        prepared,
+        timeout=timeout,
+        proxies=session.proxies,
+        verify=session.verify,
+        cert=session.cert,
+        stream=False,
+        allow_redirects=True,
+    )
 
 
 def api():

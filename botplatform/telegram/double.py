@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -60,6 +61,21 @@ def _html_ok(text: str) -> bool:
         else:
             stack.append(name)
     return "<" not in text[position:] and not stack
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+_STATUS_LINES = {status: _status_line(status) for status in (200, 400, 401, 403, 404, 409, 429)}
+
+
+def _error_payload(status: int, description: str) -> dict:
+    return {"ok": False, "error_code": status, "description": description}
 
 
 @dataclass
@@ -259,6 +275,11 @@ class TelegramDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
+            """A lean HTTP/1.1 keep-alive handler: the double shares its process (and the
+            GIL) with the code under test, so each call is parsed by hand (request line,
+            headers into a dict, body by Content-Length) rather than through
+            ``http.server``'s email-based header parser, and answered in one write."""
+
             protocol_version = "HTTP/1.1"
             # One segment per answer: unbuffered header and body writes meet Nagle and
             # delayed ACKs on keep-alive connections, ~40 ms per call.
@@ -268,37 +289,67 @@ class TelegramDouble:
             def log_message(self, *args) -> None:
                 pass
 
-            def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                params = dict(parse_qsl(parts.query))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+            def handle_one_request(self) -> None:
+                try:
+                    line = self.rfile.readline(65537)
+                    headers: dict[bytes, bytes] = {}
+                    while True:
+                        header = self.rfile.readline(65537)
+                        if header in (b"\r\n", b"\n", b""):
+                            break
+                        name, _, value = header.partition(b":")
+                        headers[name.strip().lower()] = value.strip()
+                    words = line.split()
+                    if len(words) != 3 or not words[2].startswith(b"HTTP/"):
+                        self.close_connection = True
+                        if line.strip():
+                            self._reply(400, _error_payload(400, "Bad Request"))
+                        return
+                    verb, target, version = words
+                    self.close_connection = (
+                        version != b"HTTP/1.1"
+                        or headers.get(b"connection", b"").lower() == b"close"
+                    )
+                    length = int(headers.get(b"content-length") or 0)
+                    body = self.rfile.read(length) if length else b""
+                except (OSError, ValueError):
+                    self.close_connection = True
+                    return
+                if verb not in (b"GET", b"POST"):
+                    self.close_connection = True
+                    return self._reply(501, _error_payload(501, "Not Implemented"))
+                self._serve(target.decode("latin-1"), headers.get(b"content-type", b""), body)
+
+            def _serve(self, target: str, content_type: bytes, body: bytes) -> None:
+                if target.startswith("/"):
+                    path, _, query = target.partition("?")
+                else:  # absolute form, as a client sends it through a proxy
+                    parts = urlsplit(target)
+                    path, query = parts.path, parts.query
+                params = dict(parse_qsl(query)) if query else {}
                 if body:
-                    if "json" in (self.headers.get("Content-Type") or ""):
+                    if b"json" in content_type:
                         params.update(json.loads(body))
                     else:
                         params.update(parse_qsl(body.decode()))
-                segments = parts.path.strip("/").split("/")
+                segments = path.strip("/").split("/")
                 if len(segments) != 2 or not segments[0].startswith("bot"):
-                    return self._reply(
-                        404, {"ok": False, "error_code": 404, "description": "Not Found"}
-                    )
+                    return self._reply(404, _error_payload(404, "Not Found"))
                 token, method = segments[0][3:], segments[1]
                 status, payload = double._dispatch(token, method, params)
                 self._reply(status, payload)
 
-            do_GET = do_POST = _serve
-
             def _reply(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
+                head = _STATUS_LINES.get(status) or _status_line(status)
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self.wfile.write(
+                        b"%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (head, len(data), data)
+                    )
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    self.close_connection = True
 
         return Handler
 
