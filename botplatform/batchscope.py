@@ -44,6 +44,8 @@ class BatchScope:
     state_values: dict[str, Any] = field(default_factory=dict)
     state_read: set[str] = field(default_factory=set)
     state_users: set[tuple[int, int]] = field(default_factory=set)
+    # Of those, the ones whose state was stale and loaded from the database ahead.
+    state_loaded: set[tuple[int, int]] = field(default_factory=set)
 
     def user_take(self, project_id: int, telegram_id: int) -> Any:
         """The prefetched user row, once; None when it was not read ahead."""

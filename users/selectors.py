@@ -88,49 +88,89 @@ def _redis_pipeline():
     return get_client(write=True).pipeline(transaction=False)
 
 
-def _state_load(*, user_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Profile and variables from the database: two queries."""
-    row = (
-        BotUser.objects.filter(pk=user_id)
+def _states_load(*, user_ids: list[int]) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+    """Profile and variables of several users from the database: two queries."""
+    rows = (
+        BotUser.objects.filter(pk__in=user_ids)
         .annotate(referral_count=Count("referrals"))
         .values(*PROFILE_FIELDS, "balance", "level", "referral_count")
-        .get()
     )
-    profile = {name: row[name] for name in PROFILE_FIELDS}
-    variables: dict[str, Any] = dict(
-        UserVariable.objects.filter(user_id=user_id).values_list("key", "value")
+    computed = {}
+    states: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for row in rows:
+        computed[row["id"]] = {
+            "balance": row["balance"],
+            "level": row["level"],
+            "referrals": row["referral_count"],
+        }
+        states[row["id"]] = ({name: row[name] for name in PROFILE_FIELDS}, {})
+    custom = UserVariable.objects.filter(user_id__in=list(states)).values_list(
+        "user_id", "key", "value"
     )
-    variables.update(balance=row["balance"], level=row["level"], referrals=row["referral_count"])
-    return profile, variables
+    for user_id, key, value in custom:
+        states[user_id][1][key] = value
+    for user_id, (_profile, variables) in states.items():
+        variables.update(computed[user_id])  # the computed names win over custom ones
+    return states
 
 
-def _state_store(
-    *,
-    user_id: int,
-    project_id: int,
-    generation: str | None,
-    profile: dict[str, Any],
-    variables: dict[str, Any],
-) -> None:
-    """Cache both halves tagged with the generation read before the database load."""
-    entries = {
-        user_variables_key(user_id, project_id): (
+def _state_load(*, user_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Profile and variables from the database: two queries."""
+    states = _states_load(user_ids=[user_id])
+    if user_id not in states:
+        raise BotUser.DoesNotExist(f"no user {user_id}")
+    return states[user_id]
+
+
+StateEntry = tuple[int, int, str | None, dict[str, Any], dict[str, Any]]
+
+
+def _states_store(entries: list[StateEntry]) -> None:
+    """Cache both halves of each (user_id, project_id, generation, profile, variables),
+    tagged with the generation read before the database load: one pipelined trip."""
+    values = {}
+    for user_id, project_id, generation, profile, variables in entries:
+        values[user_variables_key(user_id, project_id)] = (
             {"generation": generation, "data": variables},
             USER_VARIABLES_TTL,
-        ),
-        user_profile_key(user_id, project_id): (
+        )
+        values[user_profile_key(user_id, project_id)] = (
             {"generation": generation, "data": profile},
             USER_PROFILE_TTL,
-        ),
-    }
+        )
     pipeline = _redis_pipeline()
     if pipeline is None:
-        for key, (value, ttl) in entries.items():
+        for key, (value, ttl) in values.items():
             cache.set(key, value, ttl)
         return
-    for key, (value, ttl) in entries.items():
+    for key, (value, ttl) in values.items():
         cache.set(key, value, ttl, client=pipeline)
     pipeline.execute()
+
+
+def _cached_state(cached: dict, *, user_id: int, project_id: int) -> tuple[dict, dict] | None:
+    """(profile, variables) if both cached halves carry the current generation."""
+    variables_key, profile_key, generation_key = user_state_keys(
+        user_id=user_id, project_id=project_id
+    )
+    generation = cached.get(generation_key)
+    if generation is not None:
+        generation = str(generation)
+    variables = cached.get(variables_key)
+    profile = cached.get(profile_key)
+    if (
+        isinstance(variables, dict)
+        and isinstance(profile, dict)
+        and variables.get("generation") == generation
+        and profile.get("generation") == generation
+    ):
+        return profile["data"], variables["data"]
+    return None
+
+
+def _generation(cached: dict, *, user_id: int, project_id: int) -> str | None:
+    generation = cached.get(user_state_generation_key(user_id, project_id))
+    return None if generation is None else str(generation)
 
 
 _prefetched = threading.local()
@@ -206,6 +246,33 @@ def user_states_prefetch(*, users: list[tuple[int, int]], extra_keys: list[str])
     except Exception:
         logger.warning("cache read for a batch failed; reading user by user", exc_info=True)
         return
+    stale = [
+        (user_id, project_id)
+        for user_id, project_id in users
+        if _cached_state(values, user_id=user_id, project_id=project_id) is None
+    ]
+    if stale:  # one load and one store for all of them instead of two queries each
+        states = _states_load(user_ids=[user_id for user_id, _ in stale])
+        entries: list[StateEntry] = []
+        for user_id, project_id in stale:
+            if user_id not in states:
+                continue
+            profile, variables = states[user_id]
+            generation = _generation(values, user_id=user_id, project_id=project_id)
+            entries.append((user_id, project_id, generation, profile, variables))
+            values[user_variables_key(user_id, project_id)] = {
+                "generation": generation,
+                "data": variables,
+            }
+            values[user_profile_key(user_id, project_id)] = {
+                "generation": generation,
+                "data": profile,
+            }
+            scope.state_loaded.add((user_id, project_id))
+        try:
+            _states_store(entries)
+        except CACHE_ERRORS as exc:
+            _log_cache_error(exc, "cache unreachable; batch user state not cached (%s)", exc)
     scope.state_values.update(values)
     scope.state_read.update(extra_keys)
     for user_id, project_id in users:
@@ -250,29 +317,29 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
         profile, variables = _state_load(user_id=user_id)
         return UserState(profile=profile, variables=variables)
 
-    generation = cached.get(generation_key)
-    if generation is not None:
-        generation = str(generation)
-    cached_variables = cached.get(variables_key)
-    cached_profile = cached.get(profile_key)
-    if (
-        isinstance(cached_variables, dict)
-        and isinstance(cached_profile, dict)
-        and cached_variables.get("generation") == generation
-        and cached_profile.get("generation") == generation
-    ):
-        metrics.cache_lookup("user_state", hit=True)
-        return UserState(profile=cached_profile["data"], variables=cached_variables["data"])
+    state = _cached_state(cached, user_id=user_id, project_id=project_id)
+    scope = batchscope.current()
+    if state is not None:
+        # Loaded from the database for the whole batch (a miss), or a plain hit.
+        loaded = scope is not None and (user_id, project_id) in scope.state_loaded
+        if loaded:
+            scope.state_loaded.discard((user_id, project_id))
+        metrics.cache_lookup("user_state", hit=not loaded)
+        return UserState(profile=state[0], variables=state[1])
     metrics.cache_lookup("user_state", hit=False)
 
     profile, variables = _state_load(user_id=user_id)
     try:
-        _state_store(
-            user_id=user_id,
-            project_id=project_id,
-            generation=generation,
-            profile=profile,
-            variables=variables,
+        _states_store(
+            [
+                (
+                    user_id,
+                    project_id,
+                    _generation(cached, user_id=user_id, project_id=project_id),
+                    profile,
+                    variables,
+                )
+            ]
         )
     except CACHE_ERRORS as exc:
         _log_cache_error(exc, "cache unreachable; user %s state not cached", user_id)

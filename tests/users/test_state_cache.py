@@ -16,7 +16,7 @@ from tests.factories import bot_user_create
 from tests.users.helpers import redis_round_trips
 from users import services
 from users.models import BonusTransaction, BotUser
-from users.selectors import _state_load, _state_store, user_state_get
+from users.selectors import _state_load, _states_store, user_state_get
 
 
 @pytest.fixture
@@ -185,13 +185,7 @@ def test_reader_that_loaded_before_a_write_cannot_cache_a_stale_balance(bot_user
     generation = cache.get(key)
     profile, variables = _state_load(user_id=bot_user.pk)  # balance 0
     commit(services.bonus_earn, user_id=bot_user.pk, amount=70, idempotency_key="e")
-    _state_store(
-        user_id=bot_user.pk,
-        project_id=bot_user.project_id,
-        generation=generation,
-        profile=profile,
-        variables=variables,
-    )
+    _states_store([(bot_user.pk, bot_user.project_id, generation, profile, variables)])
     assert cache.get(user_variables_key(bot_user.pk, bot_user.project_id)) is not None
     assert state(bot_user).variables["balance"] == 70
 

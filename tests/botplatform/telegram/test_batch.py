@@ -187,8 +187,7 @@ def test_the_demo_conversation_costs_a_fixed_number_of_statements_per_batch(doub
     # Twice as many updates, the same statements: at most one per message at ten.
     # (Inside the test's transaction the batch's own adds SAVEPOINT and RELEASE.)
     assert counts[(10, 3)] - 2 <= 10
-    # The first press after /start reads each user's state once (the welcome bonus
-    # changed it): one statement per user on top, no more.
+    # Step 1 shows the ledger history, which is read per user: one statement each.
     assert counts[(10, 1)] - counts[(5, 1)] == 5
     # Each button press was answered and moved its conversation on.
     assert WorkflowExecution.objects.filter(status="waiting").count() == 15
@@ -294,3 +293,41 @@ def test_last_seen_stamps_of_a_batch_cost_no_statement_of_their_own(double, demo
     stamps = BotUser.objects.filter(telegram_id__in=chats).values_list("last_seen_at", flat=True)
     assert len(stamps) == len(chats)
     assert all(stamp > long_ago + timedelta(minutes=4) for stamp in stamps)
+
+
+def _press_all(double, bot, chats: list[int], text: str) -> list[TelegramUpdate]:
+    updates = []
+    for chat in chats:
+        message = double.messages[(chat, double.last_message[chat])]
+        data = next(
+            button["callback_data"]
+            for row in message["reply_markup"]["inline_keyboard"]
+            for button in row
+            if text in button["text"]
+        )
+        updates.append(double.callback(bot.token, chat, data, message_id=message["message_id"]))
+    return _record(bot, updates)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stale_user_states_of_a_batch_are_loaded_together(double, demo_bot):
+    from botplatform import metrics
+
+    counts, misses = {}, {}
+    for chats in (list(range(9200, 9205)), list(range(9300, 9310))):
+        rows = _record(demo_bot, [double.command(demo_bot.token, c, "/start") for c in chats])
+        assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+        # The welcome bonus (committed) made every user's cached state stale.
+        rows = _press_all(double, demo_bot, chats, "Balance")
+        before = metrics.totals().get(
+            'bp_cache_requests_total{family="user_state",result="miss"}', 0
+        )
+        with CaptureQueriesContext(connection) as queries:
+            assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []
+        after = metrics.totals()['bp_cache_requests_total{family="user_state",result="miss"}']
+        counts[len(chats)], misses[len(chats)] = len(queries), after - before
+        for chat in chats:  # the fresh balance, not the one cached before the bonus
+            text = double.messages[(chat, double.last_message[chat])]["text"]
+            assert f"<b>{demo_bot.project.welcome_bonus}</b>" in text
+    assert counts[5] == counts[10]  # two statements for all of them, not two each
+    assert misses == {5: 5, 10: 10}  # and each still counts as the miss it was
