@@ -3,27 +3,31 @@
 Simulated users talk to the demo loyalty bot through the same code as ``runbot``:
 each worker thread plays Telegram for its bots with a Bot API double over HTTP on
 loopback (``getUpdates`` hands out the users' messages and button presses), records
-each batch (``updates_record``: one INSERT per batch), then runs every update with
-``update_run``: claim, incoming rate limit, user upsert, session lock, engine,
-ledger, outbox, and the replies sent back to the double (with the per-bot and
-per-chat send limits). Nothing is stubbed.
+each batch (``updates_record``: one statement), then handles it as ``runbot`` does
+(``updates_run_batch``: claim, incoming rate limits, users, session locks, engine,
+ledger, outbox in one transaction per wave, then the replies sent back to the double
+with the per-bot and per-chat send limits), or with ``--no-batch`` update by update
+with ``update_run``, as the webhook does. Nothing is stubbed.
 
-Measured per process and added up: processing latency per update (``update_run``
-minus the time spent inside Bot API calls, measured around each call in
-``sender._call``), SQL statements (``connection.execute_wrapper``), Redis round trips
-(``send_packed_command``) and commands (``execute_command`` plus pipeline lengths),
-and cache lookups per key family (``botplatform.metrics``).
+Measured per process and added up: the time each update waits for its replies from
+the moment its batch came back from ``getUpdates``, minus the time spent inside Bot
+API calls (measured around each call in ``sender._call``); SQL statements
+(``connection.execute_wrapper``), Redis round trips (``send_packed_command``) and
+commands (``execute_command`` plus pipeline lengths), cache lookups per key family
+(``botplatform.metrics``), and CPU: the worker processes' own, the PostgreSQL server
+processes serving them, and the Redis server's.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
-import resource
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
@@ -60,6 +64,9 @@ class WorkerResult:
     started: float = 0.0
     finished: float = 0.0
     per_bot: dict[int, int] = field(default_factory=dict)
+    worker_cpu: float = 0.0  # s, this process (drivers and the double), measured part
+    postgres_cpu: float | None = 0.0  # s, the drivers' server processes, measured part
+    redis_cpu: float | None = None  # s, the Redis server during the measured part
 
 
 def bench_token(index: int) -> str:
@@ -184,12 +191,15 @@ def _drive(
     per_bot: dict[int, int] = {}
     measured = 0
     next_at = start_at
+    backend = backend_cpu = postgres_cpu = None
     try:
         with connection.execute_wrapper(count):
             for step in range(config.messages + 1):
                 warm_up = step == 0
                 if step == 1:
                     warm.wait()
+                    backend = _backend_pid()
+                    backend_cpu = _process_cpu(backend) if backend else None
                     queries[0] = 0
                     next_at = time.perf_counter()
                 for bot_id, token in bots:
@@ -236,6 +246,9 @@ def _drive(
                             measured += 1
                     if len(rows) != len(users_of[bot_id]):
                         errors.append(f"bot {bot_id}: {len(rows)} of {len(users_of[bot_id])}")
+        backend_end = _process_cpu(backend) if backend else None
+        if backend_cpu is not None and backend_end is not None and _backend_pid() == backend:
+            postgres_cpu = backend_end - backend_cpu
     except Exception:
         errors.append(traceback.format_exc(limit=3))
         warm.abort()
@@ -246,6 +259,10 @@ def _drive(
         result.messages += measured
         result.latencies_ms += latencies
         result.db_queries += queries[0]
+        if postgres_cpu is None or result.postgres_cpu is None:
+            result.postgres_cpu = None  # one thread could not tell: no figure at all
+        else:
+            result.postgres_cpu += postgres_cpu
         result.errors += len(errors)
         result.error_samples += errors[:3]
         for bot_id, n in per_bot.items():
@@ -297,7 +314,13 @@ def _worker(
                 metrics.totals_reset()
                 barrier.wait(timeout=900)  # every process, so the clock starts together
                 result.started = time.time()
+                worker_cpu[0] = time.process_time()
+                if index == 0 and redis_pid:  # one process measures the shared server
+                    redis_cpu[0] = _process_cpu(redis_pid)
 
+            redis_pid = _redis_pid() if index == 0 else None
+            redis_cpu: list[float | None] = [None]
+            worker_cpu = [0.0]
             warm = threading.Barrier(len(groups), action=warmed_up, timeout=900)
             start_at = time.perf_counter()
             for group in groups:
@@ -321,6 +344,10 @@ def _worker(
             for thread in threads:
                 thread.join()
             result.finished = time.time()
+            result.worker_cpu = time.process_time() - worker_cpu[0]
+            if redis_cpu[0] is not None:
+                redis_end = _process_cpu(redis_pid)
+                result.redis_cpu = None if redis_end is None else redis_end - redis_cpu[0]
             result.redis_round_trips = counters.round_trips
             result.redis_commands = counters.commands
             for sample, value in metrics.totals().items():
@@ -336,6 +363,38 @@ def _worker(
         double.stop()
         connections.close_all()
     out.put(result)
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a local process, from Linux ``/proc``; None when
+    it cannot be read (another machine, or not Linux)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pid() -> int | None:
+    """This thread's PostgreSQL server process, if the database is PostgreSQL."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _redis_pid() -> int | None:
+    from botplatform.cache import redis_client
+
+    client = redis_client()
+    if client is None:
+        return None
+    try:
+        return int(client.info("server")["process_id"])
+    except Exception:
+        return None
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -364,7 +423,6 @@ def bench_run(config: BenchConfig) -> dict:
         )
         for index in range(config.concurrency)
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for process in processes:
         process.start()
     results: list[WorkerResult] = []
@@ -379,12 +437,23 @@ def bench_run(config: BenchConfig) -> dict:
         results.append(WorkerResult(errors=missing, error_samples=["a worker process died"]))
     for process in processes:
         process.join()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     report = _report(config=config, project_id=project_id, bots=bots, results=results)
-    # CPU of the worker processes (platform code, HTTP client and the double, warm-up
-    # included), per measured message: PostgreSQL and Redis run on the same cores.
-    report["worker_cpu_ms_per_message"] = round(1000 * cpu / max(report["messages"], 1), 2)
+    # CPU per measured message of the worker processes (platform code, HTTP client and
+    # the in-process Bot API double), from the end of the warm-up to the end.
+    report["worker_cpu_ms_per_message"] = round(
+        1000 * sum(r.worker_cpu for r in results) / max(report["messages"], 1), 2
+    )
+    # The PostgreSQL server processes serving the drivers' connections, measured; and
+    # the Redis server over the measured time (if local; other clients count too).
+    per_message = max(report["messages"], 1)
+    postgres = [r.postgres_cpu for r in results]
+    report["postgres_cpu_ms_per_message"] = (
+        round(1000 * sum(postgres) / per_message, 2) if None not in postgres else None
+    )
+    redis_cpu = [r.redis_cpu for r in results if r.redis_cpu is not None]
+    report["redis_cpu_ms_per_message"] = (
+        round(1000 * sum(redis_cpu) / per_message, 2) if redis_cpu else None
+    )
     return report
 
 

@@ -27,6 +27,9 @@ FIELDS = {
     "cache_hit_rate_by_family",
     "errors",
     "one_bot",
+    "worker_cpu_ms_per_message",
+    "postgres_cpu_ms_per_message",
+    "redis_cpu_ms_per_message",
 }
 
 
@@ -48,6 +51,10 @@ def test_bench_drives_the_demo_through_the_whole_path(settings):
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
     assert report["db_queries_per_message"] > 0
     assert report["redis_round_trips_per_message"] > 0
+    assert report["worker_cpu_ms_per_message"] > 0
+    # Read from /proc in clock ticks (10 ms): a run this small may round to zero.
+    assert report["postgres_cpu_ms_per_message"] >= 0
+    assert report["config"]["batch"] is True
     assert set(report["cache_hit_rate_by_family"]) >= {"user_state", "workflow_waiting"}
     assert 0 < report["cache_hit_rate"] <= 1
     assert report["one_bot"]["messages"] == 9
@@ -67,6 +74,20 @@ def test_bench_without_cache_still_works_and_has_no_hits(settings):
     assert report["messages"] == 4
     assert report["cache_hit_rate"] == 0
     assert report["redis_round_trips_per_message"] == 0
+
+
+def test_bench_update_by_update_gives_the_same_outcome(settings):
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 300
+    report = _bench(
+        "--users", "4", "--messages", "2", "--bots", "2", "--concurrency", "1", "--no-batch"
+    )
+    assert report["errors"] == 0, report["error_samples"]
+    assert report["messages"] == 8
+    assert report["config"]["batch"] is False
+    rows = TelegramUpdate.objects.filter(bot__token__contains="BENCH")
+    assert rows.count() == 4 * 3
+    assert set(rows.values_list("status", flat=True)) == {"done"}
+    assert set(rows.values_list("attempts", flat=True)) == {1}
 
 
 def test_bench_rejects_nonsense_options():

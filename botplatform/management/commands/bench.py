@@ -102,6 +102,9 @@ class Command(BaseCommand):
             for family, rate in report["cache_hit_rate_by_family"].items()
         ]
         rows.append(("worker CPU per message (ms)", report["worker_cpu_ms_per_message"]))
+        for name in ("postgres", "redis"):
+            value = report[f"{name}_cpu_ms_per_message"]
+            rows.append((f"{name} CPU per message (ms)", "n/a" if value is None else value))
         rows.append(("errors", report["errors"]))
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
