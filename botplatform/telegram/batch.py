@@ -183,8 +183,10 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     verdicts = dict.fromkeys(parsed)
     if known:
         sessions = [_session_key(bot.pk, p.chat_id) for p in known]
-        users = BotUser.objects.filter(
-            project_id=project.pk, telegram_id__in={p.telegram_id for p in known}
+        users = BotUser.objects.raw(
+            f"SELECT * FROM {connection.ops.quote_name(BotUser._meta.db_table)}"  # noqa: S608
+            " WHERE project_id = %s AND telegram_id = ANY(%s)",
+            [project.pk, sorted({p.telegram_id for p in known})],
         )
         for user in users:
             scope.users[(project.pk, user.telegram_id)] = user

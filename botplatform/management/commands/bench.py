@@ -102,6 +102,8 @@ class Command(BaseCommand):
             for family, rate in report["cache_hit_rate_by_family"].items()
         ]
         rows.append(("worker CPU per message (ms)", report["worker_cpu_ms_per_message"]))
+        rows.append(("  of it, the Bot API double", report["double_cpu_ms_per_message"]))
+        rows.append(("  of it, the platform", report["platform_cpu_ms_per_message"]))
         for name in ("postgres", "redis"):
             value = report[f"{name}_cpu_ms_per_message"]
             rows.append((f"{name} CPU per message (ms)", "n/a" if value is None else value))
