@@ -20,6 +20,7 @@ processes serving them, and the Redis server's.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -324,6 +325,7 @@ def _worker(
             redis_cpu: list[float | None] = [None]
             worker_cpu = [0.0]
             warm = threading.Barrier(len(groups), action=warmed_up, timeout=900)
+            gc.freeze()  # as runbot does once started (see Runner.run)
             start_at = time.perf_counter()
             for group in groups:
                 thread = threading.Thread(

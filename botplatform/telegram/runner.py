@@ -12,6 +12,7 @@ of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -321,6 +322,10 @@ class Runner:
     # --- loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
+        # Everything loaded so far (Django, models, settings) lives as long as the
+        # process: keep it out of the garbage collector's full passes, whose pauses
+        # otherwise land on whichever update is being handled.
+        gc.freeze()
         logger.info(
             "Runner %s started (%s)", self.holder, "all bots" if self.all_bots else self.bot_ids
         )
