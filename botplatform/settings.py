@@ -193,6 +193,8 @@ TELEGRAM_POLL_TIMEOUT = env_int("TELEGRAM_POLL_TIMEOUT", 25)  # getUpdates long 
 TELEGRAM_LEASE_TTL = env_int("TELEGRAM_LEASE_TTL", 15)  # s; renewed every TTL/3
 TELEGRAM_DISCOVERY_INTERVAL = env_int("TELEGRAM_DISCOVERY_INTERVAL", 10)  # s, --all
 TELEGRAM_CHAT_WORKERS = env_int("TELEGRAM_CHAT_WORKERS", 8)
+# threads writing polled batches to the journal (pollers hold no database connection)
+TELEGRAM_RECORDERS = env_int("TELEGRAM_RECORDERS", 2)
 TELEGRAM_BACKOFF_MAX = env_int("TELEGRAM_BACKOFF_MAX", 60)  # s, network errors / 5xx
 TELEGRAM_SEND_MAX_WAIT = env_int("TELEGRAM_SEND_MAX_WAIT", 120)  # s spent honouring 429s
 # runbot handles each getUpdates batch in one transaction (docs/performance.md)

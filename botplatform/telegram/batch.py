@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Func
 from django.utils import timezone
 
 from botplatform import batchscope, metrics, ratelimit
@@ -240,11 +239,12 @@ def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
 
 def _done(pks: list[int]) -> None:
     if pks:
-        TelegramUpdate.objects.filter(pk__in=pks, status=Status.HANDLED).update(
-            status=Status.DONE,
-            sent_count=Func(F("actions"), function="jsonb_array_length"),
-            done_at=timezone.now(),
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_table()} SET status = %s, sent_count = jsonb_array_length(actions),"  # noqa: S608
+                " done_at = %s WHERE id = ANY(%s::bigint[]) AND status = %s",
+                [Status.DONE, timezone.now(), pks, Status.HANDLED],
+            )
 
 
 def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult:

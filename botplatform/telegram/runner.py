@@ -24,9 +24,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.periodic import InProcessBeat
@@ -122,14 +123,50 @@ class ChatPool:
         return not any(thread.is_alive() for thread in self.threads)
 
 
+class Recorder:
+    """A few threads that write every poller's ``getUpdates`` batches to the journal.
+
+    Pollers spend their lives in long polls. If each kept a database connection, a
+    runner polling 100 bots would hold 100 connections, PostgreSQL's default maximum.
+    So pollers hand the write to these threads and wait for it (the offset still
+    moves only once the batch is recorded), and close their own connection after
+    their rare queries (start-up, bot status).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=max(size, 1), thread_name_prefix="recorder")
+
+    def record(self, *, bot_id: int, updates: list) -> list[TelegramUpdate]:
+        return self.executor.submit(self._record, bot_id, updates).result()
+
+    @staticmethod
+    def _record(bot_id: int, updates: list) -> list[TelegramUpdate]:
+        try:
+            return updates_record(bot_id=bot_id, updates=updates)
+        except Exception:
+            close_old_connections()  # a broken connection is replaced before the next batch
+            raise
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 class BotPoller(threading.Thread):
     """Polls one bot: getUpdates -> record -> move offset -> queue per chat."""
 
-    def __init__(self, *, bot_id: int, pool: ChatPool, skip_unauthorized: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        bot_id: int,
+        pool: ChatPool,
+        recorder: Recorder,
+        skip_unauthorized: bool = False,
+    ) -> None:
         super().__init__(name=f"poller-{bot_id}", daemon=True)
         self.bot_id = bot_id
         self.skip_unauthorized = skip_unauthorized
         self.pool = pool
+        self.recorder = recorder
         self.stopping = threading.Event()
         self.unauthorized = False
         self.lease_deadline = time.monotonic() + settings.TELEGRAM_LEASE_TTL
@@ -150,7 +187,7 @@ class BotPoller(threading.Thread):
         except Exception:
             logger.exception("Bot %s: poller crashed", self.bot_id)
         finally:
-            close_old_connections()
+            connection.close()
 
     def _submit(self, pk: int, chat_id: int | None) -> None:
         with self._lock:
@@ -231,11 +268,11 @@ class BotPoller(threading.Thread):
         for row in updates_open(bot_id=self.bot_id):
             self._submit(row.pk, row.chat_id)
         offset = update_offset_next(bot_id=self.bot_id)
+        connection.close()  # the batches are written by the recorder (see Recorder)
         backoff = 1.0
         marked_ok = False
         logger.info("Bot %s (%s): polling from offset %s", self.bot_id, bot, offset)
         while not self.stopping.is_set():
-            close_old_connections()
             try:
                 updates = api().get_updates(
                     token,
@@ -249,7 +286,7 @@ class BotPoller(threading.Thread):
                 if error.kind == "unauthorized":
                     bot_mark_unauthorized(bot=bot, description=error.description)
                     self.unauthorized = True
-                    return
+                    return  # run() closes the connection
                 if error.kind == "retry_after":
                     wait = error.retry_after
                 else:
@@ -261,6 +298,7 @@ class BotPoller(threading.Thread):
                         status=Bot.Status.ERROR,
                         message=f"Telegram refused polling (409): {error.description}",
                     )
+                    connection.close()
                     marked_ok = False
                 logger.warning(
                     "Bot %s: getUpdates failed (%s %s: %s); retrying in %.1fs",
@@ -275,11 +313,12 @@ class BotPoller(threading.Thread):
             backoff = 1.0
             if not marked_ok:
                 bot_status_set(bot_id=self.bot_id, status=Bot.Status.OK)
+                connection.close()
                 marked_ok = True
             if not updates or self.stopping.is_set():
                 continue  # when stopping, the offset does not move: Telegram keeps them
             try:
-                rows = updates_record(bot_id=self.bot_id, updates=updates)
+                rows = self.recorder.record(bot_id=self.bot_id, updates=updates)
             except Exception as exc:
                 # Not recorded, so the offset stays: Telegram hands the batch out again.
                 logger.warning("Bot %s: could not record updates (%s); retrying", self.bot_id, exc)
@@ -301,6 +340,7 @@ class Runner:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.pool = ChatPool(settings.TELEGRAM_CHAT_WORKERS)
+        self.recorder = Recorder(settings.TELEGRAM_RECORDERS)
         self.pollers: dict[int, BotPoller] = {}
         self.releasing: dict[int, tuple[BotPoller, bool]] = {}
         self.given_up: set[int] = set()
@@ -430,7 +470,12 @@ class Runner:
                 acquired = True
             if acquired:
                 logger.info("Bot %s: lease acquired by %s", bot_id, self.holder)
-                poller = BotPoller(bot_id=bot_id, pool=self.pool, skip_unauthorized=self.all_bots)
+                poller = BotPoller(
+                    bot_id=bot_id,
+                    pool=self.pool,
+                    recorder=self.recorder,
+                    skip_unauthorized=self.all_bots,
+                )
                 self.pollers[bot_id] = poller
                 poller.start()
             elif not self.all_bots:
@@ -460,6 +505,7 @@ class Runner:
         for bot_id in list(self.pollers):
             self._poller_stop(bot_id, release=True)
         finished = self.pool.drain(settings.TELEGRAM_SHUTDOWN_GRACE)
+        self.recorder.shutdown()
         if not finished:
             logger.warning("Shutdown grace over; unfinished updates resume on the next start")
         for bot_id, (_poller, release) in list(self.releasing.items()):

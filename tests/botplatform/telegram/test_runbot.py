@@ -311,3 +311,25 @@ def test_a_second_runner_of_the_same_bot_waits_for_the_lease(double, runbots):
     assert double.conflicts == 0
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
+
+
+def test_pollers_hold_no_database_connection_so_many_bots_fit(double, runbots):
+    bots = [bot_create() for _ in range(12)]
+    for bot in bots:
+        double.bot_add(bot.token, bot.username)
+    runner = runbots(["--all"], TELEGRAM_CHAT_WORKERS="2", TELEGRAM_RECORDERS="1")
+    for bot in bots:
+        double.message(bot.token, 990, f"hello {bot.pk}")
+    assert double.wait_for(lambda: len(double.sent_texts()) == len(bots), timeout=30), (
+        runner.output()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        (connections,) = cursor.fetchone()
+    # Twelve bots polled: two chat workers, one recorder, the main loop and the beat.
+    assert connections <= 5, connections
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.output()
