@@ -42,10 +42,15 @@ def main() -> None:
     from django.core.cache import cache
 
     from botplatform import bench
-    from botplatform.models import TelegramUpdate
+    from botplatform.models import Bot, TelegramUpdate
     from botplatform.telegram.double import TelegramDouble
 
     _project_id, bots = bench.bench_setup(bots=options.bots)
+    # Bots of earlier, larger runs would be polled too (runbot --all) and fail: off.
+    Bot.objects.filter(token__contains=":BENCH").exclude(pk__in=[pk for pk, _ in bots]).update(
+        is_active=False
+    )
+    Bot.objects.filter(pk__in=[pk for pk, _ in bots]).update(is_active=True, status="ok")
     cache.clear()
     double = TelegramDouble().start()
     for _bot_id, token in bots:

@@ -75,9 +75,18 @@ def _redis_outage(exc: BaseException) -> bool:
 
 
 class ChatPool:
-    """Worker threads with one FIFO queue each; a chat always maps to the same queue."""
+    """Worker threads with one FIFO queue each; a chat always maps to the same queue.
 
-    def __init__(self, size: int) -> None:
+    With batch handling on (the default), a bot's updates all go to one queue: each
+    ``getUpdates`` batch is then handled as one batch (one transaction per wave, see
+    ``telegram/batch.py``) instead of being cut into pieces of a row or two, and
+    different bots run in parallel. (Telegram lets one bot send about 30 messages a
+    second, so one worker per bot at a time is not what limits a bot.) Without it,
+    the queue is chosen by bot and chat, so one bot's chats also run in parallel.
+    """
+
+    def __init__(self, size: int, *, per_bot: bool = False) -> None:
+        self.per_bot = per_bot
         self.queues: list[queue.Queue] = [queue.Queue() for _ in range(max(size, 1))]
         self.draining = threading.Event()
         self.threads = [
@@ -89,6 +98,8 @@ class ChatPool:
 
     def queue_of(self, key: tuple[int, int]) -> int:
         bot_id, chat_id = key
+        if self.per_bot:
+            return bot_id % len(self.queues)
         return (bot_id * 7919 + chat_id) % len(self.queues)
 
     def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
@@ -197,10 +208,11 @@ class BotPoller(threading.Thread):
         self.pool.submit((self.bot_id, chat_id or pk), lambda: self._run_update(pk))
 
     def _submit_batch(self, rows: list[TelegramUpdate]) -> None:
-        """Fresh rows: one job per worker queue, its chats' rows handled as one batch.
+        """Fresh rows: one job per worker queue, its rows handled as one batch.
 
-        Rows go to the queue their chat always goes to, so a chat's updates stay in
-        order; the batch hands back what it could not take, which then runs one by one.
+        Rows go to the queue their chat always goes to (with batch handling, the bot's
+        one queue), so a chat's updates stay in order; the batch hands back what it
+        could not take, which then runs one by one.
         """
         groups: dict[int, list[TelegramUpdate]] = {}
         with self._lock:
@@ -339,7 +351,9 @@ class Runner:
         self.bot_ids = bot_ids or []
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
-        self.pool = ChatPool(settings.TELEGRAM_CHAT_WORKERS)
+        self.pool = ChatPool(
+            settings.TELEGRAM_CHAT_WORKERS, per_bot=settings.TELEGRAM_BATCH_HANDLING
+        )
         self.recorder = Recorder(settings.TELEGRAM_RECORDERS)
         self.pollers: dict[int, BotPoller] = {}
         self.releasing: dict[int, tuple[BotPoller, bool]] = {}

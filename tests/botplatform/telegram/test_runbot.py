@@ -129,48 +129,53 @@ def test_runbot_answers_in_order_per_chat_and_stops_cleanly_on_sigterm(double, r
 
 
 def test_kill_9_mid_batch_then_restart_answers_every_update_exactly_once(double, runbots):
-    bot = bot_create()
-    double.bot_add(bot.token, bot.username)
-    chats = (911, 912, 913)
+    # Three bots, one user each: with batch handling a bot's updates share a worker,
+    # so three bots put three workers inside handlers at the same time.
+    bots = [bot_create() for _ in range(3)]
+    for bot in bots:
+        double.bot_add(bot.token, bot.username)
+    chats = {bot.token: chat for bot, chat in zip(bots, (911, 912, 913), strict=True)}
     sent = []
+
+    def send(kind: str, i: int) -> None:
+        for token, chat in chats.items():
+            sent.append(double.message(token, chat, f"{kind} {chat}-{i}")["message"]["text"])
+
     for i in range(2):  # a first batch, answered before the crash
-        for chat in chats:
-            sent.append(double.message(bot.token, chat, f"quick {chat}-{i}")["message"]["text"])
-    first = runbots([str(bot.pk)], TEST_SLOW_SECONDS="0.4")
-    assert double.wait_for(lambda: len(double.sent_texts(bot.token)) == 6, timeout=30), (
-        first.output()
-    )
-    for i in range(2, 8):  # the second batch: every chat's worker sits in a slow handler
-        for chat in chats:
-            sent.append(double.message(bot.token, chat, f"slow {chat}-{i}")["message"]["text"])
+        send("quick", i)
+    first = runbots([str(bot.pk) for bot in bots], TEST_SLOW_SECONDS="0.4")
+    assert double.wait_for(lambda: len(double.sent_texts()) == 6, timeout=30), first.output()
+    for i in range(2, 8):  # the second batch: every bot's worker sits in a slow handler
+        send("slow", i)
 
     def all_workers_just_entered_a_handler() -> bool:
-        started = cache.get_many([f"test:in_handler:{chat}" for chat in chats])
+        started = cache.get_many([f"test:in_handler:{chat}" for chat in chats.values()])
         now = time.time()
         return len(started) == 3 and all(now - at < 0.25 for at in started.values())
 
-    # Kill while every chat's worker is inside a handler's transaction (the batch is
-    # half done, three updates are mid-flight), not while replies go out: replies
-    # already accepted by Telegram and a crash before they are recorded are the one
-    # case that is sent twice (see docs/telegram.md).
+    # Kill while every worker is inside a handler's transaction (each batch is half
+    # done, three updates are mid-flight), not while replies go out: replies already
+    # accepted by Telegram and a crash before they are recorded are the one case that
+    # is sent twice (see docs/telegram.md).
     assert double.wait_for(all_workers_just_entered_a_handler, timeout=30, interval=0.01)
     first.proc.kill()  # SIGKILL: no clean-up at all
     first.wait()
-    answered_before = len(double.sent_texts(bot.token))
+    answered_before = len(double.sent_texts())
     assert answered_before < len(sent), "the kill came too late to prove anything"
 
-    second = runbots([str(bot.pk)], name="second", TEST_SLOW_SECONDS="0.05")
-    assert double.wait_for(lambda: len(double.sent_texts(bot.token)) >= len(sent), timeout=40), (
+    second = runbots([str(bot.pk) for bot in bots], name="second", TEST_SLOW_SECONDS="0.05")
+    assert double.wait_for(lambda: len(double.sent_texts()) >= len(sent), timeout=40), (
         second.output()
     )
     time.sleep(1.0)  # a duplicate would show up now
-    replies = Counter(double.sent_texts(bot.token))
+    replies = Counter(double.sent_texts())
     assert replies == Counter(f"echo:{text}" for text in sent)
-    assert _handled_counts(bot) == {911: 8, 912: 8, 913: 8}
-    for chat in chats:
+    for bot in bots:
+        assert _handled_counts(bot) == {chats[bot.token]: 8}
+    for token, chat in chats.items():
         expected = [f"echo:quick {chat}-{i}" for i in range(2)]
         expected += [f"echo:slow {chat}-{i}" for i in range(2, 8)]
-        assert double.sent_texts(bot.token, chat) == expected
+        assert double.sent_texts(token, chat) == expected
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
 
