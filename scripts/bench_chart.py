@@ -2,7 +2,7 @@
 
 Usage (a database and Redis db of the benchmark's own):
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bp_bench REDIS_URL=redis://127.0.0.1:6379/8 \
-    SECRET_KEY=... .venv/bin/python scripts/bench_chart.py [--users 600 --messages 3 --bots 60]
+    SECRET_KEY=... .venv/bin/python scripts/bench_chart.py [--users 2000 --messages 3 --bots 200]
 Prints every run's JSON line; writes docs/performance.json and docs/performance.png.
 """
 
@@ -27,10 +27,11 @@ def bench(*args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--users", default="600")
+    parser.add_argument("--users", default="2000")
     parser.add_argument("--messages", default="3")
-    parser.add_argument("--bots", default="60")
+    parser.add_argument("--bots", default="200")
     parser.add_argument("--concurrency", default="1,2,3,4")
+    parser.add_argument("--threads", default="1", help="driver threads per process")
     parser.add_argument("--draw", help="Only redraw the chart from this JSON file.")
     options = parser.parse_args()
     if options.draw:
@@ -38,7 +39,9 @@ def main() -> None:
         return
     common = ["--users", options.users, "--messages", options.messages, "--bots", options.bots]
     concurrencies = [int(c) for c in options.concurrency.split(",")]
-    runs = [bench(*common, "--concurrency", str(c), "--threads", "2") for c in concurrencies]
+    runs = [
+        bench(*common, "--concurrency", str(c), "--threads", options.threads) for c in concurrencies
+    ]
     best = max(runs, key=lambda r: r["messages_per_second"])
     best_c = str(best["config"]["concurrency"])
     at_80 = bench(
@@ -46,13 +49,13 @@ def main() -> None:
         "--concurrency",
         best_c,
         "--threads",
-        "2",
+        options.threads,
         "--rate",
         str(round(0.8 * best["messages_per_second"], 1)),
     )
-    no_cache = bench(*common, "--concurrency", best_c, "--threads", "2", "--no-cache")
+    no_cache = bench(*common, "--concurrency", best_c, "--threads", options.threads, "--no-cache")
     per_update = [
-        bench(*common, "--concurrency", str(c), "--threads", "2", "--no-batch")
+        bench(*common, "--concurrency", str(c), "--threads", options.threads, "--no-batch")
         for c in concurrencies
     ]
     result = {
@@ -93,7 +96,8 @@ def draw(result: dict) -> None:
             xs, [r["p99_ms"] for r in runs], "s" + style, color="#c0392b", label=f"p99, {label}"
         )
         left.set_xticks(xs)
-    left.set_xlabel("worker processes (2 driver threads each)")
+    threads = result["runs"][0]["config"]["threads_per_process"]
+    left.set_xlabel(f"worker processes ({threads} driver thread(s) each)")
     left.set_ylabel("messages per second", color="#417690")
     right.set_ylabel("p99 time to reply, Bot API time excluded (ms)", color="#c0392b")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

@@ -74,6 +74,42 @@ def _redis_outage(exc: BaseException) -> bool:
     return isinstance(exc, REDIS_DOWN)
 
 
+BATCH_MAX = 100  # rows per merged batch (getUpdates hands out at most 100 at a time)
+
+
+class BatchJob:
+    """A poller's fresh rows for one worker queue; runs as one batch (see ``absorb``)."""
+
+    def __init__(self, poller: BotPoller, rows: list[TelegramUpdate]) -> None:
+        self.poller = poller
+        self.rows = rows
+
+    def __call__(self) -> None:
+        self.poller._run_batch(self.rows)
+
+    def absorb(self, jobs: queue.Queue) -> list:
+        """Take the same bot's batches queued right behind this one into it.
+
+        Under load a poller comes back every few milliseconds with an update or two;
+        by the time a worker is free, several such pieces wait in its queue. Run as one
+        batch they cost the statements of one, and the queue's order is kept: merging
+        stops at the first job that is not the same bot's. Returns that job (already
+        taken off the queue, to run next; it may be the stop marker ``None``) in a
+        list, or an empty list.
+        """
+        while len(self.rows) < BATCH_MAX:
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                return []
+            if isinstance(job, BatchJob) and job.poller is self.poller:
+                self.rows.extend(job.rows)
+                jobs.task_done()
+                continue
+            return [job]
+        return []
+
+
 class ChatPool:
     """Worker threads with one FIFO queue each; a chat always maps to the same queue.
 
@@ -107,8 +143,11 @@ class ChatPool:
 
     def _work(self, jobs: queue.Queue) -> None:
         check = ConnectionCheck()
+        taken: list = []  # a job absorb() took off the queue that must run next
         while True:
-            job = jobs.get()
+            job = taken.pop() if taken else jobs.get()
+            if isinstance(job, BatchJob):
+                taken = job.absorb(jobs)
             failed = False
             try:
                 if job is None:
@@ -224,9 +263,7 @@ class BotPoller(threading.Thread):
                 groups.setdefault(self.pool.queue_of(key), []).append(row)
         for group in groups.values():
             first = group[0]
-            self.pool.submit(
-                (self.bot_id, first.chat_id or first.pk), lambda group=group: self._run_batch(group)
-            )
+            self.pool.submit((self.bot_id, first.chat_id or first.pk), BatchJob(self, group))
 
     def _run_batch(self, rows: list[TelegramUpdate]) -> None:
         leftovers = [row.pk for row in rows]

@@ -331,3 +331,24 @@ def test_stale_user_states_of_a_batch_are_loaded_together(double, demo_bot):
             assert f"<b>{demo_bot.project.welcome_bonus}</b>" in text
     assert counts[5] == counts[10]  # two statements for all of them, not two each
     assert misses == {5: 5, 10: 10}  # and each still counts as the miss it was
+
+
+def test_a_worker_merges_the_same_bots_queued_batches_in_order():
+    import queue
+
+    from botplatform.telegram.runner import BatchJob
+
+    first, second = object(), object()  # two pollers (bots)
+    jobs: queue.Queue = queue.Queue()
+    head = BatchJob(first, ["a1"])
+    for job in (BatchJob(first, ["a2", "a3"]), BatchJob(second, ["b1"]), BatchJob(first, ["a4"])):
+        jobs.put(job)
+
+    taken = head.absorb(jobs)
+
+    assert head.rows == ["a1", "a2", "a3"]  # merged up to another bot's job...
+    assert [job.rows for job in taken] == [["b1"]]  # ...which runs next, in order
+    assert jobs.get_nowait().rows == ["a4"]  # and the later piece stays behind it
+    stop = BatchJob(first, ["a5"])
+    jobs.put(None)  # the pool's stop marker is handed back, never swallowed
+    assert stop.absorb(jobs) == [None]
