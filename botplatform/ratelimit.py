@@ -81,82 +81,7 @@ def sliding_log_hit(limits: list[tuple[str, int, int]]) -> int:
     Returns 0 when admitted, else milliseconds until the tightest limit frees a slot
     (nothing is recorded then). Atomic across processes through Redis.
     """
-    global _script
-    client = keys.redis_client()
-    if client is not None:
-        try:
-            if _script is None:
-                with _script_lock:
-                    _script = client.register_script(_SLIDING_LOG_LUA)
-            args: list = [uuid.uuid4().hex]
-            for _key, limit, window in limits:
-                args += [limit, window]
-            return int(_script(keys=[key for key, _, _ in limits], args=args, client=client))
-        except Exception as exc:  # Redis down: keep limiting, per process
-            if not _is_redis_outage(exc):
-                raise
-            # Logged once per outage by the breaker (botplatform/breaker.py), not per call.
-            logger.debug("Redis unavailable for rate limits, using in-process limits: %s", exc)
-    return _local_sliding_log(limits)
-
-
-def _is_redis_outage(exc: Exception) -> bool:
-    from django_redis.exceptions import ConnectionInterrupted
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    return isinstance(
-        exc, RedisConnectionError | RedisTimeoutError | ConnectionInterrupted | OSError
-    )
-
-
-# --- Incoming -------------------------------------------------------------------
-
-IncomingVerdict = Literal["ok", "notify", "ignore"]
-INCOMING_WINDOW_MS = 60_000
-
-
-def incoming_check(*, project_id: int, telegram_id: int, limit: int) -> IncomingVerdict:
-    """Count one incoming update of a user; decide whether to handle it.
-
-    "ok": handle it. "notify": over the limit, tell the user once to wait.
-    "ignore": over the limit and already told; drop silently until the window passes.
-    """
-    key = keys.rate_limit_user_key(project_id, telegram_id)
-    wait_ms = sliding_log_hit([(key, max(int(limit), 1), INCOMING_WINDOW_MS)])
-    if wait_ms == 0:
-        return "ok"
-    notice_key = keys.rate_limit_notice_key(project_id, telegram_id)
-    try:
-        first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
-    except Exception:
-        first = True
-    return "notify" if first else "ignore"
-
-
-def incoming_check_many(checks: list[tuple[int, int, int]]) -> list[IncomingVerdict]:
-    """:func:`incoming_check` for (project_id, telegram_id, limit) of a whole batch.
-
-    The checks run in order in one pipelined round trip (a user twice in the batch
-    is counted twice, as one by one); only users over their limit cost another.
-    """
-    limits = [
-        (keys.rate_limit_user_key(project_id, telegram_id), max(int(limit), 1))
-        for project_id, telegram_id, limit in checks
-    ]
-    waits = _sliding_log_hits([[(key, limit, INCOMING_WINDOW_MS)] for key, limit in limits])
-    verdicts: list[IncomingVerdict] = []
-    for (project_id, telegram_id, _limit), wait_ms in zip(checks, waits, strict=True):
-        if wait_ms == 0:
-            verdicts.append("ok")
-            continue
-        notice_key = keys.rate_limit_notice_key(project_id, telegram_id)
-        try:
-            first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
-        except Exception:
-            first = True
-        verdicts.append("notify" if first else "ignore")
-    return verdicts
+    return _sliding_log_hits([limits])[0]
 
 
 def _sliding_log_hits(batches: list[list[tuple[str, int, int]]]) -> list[int]:
@@ -186,8 +111,59 @@ def _sliding_log_hits(batches: list[list[tuple[str, int, int]]]) -> list[int]:
         except Exception as exc:  # Redis down: keep limiting, per process
             if not _is_redis_outage(exc):
                 raise
+            # Logged once per outage by the breaker (botplatform/breaker.py), not per call.
             logger.debug("Redis unavailable for rate limits, using in-process limits: %s", exc)
     return [_local_sliding_log(limits) for limits in batches]
+
+
+def _is_redis_outage(exc: Exception) -> bool:
+    from django_redis.exceptions import ConnectionInterrupted
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(
+        exc, RedisConnectionError | RedisTimeoutError | ConnectionInterrupted | OSError
+    )
+
+
+# --- Incoming -------------------------------------------------------------------
+
+IncomingVerdict = Literal["ok", "notify", "ignore"]
+INCOMING_WINDOW_MS = 60_000
+
+
+def incoming_check(*, project_id: int, telegram_id: int, limit: int) -> IncomingVerdict:
+    """Count one incoming update of a user; decide whether to handle it.
+
+    "ok": handle it. "notify": over the limit, tell the user once to wait.
+    "ignore": over the limit and already told; drop silently until the window passes.
+    """
+    return incoming_check_many([(project_id, telegram_id, limit)])[0]
+
+
+def incoming_check_many(checks: list[tuple[int, int, int]]) -> list[IncomingVerdict]:
+    """:func:`incoming_check` for (project_id, telegram_id, limit) of a whole batch.
+
+    The checks run in order in one pipelined round trip (a user twice in the batch
+    is counted twice, as one by one); only users over their limit cost another.
+    """
+    limits = [
+        (keys.rate_limit_user_key(project_id, telegram_id), max(int(limit), 1))
+        for project_id, telegram_id, limit in checks
+    ]
+    waits = _sliding_log_hits([[(key, limit, INCOMING_WINDOW_MS)] for key, limit in limits])
+    verdicts: list[IncomingVerdict] = []
+    for (project_id, telegram_id, _limit), wait_ms in zip(checks, waits, strict=True):
+        if wait_ms == 0:
+            verdicts.append("ok")
+            continue
+        notice_key = keys.rate_limit_notice_key(project_id, telegram_id)
+        try:
+            first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
+        except Exception:
+            first = True
+        verdicts.append("notify" if first else "ignore")
+    return verdicts
 
 
 # --- Outgoing -------------------------------------------------------------------

@@ -191,6 +191,17 @@ def _request_send(
 #   and the sender's own retry policy handles, as before.
 
 _RETRYABLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def _lean_failure(exc: BaseException) -> requests.exceptions.RequestException:
+    """Drop the connection; requests' own exception for the failure (telebot passes it
+    through and ``error_classify`` calls it a network error)."""
+    _lean_close()
+    if isinstance(exc, TimeoutError):
+        return requests.exceptions.ReadTimeout(exc, request=None)
+    return requests.exceptions.ConnectionError(exc, request=None)
+
+
 _USER_AGENT = default_user_agent()
 
 
@@ -319,20 +330,12 @@ def _lean_send(session, method: str, url: str, query: bytes, body, timeout):
                 raise requests.exceptions.ConnectionError(exc, request=None) from exc
             reused = False  # the idle-close race: once more, on a fresh connection
             conn = _lean_connect(session, scheme, host, port, connect_timeout)
-        except TimeoutError as exc:
-            _lean_close()
-            raise requests.exceptions.ReadTimeout(exc, request=None) from exc
         except (OSError, http.client.HTTPException) as exc:
-            _lean_close()
-            raise requests.exceptions.ConnectionError(exc, request=None) from exc
+            raise _lean_failure(exc) from exc
     try:
         content = response.read()
-    except TimeoutError as exc:
-        _lean_close()
-        raise requests.exceptions.ReadTimeout(exc, request=None) from exc
     except (OSError, http.client.HTTPException) as exc:
-        _lean_close()
-        raise requests.exceptions.ConnectionError(exc, request=None) from exc
+        raise _lean_failure(exc) from exc
     if response.will_close:
         _lean_close()  # http.client has let the socket go with the response
 

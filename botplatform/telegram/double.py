@@ -251,6 +251,18 @@ class TelegramDouble:
         }
         return self.enqueue(token, {"callback_query": query})
 
+    def press(self, token: str, chat_id: int, text: str) -> dict:
+        """The user presses the button whose label contains ``text`` on the newest
+        message the bot showed them (KeyError/StopIteration if there is none)."""
+        message = self.messages[(chat_id, self.last_message[chat_id])]
+        data = next(
+            button["callback_data"]
+            for row in (message.get("reply_markup") or {}).get("inline_keyboard", [])
+            for button in row
+            if text in button["text"] and button.get("callback_data")
+        )
+        return self.callback(token, chat_id, data, message_id=message["message_id"])
+
     # --- what the bot did -----------------------------------------------------------------
 
     def calls_of(self, method: str, token: str | None = None, *, ok: bool = True) -> list[Call]:

@@ -24,19 +24,8 @@ MAX_QUERIES = 13  # incl. BEGIN/COMMIT of the two transactions
 MAX_REDIS_ROUND_TRIPS = 3
 
 
-def _menu_buttons(double) -> dict[str, str]:
-    message = double.messages[(CHAT, double.last_message[CHAT])]
-    return {
-        button["text"]: button["callback_data"]
-        for row in message["reply_markup"]["inline_keyboard"]
-        for button in row
-    }
-
-
 def _press(double, bot, text: str) -> None:
-    data = next(d for t, d in _menu_buttons(double).items() if text in t)
-    update = double.callback(bot.token, CHAT, data, message_id=double.last_message[CHAT])
-    (row,) = updates_record(bot_id=bot.pk, updates=[update])
+    (row,) = updates_record(bot_id=bot.pk, updates=[double.press(bot.token, CHAT, text)])
     assert update_run(update_pk=row.pk) == "done"
 
 
@@ -144,19 +133,7 @@ def test_a_warm_batch_costs_about_one_statement_per_message(
     chats = [CHAT + i for i in range(BATCH)]
 
     def press_all(text: str) -> list:
-        updates = []
-        for chat in chats:
-            message = double.messages[(chat, double.last_message[chat])]
-            data = next(
-                button["callback_data"]
-                for row in message["reply_markup"]["inline_keyboard"]
-                for button in row
-                if text in button["text"]
-            )
-            updates.append(
-                double.callback(demo_bot.token, chat, data, message_id=double.last_message[chat])
-            )
-        return updates
+        return [double.press(demo_bot.token, chat, text) for chat in chats]
 
     rows = updates_record(
         bot_id=demo_bot.pk,

@@ -6,16 +6,15 @@ with one address and later lookups with another; the servers are real local ones
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.tls import certificate
 from workflows.engine.steps.http_pinning import BlockedAddress, addresses_resolve, pinned_opener
 from workflows.tasks import http_perform
 
@@ -125,28 +124,11 @@ def test_a_host_with_any_private_address_is_refused(monkeypatch):
 # --- TLS: SNI and the certificate check use the host name, not the pinned address ---
 
 
-def _certificate(tmp_path, name: str) -> tuple[str, str]:
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert),
-            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return str(cert), str(key)
-
-
 @pytest.fixture
 def tls_server(tmp_path):
     """An HTTPS server on 127.0.0.1 whose certificate names only rebind.test."""
     _Handler.calls = []
-    cert, key = _certificate(tmp_path, HOST)
+    cert, key = certificate(tmp_path, HOST)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     seen_sni: list = []

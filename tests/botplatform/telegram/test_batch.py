@@ -296,17 +296,7 @@ def test_last_seen_stamps_of_a_batch_cost_no_statement_of_their_own(double, demo
 
 
 def _press_all(double, bot, chats: list[int], text: str) -> list[TelegramUpdate]:
-    updates = []
-    for chat in chats:
-        message = double.messages[(chat, double.last_message[chat])]
-        data = next(
-            button["callback_data"]
-            for row in message["reply_markup"]["inline_keyboard"]
-            for button in row
-            if text in button["text"]
-        )
-        updates.append(double.callback(bot.token, chat, data, message_id=message["message_id"]))
-    return _record(bot, updates)
+    return _record(bot, [double.press(bot.token, chat, text) for chat in chats])
 
 
 @pytest.mark.django_db(transaction=True)

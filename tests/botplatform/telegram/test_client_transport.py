@@ -6,10 +6,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
@@ -19,6 +17,7 @@ from telebot.apihelper import ApiHTTPException, ApiTelegramException
 
 from botplatform.telegram import client
 from botplatform.telegram.client import api, error_classify
+from tests.tls import certificate
 
 TOKEN = "123:AAHsecret"
 OK = json.dumps({"ok": True, "result": True}).encode()
@@ -437,31 +436,13 @@ def test_a_cookie_set_by_the_server_moves_later_calls_to_requests(server, reques
 # --- HTTPS ---
 
 
-def _certificate(tmp_path, name: str, *alt: str) -> tuple[str, str]:
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    names = ",".join(alt or (f"DNS:{name}",))
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert),
-            "-subj", f"/CN={name}", "-addext", f"subjectAltName={names}",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return str(cert), str(key)
-
-
 @pytest.fixture
 def https_server(settings, fresh, tmp_path):
     """An HTTPS RawServer; ``make(name)`` serves a certificate for ``name`` only."""
     servers = []
 
     def make(name: str, **options) -> tuple[RawServer, str]:
-        cert, key = _certificate(tmp_path, name)
+        cert, key = certificate(tmp_path, name)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         raw = RawServer(tls=context, **options)
