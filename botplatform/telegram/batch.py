@@ -263,8 +263,8 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
         or any(row.status != Status.PENDING for row in rows)
     ):
         return BatchResult(leftovers=pks)
-    started = time.perf_counter()
-    metrics.network_take()
+    # Latency runs from here for every row (the batch is in), minus Bot API time.
+    started = (time.perf_counter(), metrics.network_total())
     result = BatchResult()
     left: set[int] = set()
     for wave in waves(rows):
@@ -280,7 +280,7 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
     return result
 
 
-def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: float) -> BatchResult:
+def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
     """One transaction for the wave's rows, then their delivery."""
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
@@ -306,10 +306,10 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: float) -> BatchR
     return _deliver(bot, rows, started)
 
 
-def _deliver(bot: Bot, rows: list[TelegramUpdate], started: float) -> BatchResult:
+def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
     """Step 5: send every row's replies in order; stop at the first that must wait."""
     result = BatchResult()
-    network = metrics.network_take()
+    since, network_before = started
     delivered: list[int] = []
     project_id = bot.project_id
     try:
@@ -318,13 +318,13 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: float) -> BatchResul
                 result.leftovers.append(row.pk)
                 continue
             if row.status == Status.HANDLED:
-                sent = [0]
+                sent = [0]  # how many of the row's actions went out (on_sent's counts)
                 try:
                     actions_send(
                         bot=bot,
                         chat_id=row.chat_id,
                         actions=actions_from_json(row.actions),
-                        on_sent=lambda count, sent=sent: sent.__setitem__(0, count),
+                        on_sent=sent.append,
                     )
                 except BotUnauthorized:
                     raise
@@ -335,13 +335,13 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: float) -> BatchResul
                         row.update_id,
                         exc,
                     )
-                    if sent[0]:
-                        TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=sent[0])
+                    if sent[-1]:
+                        TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=sent[-1])
                     result.leftovers.append(row.pk)
                     continue
                 delivered.append(row.pk)
-            network += metrics.network_take()
-            latency = max(time.perf_counter() - started - network, 0.0)
+            network = metrics.network_total() - network_before
+            latency = max(time.perf_counter() - since - network, 0.0)
             result.latencies.append(latency)
             result.handled += 1
             metrics.inc("bp_updates_processed_total", outcome=row_outcome(row))
