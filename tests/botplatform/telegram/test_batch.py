@@ -342,3 +342,43 @@ def test_a_worker_merges_the_same_bots_queued_batches_in_order():
     stop = BatchJob(first, ["a5"])
     jobs.put(None)  # the pool's stop marker is handed back, never swallowed
     assert stop.absorb(jobs) == [None]
+
+
+class _Crash(BaseException):
+    """Stands in for the process dying: nothing catches it, nothing is cleaned up."""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_crash_during_delivery_resends_only_that_waves_sent_replies(double, tg_bot, monkeypatch):
+    """The documented trade-off of the batch path (docs/telegram.md), shown."""
+    from botplatform.telegram import batch
+
+    rows = _record(tg_bot, [double.message(tg_bot.token, 640 + i, f"c{i}") for i in range(3)])
+    real_send = batch.actions_send
+    calls = {"n": 0}
+
+    def dying_send(**kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise _Crash
+        real_send(**kwargs)
+
+    monkeypatch.setattr(batch, "actions_send", dying_send)
+    with pytest.raises(_Crash):
+        updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+    connection.close()  # the process is gone: the server drops its claims
+    monkeypatch.setattr(batch, "actions_send", real_send)
+
+    # The wave had committed: replies stored, handler effects applied, nothing done.
+    stored = TelegramUpdate.objects.filter(bot=tg_bot)
+    assert set(stored.values_list("status", flat=True)) == {Status.HANDLED}
+    assert double.sent_texts(tg_bot.token) == ["echo:c0"]
+
+    for row in rows:  # recovery, as runbot does for open rows at start-up
+        assert update_run(update_pk=row.pk) == "done"
+
+    # Each handler ran once; only the reply already out before the crash went twice.
+    assert [_handled(tg_bot, 640 + i) for i in range(3)] == [1, 1, 1]
+    assert sorted(double.sent_texts(tg_bot.token)) == ["echo:c0", "echo:c0", "echo:c1", "echo:c2"]
+    assert set(stored.values_list("status", flat=True)) == {Status.DONE}
