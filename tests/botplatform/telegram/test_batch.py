@@ -382,3 +382,33 @@ def test_a_crash_during_delivery_resends_only_that_waves_sent_replies(double, tg
     assert [_handled(tg_bot, 640 + i) for i in range(3)] == [1, 1, 1]
     assert sorted(double.sent_texts(tg_bot.token)) == ["echo:c0", "echo:c0", "echo:c1", "echo:c2"]
     assert set(stored.values_list("status", flat=True)) == {Status.DONE}
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_a_user_flooding_a_batch_is_told_once_then_ignored(double, tg_bot):
+    from collections import Counter
+
+    project = tg_bot.project
+    project.user_rate_limit_per_minute = 3
+    project.save(update_fields=["user_rate_limit_per_minute"])
+    updates = [double.message(tg_bot.token, 650, f"m{i}") for i in range(7)]
+    updates.append(double.message(tg_bot.token, 651, "other user"))
+    rows = _record(tg_bot, updates)
+
+    result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+
+    assert result.leftovers == [] and result.handled == 8  # in waves: one per message
+    texts = Counter(double.sent_texts(tg_bot.token, 650))
+    assert texts == Counter(
+        {"echo:m0": 1, "echo:m1": 1, "echo:m2": 1, project.rate_limited_message: 1}
+    )
+    assert double.sent_texts(tg_bot.token, 651) == ["echo:other user"]
+    assert _handled(tg_bot, 650) == 3
+    notes = list(
+        TelegramUpdate.objects.filter(chat_id=650)
+        .order_by("update_id")
+        .values_list("note", flat=True)
+    )
+    assert notes == ["", "", "", "rate limited (notify)", *["rate limited (ignore)"] * 3]
+    done = TelegramUpdate.objects.filter(bot=tg_bot, status=Status.DONE).count()
+    assert done == 8
