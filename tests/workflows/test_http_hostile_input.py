@@ -25,6 +25,7 @@ from tests.workflows.conftest import command, publish, texts
 from users.models import UserVariable
 from workflows import services, tasks
 from workflows.engine.events import SendMessage
+from workflows.engine.steps import http_client
 from workflows.engine.steps.http_request import RequestRefused, request_build
 from workflows.engine.validation import WorkflowValidationError, workflow_validate
 from workflows.models import WorkflowExecution
@@ -359,7 +360,7 @@ def test_an_exception_inside_the_request_ends_the_execution_via_on_failure(
     def explode(*args, **kwargs):
         raise RuntimeError("resolver crashed")
 
-    monkeypatch.setattr(tasks, "addresses_resolve", explode)
+    monkeypatch.setattr(http_client, "addresses_resolve", explode)
     definition = workflow("https://api.example.com/orders")
     got = run(private_ok, user, delivered, django_capture_on_commit_callbacks, definition)
     assert got == ["Sorry: unexpected error: RuntimeError: resolver crashed"]
@@ -393,11 +394,11 @@ def test_a_result_that_cannot_be_processed_still_reports_a_failure_once(
 def test_a_stored_request_from_before_the_checks_is_sent_encoded(seen, server):
     """Requests queued by older code held raw URLs; the task checks them again."""
     request = {"method": "GET", "url": server + "/echo?q=New York", "retries": 0}
-    result = tasks.http_perform(request, allow_private=True)
+    result = http_client.http_perform(request, allow_private=True)
     assert result["ok"] is True
     assert seen[0]["path"] == "/echo?q=New%20York"
     bad = {"method": "GET", "url": server + "/echo", "headers": {"X": "a\nb"}}
-    assert "line break" in tasks.http_perform(bad, allow_private=True)["error"]
+    assert "line break" in http_client.http_perform(bad, allow_private=True)["error"]
 
 
 # --- Hostile values, generated -----------------------------------------------------
@@ -447,7 +448,7 @@ def test_hostile_values_are_sent_as_data_or_refused(server, value, base):
     event("sent")
     assert "\r" not in request["headers"]["X-V"] and "\n" not in request["headers"]["X-V"]
     _Handler.seen = []
-    result = tasks.http_perform({**request, "retries": 0}, allow_private=True)
+    result = http_client.http_perform({**request, "retries": 0}, allow_private=True)
     assert result["ok"] is True, result
     [arrived] = _Handler.seen
     path, _, query = arrived["path"].partition("?")
