@@ -8,8 +8,10 @@ servers are real ones on loopback (the project allows private addresses for them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -239,22 +241,55 @@ def test_publishing_refuses_broken_header_names_and_literal_line_breaks():
 # --- The deadline ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("route", ["drip-body", "drip-head"])
+@contextlib.contextmanager
+def tls_serving(tmp_path, name: str, *alt: str):
+    """An HTTPS server on 127.0.0.1 (same routes) with a certificate for ``name``."""
+    cert, key = certificate(tmp_path, name, *alt)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    _serve(httpd)
+    try:
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", cert
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "route"), [("http", "drip-body"), ("http", "drip-head"), ("https", "drip-body")]
+)
 def test_a_dripping_server_is_cut_at_the_deadline(
-    private_ok, user, delivered, seen, server, django_capture_on_commit_callbacks, route
+    private_ok,
+    user,
+    delivered,
+    seen,
+    server,
+    tmp_path,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+    scheme,
+    route,
 ):
     """Two seconds in total, not two seconds per byte: the drip would take 20 s."""
-    started = time.monotonic()
-    got = run(
-        private_ok,
-        user,
-        delivered,
-        django_capture_on_commit_callbacks,
-        workflow(f"{server}/{route}"),
-    )
-    elapsed = time.monotonic() - started
+    with contextlib.ExitStack() as stack:
+        base = server
+        if scheme == "https":
+            base, cert = stack.enter_context(tls_serving(tmp_path, "127.0.0.1", "IP:127.0.0.1"))
+            monkeypatch.setenv("SSL_CERT_FILE", cert)  # the default context trusts it
+        started = time.monotonic()
+        got = run(
+            private_ok,
+            user,
+            delivered,
+            django_capture_on_commit_callbacks,
+            workflow(f"{base}/{route}"),
+        )
+        elapsed = time.monotonic() - started
     assert elapsed < DRIP_BYTES * DRIP_PAUSE / 2  # generous: the deadline is 2 s
     assert got == ["Sorry: no complete answer within 2 s"]
+    assert seen[0]["path"] == f"/{route}"  # it did connect (also through TLS)
     assert WorkflowExecution.objects.get().status == Status.COMPLETED
 
 
@@ -337,20 +372,14 @@ def test_a_refused_private_address_goes_to_on_failure(
 def test_a_tls_certificate_for_another_name_goes_to_on_failure(
     private_ok, user, delivered, tmp_path, django_capture_on_commit_callbacks
 ):
-    import ssl
-
-    cert, key = certificate(tmp_path, "elsewhere.test")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    _serve(httpd)
-    try:
-        url = f"https://127.0.0.1:{httpd.server_address[1]}/echo"
-        got = run(private_ok, user, delivered, django_capture_on_commit_callbacks, workflow(url))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with tls_serving(tmp_path, "elsewhere.test") as (base, _):
+        got = run(
+            private_ok,
+            user,
+            delivered,
+            django_capture_on_commit_callbacks,
+            workflow(base + "/echo"),
+        )
     assert got[0].startswith("Sorry: request failed: the TLS certificate check failed")
 
 
