@@ -55,7 +55,7 @@ URL_BAD_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # variables, the step log).
 UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
 SURROGATE_RE = re.compile("[\ud800-\udfff]")
-HOST_RE = re.compile(r"^[A-Za-z0-9._~:\[\]-]+$")
+HOST_RE = re.compile(r"^[A-Za-z0-9._~:-]+$")  # after IDNA; IPv6 without brackets
 # Kept as written when the URL is finished: its structure and existing %-escapes.
 URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
