@@ -345,7 +345,8 @@ def test_the_step_log_reads_as_labelled_values_not_python_dicts(
     assert "<dt>answer</dt><dd>&lt;b&gt;Paris&lt;/b&gt;</dd>" in log
     # The HTTP step: nested fields as dotted labels, booleans in words.
     assert "<dt>request.method</dt><dd>GET</dd>" in log
-    assert "<dt>request.url</dt><dd>http://127.0.0.1:9/weather?city=&lt;b&gt;Paris" in log
+    # The user's answer travels percent-encoded in the URL.
+    assert "<dt>request.url</dt><dd>http://127.0.0.1:9/weather?city=%3Cb%3EParis%3C%2Fb%3E<" in log
     assert "<dt>response.ok</dt><dd>no</dd>" in log
     assert "<dt>response.error</dt><dd>127.0.0.1 resolves to 127.0.0.1, a private" in log
 
