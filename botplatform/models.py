@@ -66,6 +66,15 @@ class Project(models.Model):
         default="Too many requests. Please wait a minute.",
         help_text="Sent once when a user exceeds the incoming rate limit.",
     )
+    stale_button_message = models.CharField(
+        max_length=200,
+        default="This button is no longer active.",
+        help_text=(
+            "Shown in a small pop-up when someone presses a button of a conversation that has "
+            "ended or moved on. Telegram shows at most 200 characters. Mention a command "
+            "(such as /start) only if your bot has one."
+        ),
+    )
 
     # Loyalty
     referral_reward = models.PositiveIntegerField(
