@@ -196,7 +196,7 @@ class TelegramUpdate(models.Model):
         DONE = "done", "Done"
         SKIPPED = "skipped", "Skipped (malformed or unsupported)"
         FAILED = "failed", "Failed"
-        QUARANTINED = "quarantined", "Quarantined (stopped, never retried)"
+        QUARANTINED = "quarantined", "Quarantined (never retried)"
 
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates")
     update_id = models.BigIntegerField()

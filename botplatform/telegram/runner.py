@@ -4,10 +4,12 @@ We own the loop instead of using pyTelegramBotAPI's ``infinity_polling``: that l
 moves the offset before its handlers run (a crash loses the batch) and its thread pool
 reorders one chat's updates. Here, per bot, a :class:`BotPoller` thread calls
 ``getUpdates``, records the batch (``dispatch.updates_record``) and only then moves
-the offset; a :class:`ChatPool` runs updates with one queue per worker, chosen by
-chat, so a chat's updates run in order and different chats in parallel. A
-:class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its share
-of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
+the offset; a :class:`ChatPool` runs updates in lanes (a bot's, or a chat's), so a
+chat's updates run in order, different lanes in parallel, and one held lane never
+holds the others. Each update's handler runs under a time budget
+(``telegram/budget.py``), and a frozen process exits for its supervisor to restart.
+A :class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its
+share of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 """
 
 from __future__ import annotations

@@ -307,3 +307,28 @@ def test_kill_9_twice_during_one_update_quarantines_it_on_the_next_start(double,
     assert cache.get("test:in_handler:7400") is None  # its handler did not run a third time
     assert _answered_within(double, a.token, 7401, "a", 10) is not None, runner.output()
     assert _answered_within(double, b.token, 7402, "b", 10) is not None, runner.output()
+
+
+# --- What operators see -------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("poison_handler")
+def test_operators_find_quarantined_updates_with_a_readable_reason(double, tg_bot, admin_client):
+    (row,) = updates_record(bot_id=tg_bot.pk, updates=[double.message(tg_bot.token, 7501, "die")])
+    for _ in range(2):
+        with pytest.raises(Died):
+            update_run(update_pk=row.pk)
+    update_run(update_pk=row.pk)
+    updates_record(bot_id=tg_bot.pk, updates=[double.message(tg_bot.token, 7502, "fine")])
+    url = "/admin/botplatform/telegramupdate/"
+
+    everything = admin_client.get(url).content.decode()
+    assert "Quarantined (never retried)" in everything  # the filter offers it
+
+    page = admin_client.get(url, {"status__exact": "quarantined"}).content.decode()
+    assert "quarantined: the runner stopped while handling it 2 times" in page
+    assert "7501" in page and "7502" not in page
+    assert "Traceback" not in page and tg_bot.token not in page
+    detail = admin_client.get(f"{url}{row.pk}/change/").content.decode()
+    assert "How many times a runner stopped while handling this update." in detail
+    assert "Traceback" not in detail and tg_bot.token not in detail
