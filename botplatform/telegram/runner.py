@@ -227,9 +227,9 @@ class ChatPool:
                     del self.busy[lane]
                     if lane in self.lanes:
                         self.ready.append(lane)  # behind the others: fair
+                        self.cond.notify()
                     elif not any(key[0] == lane[0] for key in (*self.lanes, *self.busy)):
                         self.detours.pop(lane[0], None)  # the bot has no work left
-                    self.cond.notify_all()
                     idle = not self.ready
                 check(force=failed or idle)  # idle or failed: tidy up now
 
