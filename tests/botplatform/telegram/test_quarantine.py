@@ -287,6 +287,25 @@ def test_a_gil_holding_update_ends_the_runner_and_is_quarantined_after_restarts(
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_an_update_that_ignores_its_stop_ends_the_runner_after_the_freeze_grace(
+    double, runner_factory
+):
+    a, b = _two_bots(double)
+    double.message(a.token, 7350, "slow")  # sleeps in C: the stop cannot land for a minute
+    env = {"TEST_SLOW_SECONDS": "60", "TELEGRAM_UPDATE_BUDGET": "1", "TELEGRAM_FREEZE_EXIT": "2"}
+    runner = runner_factory([str(a.pk), str(b.pk)], **env)
+
+    assert runner.wait(timeout=30) == budget.FREEZE_EXIT_CODE
+    output = runner.output()
+    assert "ran past its budget (1 s): stopping it" in output
+    assert "did not stop 2 s after its budget ran out" in output
+    assert "handlers.py" in output  # every thread's traceback, the sleeping handler's too
+    row = TelegramUpdate.objects.get(bot=a, chat_id=7350)
+    assert (row.status, row.claimed_at is not None) == (Status.PENDING, True)  # a stall
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_kill_9_twice_during_one_update_quarantines_it_on_the_next_start(double, runner_factory):
     a, b = _two_bots(double)
     env = {"TEST_SLOW_SECONDS": "60", "TELEGRAM_UPDATE_BUDGET": "120"}
