@@ -334,7 +334,11 @@ class BotAdmin(ProjectScopedAdmin):
 
 @admin.register(TelegramUpdate)
 class TelegramUpdateAdmin(ProjectScopedAdmin):
-    """Read-only journal of received updates: what came in and what became of it."""
+    """Read-only journal of received updates: what came in and what became of it.
+
+    Status "Quarantined" (filter on the right) lists the updates the runner stopped
+    and will never run again; the note says why (docs/reliability.md).
+    """
 
     project_path = "bot__project"
     list_display = ("update_id", "bot", "chat_id", "status", "note", "received_at", "done_at")
@@ -350,6 +354,8 @@ class TelegramUpdateAdmin(ProjectScopedAdmin):
         "actions",
         "sent_count",
         "attempts",
+        "stalls",
+        "claimed_at",
         "note",
         "received_at",
         "handled_at",
