@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('botplatform', '0003_deferred_send'),
+        ('botplatform', '0004_project_stale_button_message'),
     ]
 
     operations = [
