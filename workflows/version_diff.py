@@ -53,10 +53,9 @@ class VersionDiff:
             for kind in ("added", "removed", "changed")
             if self.counts.get(kind)
         ]
-        if self.triggers_added:
-            parts.append(f"{len(self.triggers_added)} trigger(s) added")
-        if self.triggers_removed:
-            parts.append(f"{len(self.triggers_removed)} trigger(s) removed")
+        for kind, triggers in (("added", self.triggers_added), ("removed", self.triggers_removed)):
+            if triggers:
+                parts.append(f"{len(triggers)} trigger{'s' if len(triggers) != 1 else ''} {kind}")
         if self.general:
             parts.append(", ".join(change.label.lower() for change in self.general) + " changed")
         return "; ".join(parts) or "no changes"
