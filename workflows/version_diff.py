@@ -164,6 +164,10 @@ def _step_fields(old: dict, new: dict) -> tuple[FieldChange, ...]:
 
 def trigger_text(trigger: Any) -> str:
     """A trigger as the editor names it: "Exact text: coffee", "Command /start"."""
+    return _cut(_trigger_text(trigger))
+
+
+def _trigger_text(trigger: Any) -> str:
     if not isinstance(trigger, dict):
         return _compact(trigger)
     kind = trigger.get("type")
