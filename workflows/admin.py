@@ -37,13 +37,13 @@ from workflows.models import (
     Workflow,
     WorkflowExecution,
     WorkflowVersion,
-    empty_definition,
 )
 from workflows.publishing import (
     NOTE_MAX,
     DraftChanged,
     DraftConflict,
     draft_checksum,
+    draft_has_unpublished_changes,
     draft_is_published,
     workflow_draft_save,
     workflow_export,
@@ -225,7 +225,10 @@ class WorkflowAdmin(ProjectScopedAdmin):
             return "-"
         return format_html('<div class="diagram-box">{}</div>', diagram_svg(obj.draft))
 
-    @admin.action(description="Review and publish the draft of the selected workflow")
+    @admin.action(
+        description="Review and publish the draft of the selected workflow",
+        permissions=["change"],
+    )
     def publish_drafts(self, request, queryset):
         """Publishing shows the changes and asks for a note: one workflow at a time."""
         chosen = list(queryset.values_list("pk", flat=True)[:2])
@@ -388,7 +391,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             updated_at=(expected if conflict and expected else workflow.updated_at).isoformat(),
             diagram=diagram_svg(definition),
             draft_valid=not step_errors and not field_errors,
-            unpublished=not draft_is_published(workflow),
+            unpublished=draft_has_unpublished_changes(workflow),
             **editor_context(
                 definition=definition,
                 triggers=triggers,
@@ -408,7 +411,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             original=workflow,
             rows=version_history_get(workflow=workflow),
             draft_checksum=draft_checksum(workflow),
-            unpublished=not draft_is_published(workflow),
+            unpublished=draft_has_unpublished_changes(workflow),
             can_change=self.has_change_permission(request, workflow),
         )
         return TemplateResponse(request, "admin/workflows/workflow/versions.html", context)
@@ -440,7 +443,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
                     )
                     workflow.refresh_from_db()
                     form = PublishForm(
-                        initial={"checksum": draft_checksum(workflow), **form.cleaned_data}
+                        initial={**form.cleaned_data, "checksum": draft_checksum(workflow)}
                     )
                 except WorkflowValidationError as exc:
                     errors = exc.errors
@@ -482,12 +485,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
         if version is None:
             raise Http404("No such version of this workflow.")
         live = workflow.published_version
-        unpublished = (
-            live.checksum != draft_checksum(workflow)
-            if live is not None
-            else (workflow.draft != empty_definition() or bool(workflow.triggers))
-        )
-        if draft_checksum(workflow) == version.checksum:
+        checksum = draft_checksum(workflow)
+        unpublished = draft_has_unpublished_changes(workflow)
+        if checksum == version.checksum:
             messages.info(request, f"The draft already is version {version.number}.")
             return redirect("admin:workflows_workflow_versions", workflow.pk)
         if request.method == "POST" and (request.POST.get("confirm") or not unpublished):
@@ -517,7 +517,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             original=workflow,
             version=version,
             unpublished=unpublished,
-            checksum=draft_checksum(workflow),
+            checksum=checksum,
             lost=version_diff(
                 workflow.draft, workflow.triggers, version.definition, version.triggers
             ),

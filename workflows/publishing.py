@@ -32,7 +32,7 @@ from workflows.engine.validation import (
     triggers_problems,
     workflow_validate,
 )
-from workflows.models import Workflow, WorkflowVersion
+from workflows.models import Workflow, WorkflowVersion, empty_definition
 
 FILE_FORMAT = 1
 NOTE_MAX = 500
@@ -59,6 +59,14 @@ def draft_is_published(workflow: Workflow) -> bool:
     """Whether the draft (definition and triggers) is exactly the live version."""
     live = workflow.published_version
     return live is not None and live.checksum == draft_checksum(workflow)
+
+
+def draft_has_unpublished_changes(workflow: Workflow) -> bool:
+    """Work in the draft that is not live (a never published workflow: anything but
+    the empty draft it was created with). Replacing the draft would lose it."""
+    if workflow.published_version is None:
+        return workflow.draft != empty_definition() or bool(workflow.triggers)
+    return not draft_is_published(workflow)
 
 
 def _known_workflows(project_id: int) -> set[str]:

@@ -83,6 +83,12 @@ def test_a_draft_changed_during_the_review_is_not_published(operator_client, pro
     assert "Someone changed the draft while you were reviewing it" in page
     assert '<td class="vdiff-new">Someone else</td>' in page
     assert WorkflowVersion.objects.filter(workflow=workflow).count() == 1
+    # Confirming what is now shown publishes it, with the note kept in the form.
+    again = form_data(page, "publish-form")
+    assert again["note"] == "mine"
+    operator_client.post(_publish_url(workflow), again)
+    workflow.refresh_from_db()
+    assert workflow.published_version.definition == changed
 
 
 def test_an_unchanged_draft_has_nothing_to_publish(operator_client, project):
