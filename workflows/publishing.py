@@ -119,7 +119,7 @@ def workflow_publish(
     stay on their version. An unchanged draft returns the live version, no
     duplicate. Raises :class:`WorkflowValidationError` listing every problem by step.
     """
-    note = note.strip()[:NOTE_MAX]
+    note = note.replace("\x00", "").strip()[:NOTE_MAX]  # PostgreSQL text holds no NUL
     with transaction.atomic():
         locked = (
             Workflow.objects.select_for_update(of=("self",))

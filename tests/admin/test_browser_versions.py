@@ -102,11 +102,11 @@ def test_a_draft_trigger_starts_nothing_until_published_and_restore_only_fills_t
     page.locator("#step-menu textarea[name$='-text']").fill("Coffee time!\nEspresso or latte?")
     page.click(".submit-row button[value=save]")
     page.wait_for_selector("text=Draft saved.")
-    assert "changes that are not live yet" in page.locator(".draft-unpublished").inner_text()
 
     # Customers get nothing from the draft's trigger, and the live text for /menu.
     assert _customer_says(coffee_club, settings, "coffee", chat=8001) == []
     assert _customer_says(coffee_club, settings, "/menu", chat=8002) == ["Our menu: tea, cake."]
+    assert "changes that are not live yet" in page.locator(".draft-unpublished").inner_text()
 
     # 2. Publish: the page shows the changes in words, the conversations in flight,
     #    and refuses to go on without a note.

@@ -56,6 +56,12 @@ def test_the_publish_page_shows_changes_in_flight_and_requires_a_note(
     data = form_data(page, "publish-form")
     response = operator_client.post(_publish_url(workflow), {**data, "note": "   "})
     assert "Write a short note: why this version goes live." in response.content.decode()
+    for hostile, message in (
+        ("a\x00b", "Null characters are not allowed."),
+        ("x" * 501, "at most 500"),
+    ):
+        response = operator_client.post(_publish_url(workflow), {**data, "note": hostile})
+        assert response.status_code == 200 and message in response.content.decode()
     assert WorkflowVersion.objects.filter(workflow=workflow).count() == 1
     assert texts(text(user, "coffee")) == []
 

@@ -56,7 +56,7 @@ def test_publish_stores_definition_triggers_and_note_on_the_version_and_logs_it(
     workflow_draft_save(
         workflow=workflow, definition=ASK, triggers=[{"type": "text", "text": "coffee"}]
     )
-    version = workflow_publish(workflow=workflow, published_by=ann, note="  Coffee menu  ")
+    version = workflow_publish(workflow=workflow, published_by=ann, note="  Coffee\x00 menu  ")
     assert (version.number, version.definition, version.note) == (2, ASK, "Coffee menu")
     assert version.triggers == [{"type": "text", "text": "coffee"}]
     assert texts(command(user, "start")) == []  # the old trigger left with the old version
