@@ -239,12 +239,14 @@ def version_diff(
                 StepChange(step_id, "changed", _type_label(step), _step_fields(before, after))
             )
     general = []
-    old_def = old_definition if isinstance(old_definition, dict) else {}
-    new_def = new_definition if isinstance(new_definition, dict) else {}
-    for key, label in (("start", "First step"), ("description", "Description")):
-        before, after = value_text("line", old_def.get(key)), value_text("line", new_def.get(key))
-        if before != after:
-            general.append(FieldChange(label, before, after))
+    if old_definition is not None:  # a first version lists its steps as added already
+        old_def = old_definition if isinstance(old_definition, dict) else {}
+        new_def = new_definition if isinstance(new_definition, dict) else {}
+        for key, label in (("start", "First step"), ("description", "Description")):
+            before = value_text("line", old_def.get(key))
+            after = value_text("line", new_def.get(key))
+            if before != after:
+                general.append(FieldChange(label, before, after))
     added, removed = _trigger_changes(old_triggers, new_triggers)
     counts = Counter(change.kind for change in steps)
     return VersionDiff(

@@ -137,6 +137,7 @@ def test_a_draft_trigger_starts_nothing_until_published_and_restore_only_fills_t
     page.wait_for_selector("text=Draft saved.")
     page.goto(f"{base}/admin/workflows/workflow/{workflow.pk}/versions/")
     assert page.locator("#version-2 .version-note").inner_text() == "Coffee in the menu"
+    _shot(page, "versions")
     page.locator("#version-1 .restore-button").click()
     page.wait_for_selector(".restore-warning")
     assert "unpublished changes" in page.locator(".restore-warning").inner_text()

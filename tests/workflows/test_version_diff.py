@@ -114,7 +114,8 @@ def test_type_changes_first_step_and_unknown_fields_are_shown():
 def test_the_first_version_is_all_additions_and_an_unchanged_one_is_empty():
     first = version_diff(None, [], OLD, [{"type": "command", "command": "start"}])
     assert [c.kind for c in first.steps] == ["added"] * 3
-    assert first.triggers_added == ("Command /start",)
+    assert first.triggers_added == ("Command /start",) and first.general == ()
+    assert first.summary() == "3 steps added; 1 trigger added"
     same = version_diff(OLD, [], json.loads(json.dumps(OLD)), [])
     assert same.is_empty and same.summary() == "no changes"
 
