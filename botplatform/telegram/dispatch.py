@@ -94,7 +94,7 @@ def bot_mark_unauthorized(*, bot: Bot, description: str = "") -> None:
 # --- Recording ---------------------------------------------------------------------------
 #
 # Content never stops recording: every update is cleaned first (journal_clean: NUL,
-# lone surrogates, NaN, numbers beyond 64 bits, absurd depth or size), and a batch
+# lone surrogates, NaN, absurd depth or size), and a batch
 # the database still refuses is recorded row by row, the row it refuses kept as a
 # skipped stub. Only a database that refuses everything (down, unreachable) makes
 # recording fail, and then the offset rightly stays where it is.
@@ -115,9 +115,9 @@ def _row_new(*, bot_id: int, entry: JournalEntry) -> TelegramUpdate:
         update_id=entry.update_id,
         chat_id=None if entry.refused else update_chat_id(entry.payload),
         payload=entry.payload,
-        status=Status.SKIPPED if entry.skip_note else Status.PENDING,
-        note=entry.skip_note[:500],
-        handled_at=timezone.now() if entry.skip_note else None,
+        status=Status.SKIPPED if entry.refused else Status.PENDING,
+        note=entry.refused[:500],
+        handled_at=timezone.now() if entry.refused else None,
     )
 
 
@@ -141,8 +141,8 @@ def _entry_get(bot_id: int, update: object) -> JournalEntry | None:
     except Unrecordable as exc:
         logger.warning("Bot %s: malformed update skipped (%s): %s", bot_id, exc, _brief(update))
         return None
-    if entry.skip_note:
-        logger.warning("Bot %s: update %s %s", bot_id, entry.update_id, entry.skip_note)
+    if entry.refused:
+        logger.warning("Bot %s: update %s %s", bot_id, entry.update_id, entry.refused)
     return entry
 
 
@@ -171,7 +171,7 @@ def update_record(*, bot_id: int, update: object) -> tuple[TelegramUpdate | None
     if entry is None:
         return None, False
     if entry.refused:
-        raise UpdateRefused(entry.skip_note)
+        raise UpdateRefused(entry.refused)
     row = _row_new(bot_id=bot_id, entry=entry)
     try:
         with transaction.atomic():

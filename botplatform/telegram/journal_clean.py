@@ -1,21 +1,23 @@
 """Make a received update storable before it goes into the journal (a jsonb column).
 
 PostgreSQL refuses, for the whole statement: NUL (``\\u0000``) and lone UTF-16
-surrogates (``\\ud800``) in text or jsonb, numbers beyond 64 bits in the bigint columns,
-and NaN / Infinity (Python's json reads them, jsonb does not). One such update in a
-``getUpdates`` batch used to fail the batch's insert, so the offset never moved and
+surrogates (``\\ud800``) in text or jsonb, NaN / Infinity (Python's json reads them,
+jsonb does not), and numbers beyond 64 bits in the bigint columns. One such update in
+a ``getUpdates`` batch used to fail the batch's insert, so the offset never moved and
 the bot stayed silent for everyone after it. So every update is cleaned first:
 
 - every string, keys and values at any depth, has NUL and lone surrogates replaced
   by U+FFFD, and NaN / Infinity become null. The update is then recorded and handled
   as usual: the parser, the handler and the user's profile see the cleaned text, so
   a first name with a NUL still gets its answer;
-- a number beyond 64 bits anywhere (Telegram's ids all fit in 64 bits) makes the
-  update unusable as it is: it is recorded as *skipped* with the place of the number
-  in the note (the number itself replaced by a marker), so operators see it;
-- an update nested deeper than :data:`MAX_DEPTH`, or with more than :data:`MAX_NODES`
-  values or :data:`MAX_CHARS` characters of text, is refused: only its update_id is
-  kept (a stub, recorded as skipped by the poller; the webhook answers 400);
+- a number beyond 64 bits stays in the payload (jsonb numbers have no such limit);
+  the bigint columns never get one (``update_chat_id`` gives None for it), and the
+  parser refuses an id that does not fit, so such an update is recorded and then
+  skipped with that reason in its note. (Telegram's ids all fit in 64 bits.);
+- an update nested deeper than :data:`MAX_DEPTH`, with more than :data:`MAX_NODES`
+  values or :data:`MAX_CHARS` characters of text, or a number json cannot write
+  (over 4,300 digits) is refused: only its update_id is kept (a stub, recorded as
+  skipped by the poller; the webhook answers 400);
 - an update without a usable update_id (missing, not a number, negative, beyond 64
   bits) cannot be recorded at all: :class:`Unrecordable`, logged and dropped.
 
@@ -41,16 +43,13 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 REPLACEMENT = "\ufffd"
-BIG_NUMBER = "<number beyond 64 bits>"
 
 # Python strings hold surrogates only unpaired (a pair in JSON decodes to one code point).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# Suspects in json.dumps(ensure_ascii=False) text: an escaped NUL, a raw lone
-# surrogate, NaN or Infinity, 19 digits or more (a number that may not fit in 64 bits).
-# Text that merely looks so (a user typing "NaN") takes the exact walk: slower, same
-# result. Separate scans: one regex with all of them is several times slower.
+# Suspects in json.dumps(ensure_ascii=False) text: an escaped NUL, NaN or Infinity, a
+# raw lone surrogate (only possible when the text is not ASCII). Text that merely
+# looks so (a user typing "NaN") takes the exact walk: slower, same result.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_LONG_NUMBER = re.compile("[0-9]{19}")
 
 
 def _suspect(text: str) -> bool:
@@ -58,8 +57,7 @@ def _suspect(text: str) -> bool:
         "\\u0000" in text
         or "NaN" in text
         or "Infinity" in text
-        or _SURROGATE.search(text) is not None
-        or _LONG_NUMBER.search(text) is not None
+        or (not text.isascii() and _SURROGATE.search(text) is not None)
     )
 
 
@@ -81,10 +79,9 @@ class JournalEntry:
 
     update_id: int
     payload: dict
-    # Non-empty: record the row as skipped, with this as its note.
-    skip_note: str = ""
-    # The update was too deep or too large: ``payload`` is a stub with its update_id.
-    refused: bool = False
+    # The update was too deep or too large: why. ``payload`` is then a stub with only
+    # its update_id, to be recorded as skipped with this as its note.
+    refused: str = ""
     # ``payload`` as JSON text, for the insert.
     payload_json: str = ""
 
@@ -102,21 +99,23 @@ def update_id_valid(value: object) -> bool:
 class _Walk:
     """The bounded check: counts, and notes what needs cleaning."""
 
-    __slots__ = ("big", "chars", "dirty", "nodes")
+    __slots__ = ("chars", "dirty", "nodes")
 
     def __init__(self) -> None:
         self.nodes = 0
         self.chars = 0
         self.dirty = False  # a string or a float to replace
-        self.big = False  # an integer beyond 64 bits
 
     def check(self, value: object, depth: int) -> None:
         kind = type(value)
         if kind is str:
             self._text(value)
         elif kind is int:
-            if not INT64_MIN <= value <= INT64_MAX:
-                self.big = True
+            if value.bit_length() > 14_000:  # near Python's 4,300-digit limit for str()
+                try:
+                    str(value)
+                except ValueError:
+                    raise _Refused("a number too long to write as JSON") from None
         elif kind is float:
             if not math.isfinite(value):
                 self.dirty = True
@@ -154,8 +153,6 @@ def _cleaned(value: object) -> object:
     kind = type(value)
     if kind is str:
         return text_clean(value)
-    if kind is int:
-        return value if INT64_MIN <= value <= INT64_MAX else BIG_NUMBER
     if kind is float:
         return value if math.isfinite(value) else None
     if kind is dict:
@@ -163,30 +160,6 @@ def _cleaned(value: object) -> object:
     if kind is list:
         return [_cleaned(item) for item in value]
     return value
-
-
-def _big_number_path(value: object, path: tuple = ()) -> tuple | None:
-    """Where the first integer beyond 64 bits is, as keys and indexes."""
-    kind = type(value)
-    if kind is int:
-        return None if INT64_MIN <= value <= INT64_MAX else path
-    if kind is dict:
-        items = value.items()
-    elif kind is list:
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = _big_number_path(item, (*path, key))
-        if found is not None:
-            return found
-    return None
-
-
-def _path_text(path: tuple) -> str:
-    """``("message", "entities", 0, "offset")`` -> ``message.entities[0].offset``."""
-    text = "".join(f"[{part}]" if type(part) is int else f".{part}" for part in path)
-    return text_clean(text.lstrip("."))[:200]
 
 
 def update_clean(update: object) -> JournalEntry:
@@ -224,17 +197,12 @@ def _update_walked(update: dict, update_id: int) -> JournalEntry:
         return JournalEntry(
             update_id=update_id,
             payload=stub,
-            skip_note=f"refused: {exc}",
-            refused=True,
             payload_json=json.dumps(stub),
+            refused=f"refused: {exc}",
         )
-    payload = _cleaned(update) if walk.dirty or walk.big else update
-    note = ""
-    if walk.big:
-        note = f"skipped: a number beyond 64 bits at {_path_text(_big_number_path(update))}"
+    payload = _cleaned(update) if walk.dirty else update
     return JournalEntry(
         update_id=update_id,
         payload=payload,
-        skip_note=note,
         payload_json=json.dumps(payload, ensure_ascii=False),
     )

@@ -365,7 +365,7 @@ def test_hostile_updates_in_a_batch_never_silence_the_other_users(double, runbot
     for chat, texts in expected.items():
         assert double.sent_texts(bot.token, chat) == texts
     skipped = TelegramUpdate.objects.get(bot=bot, status=TelegramUpdate.Status.SKIPPED)
-    assert skipped.note == "skipped: a number beyond 64 bits at message.chat.id"
+    assert skipped.note.endswith("no numeric id that fits in 64 bits")
     assert BotUser.objects.get(telegram_id=1002).first_name == "Eve\ufffd"
     # The offset moved past the batch: a later user is answered, nothing is re-handed.
     double.message(bot.token, 1014, "later")
