@@ -7,8 +7,8 @@ in ONE pipeline (``HINCRBYFLOAT`` into ``metrics:counters`` and per project and 
 hashes), so runners, web and Celery processes add up without a Redis round trip per
 message. ``/metrics`` is rendered by ``prometheus_client`` from a custom collector over
 the Redis totals (plus gauges read at scrape time, some registered by the apps); the
-project dashboard reads the minute series. If Redis is down the deltas stay in memory and go
-out with a later flush.
+project dashboard reads the minute series. If Redis is down the deltas stay in memory
+and go out with a later flush.
 """
 
 from __future__ import annotations
