@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
+from botplatform import roles
 from botplatform.admin import JSONWhereField
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from users.admin import ReadOnlyAdminMixin
@@ -391,7 +392,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not (self.has_add_permission(request) and self.has_change_permission(request)):
             raise PermissionDenied
-        projects = projects_for(request.user)
+        projects = projects_for(request.user, roles.IMPORT)
         errors = []
         if request.method == "POST":
             form = ImportForm(request.POST, request.FILES, projects=projects)
@@ -420,9 +421,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
     # --- Simulator --------------------------------------------------------------------
 
     def simulator_index_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_or_change_permission(request):
+        if not self.role_permits(request, roles.SIMULATE, named=True):
             raise PermissionDenied
-        projects = list(projects_for(request.user))
+        projects = list(projects_for(request.user, roles.SIMULATE))
         if len(projects) == 1:
             return redirect("admin:workflows_simulator", projects[0].pk)
         context = self._context(request, "Chat simulator: choose a project", projects=projects)
@@ -430,9 +431,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
 
     def simulator_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
         """Talk to the project's published workflows as a test user, never via Telegram."""
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
         project = project_or_404(request, project_id)
+        if not roles.may(request.user, roles.SIMULATE, project_id=project.pk):
+            raise PermissionDenied
         user = simulator.simulator_user_get(project_id=project.pk, operator=request.user)
         simulator.simulator_catch_up()
         if request.method == "POST":
