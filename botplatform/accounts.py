@@ -63,11 +63,13 @@ def account_history_get(*, user) -> dict[str, int]:
     column counts without a change here.
     """
     history: dict[str, int] = {}
-    for relation in get_user_model()._meta.related_objects:
+    for relation in get_user_model()._meta.get_fields(include_hidden=True):
+        if not (relation.one_to_many and relation.auto_created):
+            continue  # "+" relations (created_by) are hidden, hence include_hidden
         model = relation.related_model
-        if model._meta.label_lower in _NOT_HISTORY or not relation.one_to_many:
+        if model._meta.label_lower in _NOT_HISTORY:
             continue
-        if model._meta.app_config.name not in {"botplatform", "users", "workflows", "admin"}:
+        if model._meta.app_label not in {"botplatform", "users", "workflows", "admin"}:
             continue
         count = model._default_manager.filter(**{relation.field.name: user}).count()
         if count:

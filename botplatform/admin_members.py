@@ -132,19 +132,20 @@ class MembershipInline(admin.TabularInline):
         formset.form = form
         return type("MembershipFormSet", (formset,), {"actor": request.user})
 
+    # ``obj`` is the project; None when Django asks "in general" (the formset's queryset).
+
     def _manages(self, request, obj) -> bool:
-        if request.user.is_superuser:
-            return True
-        return obj is not None and roles.may(request.user, roles.MANAGE_MEMBERS, project_id=obj.pk)
+        if obj is None:
+            return roles.may(request.user, roles.MANAGE_MEMBERS, any_project=True)
+        return roles.may(request.user, roles.MANAGE_MEMBERS, project_id=obj.pk)
 
     def has_view_permission(self, request, obj=None) -> bool:
-        if request.user.is_superuser:
-            return True
-        return obj is not None and roles.may(
-            request.user, roles.VIEW, roles.PROJECT, project_id=obj.pk
-        )
+        if obj is None:
+            return roles.may(request.user, roles.VIEW, roles.PROJECT, any_project=True)
+        return roles.may(request.user, roles.VIEW, roles.PROJECT, project_id=obj.pk)
 
     def has_add_permission(self, request, obj=None) -> bool:
+        # On the add page (obj None) only superusers get here: only they create projects.
         return self._manages(request, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:
