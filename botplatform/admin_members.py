@@ -108,6 +108,7 @@ class MembershipFormSet(forms.BaseInlineFormSet):
                 continue
             if name in seen or (
                 form.instance.pk is None
+                and self.instance.pk is not None  # a project being added has no members yet
                 and Membership.objects.filter(project=self.instance, user__username=name).exists()
             ):
                 raise ValidationError(f"“{name}” is already a member; change their role instead.")
@@ -121,10 +122,14 @@ class MembershipInline(admin.TabularInline):
     form = MembershipForm
     formset = MembershipFormSet
     extra = 0
-    fields = ("username", "role", "created_at")
-    readonly_fields = ("created_at",)
+    fields = ("username", "role", "member_since")
+    readonly_fields = ("member_since",)
     verbose_name = "member"
     verbose_name_plural = "members (who may work on this project, and in which role)"
+
+    @admin.display(description="member since")
+    def member_since(self, obj: Membership):
+        return obj.created_at.date() if obj.created_at else "-"
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
