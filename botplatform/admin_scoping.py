@@ -131,6 +131,10 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         return any(self.role_permits(request, action) for action in roles.MODEL_ACTIONS)
 
+    def has_publish_permission(self, request: HttpRequest) -> bool:
+        """For actions declared with ``permissions=["publish"]``."""
+        return self.role_permits(request, roles.PUBLISH, named=True)
+
     def _project_ids(self, request: HttpRequest, *actions: str) -> set[int]:
         return {
             pk for action in actions for pk in roles.project_ids(request.user, action, self.model)

@@ -189,7 +189,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
             return "-"
         return format_html('<div class="diagram-box">{}</div>', diagram_svg(obj.draft))
 
-    @admin.action(description="Publish the draft of the selected workflows", permissions=["change"])
+    @admin.action(
+        description="Publish the draft of the selected workflows", permissions=["publish"]
+    )
     def publish_drafts(self, request, queryset) -> None:
         for workflow in queryset.select_related("published_version"):
             try:
@@ -535,7 +537,7 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         )
 
     def has_restore_permission(self, request) -> bool:
-        return request.user.has_perm("workflows.change_workflow")
+        return self.role_permits(request, roles.RESTORE, named=True)
 
     @admin.action(
         description="Restore the selected version (publish it again)", permissions=["restore"]

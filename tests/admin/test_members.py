@@ -11,6 +11,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from botplatform.models import Membership, Project
 from tests.admin.conftest import operator_create
@@ -134,6 +136,25 @@ def test_an_unknown_or_duplicate_account_gets_a_clear_message(as_owner, shop):
     data = _add_row(_form(as_owner, project), "ed", "support")
     page = as_owner.post(_page_url(project), data).content.decode()
     assert "“ed” is already a member" in page
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.text(max_size=300)
+    | st.sampled_from(["\x00", "newbie\x00", "ne wbie", "NEWBIE", "olga", "a" * 10_000]),
+    role=st.sampled_from(["owner", "editor", "", "root", "\x00", "support" * 50]),
+)
+def test_hostile_account_names_and_roles_get_a_clear_error(as_owner, shop, name, role):
+    """Absurd input in the members section: a message on the page, nothing saved."""
+    assume(not (name.strip() == "newbie" and role in {"editor", "support", "analyst"}))
+    project, _ = shop
+    before = _roles(project)
+    response = as_owner.post(_page_url(project), _add_row(_form(as_owner, project), name, role))
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert _roles(project) == before
 
 
 def test_owners_do_not_see_the_list_of_all_accounts(as_owner, shop):
