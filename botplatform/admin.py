@@ -77,8 +77,7 @@ class ProjectForm(forms.ModelForm):
     def clean_user_rate_limit_per_minute(self) -> int:
         """The flood guard shares the workers of every project: only a superuser raises it."""
         value = self.cleaned_data["user_rate_limit_per_minute"]
-        current = self.instance.user_rate_limit_per_minute if self.instance.pk else None
-        ceiling = current if current is not None else DEFAULT_USER_RATE_LIMIT
+        ceiling = self.instance.user_rate_limit_per_minute  # the model default when new
         if self.actor is not None and not self.actor.is_superuser and value > ceiling:
             raise forms.ValidationError(
                 f"Only an administrator can raise this limit above {ceiling}; you can lower it."
@@ -120,7 +119,6 @@ class ProjectForm(forms.ModelForm):
 
 # Fields that switch a safety guard off: shown read-only to everyone but superusers.
 SUPERUSER_ONLY_FIELDS = ("allow_private_http",)
-DEFAULT_USER_RATE_LIMIT = Project._meta.get_field("user_rate_limit_per_minute").default
 
 
 @admin.register(Project)
