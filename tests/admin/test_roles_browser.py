@@ -125,6 +125,7 @@ def test_members_set_up_in_the_browser_do_their_roles_work(browser, live_server,
 
     # The Editor sees only this project, opens the step editor, sees no bot secrets.
     editor = _login(browser, base, "eddie")
+    _shot(editor, "roles-editor-home", "#content-main", tmp_path)
     assert editor.locator("a.addlink[href$='/botplatform/project/add/']").count() == 0
     editor.goto(f"{base}/admin/botplatform/project/")
     listed = editor.locator("#result_list tbody tr").all_inner_texts()
