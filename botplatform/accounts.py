@@ -13,7 +13,6 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
 from botplatform.models import Membership, Project
-from botplatform.roles import roles_forget
 
 # Relations to an account that are not history: access, not authorship.
 _NOT_HISTORY = {"botplatform.membership", "auth.group", "auth.permission"}
@@ -52,12 +51,11 @@ def membership_changes_log(
             for change in changes
         ]
     )
-    roles_forget(actor)
     return changes
 
 
 def account_history_get(*, user) -> dict[str, int]:
-    """What ``user`` is recorded as the author of: {"ledger adjustments": 3, ...}.
+    """What ``user`` is recorded as the author of: {"bonus transactions": 3, ...}.
 
     Found by following every relation to the account model, so a new "created_by"
     column counts without a change here.

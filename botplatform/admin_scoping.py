@@ -69,16 +69,14 @@ def project_id_of(obj: models.Model, path: str | None = None) -> int | None:
     return getattr(obj, f"{last}_id", None)
 
 
-def scope_queryset(queryset: QuerySet, user, project_ids=None) -> QuerySet:
-    """``queryset`` limited to the rows of ``user``'s projects (untouched for superusers),
-    or to the projects ``project_ids`` when given."""
+def scope_queryset(queryset: QuerySet, user, project_ids) -> QuerySet:
+    """``queryset`` limited to rows of the projects ``project_ids`` (untouched for
+    superusers and for models that belong to no project)."""
     if user.is_superuser:
         return queryset
     path = project_path_for(queryset.model)
     if path is None:
         return queryset
-    if project_ids is None:
-        project_ids = list(roles.user_roles(user))
     return queryset.filter(**{f"{path}__in": list(project_ids)})
 
 

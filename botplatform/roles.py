@@ -170,12 +170,6 @@ def user_roles(user) -> dict[int, str]:
     return cached
 
 
-def roles_forget(user) -> None:
-    """Drop the per-request cache after changing ``user``'s memberships."""
-    for name in ("_project_roles", "_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        user.__dict__.pop(name, None)
-
-
 def project_ids(user, action: str, model: type[models.Model] | str | None = None) -> list[int]:
     """The projects of ``user`` where ``action`` is allowed (superusers: call ``may``)."""
     return [pk for pk, role in user_roles(user).items() if role_allows(role, action, model)]
