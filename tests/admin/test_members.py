@@ -152,8 +152,10 @@ def test_hostile_account_names_and_roles_get_a_clear_error(as_owner, shop, name,
     project, _ = shop
     before = _roles(project)
     response = as_owner.post(_page_url(project), _add_row(_form(as_owner, project), name, role))
-    assert response.status_code == 200
-    assert "errorlist" in response.content.decode()
+    if response.status_code == 302:  # only a row left blank is ignored and saves
+        assert not name and not role
+    else:
+        assert response.status_code == 200 and "errorlist" in response.content.decode()
     assert _roles(project) == before
 
 
