@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from botplatform.admin import json_text_problem
 from botplatform.admin_scoping import ProjectScopedAdmin
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
@@ -77,6 +78,8 @@ class VariableValueField(forms.JSONField):
     """Operators type Paris, not "Paris": text that is not JSON is kept as text."""
 
     def to_python(self, value):
+        if isinstance(value, str) and (problem := json_text_problem(value)):
+            raise forms.ValidationError(problem, code="invalid")
         if isinstance(value, str) and value.strip() not in self.empty_values:
             try:
                 json.loads(value, cls=self.decoder)
