@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from botplatform.admin import json_text_problem
+from botplatform.admin import BoundedJSONField, json_text_problem
 from botplatform.admin_scoping import ProjectScopedAdmin
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
@@ -74,7 +74,7 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class VariableValueField(forms.JSONField):
+class VariableValueField(BoundedJSONField):
     """Operators type Paris, not "Paris": text that is not JSON is kept as text."""
 
     def to_python(self, value):
@@ -88,6 +88,8 @@ class VariableValueField(forms.JSONField):
         return super().to_python(value)
 
     def prepare_value(self, value):
+        if isinstance(value, str) and json_text_problem(value):
+            return value
         if isinstance(value, str):
             try:
                 json.loads(value)
