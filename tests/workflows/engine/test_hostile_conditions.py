@@ -60,6 +60,16 @@ condition_like = st.lists(
     ),
     max_size=80,
 ).map("".join)
+condition_like = st.one_of(
+    condition_like,
+    st.builds(
+        lambda n, inner: "(" * n + inner + ")" * n,
+        st.one_of(
+            st.integers(0, 40), st.integers(300, 2000)
+        ),  # Hypothesis raises the recursion limit
+        st.sampled_from(["true", "vars.x > 5", 'user.level in ["Gold"]']),
+    ),
+)
 
 
 def _outcome(source: str):

@@ -7,7 +7,6 @@ needs.
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from hypothesis import given, settings
@@ -28,6 +27,15 @@ CONTEXT = {
 }
 
 # Template-ish text: braces, pipes, quotes, filter names and the odd hostile character.
+filter_with_argument = st.builds(
+    "{{{{ vars.n | {}:{} }}}}".format,
+    st.sampled_from(["number", "round", "truncate", "plural", "default"]),
+    st.one_of(
+        st.integers(min_value=-(10**6), max_value=10**6).map(str),
+        st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
+        st.text(alphabet="abc 1.\\", max_size=10).map(lambda t: f'"{t}"'),
+    ),
+)
 template_like = st.lists(
     st.one_of(
         st.sampled_from(["{{", "}}", "{", "}", "|", ":", '"', "'", "\\", ".", " ", "\n"]),
@@ -38,6 +46,7 @@ template_like = st.lists(
     ),
     max_size=120,
 ).map("".join)
+template_like = st.one_of(template_like, filter_with_argument)
 
 
 def test_unclosed_braces_are_checked_in_linear_time():
@@ -46,14 +55,6 @@ def test_unclosed_braces_are_checked_in_linear_time():
     problem = template_check(source)
     assert time.perf_counter() - started < 1  # old code: more than 6 s
     assert problem == "'{{' is opened but never closed with '}}'"
-
-
-def test_many_unclosed_placeholders_render_as_an_error_not_a_stall():
-    source = "{{ vars.x " * (MAX_TEMPLATE // 10)
-    started = time.perf_counter()
-    with contextlib.suppress(TemplateError):
-        template_render(source, CONTEXT)
-    assert time.perf_counter() - started < 1
 
 
 def test_a_template_longer_than_the_limit_is_refused_with_its_length():
@@ -97,10 +98,10 @@ def test_any_template_text_is_accepted_or_refused_with_a_template_error(source):
 @settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(["{{", "}}", "{{ vars.x", "{{ vars.x }}", "{", "|"]),
-    st.integers(min_value=1, max_value=MAX_TEMPLATE // 12),
+    st.integers(min_value=1, max_value=MAX_TEMPLATE // 2),
 )
 def test_repeated_fragments_up_to_the_size_limit_stay_fast(fragment, count):
-    source = fragment * count
+    source = (fragment * count)[:MAX_TEMPLATE]
     started = time.perf_counter()
     if template_check(source) is None:
         template_render(source, CONTEXT)
