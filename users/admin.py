@@ -19,8 +19,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from botplatform.admin import BoundedJSONField, json_text_problem
+from botplatform.admin import BoundedJSONField
 from botplatform.admin_scoping import ProjectScopedAdmin
+from botplatform.jsoncheck import json_text_problem
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
 from users.services import MAX_AMOUNT, REASON_MAX_LENGTH, bonus_adjust, user_state_changed

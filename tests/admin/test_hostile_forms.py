@@ -11,7 +11,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from botplatform.admin import MAX_JSON_DEPTH, json_text_problem
+from botplatform.jsoncheck import MAX_JSON_DEPTH, json_text_problem
 from botplatform.models import Project
 from tests.admin.helpers import form_data
 from workflows.models import Broadcast
@@ -58,3 +58,24 @@ def test_brackets_inside_json_strings_do_not_count_as_nesting():
     assert json_text_problem(inside_a_string) is None
     assert json_text_problem("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is None
     assert "nested" in json_text_problem("[" * (MAX_JSON_DEPTH + 1))
+
+
+def test_the_step_editor_refuses_absurd_numbers_and_deep_json_readably():
+    """Old code: "1e400" became an infinity in the draft (jsonb refuses it: a 500 on
+    save) and 100,000 nested brackets in a JSON body raised RecursionError."""
+    from workflows.editor import editor_parse
+
+    post = {
+        "s0-_type": "http_request",
+        "s0-_id": "call",
+        "s0-_orig": "",
+        "s0-url": "https://example.com",
+        "s0-timeout": "1e400",
+        "s0-retries": "9" * 40,
+        "s0-body": "[" * 100_000 + "]" * 100_000,
+    }
+    parsed = editor_parse(post, draft={}, triggers=[])
+    assert parsed.errors["s0-timeout"].startswith("The number is too large")
+    assert parsed.errors["s0-retries"].startswith("The number is too large")
+    assert parsed.errors["s0-body"].startswith(f"The JSON is nested more than {MAX_JSON_DEPTH}")
+    assert "timeout" not in parsed.definition["steps"]["call"]
