@@ -297,6 +297,7 @@ def test_the_project_page_lists_no_other_tenants_accounts(as_operator, world):
             "is_active": "on",
             "fallback_message": "Sorry",
             "rate_limited_message": "Wait",
+            "stale_button_message": "Gone",
             "user_rate_limit_per_minute": 100,
             "bot_send_rate_per_second": 10,
             "welcome_bonus": 0,
