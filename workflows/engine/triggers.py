@@ -120,8 +120,9 @@ def _matches(trigger: dict, event: InputEvent) -> bool:
         return expected == event.text.strip()
     if kind == "regex" and event.kind == "text":
         # Time-bounded: a runaway pattern counts as no match (see patterns.py).
-        return pattern_search(
-            str(trigger.get("pattern", "")),
+        pattern = trigger.get("pattern")
+        return isinstance(pattern, str) and pattern_search(
+            pattern,
             event.text[:MAX_TRIGGER_TEXT],
             ignore_case=bool(trigger.get("ignore_case", True)),
         )
