@@ -19,8 +19,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from botplatform import roles
 from botplatform.admin import BoundedJSONField
-from botplatform.admin_scoping import ProjectScopedAdmin
+from botplatform.admin_scoping import ProjectScopedAdmin, ProjectScopedInline
 from botplatform.audit import audit_record
 from botplatform.jsoncheck import json_text_problem
 from users.models import BonusTransaction, BotUser, UserVariable
@@ -128,7 +129,7 @@ class UserVariableForm(forms.ModelForm):
         return key
 
 
-class UserVariableInline(admin.TabularInline):
+class UserVariableInline(ProjectScopedInline, admin.TabularInline):
     model = UserVariable
     form = UserVariableForm
     extra = 0
@@ -298,7 +299,7 @@ class BotUserAdmin(ProjectScopedAdmin):
         user = self.get_object(request, object_id)
         if user is None:
             raise Http404("No such bot user in your projects.")
-        if not self.has_change_permission(request, user):
+        if not self.role_permits(request, roles.ADJUST_BALANCE, user, named=True):
             raise PermissionDenied
         if request.method == "POST":
             form = BalanceAdjustForm(request.POST)

@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
+from botplatform import roles
 from botplatform.admin import JSONWhereField
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from users.admin import ReadOnlyAdminMixin
@@ -233,7 +234,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
 
     @admin.action(
         description="Review and publish the draft of the selected workflow",
-        permissions=["change"],
+        permissions=["publish"],
     )
     def publish_drafts(self, request, queryset):
         """Publishing shows the changes and asks for a note: one workflow at a time."""
@@ -429,6 +430,8 @@ class WorkflowAdmin(ProjectScopedAdmin):
         meanwhile, nothing is published and the new changes are shown instead.
         """
         workflow = self._workflow(request, object_id, change=True)
+        if not self.role_permits(request, roles.PUBLISH, workflow, named=True):
+            raise PermissionDenied
         form = PublishForm(initial={"checksum": draft_checksum(workflow)})
         errors = []
         if request.method == "POST":
@@ -485,6 +488,8 @@ class WorkflowAdmin(ProjectScopedAdmin):
         Never goes live: users keep the live version until someone publishes.
         """
         workflow = self._workflow(request, object_id, change=True)
+        if not self.role_permits(request, roles.RESTORE, workflow, named=True):
+            raise PermissionDenied
         version = WorkflowVersion.objects.filter(
             workflow=workflow, pk=version_id, is_preview=False
         ).first()
@@ -541,7 +546,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not (self.has_add_permission(request) and self.has_change_permission(request)):
             raise PermissionDenied
-        projects = projects_for(request.user)
+        projects = projects_for(request.user, roles.IMPORT)
         errors = []
         if request.method == "POST":
             form = ImportForm(request.POST, request.FILES, projects=projects)
@@ -571,9 +576,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
     # --- Simulator --------------------------------------------------------------------
 
     def simulator_index_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_or_change_permission(request):
+        if not self.role_permits(request, roles.SIMULATE, named=True):
             raise PermissionDenied
-        projects = list(projects_for(request.user))
+        projects = list(projects_for(request.user, roles.SIMULATE))
         if len(projects) == 1:
             return redirect("admin:workflows_simulator", projects[0].pk)
         context = self._context(request, "Chat simulator: choose a project", projects=projects)
@@ -581,9 +586,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
 
     def simulator_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
         """Talk to the project's published workflows as a test user, never via Telegram."""
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
         project = project_or_404(request, project_id)
+        if not roles.may(request.user, roles.SIMULATE, project_id=project.pk):
+            raise PermissionDenied
         user = simulator.simulator_user_get(project_id=project.pk, operator=request.user)
         simulator.simulator_catch_up()
         if request.method == "POST":
@@ -685,7 +690,7 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         )
 
     def has_restore_permission(self, request) -> bool:
-        return request.user.has_perm("workflows.change_workflow")
+        return self.role_permits(request, roles.RESTORE, named=True)
 
     @admin.action(
         description="Copy the selected version into the draft (publish it separately)",
@@ -1071,7 +1076,10 @@ class BroadcastAdmin(ProjectScopedAdmin):
         broadcast = self.get_object(request, object_id)
         if broadcast is None:
             raise Http404("No such broadcast in your projects.")
-        if not self.has_change_permission(request, broadcast):
+        if not (
+            self.has_change_permission(request, broadcast)
+            and self.role_permits(request, roles.SEND_BROADCAST, broadcast, named=True)
+        ):
             raise PermissionDenied
         change_url = reverse("admin:workflows_broadcast_change", args=[broadcast.pk])
         if broadcast.status != Broadcast.Status.DRAFT:
