@@ -86,7 +86,7 @@ def test_number_parse_is_bounded_for_any_text(raw):
     except NumberError:
         pass
     else:
-        assert abs(number) < 10**MAX_EXPONENT
+        assert number.copy_abs() < 10**MAX_EXPONENT  # abs() would round to 28 digits
         int(number)  # instantaneous inside the bounds
         float(number)
     assert time.perf_counter() - started < 1
