@@ -17,7 +17,9 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from botplatform.jsoncheck import json_text_problem
 from workflows.engine.definition import STEP_ID_RE
+from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse, number_plain
 from workflows.engine.steps.message import button_rows
 
 MAX_ROWS = 60  # buttons, branches, triggers, steps: far above any sane workflow
@@ -239,12 +241,16 @@ def _get(post, key: str) -> str:
 
 
 def _number(raw: str, *, integer: bool) -> int | float:
-    value = float(raw.replace(",", "."))
-    if integer:
-        if not value.is_integer():
-            raise ValueError
-        return int(value)
-    return int(value) if value.is_integer() else value
+    """Through the bounded parser: "1e400" is an error, not an infinity in the draft."""
+    try:
+        number = number_parse(raw.replace(",", "."))
+    except NumberError as exc:
+        if exc.args[0] == NOT_A_NUMBER:
+            raise ValueError from None
+        raise ValueError(f"The number {exc}") from None
+    if integer and number != number.to_integral_value():
+        raise ValueError
+    return number_plain(number)
 
 
 def _set_nested(step: dict, name: str, value: Any) -> None:
@@ -310,6 +316,10 @@ def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> No
                     raise ValueError("write each line as “name: value”")
                 value[name.strip()] = rest.strip()
         elif spec.kind == "json":
+            problem = json_text_problem(raw)
+            if problem:
+                errors[key] = problem
+                return
             value = json.loads(raw) if raw.strip() else None
             if value is None:
                 return

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.engine.definition import definition_shape_problems
+from workflows.engine.patterns import pattern_problem
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker
 
@@ -116,10 +117,12 @@ def triggers_problems(triggers: Any) -> list[StepError]:
             if not isinstance(trigger.get("text"), str) or not trigger["text"].strip():
                 errors.append(StepError(where, "'text' (the exact message) is missing"))
         elif kind == "regex":
-            try:
-                re.compile(trigger.get("pattern"))
-            except (re.error, TypeError) as exc:
-                errors.append(StepError(where, f"'pattern' is not a regular expression: {exc}"))
+            problem = pattern_problem(trigger.get("pattern"))
+            if problem:
+                # "'pattern' is not a regular expression: …" as before for syntax errors.
+                problem = problem.replace("this is not a valid", "is not a", 1)
+                glue = " " if problem.startswith("is not a") else ": "
+                errors.append(StepError(where, f"'pattern'{glue}{problem}"))
         elif kind == "callback":
             data = trigger.get("data")
             prefix = trigger.get("prefix")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from workflows.engine.events import InputEvent
+from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse
+from workflows.engine.patterns import pattern_fullmatch, pattern_problem
 from workflows.engine.steps.base import (
     TELEGRAM_TEXT_LIMIT,
     Checker,
@@ -30,6 +32,7 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?\d{7,15}$")
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y")
 MAX_ANSWER = 1000
+MAX_PATTERN_ANSWER = 256  # answers checked by an operator's pattern (see patterns.py)
 DEFAULT_ATTEMPTS = 3
 
 
@@ -65,11 +68,12 @@ def answer_validate(rule: dict, text: str) -> Any:
         return text
     if kind in {"number", "integer"}:
         try:
-            number = Decimal(text.replace(",", ".").replace(" ", ""))
-        except InvalidOperation:
-            raise Invalid("please send a number") from None
-        if not number.is_finite():
-            raise Invalid("please send a number")
+            number = number_parse(text.replace(",", ".").replace(" ", ""))
+        except NumberError as exc:
+            reason = exc.args[0]
+            raise Invalid(
+                "please send a number" if reason == NOT_A_NUMBER else f"the number {reason}"
+            ) from None
         if kind == "integer" and number != number.to_integral_value():
             raise Invalid("please send a whole number")
         if low is not None and number < Decimal(str(low)):
@@ -94,7 +98,9 @@ def answer_validate(rule: dict, text: str) -> Any:
             raise Invalid(f"the date must not be after {_date(str(high)):%d.%m.%Y}")
         return value.isoformat()
     if kind == "regex":
-        if not re.fullmatch(rule["pattern"], text):
+        if len(text) > MAX_PATTERN_ANSWER:
+            raise Invalid(f"the answer is longer than {MAX_PATTERN_ANSWER} characters")
+        if not pattern_fullmatch(rule.get("pattern") or "", text):
             raise Invalid(rule.get("message") or "the answer is not in the expected format")
         return text
     raise Invalid(f"unknown validation type {kind}")
@@ -132,11 +138,9 @@ class InputStep(StepType):
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 checker.add(f"'validate.{bound}' must be a number")
         if kind == "regex":
-            pattern = rule.get("pattern")
-            try:
-                re.compile(pattern)
-            except (re.error, TypeError) as exc:
-                checker.add(f"'validate.pattern' is not a valid regular expression: {exc}")
+            problem = pattern_problem(rule.get("pattern"))
+            if problem:
+                checker.add(f"'validate.pattern': {problem}")
         attempts = checker.number("max_attempts", minimum=1)
         if attempts is not None and attempts != int(attempts):
             checker.add("'max_attempts' must be a whole number")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
+from workflows.engine.numbers import NumberError, number_parse, number_plain
 from workflows.engine.steps.base import Checker, Goto, Outcome, StepFailure, StepRuntime, StepType
 from workflows.engine.templating import template_check
 
@@ -22,17 +22,13 @@ def variable_name_problem(name: object) -> str | None:
 
 
 def _as_number(value: object) -> int | float:
-    if isinstance(value, bool):
-        raise StepFailure("the value is not a number")
-    if isinstance(value, int | float):
-        return value
+    """The step's increment, through the bounded number parser (a decimal comma is fine)."""
+    if isinstance(value, str):
+        value = value.replace(",", ".")
     try:
-        number = Decimal(str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise StepFailure(f"'{value}' is not a number") from None
-    if not number.is_finite():
-        raise StepFailure(f"'{value}' is not a number")
-    return int(number) if number == number.to_integral_value() else float(number)
+        return number_plain(number_parse(value))
+    except NumberError as exc:
+        raise StepFailure(f"'{str(value)[:40]}' {exc}") from None
 
 
 class SetVariableStep(StepType):
