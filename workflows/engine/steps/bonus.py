@@ -11,12 +11,15 @@ from decimal import Decimal, InvalidOperation
 
 from users import services
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     Outcome,
     StepFailure,
     StepRuntime,
     StepType,
+    step_ref,
 )
 from workflows.engine.templating import template_check
 
@@ -40,6 +43,38 @@ def _amount(text: str) -> int:
 
 class BonusStep(StepType):
     type = "bonus"
+    label = "Bonuses: earn, spend, adjust"
+    description = "Earn, spend or adjust the user's bonuses in the ledger, then branch."
+    fields = (
+        FieldSpec(
+            "operation",
+            "choice",
+            "Operation",
+            choices=(("earn", "Earn"), ("spend", "Spend"), ("adjust", "Adjust (signed)")),
+            required=True,
+        ),
+        FieldSpec(
+            "amount",
+            "amount",
+            "Amount",
+            "A whole number, or a template like {{ vars.price }}.",
+            schema={"type": ["integer", "string"]},
+            required=True,
+            problem="a whole number or a template",
+        ),
+        FieldSpec(
+            "reason",
+            "line",
+            "Reason",
+            "Shown in the ledger. Required for adjust.",
+            schema={"type": "string"},
+        ),
+        step_ref("on_success", "On success go to"),
+        step_ref("on_insufficient", "If the balance is too low"),
+        step_ref("on_in_progress", "If another operation is running (double tap)"),
+        step_ref("next", "Otherwise go to", "Used when “on success” is empty."),
+        DESCRIPTION_FIELD,
+    )
     atomic = True
     target_fields = ("next", "on_success", "on_insufficient", "on_in_progress")
 
