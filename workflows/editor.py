@@ -1,10 +1,11 @@
 """The workflow editor's forms: a definition as step cards, and back.
 
 Operators never see JSON here. Every step type declares its fields, labels and
-help texts with its code (``fields`` in workflows/engine/steps/); fields that name another step are selects of
-the workflow's steps. :func:`editor_parse` turns the posted form into a definition
-and triggers, with readable errors per field; anything the editor does not know
-about a step (fields added by hand in the JSON editor) is kept as it was.
+help texts with its code (``fields`` in workflows/engine/steps/); fields that name
+another step are selects of the workflow's steps. :func:`editor_parse` turns the
+posted form into a definition and triggers, with readable errors per field; anything
+the editor does not know about a step (fields added by hand in the JSON editor) is
+kept as it was (publishing refuses fields the step type does not declare).
 """
 
 from __future__ import annotations
