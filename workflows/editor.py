@@ -20,13 +20,13 @@ from django.utils.safestring import SafeString, mark_safe
 
 from workflows.engine.definition import STEP_ID_RE
 from workflows.engine.steps import STEP_TYPES
-from workflows.engine.steps.base import FieldSpec
+from workflows.engine.steps.base import FieldSpec as Field
 from workflows.engine.steps.message import button_rows
 
 MAX_ROWS = 60  # buttons, branches, triggers, steps: far above any sane workflow
 
 
-def _fields(step_type: Any) -> tuple[FieldSpec, ...]:
+def _fields(step_type: Any) -> tuple[Field, ...]:
     """The inputs of a step card, as the step type declares them (none if unknown)."""
     handler = STEP_TYPES.get(step_type) if isinstance(step_type, str) else None
     return handler.editor_fields() if handler else ()
@@ -99,22 +99,22 @@ def _get_nested(step: dict, name: str) -> Any:
     return step.get(name)
 
 
-def _parse_field(post, prefix: str, spec: FieldSpec, step: dict, errors: dict) -> None:
+def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> None:
     key = f"{prefix}-{spec.name}"
-    raw = _get(post, key) if spec.widget not in {"template", "json"} else post.get(key, "")
-    if spec.widget == "bool":
+    raw = _get(post, key) if spec.kind not in {"template", "json"} else post.get(key, "")
+    if spec.kind == "bool":
         if post.get(key):
             step[spec.name] = True
         return
-    if spec.widget == "buttons":
+    if spec.kind == "buttons":
         rows = _parse_buttons(post, prefix, errors)
         if rows:
             step["buttons"] = rows
         return
-    if spec.widget == "branches":
+    if spec.kind == "branches":
         step["branches"] = _parse_branches(post, prefix, errors)
         return
-    if spec.widget == "template":
+    if spec.kind == "template":
         raw = raw.replace("\r\n", "\n")
         if raw.strip():
             step[spec.name] = raw
@@ -122,21 +122,21 @@ def _parse_field(post, prefix: str, spec: FieldSpec, step: dict, errors: dict) -
     if not raw:
         return
     try:
-        if spec.widget == "int":
+        if spec.kind == "int":
             value: Any = _number(raw, integer=True)
-        elif spec.widget == "number":
+        elif spec.kind == "number":
             value = _number(raw, integer=False)
-        elif spec.widget in {"amount", "value"}:
+        elif spec.kind in {"amount", "value"}:
             value = raw
             if re.fullmatch(r"-?\d+(\.\d+)?", raw):
                 value = _number(raw, integer=False)
-        elif spec.widget == "keyboard":
+        elif spec.kind == "keyboard":
             value = [
                 [cell.strip() for cell in line.split("|") if cell.strip()]
                 for line in raw.splitlines()
                 if line.strip()
             ]
-        elif spec.widget == "pairs":
+        elif spec.kind == "pairs":
             value = {}
             for line in raw.splitlines():
                 if not line.strip():
@@ -145,7 +145,7 @@ def _parse_field(post, prefix: str, spec: FieldSpec, step: dict, errors: dict) -
                 if not sep or not name.strip():
                     raise ValueError("write each line as “name: value”")
                 value[name.strip()] = rest.strip()
-        elif spec.widget == "json":
+        elif spec.kind == "json":
             value = json.loads(raw) if raw.strip() else None
             if value is None:
                 return
@@ -156,9 +156,9 @@ def _parse_field(post, prefix: str, spec: FieldSpec, step: dict, errors: dict) -
         return
     except ValueError as exc:
         message = str(exc) if str(exc) and "could not convert" not in str(exc) else ""
-        if spec.widget == "int":
+        if spec.kind == "int":
             errors[key] = message or "Enter a whole number, e.g. 60."
-        elif spec.widget == "number":
+        elif spec.kind == "number":
             errors[key] = message or "Enter a number, e.g. 1.5."
         else:
             errors[key] = (message or "This value cannot be read.").capitalize() + "."
@@ -243,7 +243,7 @@ def _rename(value: Any, renamed: dict[str, str]) -> Any:
 def _apply_renames(step: dict, renamed: dict[str, str]) -> None:
     step_type = step.get("type")
     for spec in _fields(step_type):
-        if spec.widget == "step" and spec.name in step:
+        if spec.kind == "step" and spec.name in step:
             step[spec.name] = _rename(step[spec.name], renamed)
     for row in step.get("buttons") or []:
         for button in row if isinstance(row, list) else [row]:
@@ -401,39 +401,39 @@ def _textarea(name: str, value: str, rows: int = 3) -> str:
     )
 
 
-def _display(spec: FieldSpec, value: Any) -> Any:
+def _display(spec: Field, value: Any) -> Any:
     if value is None:
         return ""
-    if spec.widget == "keyboard" and isinstance(value, list):
+    if spec.kind == "keyboard" and isinstance(value, list):
         return "\n".join(" | ".join(map(str, row)) for row in value if isinstance(row, list))
-    if spec.widget == "pairs" and isinstance(value, dict):
+    if spec.kind == "pairs" and isinstance(value, dict):
         return "\n".join(f"{k}: {v}" for k, v in value.items())
-    if spec.widget == "json":
+    if spec.kind == "json":
         return json.dumps(value, ensure_ascii=False, indent=2)
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     return value
 
 
-def _widget(spec: FieldSpec, prefix: str, value: Any, ctx: dict) -> SafeString:
+def _widget(spec: Field, prefix: str, value: Any, ctx: dict) -> SafeString:
     name = f"{prefix}-{spec.name}"
-    if spec.widget == "bool":
+    if spec.kind == "bool":
         return format_html(
             '<input type="checkbox" name="{}" id="id_{}" value="1"{}>',
             name,
             name,
             mark_safe(" checked") if value else "",
         )
-    if spec.widget == "step":
+    if spec.kind == "step":
         return _select(name, ctx["step_choices"], value, blank="— (none: the conversation ends)")
-    if spec.widget == "workflow":
+    if spec.kind == "workflow":
         return _select(name, ctx["workflow_choices"], value, blank="— choose a workflow")
-    if spec.widget == "choice":
+    if spec.kind == "choice":
         return _select(name, spec.choices, value if value is not None else spec.choices[0][0])
-    if spec.widget in {"template", "keyboard", "pairs", "json"}:
-        rows = 4 if spec.widget in {"template", "json"} else 2
+    if spec.kind in {"template", "keyboard", "pairs", "json"}:
+        rows = 4 if spec.kind in {"template", "json"} else 2
         return _textarea(name, _display(spec, value), rows=rows)
-    if spec.widget in {"int", "number"}:
+    if spec.kind in {"int", "number"}:
         return _input(name, value, size=8)
     return _input(name, _display(spec, value), size=40)
 
@@ -561,13 +561,13 @@ def editor_context(
         fields = []
         for spec in _fields(step_type):
             key = f"{prefix}-{spec.name}"
-            if spec.widget == "buttons":
+            if spec.kind == "buttons":
                 widget = _buttons_html(prefix, step, ctx, errors)
-            elif spec.widget == "branches":
+            elif spec.kind == "branches":
                 widget = _branches_html(prefix, step, ctx)
             else:
                 widget = _widget(spec, prefix, _get_nested(step, spec.name), ctx)
-            wide = spec.widget in {"buttons", "branches"}
+            wide = spec.kind in {"buttons", "branches"}
             fields.append(
                 {
                     "name": key,

@@ -81,10 +81,10 @@ def test_every_step_type_declares_its_contract(name):
     assert "description" in names  # every step may carry an operator's note
     for spec in handler.editor_fields():
         assert spec.label, (name, spec.name)
-        assert spec.widget in WIDGETS, (name, spec.name, spec.widget)
-        assert bool(spec.choices) == (spec.widget == "choice"), (name, spec.name)
+        assert spec.kind in WIDGETS, (name, spec.name, spec.kind)
+        assert bool(spec.choices) == (spec.kind == "choice"), (name, spec.name)
     # Every field that names another step is a step reference in the schema.
-    steps_named = {spec.name for spec in handler.fields if spec.widget == "step"}
+    steps_named = {spec.name for spec in handler.fields if spec.kind == "step"}
     assert set(handler.target_fields) <= steps_named, name
     schema = workflow_schema()["$defs"][f"step_{name}"]
     assert schema["title"] == handler.label and schema["description"] == handler.description

@@ -195,16 +195,16 @@ STEP_REF: dict[str, Any] = {"$ref": "#/$defs/stepRef"}
 class FieldSpec:
     """One field of a step type: its JSON Schema, and how the form editor shows it.
 
-    ``widget`` is the editor's input kind: template line int number bool step choice
-    workflow keyboard pairs json amount value buttons branches. A ``choice`` field's
-    schema is the enum of its ``choices``; an object field lists its ``parts`` (shown
-    in the editor as ``validate.min`` and so on). ``problem`` is what the validator
-    says when the value has the wrong shape, where the schema alone says it badly
-    (a pattern, say); otherwise the message is derived from the schema.
+    ``kind`` is the editor's widget: template line int number bool step choice workflow
+    keyboard pairs json amount value buttons branches. A ``choice`` field's schema is
+    the enum of its ``choices``; an object field lists its ``parts`` (the editor shows
+    them as ``validate.min`` and so on). ``problem`` is what the validator says when
+    the value has the wrong shape, where the schema alone says it badly (a pattern,
+    say); otherwise the message is derived from the schema.
     """
 
     name: str
-    widget: str
+    kind: str
     label: str
     help: str = ""
     schema: dict[str, Any] = field(default_factory=dict)

@@ -50,7 +50,7 @@ class BonusStep(StepType):
             "operation",
             "choice",
             "Operation",
-            choices=(("earn", "Earn"), ("spend", "Spend"), ("adjust", "Adjust (signed)")),
+            choices=tuple(zip(OPERATIONS, ("Earn", "Spend", "Adjust (signed)"), strict=True)),
             required=True,
         ),
         FieldSpec(

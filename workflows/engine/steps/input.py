@@ -141,14 +141,20 @@ class InputStep(StepType):
                     "type",
                     "choice",
                     "Expected answer",
-                    choices=(
-                        ("text", "Any text"),
-                        ("number", "A number"),
-                        ("integer", "A whole number"),
-                        ("phone", "A phone number"),
-                        ("email", "An e-mail address"),
-                        ("date", "A date"),
-                        ("regex", "Text matching a pattern"),
+                    choices=tuple(
+                        zip(
+                            KINDS,
+                            (
+                                "Any text",
+                                "A number",
+                                "A whole number",
+                                "A phone number",
+                                "An e-mail address",
+                                "A date",
+                                "Text matching a pattern",
+                            ),
+                            strict=True,
+                        )
                     ),
                 ),
                 FieldSpec(

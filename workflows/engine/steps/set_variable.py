@@ -70,11 +70,8 @@ class SetVariableStep(StepType):
             "operation",
             "choice",
             "Operation",
-            choices=(
-                ("set", "Set to"),
-                ("increment", "Increase by"),
-                ("decrement", "Decrease by"),
-                ("delete", "Delete"),
+            choices=tuple(
+                zip(OPERATIONS, ("Set to", "Increase by", "Decrease by", "Delete"), strict=True)
             ),
         ),
         FieldSpec(
