@@ -153,7 +153,8 @@ def test_a_step_types_own_message_wins_over_the_schemas_about_one_field():
     [
         ({"type": "delay", "hours": "two"}, "'hours' must be a number of at least 0"),
         ({"type": "http_request", "url": "https://x.example", "retries": 1.5}, "'retries' must be a whole number from 0 to 5"),
-        ({"type": "message", "text": "x", "timeout": 0}, "'timeout' must be a number of at least 1"),
+        ({"type": "message", "text": "x", "timeout": 0}, "'timeout' must be a number from 1 to 31622400"),
+        ({"type": "input", "text": "?", "variable": "v", "timeout": 1e300}, "'timeout' must be a number from 1 to 31622400"),
         ({"type": "condition", "branches": [{"if": "1 == 1", "next": "a", "else": "a"}]}, "'branches' item 1: unknown field 'else' (known: if, next)"),
         ({"type": "message", "text": "x", "remove_keyboard": 1}, "'remove_keyboard' must be true or false"),
         ({"type": "end", "description": ["x"]}, "'description' must be a text"),

@@ -235,12 +235,13 @@ def step_ref(name: str, label: str, help: str = "") -> FieldSpec:
     return FieldSpec(name, "step", label, help, schema=STEP_REF)
 
 
+MAX_WAIT = 366 * 86400  # a wait for the user longer than a year is a typo (and overflows)
 TIMEOUT_FIELD = FieldSpec(
     "timeout",
     "int",
     "Wait at most (seconds)",
     "How long to wait for the user. Empty: 24 hours.",
-    schema={"type": "number", "minimum": 1},
+    schema={"type": "number", "minimum": 1, "maximum": MAX_WAIT},
 )
 ON_TIMEOUT_FIELD = step_ref("on_timeout", "If the user does not answer", "Empty: just stop.")
 KEYBOARD_FIELD = FieldSpec(
