@@ -91,6 +91,27 @@ def test_every_step_type_declares_its_contract(name):
     assert set(schema["properties"]) == {"type", *names}
 
 
+def test_a_field_declared_on_a_step_type_reaches_the_editor_and_the_schema(monkeypatch):
+    from workflows.editor import editor_context
+    from workflows.engine.steps.base import FieldSpec
+
+    end = STEP_TYPES["end"]
+    extra = FieldSpec("mood", "line", "Mood", "How the bot feels.", schema={"type": "string"})
+    monkeypatch.setattr(type(end), "fields", (*end.fields, extra))
+    context = editor_context(
+        definition={"start": "a", "steps": {"a": {"type": "end", "mood": "calm"}}},
+        triggers=[],
+        workflows=[],
+    )
+    (field,) = [f for f in context["cards"][0]["fields"] if f["label"] == "Mood"]
+    assert field["help"] == "How the bot feels." and 'value="calm"' in field["widget"]
+    assert workflow_schema()["$defs"]["step_end"]["properties"]["mood"] == {
+        "type": "string",
+        "title": "Mood",
+        "description": "How the bot feels.",
+    }
+
+
 def test_the_editor_offers_every_step_type_with_its_label():
     from workflows.editor import editor_context
 
