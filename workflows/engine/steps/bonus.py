@@ -10,12 +10,15 @@ from __future__ import annotations
 from users import services
 from workflows.engine.numbers import NumberError, integer_parse
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     Outcome,
     StepFailure,
     StepRuntime,
     StepType,
+    step_ref,
 )
 from workflows.engine.templating import template_check
 
@@ -46,6 +49,38 @@ def _amount(value: str | int) -> int:
 
 class BonusStep(StepType):
     type = "bonus"
+    label = "Bonuses: earn, spend, adjust"
+    description = "Earn, spend or adjust the user's bonuses in the ledger, then branch."
+    fields = (
+        FieldSpec(
+            "operation",
+            "choice",
+            "Operation",
+            choices=tuple(zip(OPERATIONS, ("Earn", "Spend", "Adjust (signed)"), strict=True)),
+            required=True,
+        ),
+        FieldSpec(
+            "amount",
+            "amount",
+            "Amount",
+            "A whole number, or a template like {{ vars.price }}.",
+            schema={"type": ["integer", "string"]},
+            required=True,
+            problem="a whole number or a template",
+        ),
+        FieldSpec(
+            "reason",
+            "line",
+            "Reason",
+            "Shown in the ledger. Required for adjust.",
+            schema={"type": "string"},
+        ),
+        step_ref("on_success", "On success go to"),
+        step_ref("on_insufficient", "If the balance is too low"),
+        step_ref("on_in_progress", "If another operation is running (double tap)"),
+        step_ref("next", "Otherwise go to", "Used when “on success” is empty."),
+        DESCRIPTION_FIELD,
+    )
     atomic = True
     target_fields = ("next", "on_success", "on_insufficient", "on_in_progress")
 
