@@ -403,7 +403,7 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     """The production handler: upsert the user (loyalty), apply a referral, run the engine."""
     from users.models import BotUser
     from users.services import bot_user_upsert, referral_apply, user_state_changed
-    from workflows.services import event_process
+    from workflows.services import event_process, session_key_for_chat
 
     user, _created = bot_user_upsert(
         project_id=bot.project_id,
@@ -421,7 +421,13 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     event = parsed.event
     if event.kind == "command" and event.command == "start" and event.payload.startswith("ref_"):
         referral_apply(user=user, code=event.payload)
-    return list(event_process(user=user, event=event, bot=bot).actions)
+    session_key = session_key_for_chat(
+        bot_id=bot.pk,
+        chat_id=parsed.chat_id,
+        chat_type=parsed.chat_type,
+        telegram_id=parsed.telegram_id,
+    )
+    return list(event_process(user=user, event=event, bot=bot, session_key=session_key).actions)
 
 
 def _handler():
