@@ -30,7 +30,7 @@ from workflows.engine.runner import (
     execution_superseded,
     execution_time_out,
     session_lock,
-    session_paused_cancel,
+    session_unfinished_cancel,
     waiting_get,
 )
 from workflows.engine.triggers import trigger_candidates, trigger_match
@@ -152,10 +152,10 @@ def _start(state: RunState, match, waiting: WorkflowExecution | None) -> None:
     paused ones (a delay, an HTTP request), see docs/workflows.md.
     """
     reason = f"interrupted: the user started '{match.slug}'"
-    if waiting is not None and waiting.status == Status.WAITING:
-        execution_cancel(state, waiting, reason)
     if match.interrupt:
-        session_paused_cancel(state, reason)
+        session_unfinished_cancel(state, reason, waiting=waiting)
+    elif waiting is not None and waiting.status == Status.WAITING:
+        execution_cancel(state, waiting, reason)
     execution_start(state, workflow_id=match.workflow_id, version_id=match.version_id)
 
 

@@ -421,19 +421,25 @@ def execution_cancel(state: RunState, execution: WorkflowExecution, reason: str)
 SUPERSEDED = "superseded: a newer conversation in this chat is still going on"
 
 
-def session_paused_cancel(state: RunState, reason: str) -> int:
-    """An interrupting command: end every paused (delay, HTTP) conversation of the session.
+def session_unfinished_cancel(
+    state: RunState, reason: str, *, waiting: WorkflowExecution | None
+) -> int:
+    """An interrupting command: end every unfinished conversation of the session.
 
-    One UPDATE under the session lock; their queued continuations then find them
-    cancelled and do nothing. Called before the new conversation starts, so nothing
-    of this session is among the batch's put-off writes yet (those are waits only,
-    excluded all the same).
+    The waiting one and the paused ones (a delay, an HTTP request) in ONE UPDATE
+    under the session lock, so an interrupting ``/start`` costs no more statements
+    than before; queued continuations then find them cancelled and do nothing.
+    ``waiting``: the session's waiting execution as the caller read it (or None).
     """
-    rows = WorkflowExecution.objects.filter(session_key=state.session_key, status=Status.RUNNING)
     scope = batchscope.current()
-    if scope is not None and scope.executions:
-        rows = rows.exclude(pk__in=list(scope.executions))
-    return rows.update(
+    if scope is not None:
+        # A wait of this session not written yet must not be written back after this.
+        for pk, execution in list(scope.executions.items()):
+            if execution.session_key == state.session_key:
+                del scope.executions[pk]
+    cancelled = WorkflowExecution.objects.filter(
+        session_key=state.session_key, status__in=[Status.WAITING, Status.RUNNING]
+    ).update(
         status=Status.CANCELLED,
         error=reason[:5000],
         finished_at=state.now,
@@ -441,12 +447,20 @@ def session_paused_cancel(state: RunState, reason: str) -> int:
         context=Func(
             F("context"),
             Value("pending"),
+            Value("wait"),
             function="",
             arg_joiner=" - ",
             output_field=JSONField(),
         ),
         updated_at=state.now,
     )
+    if waiting is not None:
+        waiting.status = Status.CANCELLED
+        _cache_delete(workflow_waiting_key(state.session_key))
+        state.waiting_cached_id = None
+        if state.waiting_id == waiting.pk:
+            state.waiting_id = None
+    return cancelled
 
 
 def execution_superseded(state: RunState, execution: WorkflowExecution) -> bool:
