@@ -221,3 +221,53 @@ def test_a_timeout_of_an_older_conversation_does_not_take_the_chat_from_a_newer_
     make_due(level_up.pk)
     tasks.executions_sweep()
     assert delivered_texts(delivered) == ["Welcome to Gold"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_continuation_waits_for_a_start_in_progress_and_then_yields_to_it(
+    pizzeria, user, bot, delivered
+):
+    """The rule is decided under the session lock: a delay ending while the user's
+    "Menu" is being handled (not committed yet) waits for it, then sees it."""
+    import threading
+
+    from django.db import connection, transaction
+
+    _order(pizzeria, ORDER_DELAY)
+    command(user, "order", bot=bot)
+    order = _paused(user)
+    make_due(order.pk)
+    menu_started, release = threading.Event(), threading.Event()
+    outcome: dict = {}
+
+    def open_menu() -> None:
+        try:
+            with transaction.atomic():
+                outcome["menu"] = buttons(text(user, "Menu", bot=bot))
+                menu_started.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def delay_ends() -> None:
+        try:
+            outcome["fired"] = services.execution_timer_fire(execution_id=order.pk, seq=1)
+        finally:
+            connection.close()
+
+    menu = threading.Thread(target=open_menu)
+    menu.start()
+    assert menu_started.wait(10)
+    timer = threading.Thread(target=delay_ends)
+    timer.start()
+    timer.join(0.5)
+    assert timer.is_alive()  # blocked on the session lock the menu's transaction holds
+    release.set()
+    menu.join(10)
+    timer.join(10)
+
+    assert outcome["fired"] is False
+    order.refresh_from_db()
+    assert (order.status, order.error) == (Status.CANCELLED, SUPERSEDED)
+    assert delivered == []
+    _balance_works(user, outcome["menu"], bot)

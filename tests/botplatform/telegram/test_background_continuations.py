@@ -86,3 +86,19 @@ def test_order_twice_during_the_delay_asks_once(double, pizzeria):
     double.command(pizzeria.token, CHAT, "2")
     _handle(double, pizzeria, offset)
     assert double.sent_texts(pizzeria.token, CHAT)[-1] == "2 pizzas ordered"
+
+
+def test_a_group_conversation_continues_in_the_group_after_the_member_wrote_privately(
+    double, pizzeria
+):
+    from tests.botplatform.telegram.test_group_sessions import ANN, GROUP, _group_command
+
+    offset: dict = {}
+    _group_command(double, pizzeria.token, ANN, "/order")
+    double.command(pizzeria.token, ANN, "/start")  # her private chat: another session
+    _handle(double, pizzeria, offset)
+
+    _delays_end()
+
+    assert double.sent_texts(pizzeria.token, GROUP) == ["How many pizzas?"]
+    assert "How many pizzas?" not in double.sent_texts(pizzeria.token, ANN)
