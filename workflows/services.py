@@ -353,11 +353,23 @@ def executions_due(*, limit: int = 500) -> tuple[list[int], list[tuple[int, int,
     return expired, overdue
 
 
+def _superseded_end(execution_id: int) -> bool:
+    """End a paused execution the user has moved on from (see execution_superseded)."""
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status != Status.RUNNING:
+            return False
+        return execution_superseded(
+            _background_state(execution, InputEvent(kind="timer")), execution
+        )
+
+
 def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) -> dict | None:
     """Claim the right to perform a pending request: push its deadline forward.
 
     A conditional UPDATE, so two workers (a retried task and the sweep) never both
-    run the same request at once. Returns the request to perform, or None.
+    run the same request at once. Returns the request to perform, or None. A request
+    of a conversation the user has moved on from is not sent: the execution ends.
     """
     execution = (
         WorkflowExecution.objects.filter(pk=execution_id, status=Status.RUNNING)
@@ -369,6 +381,8 @@ def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) ->
     pending = execution["context"].get("pending") or {}
     if pending.get("seq") != seq or pending.get("kind") != "http":
         return None
+    if _superseded_end(execution_id):
+        return None  # the user moved on: the request is not sent at all
     claimed = WorkflowExecution.objects.filter(
         pk=execution_id, status=Status.RUNNING, wait_until=execution["wait_until"]
     ).update(wait_until=timezone.now() + timedelta(seconds=budget_seconds))

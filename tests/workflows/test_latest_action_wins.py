@@ -271,3 +271,48 @@ def test_a_continuation_waits_for_a_start_in_progress_and_then_yields_to_it(
     assert (order.status, order.error) == (Status.CANCELLED, SUPERSEDED)
     assert delivered == []
     _balance_works(user, outcome["menu"], bot)
+
+
+def test_a_request_of_a_conversation_the_user_moved_on_from_is_not_sent(
+    pizzeria, user, bot, delivered, django_capture_on_commit_callbacks
+):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            calls.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        definition = {**ORDER_HTTP, "steps": dict(ORDER_HTTP["steps"])}
+        definition["steps"]["lookup"] = {
+            **ORDER_HTTP["steps"]["lookup"],
+            "url": f"http://127.0.0.1:{server.server_address[1]}/place-order",
+        }
+        _order(pizzeria, definition)
+        with django_capture_on_commit_callbacks(execute=False):  # the worker is slow
+            command(user, "order", bot=bot)
+        order = _paused(user)
+        menu = buttons(text(user, "Menu", bot=bot))  # not interrupting
+
+        tasks.http_request_run(order.pk, order.context["pending"]["seq"])
+    finally:
+        server.shutdown()
+
+    assert calls == []
+    order.refresh_from_db()
+    assert (order.status, order.error) == (Status.CANCELLED, SUPERSEDED)
+    assert tasks.executions_sweep() == {"expired": 0, "overdue": 0}
+    assert delivered == []
+    _balance_works(user, menu, bot)
