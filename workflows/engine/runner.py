@@ -418,7 +418,7 @@ def execution_cancel(state: RunState, execution: WorkflowExecution, reason: str)
 
 # --- Who wins when a user does two things at once (docs/workflows.md) -----------------
 
-SUPERSEDED = "superseded: a newer conversation in this chat is still going on"
+SUPERSEDED = "interrupted: superseded by a newer conversation in this chat"
 
 
 def session_unfinished_cancel(

@@ -22,7 +22,6 @@ from botplatform.telegram.updates import update_parse
 from tests.botplatform.telegram.test_batch import demo_bot  # noqa: F401  (fixture)
 from users.models import BonusTransaction, BotUser
 from workflows.models import WorkflowExecution
-from workflows.services import STALE_BUTTON_TEXT
 
 GROUP = -1001234567
 ANN, BOB = 9101, 9102
@@ -128,7 +127,7 @@ def test_a_member_cannot_press_another_members_spend_button(double, demo_bot, ba
     chat.run()
 
     answers = double.calls_of("answerCallbackQuery", token)
-    assert [a.params.get("text") for a in answers] == [STALE_BUTTON_TEXT] * 2
+    assert [a.params.get("text") for a in answers] == [demo_bot.project.stale_button_message] * 2
     bob = BotUser.objects.get(project=demo_bot.project, telegram_id=BOB)
     ann.refresh_from_db()
     assert (ann.balance, bob.balance) == (100, 100)
