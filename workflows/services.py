@@ -114,7 +114,13 @@ def event_process(
     # update), so no savepoint is needed: two statements saved per update.
     with transaction.atomic(savepoint=batchscope.current() is None):
         session_lock(session_key)
-        state = RunState(user=user, bot=bot, session_key=session_key, event=event)
+        state = RunState(
+            user=user,
+            bot=bot,
+            session_key=session_key,
+            event=event,
+            chat=session_chat_id(session_key),
+        )
         # One round trip for the wait and the user's state (read later, lazily).
         waiting_key = workflow_waiting_key(session_key)
         try:

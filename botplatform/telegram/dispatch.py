@@ -408,7 +408,9 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     user, _created = bot_user_upsert(
         project_id=bot.project_id,
         telegram_id=parsed.telegram_id,
-        chat_id=parsed.chat_id,
+        # The user's private chat (its id is the user's): a group is never stored as
+        # theirs, so broadcasts and personal messages never land in a group.
+        chat_id=parsed.chat_id if parsed.chat_type == "private" else parsed.telegram_id,
         username=parsed.username,
         first_name=parsed.first_name,
         last_name=parsed.last_name,

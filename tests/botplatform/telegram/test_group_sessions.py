@@ -22,6 +22,7 @@ from botplatform.telegram.updates import update_parse
 from tests.botplatform.telegram.test_batch import demo_bot  # noqa: F401  (fixture)
 from users.models import BonusTransaction, BotUser
 from workflows.models import WorkflowExecution
+from workflows.services import session_key_default
 
 GROUP = -1001234567
 ANN, BOB = 9101, 9102
@@ -115,6 +116,12 @@ def test_a_member_cannot_press_another_members_spend_button(double, demo_bot, ba
     ann = BotUser.objects.get(project=demo_bot.project, telegram_id=ANN)
     ann_menu = WorkflowExecution.objects.get(status="waiting", user=ann)
     menu_id = double.last_message[GROUP]
+    assert double.messages[(GROUP, menu_id)]["text"].startswith("👋 Welcome")
+    # The group is not stored as Ann's chat: a broadcast goes to her private chat.
+    assert (ann.chat_id, session_key_default(bot=demo_bot, user=ann)) == (
+        ANN,
+        f"{demo_bot.pk}:{ANN}",
+    )
     spend = _button(double, menu_id, "Spend")
     before = dict(ann_menu.context)
 
