@@ -14,15 +14,24 @@ import time
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api
 from botplatform.telegram.dispatch import update_run, updates_record
-from botplatform.telegram.updates import update_parse
+from botplatform.telegram.updates import (
+    MalformedUpdate,
+    UnsupportedUpdate,
+    update_chat_id,
+    update_chat_type,
+    update_parse,
+    update_sender_id,
+)
 from tests.botplatform.telegram.test_batch import demo_bot  # noqa: F401  (fixture)
 from users.models import BonusTransaction, BotUser
 from workflows.models import WorkflowExecution
-from workflows.services import session_key_default
+from workflows.services import session_key_default, session_key_for_chat
 
 GROUP = -1001234567
 ANN, BOB = 9101, 9102
@@ -181,3 +190,56 @@ def test_the_parser_reports_the_chat_type():
     del update["message"]["chat"]["title"]
     update["message"]["chat"] = {"id": ANN, "type": "private"}
     assert update_parse(bot_id=1, update=update).chat_type == "private"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_chat_types = st.sampled_from(["private", "group", "supergroup", "channel"]) | st.one_of(
+    st.sampled_from(["group", "supergroup"]), st.text(max_size=12), _json
+)
+
+
+@st.composite
+def _updates(draw) -> dict:
+    """Updates as Telegram (or someone forging them) might send: a message or a button
+    press, any chat type, parts missing or of the wrong type."""
+    chat = {"id": draw(st.integers(-(2**52), 2**52)), "type": draw(_chat_types)}
+    sender = {"id": draw(st.integers(1, 2**52)), "is_bot": False, "first_name": "x"}
+    message = {"message_id": 1, "date": 0, "chat": chat, "text": draw(st.text(max_size=10))}
+    if draw(st.booleans()):
+        message["from"] = sender
+        update = {"message": message}
+    else:
+        query = {"id": "q", "from": sender, "chat_instance": "c", "data": "w:1:1:0"}
+        if draw(st.booleans()):
+            query["message"] = message
+        update = {"callback_query": query}
+    if draw(st.booleans()):
+        update[draw(st.sampled_from(["message", "callback_query"]))] = draw(_json)
+    return {"update_id": 7, **update}
+
+
+@settings(max_examples=150, deadline=None)
+@given(_updates())
+def test_the_batch_locks_exactly_the_session_the_engine_uses(update):
+    """The batch computes session keys from the raw payload, the engine from the parsed
+    update: for anything the parser accepts they agree, and the raw side never raises."""
+    raw = session_key_for_chat(
+        bot_id=1,
+        chat_id=update_chat_id(update) or 0,
+        chat_type=update_chat_type(update),
+        telegram_id=update_sender_id(update),
+    )
+    try:
+        parsed = update_parse(bot_id=1, update=update)
+    except (MalformedUpdate, UnsupportedUpdate):
+        return
+    engine = session_key_for_chat(
+        bot_id=1, chat_id=parsed.chat_id, chat_type=parsed.chat_type, telegram_id=parsed.telegram_id
+    )
+    assert raw == engine
