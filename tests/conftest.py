@@ -24,3 +24,21 @@ def bot_user(project):
     from tests.factories import bot_user_create
 
     return bot_user_create(project=project)
+
+
+@pytest.fixture
+def delivery_to():
+    """Register where actions made outside an update go (``workflows.delivery``) for
+    this test: ``delivery_to(fn)``; the start-up registration is restored after."""
+    from workflows.delivery import delivery_register
+
+    previous: list = []
+
+    def register(deliver) -> None:
+        registered = delivery_register(deliver)
+        if not previous:
+            previous.append(registered)
+
+    yield register
+    if previous:
+        delivery_register(previous[0])
