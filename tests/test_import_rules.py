@@ -146,6 +146,51 @@ def test_the_allowlist_only_shrinks():
     assert not gone, "Fixed, so remove from ALLOWED:\n" + "\n".join(map(str, gone))
 
 
+def _cycles(modules: dict[str, set[str]], prefix: str) -> list[list[str]]:
+    """The import cycles among the modules under ``prefix`` (Tarjan's SCCs)."""
+    graph = {
+        module: {name if name in modules else name.rpartition(".")[0] for name in imported}
+        & set(modules) - {module}
+        for module, imported in modules.items()
+        if _under(module, prefix)
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph.get(module, ()):
+            if other not in graph:
+                continue
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_transport_has_no_import_cycles():
+    """dispatch, sender and tasks imported each other; the transport is a clean stack."""
+    assert _cycles(_modules(), "botplatform") == []
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text(

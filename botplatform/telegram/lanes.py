@@ -13,17 +13,24 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.db import close_old_connections
 
 from botplatform.models import TelegramUpdate
 from botplatform.telegram import budget
 
-if TYPE_CHECKING:
-    from botplatform.telegram.polling import BotPoller
-
 logger = logging.getLogger(__name__)
+
+
+class BotPoller(Protocol):
+    """What the pool needs of ``polling.BotPoller``: it runs the jobs' rows."""
+
+    bot_id: int
+
+    def _run_update(self, pk: int) -> None: ...
+
+    def _run_batch(self, rows: list[TelegramUpdate]) -> None: ...
 
 
 class ConnectionCheck:
