@@ -262,13 +262,14 @@ def _message(chat: int, text: str, *, first_name: str = "Ann") -> dict:
     return {"message": message}
 
 
-def _feed_hostile(double, bot, base: int, lone) -> dict[str, int]:
+def _feed_hostile(double, bot, base: int, lone, *, first_number: bool = True) -> dict[str, int]:
     """Queue every hostile update at once; returns the chats they came from. The
     update_id beyond 64 bits goes to ``lone``, a bot of its own (see the module
     docstring: behind it, the 100,000-deep update would stall polling)."""
     chats = {"age": base + 1, "code": base + 2, "weather": base + 3, "wh": base + 4}
     chats |= {"nul": base + 5}
-    double.message(bot.token, chats["age"], "1e99999999")
+    if first_number:
+        double.message(bot.token, chats["age"], "1e99999999")
     double.message(bot.token, chats["code"], "A" * 39 + "!")
     double.message(bot.token, chats["weather"], "New York\r\nX: y")
     double.message(bot.token, chats["wh"], "New York\r\nX: y")
@@ -349,11 +350,11 @@ def test_a_runner_fed_every_hostile_input_keeps_answering_others_also_after_kill
     _wait_outcomes(double, hostile, chats, runner)
     assert "beyond 64 bits" in runner.output()
 
-    # Round 2: questions asked, hostile answers and ordinary users queued, kill -9 in
-    # the middle of that traffic, a new runner on the same journal.
+    # Round 2: questions asked, the first absurd number and ordinary users queued, kill -9
+    # in the middle of that traffic, a new runner on the same journal, then the rest.
     asks = {401: "age", 402: "code", 403: "weather", 404: "wh"}
     _ask(double, hostile, asks, runner)
-    chats = _feed_hostile(double, hostile, 400, lone)
+    double.message(hostile.token, 401, "1e99999999")  # its journal row outlives the kill
     for n in range(3):
         double.command(hostile.token, 500 + n, "/start")
         double.command(other.token, 600 + n, "/start")
@@ -361,6 +362,7 @@ def test_a_runner_fed_every_hostile_input_keeps_answering_others_also_after_kill
     runner.proc.kill()
     runner.wait()
     runner = runner_factory(args)
+    chats = _feed_hostile(double, hostile, 400, lone, first_number=False)
     for n in range(3):
         for bot, chat in ((hostile, 500 + n), (other, 600 + n)):
             assert double.wait_for(lambda b=bot, c=chat: _replies(double, b.token, c), 30), (
