@@ -220,6 +220,8 @@ TELEGRAM_WEBHOOK_RATE = env_str("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (d
 ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per username and client address
 # Per username over all addresses (one account hammered from many addresses).
 ADMIN_LOGIN_USERNAME_RATE = env_str("ADMIN_LOGIN_USERNAME_RATE", "30/m")
+# Per client address over all usernames (one address trying many accounts).
+ADMIN_LOGIN_ADDRESS_RATE = env_str("ADMIN_LOGIN_ADDRESS_RATE", "60/m")
 # Proxies in front of the app that append to X-Forwarded-For (the documented TLS proxy:
 # 1). The client address is the entry that many places from the right; 0 ignores the
 # header (REMOTE_ADDR), since a client can write anything into it.
