@@ -3,7 +3,7 @@
 - :func:`bot_identity_fetch` asks Telegram (getMe) who a token belongs to, so a wrong
   token is refused with Telegram's answer and the username is never typed by hand.
 - :func:`bots_changed_bump` / :func:`bots_changed_read`: a counter in Redis that every
-  bot or project save bumps after commit; ``runbot --all`` checks it on each tick and
+  bot or project save bumps after commit; ``runbot`` reads it once a second and
   looks for new, re-activated or deactivated bots at once instead of waiting for the
   next discovery interval.
 - :func:`webhook_secret_rotate` and :func:`tokens_reencrypt`: secret changes.

@@ -73,7 +73,10 @@ class TokenExact(Lookup):
 
     def _digests(self) -> list[str]:
         values = self.rhs if isinstance(self.rhs, list | tuple | set) else [self.rhs]
-        return [d for value in values for d in token_digests(str(value))]
+        if not all(isinstance(value, str) for value in values):
+            # F(), OuterRef() or a subquery would compare ciphertext: never a match.
+            raise TypeError("token lookups take the plain token as a string")
+        return [d for value in values for d in token_digests(value)]
 
     def as_sql(self, compiler, connection):
         hash_field = self.lhs.target.model._meta.get_field(self.lhs.target.digest_field)

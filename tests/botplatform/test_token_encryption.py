@@ -93,3 +93,11 @@ def test_the_migration_encrypts_existing_plain_tokens():
     stored, digest = _raw_row(bot.pk)
     assert stored.startswith("gAAAAA") and digest
     assert Bot.objects.get(token=TOKEN).pk == bot.pk
+
+
+def test_a_token_compared_with_an_expression_is_refused_not_silently_unmatched():
+    from django.db.models import F
+
+    bot_create(token=TOKEN)
+    with pytest.raises(TypeError, match="plain token"):
+        list(Bot.objects.filter(token=F("username")))
