@@ -261,8 +261,9 @@ def _telegram_failure(bot: Bot, refused: str, exc) -> str:
     return f"{bot}: Telegram {refused} ({exc})."
 
 
-# Write-only: no admin URL may filter, order or search on these (a range or prefix
-# lookup answers "is the secret below X?", which recovers it in a few hundred requests).
+# Write-only: no admin URL may filter on these (a range or prefix lookup answers "is
+# the secret below X?", which recovers it in a few hundred requests). They are not in
+# search_fields or list_display either, so nothing searches or orders by them.
 BOT_SECRET_FIELDS = frozenset({"token", "token_hash", "webhook_secret"})
 
 
@@ -310,16 +311,6 @@ class BotAdmin(ProjectScopedAdmin):
         if BOT_SECRET_FIELDS & set(lookup.split("__")):
             return False
         return super().lookup_allowed(lookup, value, request)
-
-    def get_search_fields(self, request):
-        return tuple(
-            f
-            for f in super().get_search_fields(request)
-            if f.lstrip("=^@") not in BOT_SECRET_FIELDS
-        )
-
-    def get_sortable_by(self, request):
-        return [f for f in super().get_sortable_by(request) if f not in BOT_SECRET_FIELDS]
 
     def save_model(self, request, obj, form, change) -> None:
         from botplatform.bots import bot_token_replaced_log
