@@ -13,6 +13,7 @@ of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import math
 import os
@@ -396,7 +397,7 @@ class Runner:
         self.pollers: dict[int, BotPoller] = {}
         self.releasing: dict[int, tuple[BotPoller, bool]] = {}
         self.given_up: set[int] = set()
-        self.poller_tokens: dict[int, str] = {}  # token hash each poller started with
+        self.poller_tokens: dict[int, str] = {}  # token fingerprint each poller started with
         self.bots_version: int | None = None  # last "bots changed" counter seen
         self.restarting: set[int] = set()  # stopped for a new token, to start again
         self.ttl_ms = settings.TELEGRAM_LEASE_TTL * 1000
@@ -513,13 +514,20 @@ class Runner:
                 self._poller_stop(bot_id, release=False)
 
     def _wanted(self) -> dict[int, str]:
-        """The bots this runner should poll, each with its token's hash."""
+        """The bots this runner should poll, each with a fingerprint of its token.
+
+        The fingerprint is a plain SHA-256 of the token, not the stored keyed hash: a
+        key rotation rewrites every stored hash but must not restart every poller.
+        """
         bots = Bot.objects.filter(is_active=True, project__is_active=True)
         if self.all_bots:
             bots = bots.filter(mode=Bot.Mode.POLLING).exclude(status=Bot.Status.UNAUTHORIZED)
         else:
             bots = bots.filter(pk__in=self.bot_ids)
-        wanted = dict(bots.values_list("pk", "token_hash"))
+        wanted = {
+            pk: hashlib.sha256(token.encode()).hexdigest()
+            for pk, token in bots.values_list("pk", "token")
+        }
         # --all goes by the status (a fixed token resets it); named bots by this run.
         if not self.all_bots:
             for bot_id in self.given_up:
