@@ -83,3 +83,33 @@ def test_a_replaced_token_restarts_the_poller_with_the_new_token(double, runbots
     assert Bot.objects.get(pk=bot.pk).status != Bot.Status.UNAUTHORIZED
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.output()
+
+
+def test_a_key_rotation_restarts_no_poller(double, runbots, settings):  # noqa: F811
+    from cryptography.fernet import Fernet
+
+    from botplatform.bots import tokens_reencrypt
+
+    bot = bot_create()
+    double.bot_add(bot.token, bot.username)
+    keys = [Fernet.generate_key().decode(), *settings.BOT_TOKEN_KEYS]
+    runner = runbots(
+        ["--all"],
+        TELEGRAM_DISCOVERY_INTERVAL="600",
+        TELEGRAM_LEASE_TTL="6",
+        BOT_TOKEN_KEYS=",".join(keys),
+    )
+    double.message(bot.token, 4003, "before")
+    assert double.wait_for(lambda: _echoed(double, bot, 4003, "before"), 30), runner.output()
+
+    settings.BOT_TOKEN_KEYS = keys
+    assert tokens_reencrypt() == 1  # every stored hash and ciphertext changes; saves bump
+    double.message(bot.token, 4003, "after")
+    assert double.wait_for(lambda: _echoed(double, bot, 4003, "after"), PICKUP_SECONDS), (
+        runner.output()
+    )
+    time.sleep(2)  # a rediscovery after the bump has run
+    assert "has a new token" not in runner.output()
+    assert runner.output().count("lease acquired") == 1
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.output()
