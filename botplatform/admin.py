@@ -47,6 +47,7 @@ class ProjectForm(forms.ModelForm):
             "operators",
             "fallback_message",
             "rate_limited_message",
+            "stale_button_message",
             "user_rate_limit_per_minute",
             "bot_send_rate_per_second",
             "welcome_bonus",
@@ -110,7 +111,13 @@ class ProjectAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active", "operators")}),
-        ("Messages", {"fields": ("fallback_message", "rate_limited_message")}),
+        (
+            "Texts the bot sends on its own",
+            {
+                "fields": ("fallback_message", "rate_limited_message", "stale_button_message"),
+                "description": "What users see when something goes wrong or they are too fast.",
+            },
+        ),
         ("Rate limits", {"fields": ("user_rate_limit_per_minute", "bot_send_rate_per_second")}),
         (
             "Bonuses and referrals",
@@ -457,7 +464,11 @@ class BotAdmin(ProjectScopedAdmin):
 
 @admin.register(TelegramUpdate)
 class TelegramUpdateAdmin(ProjectScopedAdmin):
-    """Read-only journal of received updates: what came in and what became of it."""
+    """Read-only journal of received updates: what came in and what became of it.
+
+    Status "Quarantined" (filter on the right) lists the updates the runner stopped
+    and will never run again; the note says why (docs/reliability.md).
+    """
 
     project_path = "bot__project"
     list_display = ("update_id", "bot", "chat_id", "status", "note", "received_at", "done_at")
@@ -473,6 +484,8 @@ class TelegramUpdateAdmin(ProjectScopedAdmin):
         "actions",
         "sent_count",
         "attempts",
+        "stalls",
+        "claimed_at",
         "note",
         "received_at",
         "handled_at",

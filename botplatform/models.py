@@ -70,6 +70,15 @@ class Project(models.Model):
         default="Too many requests. Please wait a minute.",
         help_text="Sent once when a user exceeds the incoming rate limit.",
     )
+    stale_button_message = models.CharField(
+        max_length=200,
+        default="This button is no longer active.",
+        help_text=(
+            "Shown in a small pop-up when someone presses a button of a conversation that has "
+            "ended or moved on. Telegram shows at most 200 characters. Mention a command "
+            "(such as /start) only if your bot has one."
+        ),
+    )
 
     # Loyalty
     referral_reward = models.PositiveIntegerField(
@@ -205,6 +214,7 @@ class TelegramUpdate(models.Model):
         DONE = "done", "Done"
         SKIPPED = "skipped", "Skipped (malformed or unsupported)"
         FAILED = "failed", "Failed"
+        QUARANTINED = "quarantined", "Quarantined (never retried)"
 
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates")
     update_id = models.BigIntegerField()
@@ -218,6 +228,17 @@ class TelegramUpdate(models.Model):
         default=0, help_text="How many of the replies have been delivered."
     )
     attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set while a runner handles the update. Still set at the next claim: "
+        "the runner stopped in the middle (crash, kill, freeze).",
+    )
+    stalls = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,
+        help_text="How many times a runner stopped while handling this update.",
+    )
     note = models.CharField(max_length=500, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     handled_at = models.DateTimeField(null=True, blank=True)

@@ -213,6 +213,12 @@ TELEGRAM_SEND_MAX_WAIT = env_int("TELEGRAM_SEND_MAX_WAIT", 120)  # s spent honou
 TELEGRAM_BATCH_HANDLING = env_bool("TELEGRAM_BATCH_HANDLING", True)
 TELEGRAM_MAX_ATTEMPTS = env_int("TELEGRAM_MAX_ATTEMPTS", 3)  # handler failures per update
 TELEGRAM_SHUTDOWN_GRACE = env_int("TELEGRAM_SHUTDOWN_GRACE", 30)  # s to finish in-flight
+# runbot: an update's handler running longer is stopped and quarantined (docs/reliability.md)
+TELEGRAM_UPDATE_BUDGET = max(env_int("TELEGRAM_UPDATE_BUDGET", 10), 1)  # s
+# runbot exits (tracebacks on stderr) when frozen this long; its supervisor restarts it
+TELEGRAM_FREEZE_EXIT = max(env_int("TELEGRAM_FREEZE_EXIT", 30), 2)  # s
+# runner stops (crash, kill -9, freeze) during one update before it is quarantined
+TELEGRAM_QUARANTINE_AFTER = max(env_int("TELEGRAM_QUARANTINE_AFTER", 2), 1)
 TELEGRAM_CHAT_SEND_LIMIT = env_int("TELEGRAM_CHAT_SEND_LIMIT", 3)  # messages per chat ...
 TELEGRAM_CHAT_SEND_WINDOW_MS = env_int("TELEGRAM_CHAT_SEND_WINDOW_MS", 3000)  # ... per window
 TELEGRAM_WEBHOOK_ASYNC = env_bool("TELEGRAM_WEBHOOK_ASYNC", False)  # hand off to Celery

@@ -20,10 +20,18 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from botplatform.admin_scoping import ProjectScopedAdmin
+from botplatform.audit import audit_record
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
-from users.services import MAX_AMOUNT, REASON_MAX_LENGTH, bonus_adjust, user_state_changed
+from users.services import (
+    MAX_AMOUNT,
+    REASON_MAX_LENGTH,
+    IdempotencyKeyConflict,
+    bonus_adjust,
+    user_state_changed,
+)
 from workflows.models import WorkflowExecution
+from workflows.selectors import interrupted_q
 
 
 class BalanceAdjustForm(forms.Form):
@@ -192,13 +200,26 @@ class BotUserAdmin(ProjectScopedAdmin):
         """A table rather than an inline: nothing to submit, always read-only."""
         if obj.pk is None:
             return "-"
+        executions = WorkflowExecution.objects.filter(user=obj)
         rows = list(
-            WorkflowExecution.objects.filter(user=obj)
+            executions.exclude(interrupted_q())
             .select_related("workflow", "version")
             .order_by("-started_at", "-id")[:20]
         )
+        interrupted = executions.filter(interrupted_q()).count()
+        hidden = (
+            format_html(
+                ' · <a href="{}?user__id__exact={}&amp;interrupted=only">{} interrupted '
+                "(the user started something else) not shown</a>",
+                reverse("admin:workflows_workflowexecution_changelist"),
+                obj.pk,
+                interrupted,
+            )
+            if interrupted
+            else ""
+        )
         if not rows:
-            return "none yet"
+            return format_html("none yet{}", hidden) if hidden else "none yet"
         body = format_html_join(
             "",
             '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>v{}</td><td>{}</td><td>{}</td>'
@@ -221,12 +242,13 @@ class BotUserAdmin(ProjectScopedAdmin):
             '<table class="executions"><tr><th>#</th><th>Workflow</th><th>Version</th>'
             "<th>Status</th><th>Step</th><th>Started</th><th>Error</th></tr>{}</table>"
             '<p><a href="{}?user__id__exact={}">All conversations of this user</a> · '
-            '<a href="{}?user__id__exact={}">Whole ledger</a></p>',
+            '<a href="{}?user__id__exact={}">Whole ledger</a>{}</p>',
             body,
             reverse("admin:workflows_workflowexecution_changelist"),
             obj.pk,
             reverse("admin:users_bonustransaction_changelist"),
             obj.pk,
+            hidden,
         )
 
     @admin.display(description="invited by")
@@ -275,28 +297,51 @@ class BotUserAdmin(ProjectScopedAdmin):
         if request.method == "POST":
             form = BalanceAdjustForm(request.POST)
             if form.is_valid():
-                result = bonus_adjust(
-                    user_id=user.pk,
-                    amount=form.cleaned_data["amount"],
-                    reason=form.cleaned_data["reason"],
-                    created_by=request.user,
-                    idempotency_key=f"admin-adjust:{form.cleaned_data['request_token']}",
-                )
-                if result.status == "ok":
+                amount = form.cleaned_data["amount"]
+                try:
+                    result = bonus_adjust(
+                        user_id=user.pk,
+                        amount=amount,
+                        reason=form.cleaned_data["reason"],
+                        created_by=request.user,
+                        idempotency_key=f"admin-adjust:{form.cleaned_data['request_token']}",
+                    )
+                except IdempotencyKeyConflict:
+                    # The same form (its hidden key) was already submitted for another
+                    # user or amount: nothing was applied now.
+                    form = BalanceAdjustForm(
+                        initial={**form.cleaned_data, "request_token": uuid.uuid4().hex}
+                    )
+                    messages.error(
+                        request,
+                        "This form was already used for another adjustment, so nothing was "
+                        "changed. Check the amount and reason below and submit again.",
+                    )
+                    result = None
+                if result is not None and result.status == "ok":
+                    if not result.replayed:
+                        audit_record(
+                            actor=request.user,
+                            obj=user,
+                            message=(
+                                f"Balance adjusted by {amount:+d} to {result.balance}. "
+                                f"Reason: {form.cleaned_data['reason']}"
+                            ),
+                        )
                     messages.success(
                         request,
-                        f"Balance of {user} adjusted by {form.cleaned_data['amount']:+d}; "
-                        f"it is now {result.balance}.",
+                        f"Balance of {user} adjusted by {amount:+d}; it is now {result.balance}.",
                     )
                     return HttpResponseRedirect(
                         reverse("admin:users_botuser_change", args=[user.pk])
                     )
-                form.add_error(
-                    "amount",
-                    f"The balance is only {result.balance}, so at most {result.balance} "
-                    "bonuses can be taken away.",
-                )
-                user.balance = result.balance
+                if result is not None:
+                    form.add_error(
+                        "amount",
+                        f"The balance is only {result.balance}, so at most {result.balance} "
+                        "bonuses can be taken away.",
+                    )
+                    user.balance = result.balance
         else:
             form = BalanceAdjustForm(initial={"request_token": uuid.uuid4().hex})
         context = {

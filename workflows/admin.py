@@ -38,7 +38,7 @@ from workflows.models import (
     WorkflowExecution,
     WorkflowVersion,
 )
-from workflows.selectors import IN_FLIGHT, version_history_get
+from workflows.selectors import IN_FLIGHT, interrupted_q, version_history_get
 from workflows.services import (
     DraftConflict,
     execution_cancel_by_operator,
@@ -568,6 +568,36 @@ class VersionListFilter(admin.RelatedOnlyFieldListFilter):
         return [(version.pk, str(version)) for version in versions]
 
 
+class InterruptedFilter(admin.SimpleListFilter):
+    """Interrupted runs are hidden unless asked for (each /start mid-menu makes one)."""
+
+    title = "interrupted conversations"
+    parameter_name = "interrupted"
+
+    def lookups(self, request, model_admin):
+        return (("show", "Show them too"), ("only", "Only interrupted"))
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "Hidden",
+        }
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": self.value() == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request, queryset):
+        if self.value() == "show":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(interrupted_q())
+        return queryset.exclude(interrupted_q())
+
+
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(ProjectScopedAdmin):
     list_display = (
@@ -581,7 +611,13 @@ class WorkflowExecutionAdmin(ProjectScopedAdmin):
         "started_at",
         "updated_at",
     )
-    list_filter = ("status", "project", "workflow", ("version", VersionListFilter))
+    list_filter = (
+        "status",
+        InterruptedFilter,
+        "project",
+        "workflow",
+        ("version", VersionListFilter),
+    )
     search_fields = ("session_key", "user__username", "user__telegram_id", "error")
     list_select_related = ("workflow", "version__workflow", "user")
     readonly_fields = (

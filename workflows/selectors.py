@@ -67,3 +67,15 @@ def definition_diff(old, new, *, before: str, after: str) -> list[tuple[str, str
             kind = "same"
         lines.append((kind, line))
     return lines
+
+
+INTERRUPTED_PREFIX = "interrupted"
+
+
+def interrupted_q() -> Q:
+    """Conversations cancelled because the user started something else.
+
+    They are routine (every /start in the middle of a menu makes one), so operators'
+    pages hide them unless asked: they would bury the runs worth reading.
+    """
+    return Q(status=WorkflowExecution.Status.CANCELLED, error__startswith=INTERRUPTED_PREFIX)

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
-STALE_BUTTON_TEXT = "This button is no longer active. Send /start to see the menu."
 FILE_FORMAT = 1
 
 __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
@@ -159,9 +158,16 @@ def _press(state: RunState, waiting: WorkflowExecution | None) -> bool:
     ):
         return True
     state.actions.append(
-        AnswerCallback(callback_query_id=event.callback_query_id, text=STALE_BUTTON_TEXT)
+        AnswerCallback(callback_query_id=event.callback_query_id, text=_stale_button_text(state))
     )
     return True
+
+
+def _stale_button_text(state: RunState) -> str:
+    """The project's own wording (the bot's project is loaded already; the simulator's
+    test user fetches it: a stale press is rare)."""
+    project = state.bot.project if state.bot is not None else state.user.project
+    return project.stale_button_message
 
 
 def _level_ups(state: RunState) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString, mark_safe
 
@@ -38,10 +39,13 @@ from workflows.services import (
 )
 
 logger = logging.getLogger(__name__)
+Status = WorkflowExecution.Status
 
 # Test users' ids: far below any Telegram chat id (groups are about -1.9e12).
 SIMULATOR_ID_BASE = 10**15
 OPERATORS_PER_PROJECT = 10**7
+# Reset test users (kept for their ledger): far below the simulator's own ids.
+ARCHIVED_ID_BASE = 9 * 10**17
 DEFAULT_TELEGRAM_DELIVERY = "botplatform.telegram.sender.actions_deliver"
 
 
@@ -231,18 +235,38 @@ def simulator_start(
     transcript_record(user=user, actions=actions)
 
 
+def simulator_archived_id(user_id: int) -> int:
+    """Where a reset test user's Telegram and chat id go: below every simulator id."""
+    return -(ARCHIVED_ID_BASE + user_id)
+
+
 def simulator_reset(*, user: BotUser) -> None:
-    """Forget the test user entirely: transcript, conversations, variables, ledger."""
+    """Start over with a fresh test user; the old one is set aside, never deleted.
+
+    The ledger is append-only everywhere, the simulator included: the old test user
+    keeps its entries (and conversations, as history) under an archived id, so the
+    next :func:`simulator_user_get` creates a new one that arrives like a real user.
+    Its conversations still in flight are cancelled, so no late delay or HTTP answer
+    reaches the new transcript.
+    """
     if not user.is_test:
         raise ValueError("only test users can be reset")
-    from users.models import BonusTransaction
-
     session_key = simulator_session_key(user)
     user_id, project_id = user.pk, user.project_id
+    archived = simulator_archived_id(user_id)
     with transaction.atomic():
-        BonusTransaction.objects.filter(user_id=user_id).delete()
-        BotUser.objects.filter(referrer_id=user_id).update(referrer=None)
-        BotUser.objects.filter(pk=user_id, is_test=True).delete()
+        WorkflowExecution.objects.filter(
+            user_id=user_id, status__in=[Status.WAITING, Status.RUNNING]
+        ).update(
+            status=Status.CANCELLED,
+            error="cancelled: the simulator was reset",
+            wait_until=None,
+            finished_at=timezone.now(),
+        )
+        SimulatorMessage.objects.filter(user_id=user_id).delete()
+        BotUser.objects.filter(pk=user_id, is_test=True).update(
+            telegram_id=archived, chat_id=archived
+        )
 
         def _forget() -> None:
             from django.core.cache import cache

@@ -11,12 +11,7 @@ work stays in the database and the sweep, also run when a worker starts, queues 
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlsplit
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -24,12 +19,7 @@ from celery.signals import worker_ready
 from botplatform.locks import LockNotAcquired, advisory_lock
 from botplatform.outbox import OutboxTask
 from workflows import services
-from workflows.engine.steps.http_pinning import (
-    BlockedAddress,
-    UnresolvableHost,
-    addresses_resolve,
-    pinned_opener,
-)
+from workflows.engine.steps.http_client import http_perform
 from workflows.engine.steps.http_request import request_budget
 from workflows.models import WorkflowExecution
 
@@ -37,67 +27,22 @@ logger = logging.getLogger(__name__)
 
 # Delays up to this long also get an ETA task; longer ones rely on the sweep only.
 DELAY_TASK_MAX_SECONDS = 3000
-MAX_RESPONSE_BYTES = 1_000_000
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are not followed: they could lead to a private address."""
+def _result_report(*, execution_id: int, seq: int, result: dict) -> None:
+    """Continue the execution with ``result``; if that fails, with a plain failure.
 
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def http_perform(request: dict, *, allow_private: bool) -> dict:
-    """Perform one request with retries; the result the step's ``timer`` reads."""
-    url = request["url"]
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return {"ok": False, "error": f"not an http(s) URL: {url[:200]}"}
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
-    body = request.get("body")
-    data = None
-    if body is not None:
-        if isinstance(body, dict | list):
-            data = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        else:
-            data = str(body).encode()
-    attempts = int(request.get("retries", 0)) + 1
-    result: dict = {"ok": False, "error": "not attempted"}
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(min(2**attempt, 8) * 0.25)
-        # Resolved once per try and connected to exactly the checked addresses: a
-        # second lookup could answer differently (DNS rebinding) and reach inside.
-        try:
-            addresses = addresses_resolve(parts.hostname, port, allow_private=allow_private)
-        except UnresolvableHost as exc:
-            result = {"ok": False, "error": str(exc)}
-            continue
-        except BlockedAddress as exc:
-            return {"ok": False, "error": str(exc)}
-        opener = pinned_opener(addresses, _NoRedirect)
-        req = urllib.request.Request(url, data=data, headers=headers, method=request["method"])  # noqa: S310 - scheme checked above
-        try:
-            with opener.open(req, timeout=float(request.get("timeout", 10))) as response:
-                raw = response.read(MAX_RESPONSE_BYTES)
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, b""
-            result = {"ok": False, "status": status, "error": f"HTTP {status}"}
-            if status < 500 and status != 429:
-                return result
-            continue
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            result = {"ok": False, "error": f"request failed: {getattr(exc, 'reason', exc)}"}
-            continue
-        try:
-            document = json.loads(raw) if raw else None
-        except ValueError:
-            document = None
-        return {"ok": 200 <= status < 300, "status": status, "json": document}
-    return result
+    ``execution_timer_fire`` continues a pause at most once (its ``seq`` is checked
+    under the row lock), so a second call after a first that did commit, or a
+    retried task, changes nothing. A result that cannot be processed (e.g. an answer
+    the database refuses) still ends in ``on_failure``, never in ``running``.
+    """
+    try:
+        services.execution_timer_fire(execution_id=execution_id, seq=seq, data=result, force=True)
+    except Exception:
+        logger.exception("continuing execution %s with its HTTP result failed", execution_id)
+        failure = {"ok": False, "error": "the answer could not be processed"}
+        services.execution_timer_fire(execution_id=execution_id, seq=seq, data=failure, force=True)
 
 
 @shared_task(base=OutboxTask, ignore_result=True)
@@ -126,9 +71,7 @@ def http_request_run(execution_id: int, seq: int) -> None:
             if request is None:
                 return
             result = http_perform(request, allow_private=execution.project.allow_private_http)
-            services.execution_timer_fire(
-                execution_id=execution_id, seq=seq, data=result, force=True
-            )
+            _result_report(execution_id=execution_id, seq=seq, result=result)
     except LockNotAcquired:
         logger.info("HTTP step of execution %s is being performed elsewhere", execution_id)
 

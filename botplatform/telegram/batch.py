@@ -18,6 +18,11 @@ each in a fixed handful of statements whatever its size:
    state, the step logs and the users' last-seen stamps in ONE statement, and commit;
 5. send the replies, then mark the rows done and free the claims: two statements.
 
+Each handler runs under the update budget (``budget``): the one that runs past it is
+quarantined, the wave rolls back and its other rows go to ``update_run``. A row
+whose last claim never finished (the runner stopped during it) is not taken here
+either: ``update_run`` counts that and quarantines the row if it keeps happening.
+
 Any error before the commit rolls the wave back and returns its rows (and all later
 ones) to the caller, which hands them to ``update_run`` one by one, with its retry
 and failure rules. The rollback undid everything, so nothing is applied twice; only
@@ -43,13 +48,16 @@ from django.utils import timezone
 
 from botplatform import batchscope, metrics, ratelimit
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
     ADVISORY_NAMESPACE,
     bot_mark_unauthorized,
     claim_key,
+    connection_check,
     row_decide,
     row_outcome,
     row_parse,
+    update_quarantine,
 )
 from botplatform.telegram.sender import BotUnauthorized, actions_from_json, actions_send
 from botplatform.telegram.updates import update_sender_id
@@ -81,7 +89,7 @@ WITH claimed AS (
 ),
 bump AS (
     UPDATE {table} SET attempts = attempts + 1
-    WHERE id IN (SELECT id FROM claimed) AND status = %s
+    WHERE id IN (SELECT id FROM claimed) AND status = %s AND claimed_at IS NULL
     RETURNING id
 ),
 sessions AS ({sessions})
@@ -205,7 +213,8 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
         )
     for row in rows:
         if parsed[row.pk] is not None:
-            row_decide(row, bot, parsed[row.pk], verdicts[row.pk])
+            with update_budget(row.pk):
+                row_decide(row, bot, parsed[row.pk], verdicts[row.pk])
     _write([*deferred_writes(), *last_seen_writes(), _outbox_sql(rows)])
 
 
@@ -294,6 +303,12 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, flo
             # Read in the transaction: an operator's change applies from the next batch.
             bot = Bot.objects.select_related("project").get(pk=bot_id)
             _handle_all(bot, rows)
+    except UpdateBudgetExceeded as exc:
+        connection_check()
+        _unlock(claimed)
+        if exc.update_pk is not None:
+            update_quarantine(update_pk=exc.update_pk, reason=str(exc))
+        return BatchResult(leftovers=pks)  # update_run delivers the fallback, runs the rest
     except Exception as exc:
         if not isinstance(exc, _NotAll):
             logger.exception(

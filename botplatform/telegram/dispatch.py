@@ -15,6 +15,13 @@ The path, shared by ``runbot`` and the webhook view:
    marks the row ``done``. A crash here resumes after the last reply sent. Only the
    one reply in flight at the instant of a crash can be sent twice (Telegram has no
    idempotency key for sends); nothing is ever lost.
+
+An update that cannot be handled does not come back for ever: a handler error is
+retried up to ``TELEGRAM_MAX_ATTEMPTS`` times, an update that runs past its time
+budget (``budget``) is quarantined at once, and one during which the runner stopped
+``TELEGRAM_QUARANTINE_AFTER`` times (the claim below was taken and never finished) is
+quarantined when it is claimed next. Quarantined means: never run again, the user
+gets the project's fallback message, the row says why.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from django.utils.module_loading import import_string
 from botplatform import metrics, ratelimit
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.sender import (
     BotUnauthorized,
     SendDeferred,
@@ -182,11 +190,12 @@ def update_offset_next(*, bot_id: int) -> int | None:
 _CLAIM_SQL = """
 WITH claim AS (SELECT pg_try_advisory_lock(%s, %s) AS claimed),
 bump AS (
-    UPDATE {table} SET attempts = attempts + 1
+    UPDATE {table} SET attempts = attempts + 1, claimed_at = now(),
+        stalls = stalls + (claimed_at IS NOT NULL)::int
     WHERE id = %s AND status = %s AND (SELECT claimed FROM claim)
-    RETURNING 1
+    RETURNING stalls
 )
-SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump)
+SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump), (SELECT stalls FROM bump)
 """
 
 
@@ -196,15 +205,17 @@ def claim_key(update_pk: int) -> int:
 
 
 @contextmanager
-def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
+def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool, int]]:
     """Session advisory lock on the row: one processor at a time; a dead one frees it.
 
-    Yields (claimed, attempt): ``attempt`` when the row was still pending, its
-    ``attempts`` counted (committed on its own, so a crash mid-handler counts too).
-    Lock and count are one statement on PostgreSQL.
+    Yields (claimed, attempt, stalls): ``attempt`` when the row was still pending, its
+    ``attempts`` counted and ``claimed_at`` set (committed on its own, so a crash
+    mid-handler counts too). Every way an attempt ends clears ``claimed_at``, so
+    finding it still set here means the runner stopped in the middle of the last one:
+    ``stalls`` counts those. Lock and count are one statement on PostgreSQL.
     """
     if connection.vendor != "postgresql":
-        yield True, _attempt_count(update_pk)
+        yield True, *_attempt_count(update_pk)
         return
     key = claim_key(update_pk)
     with connection.cursor() as cursor:
@@ -212,21 +223,24 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool]]:
             _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
             [ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
         )
-        claimed, bumped = cursor.fetchone()
+        claimed, bumped, stalls = cursor.fetchone()
     try:
-        yield claimed, bool(bumped)
+        yield claimed, bool(bumped), stalls or 0
     finally:
         if claimed:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, key])
 
 
-def _attempt_count(update_pk: int) -> bool:
-    return bool(
-        TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
-            attempts=F("attempts") + 1
-        )
+def _attempt_count(update_pk: int) -> tuple[bool, int]:
+    row = TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).first()
+    if row is None:
+        return False, 0
+    stalls = row.stalls + (row.claimed_at is not None)
+    TelegramUpdate.objects.filter(pk=update_pk).update(
+        attempts=F("attempts") + 1, stalls=stalls, claimed_at=timezone.now()
     )
+    return True, stalls
 
 
 # --- Handling -------------------------------------------------------------------------------
@@ -339,16 +353,35 @@ def _handle(update_pk: int) -> TelegramUpdate:
         )
         if row.status != Status.PENDING:
             return row
-        parsed = row_parse(row)
-        if parsed is not None:
-            row_decide(row, row.bot, parsed)
-        row.save(update_fields=ROW_FIELDS)
+        with update_budget(update_pk):
+            parsed = row_parse(row)
+            if parsed is not None:
+                row_decide(row, row.bot, parsed)
+        row.claimed_at = None
+        row.save(update_fields=[*ROW_FIELDS, "claimed_at"])
     return row
 
 
 def _fail(update_pk: int, exc: BaseException) -> None:
-    """Give up on an update: tell the user something went wrong, answer the button."""
+    """Give up on an update after its last attempt (see ``_give_up``)."""
+    _give_up(update_pk, note=f"failed: {redact(f'{type(exc).__name__}: {exc}')}")
+
+
+def update_quarantine(*, update_pk: int, reason: str) -> None:
+    """Never run this update again; the user hears the fallback, the row says why.
+
+    For an update that stopped the runner or ran out of time: retrying it would only
+    do that again. Delivery (the fallback reply) is left to ``update_run``.
+    """
+    logger.error("Update row %s quarantined: %s", update_pk, reason)
+    _give_up(update_pk, note=f"quarantined: {reason}")
+
+
+def _give_up(update_pk: int, *, note: str) -> None:
+    """Tell the user something went wrong and answer the button (replies stored as the
+    outbox); ``_deliver`` gives the row its final status from the note's prefix."""
     row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
+    final = Status.QUARANTINED if note.startswith("quarantined:") else Status.FAILED
     actions: list[Action] = []
     try:
         parsed = update_parse(bot_id=row.bot_id, update=row.payload)
@@ -358,10 +391,11 @@ def _fail(update_pk: int, exc: BaseException) -> None:
     except (MalformedUpdate, UnsupportedUpdate):
         pass
     TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(
-        status=Status.HANDLED if actions else Status.FAILED,
+        status=Status.HANDLED if actions else final,
         actions=actions_to_json(actions),
-        note=f"failed: {redact(f'{type(exc).__name__}: {exc}')}"[:500],
+        note=note[:500],
         handled_at=timezone.now(),
+        claimed_at=None,
     )
 
 
@@ -386,7 +420,11 @@ def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
         start=row.sent_count,
         on_sent=_progress,
     )
-    final = Status.FAILED if row.note.startswith("failed:") else Status.DONE
+    final = Status.DONE
+    if row.note.startswith("failed:"):
+        final = Status.FAILED
+    elif row.note.startswith("quarantined:"):
+        final = Status.QUARANTINED
     TelegramUpdate.objects.filter(pk=update_pk, status=Status.HANDLED).update(
         status=final, sent_count=len(actions), done_at=timezone.now()
     )
@@ -411,7 +449,7 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
         project_id = metrics.project_current_get()
         metrics.inc("bp_updates_processed_total", outcome=outcome)
         metrics.project_add(project_id, "messages")
-        if outcome == "failed":
+        if outcome in ("failed", "quarantined"):
             metrics.project_add(project_id, "failures")
         elapsed = time.perf_counter() - started - metrics.network_take()
         metrics.latency_observe(max(elapsed, 0.0), project_id=project_id)
@@ -422,15 +460,25 @@ def update_run(*, update_pk: int, final_attempt: bool = False) -> str:
 def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
     """update_run's work; returns (result, outcome for the metrics or "")."""
     outcome = ""
-    with _update_claim(update_pk) as (claimed, attempt):
+    with _update_claim(update_pk) as (claimed, attempt, stalls):
         if not claimed:
             metrics.inc("bp_lock_contention_total", lock="update_claim")
             return "busy", ""
         row = None
-        if attempt:
+        if attempt and stalls >= settings.TELEGRAM_QUARANTINE_AFTER:
+            update_quarantine(
+                update_pk=update_pk,
+                reason=f"the runner stopped while handling it {stalls} times",
+            )
+            outcome = "quarantined"
+        elif attempt:
             try:
                 row = _handle(update_pk)
                 outcome = row_outcome(row)
+            except UpdateBudgetExceeded as exc:
+                connection_check()
+                update_quarantine(update_pk=update_pk, reason=str(exc))
+                outcome = "quarantined"
             except Exception as exc:
                 attempts = TelegramUpdate.objects.values_list("attempts", flat=True).get(
                     pk=update_pk
@@ -438,7 +486,7 @@ def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
                 logger.exception("Update %s failed (attempt %s)", update_pk, attempts)
                 if not (final_attempt or attempts >= settings.TELEGRAM_MAX_ATTEMPTS):
                     TelegramUpdate.objects.filter(pk=update_pk).update(
-                        note=redact(f"{type(exc).__name__}: {exc}")[:500]
+                        note=redact(f"{type(exc).__name__}: {exc}")[:500], claimed_at=None
                     )
                     return "retry", "retry"
                 _fail(update_pk, exc)
@@ -453,6 +501,13 @@ def _update_run(*, update_pk: int, final_attempt: bool) -> tuple[str, str]:
             bot_mark_unauthorized(bot=bot, description=exc.error.description)
             raise
     return "done", outcome
+
+
+def connection_check() -> None:
+    """After a stop raised at an arbitrary bytecode: drop the connection if it is hurt
+    (the server then rolls back and frees the session's claims)."""
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
 
 
 def row_outcome(row: TelegramUpdate) -> str:
@@ -485,7 +540,7 @@ def updates_prune(*, older_than_days: int, batch: int = 5000) -> int:
         ids = list(
             TelegramUpdate.objects.filter(
                 received_at__lt=cutoff,
-                status__in=[Status.DONE, Status.SKIPPED, Status.FAILED],
+                status__in=[Status.DONE, Status.SKIPPED, Status.FAILED, Status.QUARANTINED],
             ).values_list("pk", flat=True)[:batch]
         )
         if not ids:

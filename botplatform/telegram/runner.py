@@ -4,10 +4,12 @@ We own the loop instead of using pyTelegramBotAPI's ``infinity_polling``: that l
 moves the offset before its handlers run (a crash loses the batch) and its thread pool
 reorders one chat's updates. Here, per bot, a :class:`BotPoller` thread calls
 ``getUpdates``, records the batch (``dispatch.updates_record``) and only then moves
-the offset; a :class:`ChatPool` runs updates with one queue per worker, chosen by
-chat, so a chat's updates run in order and different chats in parallel. A
-:class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its share
-of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
+the offset; a :class:`ChatPool` runs updates in lanes (a bot's, or a chat's), so a
+chat's updates run in order, different lanes in parallel, and one held lane never
+holds the others. Each update's handler runs under a time budget
+(``telegram/budget.py``), and a frozen process exits for its supervisor to restart.
+A :class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its
+share of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ import hashlib
 import logging
 import math
 import os
-import queue
 import random
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -33,7 +34,7 @@ from django.db import close_old_connections, connection
 from botplatform.bots import bots_changed_read
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.periodic import InProcessBeat
-from botplatform.telegram import leases
+from botplatform.telegram import budget, leases
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api, error_classify
 from botplatform.telegram.dispatch import (
@@ -77,99 +78,206 @@ def _redis_outage(exc: BaseException) -> bool:
 
 
 BATCH_MAX = 100  # rows per merged batch (getUpdates hands out at most 100 at a time)
+DETOUR_AFTER = 0.5  # s a bot's lane may be held by one job before other chats go around it
+
+Lane = tuple[int, ...]  # (bot_id,) or (bot_id, chat_key)
+
+
+class UpdateJob:
+    """One recorded update, handled by ``update_run`` (with its retries)."""
+
+    def __init__(self, poller: BotPoller, pk: int, chat: int) -> None:
+        self.poller = poller
+        self.pk = pk
+        self.chats = {chat}
+
+    def __call__(self) -> None:
+        self.poller._run_update(self.pk)
+
+    def split(self) -> list[tuple[int, UpdateJob]]:
+        return [(next(iter(self.chats)), self)]
 
 
 class BatchJob:
-    """A poller's fresh rows for one worker queue; runs as one batch (see ``absorb``)."""
+    """A poller's fresh rows for one lane; runs as one batch (see ``absorb``)."""
 
     def __init__(self, poller: BotPoller, rows: list[TelegramUpdate]) -> None:
         self.poller = poller
         self.rows = rows
 
+    @property
+    def chats(self) -> set[int]:
+        return {row.chat_id or row.pk for row in self.rows}
+
     def __call__(self) -> None:
         self.poller._run_batch(self.rows)
 
-    def absorb(self, jobs: queue.Queue) -> list:
-        """Take the same bot's batches queued right behind this one into it.
+    def absorb(self, lane: deque) -> None:
+        """Take the same poller's batches queued right behind this one into it.
 
         Under load a poller comes back every few milliseconds with an update or two;
-        by the time a worker is free, several such pieces wait in its queue. Run as one
-        batch they cost the statements of one, and the queue's order is kept: merging
-        stops at the first job that is not the same bot's. Returns that job (already
-        taken off the queue, to run next; it may be the stop marker ``None``) in a
-        list, or an empty list.
+        by the time a worker is free, several such pieces wait in its lane. Run as one
+        batch they cost the statements of one, and the lane's order is kept: merging
+        stops at the first job that is not the same poller's batch.
         """
-        while len(self.rows) < BATCH_MAX:
-            try:
-                job = jobs.get_nowait()
-            except queue.Empty:
-                return []
-            if isinstance(job, BatchJob) and job.poller is self.poller:
-                self.rows.extend(job.rows)
-                jobs.task_done()
-                continue
-            return [job]
-        return []
+        while len(self.rows) < BATCH_MAX and lane:
+            job = lane[0]
+            if not (isinstance(job, BatchJob) and job.poller is self.poller):
+                return
+            self.rows.extend(lane.popleft().rows)
+
+    def split(self) -> list[tuple[int, BatchJob]]:
+        """One job per chat, each chat's rows in order."""
+        groups: dict[int, list[TelegramUpdate]] = {}
+        for row in self.rows:
+            groups.setdefault(row.chat_id or row.pk, []).append(row)
+        return [(chat, BatchJob(self.poller, rows)) for chat, rows in groups.items()]
 
 
 class ChatPool:
-    """Worker threads with one FIFO queue each; a chat always maps to the same queue.
+    """Worker threads taking jobs from lanes; a lane's jobs run one at a time, in order.
 
-    With batch handling on (the default), a bot's updates all go to one queue: each
-    ``getUpdates`` batch is then handled as one batch (one transaction per wave, see
-    ``telegram/batch.py``) instead of being cut into pieces of a row or two, and
-    different bots run in parallel. (Telegram lets one bot send about 30 messages a
-    second, so one worker per bot at a time is not what limits a bot.) Without it,
-    the queue is chosen by bot and chat, so one bot's chats also run in parallel.
+    A lane is a FIFO of jobs with the same key; any free worker takes the next lane
+    that has work and is not already running, so one slow lane holds one worker and
+    the others serve every other lane. With batch handling on (the default), a bot's
+    updates share one lane, ``(bot,)``: each ``getUpdates`` batch is then handled as
+    one batch (one transaction per wave, see ``telegram/batch.py``). Without it, the
+    lane is ``(bot, chat)``, so one bot's chats also run in parallel.
+
+    A bot's lane held by one job for over ``DETOUR_AFTER`` (a handler looping until
+    its budget stops it) would make the bot's other users wait. So the bot goes on a
+    detour: the chats of that job keep the bot's lane (their order), every other chat
+    gets a lane of its own, its queued rows included, until the bot has no work left.
     """
 
     def __init__(self, size: int, *, per_bot: bool = False) -> None:
         self.per_bot = per_bot
-        self.queues: list[queue.Queue] = [queue.Queue() for _ in range(max(size, 1))]
+        self.cond = threading.Condition()
+        self.lanes: dict[Lane, deque] = {}  # lanes with queued work
+        self.ready: deque[Lane] = deque()  # lanes with queued work and no worker
+        self.busy: dict[Lane, tuple[object, float]] = {}  # lane -> (job, started)
+        self.detours: dict[int, set[int]] = {}  # bot -> the chats that keep its lane
+        self.closing = False
         self.draining = threading.Event()
         self.threads = [
-            threading.Thread(target=self._work, args=(q,), name=f"chat-worker-{i}", daemon=True)
-            for i, q in enumerate(self.queues)
+            threading.Thread(target=self._work, name=f"chat-worker-{i}", daemon=True)
+            for i in range(max(size, 1))
         ]
         for thread in self.threads:
             thread.start()
+        if per_bot:
+            threading.Thread(target=self._watch, name="chat-pool-detours", daemon=True).start()
 
-    def queue_of(self, key: tuple[int, int]) -> int:
-        bot_id, chat_id = key
-        if self.per_bot:
-            return bot_id % len(self.queues)
-        return (bot_id * 7919 + chat_id) % len(self.queues)
+    def lane_of(self, bot_id: int, chat: int) -> Lane:
+        if not self.per_bot:
+            return (bot_id, chat)
+        chats = self.detours.get(bot_id)
+        return (bot_id,) if chats is None or chat in chats else (bot_id, chat)
 
-    def submit(self, key: tuple[int, int], job: Callable[[], None]) -> None:
-        self.queues[self.queue_of(key)].put(job)
+    def submit(self, bot_id: int, chat: int, job: UpdateJob) -> None:
+        with self.cond:
+            self._put(self.lane_of(bot_id, chat), job)
 
-    def _work(self, jobs: queue.Queue) -> None:
+    def submit_batch(self, poller: BotPoller, rows: list[TelegramUpdate]) -> None:
+        """Fresh rows: one batch job per lane, in order (lane choice and queueing
+        under one lock, so a detour cannot start between them)."""
+        with self.cond:
+            groups: dict[Lane, list[TelegramUpdate]] = {}
+            for row in rows:
+                groups.setdefault(self.lane_of(poller.bot_id, row.chat_id or row.pk), []).append(
+                    row
+                )
+            for lane, group in groups.items():
+                self._put(lane, BatchJob(poller, group))
+
+    def _put(self, lane: Lane, job: object) -> None:
+        jobs = self.lanes.get(lane)
+        if jobs is None:
+            jobs = self.lanes[lane] = deque()
+            if lane not in self.busy:
+                self.ready.append(lane)
+        jobs.append(job)
+        self.cond.notify()
+
+    def _work(self) -> None:
         check = ConnectionCheck()
-        taken: list = []  # a job absorb() took off the queue that must run next
         while True:
-            job = taken.pop() if taken else jobs.get()
-            if isinstance(job, BatchJob):
-                taken = job.absorb(jobs)
+            with self.cond:
+                while not self.ready:
+                    if self.closing:
+                        close_old_connections()
+                        return
+                    self.cond.wait()
+                lane = self.ready.popleft()
+                jobs = self.lanes[lane]
+                job = jobs.popleft()
+                if isinstance(job, BatchJob):
+                    job.absorb(jobs)
+                if not jobs:
+                    del self.lanes[lane]
+                self.busy[lane] = (job, time.monotonic())
             failed = False
             try:
-                if job is None:
-                    close_old_connections()
-                    return
                 check()
                 job()
-            except Exception:
+            except (Exception, *budget.STOPS):
                 failed = True
                 logger.exception("Unexpected error in a chat worker")
             finally:
-                check(force=failed or jobs.empty())  # idle or failed: tidy up now
-                jobs.task_done()
+                budget.forget()
+                with self.cond:
+                    del self.busy[lane]
+                    if lane in self.lanes:
+                        self.ready.append(lane)  # behind the others: fair
+                        self.cond.notify()
+                    elif not any(key[0] == lane[0] for key in (*self.lanes, *self.busy)):
+                        self.detours.pop(lane[0], None)  # the bot has no work left
+                    idle = not self.ready
+                check(force=failed or idle)  # idle or failed: tidy up now
+
+    def _watch(self) -> None:
+        while not self.closing:
+            time.sleep(0.1)
+            with self.cond:
+                self.detour_check()
+
+    def detour_check(self, now: float | None = None) -> None:
+        """Send a bot's other chats around a job that holds its lane (under ``cond``)."""
+        now = time.monotonic() if now is None else now
+        for lane, (job, started) in self.busy.items():
+            if len(lane) != 1 or now - started < DETOUR_AFTER:
+                continue
+            bot_id = lane[0]
+            keep = self.detours.get(bot_id)
+            if keep is None:
+                keep = self.detours[bot_id] = set(job.chats)
+                logger.warning(
+                    "Bot %s: an update has held its queue for over %g s; other chats go around it",
+                    bot_id,
+                    DETOUR_AFTER,
+                )
+            queued = self.lanes.get(lane)
+            if not queued:
+                continue
+            stay: deque = deque()
+            for waiting in queued:
+                for chat, part in waiting.split():
+                    if chat in keep:
+                        stay.append(part)
+                    else:
+                        self._put((bot_id, chat), part)
+            if stay:
+                self.lanes[lane] = stay
+            else:
+                del self.lanes[lane]
 
     def drain(self, timeout: float) -> bool:
         """Let queued and running jobs finish (retry loops give up); True if all did."""
         self.draining.set()
         deadline = time.monotonic() + timeout
-        for jobs in self.queues:
-            jobs.put(None)
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
         for thread in self.threads:
             thread.join(max(deadline - time.monotonic(), 0))
         return not any(thread.is_alive() for thread in self.threads)
@@ -246,26 +354,19 @@ class BotPoller(threading.Thread):
             if pk in self._queued:
                 return
             self._queued.add(pk)
-        self.pool.submit((self.bot_id, chat_id or pk), lambda: self._run_update(pk))
+        self.pool.submit(self.bot_id, chat_id or pk, UpdateJob(self, pk, chat_id or pk))
 
     def _submit_batch(self, rows: list[TelegramUpdate]) -> None:
-        """Fresh rows: one job per worker queue, its rows handled as one batch.
+        """Fresh rows: one job per lane, its rows handled as one batch.
 
-        Rows go to the queue their chat always goes to (with batch handling, the bot's
-        one queue), so a chat's updates stay in order; the batch hands back what it
-        could not take, which then runs one by one.
+        ``updates_run_batch`` hands back what it could not take, which then runs one
+        by one.
         """
-        groups: dict[int, list[TelegramUpdate]] = {}
         with self._lock:
-            for row in rows:
-                if row.pk in self._queued:
-                    continue
-                self._queued.add(row.pk)
-                key = (self.bot_id, row.chat_id or row.pk)
-                groups.setdefault(self.pool.queue_of(key), []).append(row)
-        for group in groups.values():
-            first = group[0]
-            self.pool.submit((self.bot_id, first.chat_id or first.pk), BatchJob(self, group))
+            fresh = [row for row in rows if row.pk not in self._queued]
+            self._queued.update(row.pk for row in fresh)
+        if fresh:
+            self.pool.submit_batch(self, fresh)
 
     def _run_batch(self, rows: list[TelegramUpdate]) -> None:
         leftovers = [row.pk for row in rows]
@@ -404,6 +505,7 @@ class Runner:
         # No broker means no Celery beat either (the embedded default): this process
         # runs the periodic sweeps, or delays and timeouts would never come due.
         self.beat = InProcessBeat() if settings.CELERY_TASK_ALWAYS_EAGER else None
+        self.heartbeat = budget.Heartbeat()
 
     # --- signals -----------------------------------------------------------------------
 
@@ -428,6 +530,10 @@ class Runner:
         tick = max(settings.TELEGRAM_LEASE_TTL / 3, 0.2)
         next_discovery = 0.0
         discover_now = False
+        # A runaway update is stopped by the watchdog; a frozen interpreter ends the
+        # process by the heartbeat's timer (see telegram/budget.py).
+        budget.WATCHDOG.start()
+        self.heartbeat.start()
         if self.beat is not None:
             threading.Thread(target=self._beat_loop, name="beat", daemon=True).start()
         while not self.stop_event.is_set():
@@ -622,4 +728,5 @@ class Runner:
         except Exception as exc:
             logger.warning("Runner heartbeat could not be removed: %s", exc)
         close_old_connections()
+        self.heartbeat.stop()
         logger.info("Runner %s stopped", self.holder)

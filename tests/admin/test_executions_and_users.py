@@ -125,3 +125,39 @@ def test_user_page_shows_profile_variables_ledger_executions_referrals(operator_
     assert reverse("admin:users_botuser_change", args=[friend.pk]) in page
     assert reverse("admin:users_botuser_change", args=[referrer.pk]) in page
     assert f"?user__id__exact={user.pk}" in page
+
+
+def test_interrupted_runs_are_hidden_by_default_and_one_click_away(
+    operator_client, project, delivered
+):
+    """Each /start in the middle of a question leaves an interrupted run: not the news."""
+    publish(project, ASK, triggers=[{"type": "command", "command": "start", "interrupt": True}])
+    user = bot_user_create(project=project)
+    for _ in range(3):
+        command(user, "start")  # each one interrupts the previous question
+    interrupted = list(WorkflowExecution.objects.filter(user=user, status="cancelled"))
+    assert len(interrupted) == 2 and all(e.error.startswith("interrupted") for e in interrupted)
+    live = WorkflowExecution.objects.get(user=user, status="waiting")
+    operator_cancelled = execution_create(
+        workflow=live.workflow, user=user, status="cancelled", error="cancelled by ann"
+    )
+    changelist = reverse("admin:workflows_workflowexecution_changelist")
+
+    def listed(query: str = "") -> set[int]:
+        response = operator_client.get(changelist + query)
+        return {row.pk for row in response.context["cl"].result_list}
+
+    assert listed() == {live.pk, operator_cancelled.pk}
+    assert listed("?interrupted=show") == {
+        live.pk,
+        operator_cancelled.pk,
+        *(e.pk for e in interrupted),
+    }
+    assert listed("?interrupted=only") == {e.pk for e in interrupted}
+    assert "Only interrupted" in operator_client.get(changelist).content.decode()
+
+    page = operator_client.get(reverse("admin:users_botuser_change", args=[user.pk]))
+    html = page.content.decode()
+    assert f"#{live.pk}<" in html and f"#{operator_cancelled.pk}<" in html
+    assert not any(f"#{e.pk}<" in html for e in interrupted)
+    assert "2 interrupted" in html and "interrupted=only" in html

@@ -9,7 +9,7 @@ from django.utils import timezone
 from tests.admin.conftest import operator_create
 from tests.factories import bot_create, bot_user_create, execution_create
 from tests.workflows.conftest import publish
-from users.models import BotUser, UserVariable
+from users.models import BonusTransaction, BotUser, UserVariable
 from workflows.models import SimulatorMessage, WorkflowExecution
 from workflows.services import execution_timer_fire
 from workflows.simulator import actions_deliver, simulator_user_get, telegram_html
@@ -87,9 +87,7 @@ def test_a_stale_button_and_an_unknown_text_are_explained(operator_client, proje
         {"action": "press", "data": menu.buttons[0][1]["data"], "message_id": menu.pk},
     )
     notices = SimulatorMessage.objects.filter(user=user, direction="notice")
-    assert [n.text for n in notices] == [
-        "This button is no longer active. Send /start to see the menu."
-    ]
+    assert [n.text for n in notices] == ["This button is no longer active."]
     WorkflowExecution.objects.filter(user=user).update(status="cancelled")
     from django.core.cache import cache
 
@@ -169,12 +167,21 @@ def test_reset_starts_over_with_a_fresh_test_user(operator_client, project, tele
     from users.services import bonus_earn
 
     bonus_earn(user_id=user.pk, amount=50, idempotency_key="sim-test")
+    ledger = list(BonusTransaction.objects.filter(user=user).values_list("pk", "amount"))
+    assert ledger
     response = operator_client.post(_url(project), {"action": "reset"})
     assert response.status_code == 302
-    fresh = BotUser.objects.get(project=project, is_test=True)
+    fresh = BotUser.objects.get(project=project, is_test=True, telegram_id=user.telegram_id)
     assert fresh.pk != user.pk and fresh.balance == 0
-    assert not SimulatorMessage.objects.filter(user=fresh).exists()
-    assert not WorkflowExecution.objects.filter(user__is_test=True).exists()
+    assert not SimulatorMessage.objects.filter(user__is_test=True).exists()
+    assert not WorkflowExecution.objects.filter(user=fresh).exists()
+    # The ledger is never deleted, not even a test user's: the old user is set aside.
+    assert list(BonusTransaction.objects.filter(user=user).values_list("pk", "amount")) == ledger
+    old = BotUser.objects.get(pk=user.pk)
+    assert old.is_test and old.telegram_id < -(10**17) and old.balance == 50
+    assert not WorkflowExecution.objects.filter(
+        user=old, status__in=["waiting", "running"]
+    ).exists()
     page = operator_client.get(_url(project)).content.decode()
     assert "Rome" not in page and "Say /start" in page
 
@@ -296,10 +303,8 @@ def test_forged_simulator_posts_get_a_readable_answer(operator_client, project, 
     response = operator_client.post(
         _url(project), {"action": "press", "data": "w:1:2:3", "message_id": "nope"}, follow=True
     )
-    assert (
-        response.status_code == 200
-        and "This button is no longer active. Send /start to see the menu."
-        in (response.content.decode())
+    assert response.status_code == 200 and "This button is no longer active." in (
+        response.content.decode()
     )
 
 
@@ -345,7 +350,8 @@ def test_the_step_log_reads_as_labelled_values_not_python_dicts(
     assert "<dt>answer</dt><dd>&lt;b&gt;Paris&lt;/b&gt;</dd>" in log
     # The HTTP step: nested fields as dotted labels, booleans in words.
     assert "<dt>request.method</dt><dd>GET</dd>" in log
-    assert "<dt>request.url</dt><dd>http://127.0.0.1:9/weather?city=&lt;b&gt;Paris" in log
+    # The user's answer travels percent-encoded in the URL.
+    assert "<dt>request.url</dt><dd>http://127.0.0.1:9/weather?city=%3Cb%3EParis%3C%2Fb%3E<" in log
     assert "<dt>response.ok</dt><dd>no</dd>" in log
     assert "<dt>response.error</dt><dd>127.0.0.1 resolves to 127.0.0.1, a private" in log
 

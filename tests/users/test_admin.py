@@ -176,3 +176,39 @@ def test_computed_variable_names_are_refused_in_the_admin(admin_client, bot_user
     assert response.status_code == 200
     assert "computed by the platform" in response.content.decode()
     assert not UserVariable.objects.exists()
+
+
+def test_each_adjustment_writes_one_history_entry_with_who_and_why(
+    admin_client, admin_user, bot_user
+):
+    from django.contrib.admin.models import LogEntry
+
+    data = {"amount": "25", "reason": "Coffee machine was broken", "request_token": TOKEN}
+    assert admin_client.post(adjust_url(bot_user), data).status_code == 302
+    assert admin_client.post(adjust_url(bot_user), data).status_code == 302  # double submit
+    entries = LogEntry.objects.filter(object_id=str(bot_user.pk))
+    assert entries.count() == 1
+    entry = entries.get()
+    assert entry.user_id == admin_user.pk
+    assert "+25" in entry.change_message and "Coffee machine was broken" in entry.change_message
+    history = admin_client.get(reverse("admin:users_botuser_history", args=[bot_user.pk]))
+    assert "Coffee machine was broken" in history.content.decode()
+
+
+def test_a_form_key_reused_for_another_user_is_a_clear_message_not_a_500(admin_client, project):
+    first = bot_user_create(project=project)
+    second = bot_user_create(project=project)
+    data = {"amount": "5", "reason": "Welcome gift", "request_token": TOKEN}
+    assert admin_client.post(adjust_url(first), data).status_code == 302
+    response = admin_client.post(adjust_url(second), data)  # the same hidden key
+    assert response.status_code == 200
+    assert "already used for another adjustment" in response.content.decode()
+    assert TOKEN not in response.content.decode()  # a fresh key for the next submit
+    assert not BonusTransaction.objects.filter(user=second).exists()
+    second.refresh_from_db()
+    assert second.balance == 0
+    # Submitting the re-rendered form (with its new key) then works.
+    fresh = response.context["form"]["request_token"].value()
+    ok = admin_client.post(adjust_url(second), {**data, "request_token": fresh})
+    assert ok.status_code == 302
+    assert BonusTransaction.objects.get(user=second).amount == 5

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.tls import certificate
+from workflows.engine.steps.http_client import http_perform
 from workflows.engine.steps.http_pinning import BlockedAddress, addresses_resolve, pinned_opener
-from workflows.tasks import http_perform
 
 HOST = "rebind.test"
 PUBLIC = "93.184.216.34"  # a global address: passes the check; never really dialled here

@@ -152,7 +152,7 @@ def test_timeout_without_branch_cancels_and_buttons_go_stale(project, user, deli
     assert late.actions == [
         AnswerCallback(
             callback_query_id="late",
-            text="This button is no longer active. Send /start to see the menu.",
+            text="This button is no longer active.",
         )
     ]
 

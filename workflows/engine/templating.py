@@ -291,8 +291,14 @@ def value_resolve(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return None
 
 
-def template_render(source: str, context: Mapping[str, Any], *, escape: bool = True) -> str:
-    """Render ``source``; values are HTML-escaped unless ``escape`` is off (variables)."""
+def template_render(
+    source: str, context: Mapping[str, Any], *, escape: bool | Callable[[str], str] = True
+) -> str:
+    """Render ``source``; values are HTML-escaped unless ``escape`` is off (variables).
+
+    ``escape`` may also be a function: it gets each value's text, once per placeholder
+    in order, and returns what to insert (the HTTP step percent-encodes URL values).
+    """
     template = template_parse(source)
     out: list[str] = []
     for part in template.parts:
@@ -304,7 +310,10 @@ def template_render(source: str, context: Mapping[str, Any], *, escape: bool = T
             func, takes_arg = FILTERS[name]
             value = func(value, arg) if takes_arg and arg is not None else func(value)
         text = _to_text(value)
-        out.append(html.escape(text, quote=False) if escape else text)
+        if callable(escape):
+            out.append(escape(text))
+        else:
+            out.append(html.escape(text, quote=False) if escape else text)
     return "".join(out)[:MAX_OUTPUT]
 
 

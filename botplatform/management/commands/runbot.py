@@ -31,7 +31,9 @@ class Command(BaseCommand):
     help = (
         "Run the long-polling bot runner. Give bot ids or usernames, or --all for every "
         "active bot in polling mode (shared with other runners through Redis leases). "
-        "SIGTERM or Ctrl-C finish in-flight updates, then exit."
+        "SIGTERM or Ctrl-C finish in-flight updates, then exit. A runner frozen for "
+        "TELEGRAM_FREEZE_EXIT seconds exits with its threads' tracebacks on stderr, for "
+        "its supervisor (docker compose's restart policy, systemd) to start it again."
     )
 
     def add_arguments(self, parser) -> None:

@@ -324,24 +324,18 @@ def test_stale_user_states_of_a_batch_are_loaded_together(double, demo_bot):
 
 
 def test_a_worker_merges_the_same_bots_queued_batches_in_order():
-    import queue
+    from collections import deque
 
     from botplatform.telegram.runner import BatchJob
 
-    first, second = object(), object()  # two pollers (bots)
-    jobs: queue.Queue = queue.Queue()
+    first, second = object(), object()  # two pollers of one bot (a hand-over)
     head = BatchJob(first, ["a1"])
-    for job in (BatchJob(first, ["a2", "a3"]), BatchJob(second, ["b1"]), BatchJob(first, ["a4"])):
-        jobs.put(job)
+    lane = deque([BatchJob(first, ["a2", "a3"]), BatchJob(second, ["b1"]), BatchJob(first, ["a4"])])
 
-    taken = head.absorb(jobs)
+    head.absorb(lane)
 
-    assert head.rows == ["a1", "a2", "a3"]  # merged up to another bot's job...
-    assert [job.rows for job in taken] == [["b1"]]  # ...which runs next, in order
-    assert jobs.get_nowait().rows == ["a4"]  # and the later piece stays behind it
-    stop = BatchJob(first, ["a5"])
-    jobs.put(None)  # the pool's stop marker is handed back, never swallowed
-    assert stop.absorb(jobs) == [None]
+    assert head.rows == ["a1", "a2", "a3"]  # merged up to another poller's job...
+    assert [job.rows for job in lane] == [["b1"], ["a4"]]  # ...which stays next, in order
 
 
 class _Crash(BaseException):

@@ -156,5 +156,5 @@ def test_the_demo_spend_button(project, user):
     first = press(user, go, query_id="a", event_id="e1")
     second = press(user, go, query_id="b", event_id="e2")
     assert texts(first) == ["Done, balance 0"]
-    assert second.actions[0].text == "This button is no longer active. Send /start to see the menu."
+    assert second.actions[0].text == "This button is no longer active."
     assert BonusTransaction.objects.filter(kind="spend").count() == 1

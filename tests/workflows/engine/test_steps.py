@@ -78,7 +78,7 @@ def test_message_buttons_wait_for_a_press_and_route(project, user):
     assert again.actions == [
         AnswerCallback(
             callback_query_id="q2",
-            text="This button is no longer active. Send /start to see the menu.",
+            text="This button is no longer active.",
         )
     ]
     assert WorkflowExecution.objects.filter(status=Status.COMPLETED).count() == 1
@@ -381,8 +381,18 @@ def test_a_failing_write_is_rolled_back_and_earlier_steps_are_kept(project, user
     assert "not a number" in failed_log.error
 
 
-def test_the_stale_button_answer_says_what_to_do_and_fits_a_callback_answer():
-    from workflows.services import STALE_BUTTON_TEXT
+def test_the_stale_button_answer_is_the_projects_own_text(project, user):
+    """The pop-up is per project and editable: a bot without /start must not say /start."""
+    project.stale_button_message = "Этой кнопки больше нет. Напишите «меню»."
+    project.save(update_fields=["stale_button_message"])
+    user.project.refresh_from_db()
+    result = press(user, "w:999999:1:0")
+    assert result.actions[0].text == "Этой кнопки больше нет. Напишите «меню»."
 
-    assert "/start" in STALE_BUTTON_TEXT
-    assert len(STALE_BUTTON_TEXT) <= 200  # Telegram's limit for answerCallbackQuery text
+
+def test_the_stale_button_text_fits_telegrams_callback_answer_limit(project):
+    from botplatform.admin import ProjectForm
+
+    form = ProjectForm(instance=project)
+    assert form.fields["stale_button_message"].max_length == 200
+    assert "/start" not in project.stale_button_message  # a bot may have no /start

@@ -128,7 +128,7 @@ def test_trigger_while_buttons_shown_cancels_the_old_wait_and_its_buttons(projec
     assert stale.actions == [
         AnswerCallback(
             callback_query_id="z",
-            text="This button is no longer active. Send /start to see the menu.",
+            text="This button is no longer active.",
         )
     ]
 

@@ -18,6 +18,8 @@ import ssl
 import urllib.request
 from collections.abc import Callable, Sequence
 
+from workflows.engine.steps.http_deadline import Deadline
+
 # Link-local and cloud metadata addresses: refused even when the project allows private
 # addresses. That switch is for services on the operator's own network; these hand out
 # the host's cloud credentials (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS IPv6:
@@ -88,61 +90,83 @@ def addresses_resolve(host: str, port: int, *, allow_private: bool) -> list[str]
     return addresses
 
 
-def _pinned_connect(addresses: Sequence[str]) -> Callable[..., socket.socket]:
-    """Stands in for ``socket.create_connection``: the host name is never resolved again."""
+def _pinned_connect(
+    addresses: Sequence[str], deadline: Deadline | None
+) -> Callable[..., socket.socket]:
+    """Stands in for ``socket.create_connection``: the host name is never resolved again.
+
+    With a ``deadline``, connecting gets the time left and the connection is watched.
+    """
 
     def connect(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
         port = address[1]
         error: OSError | None = None
         for ip in addresses:
             try:
-                return socket.create_connection((ip, port), timeout, source_address)
+                if deadline is not None:
+                    timeout = deadline.remaining()
+                sock = socket.create_connection((ip, port), timeout, source_address)
             except OSError as exc:
                 error = exc
+                continue
+            if deadline is not None:
+                deadline.watch(sock)
+            return sock
         raise error or OSError("no address to connect to")
 
     return connect
 
 
-def _pinned(connection_class: type, addresses: Sequence[str]) -> Callable[..., object]:
+def _pinned(
+    connection_class: type, addresses: Sequence[str], deadline: Deadline | None
+) -> Callable[..., object]:
     def factory(host: str, **kwargs) -> http.client.HTTPConnection:
         # ``host`` stays the URL's name: Host header, SNI and certificate use it.
         connection = connection_class(host, **kwargs)
-        connection._create_connection = _pinned_connect(addresses)
+        connection._create_connection = _pinned_connect(addresses, deadline)
         return connection
 
     return factory
 
 
 class PinnedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, addresses: Sequence[str]) -> None:
+    def __init__(self, addresses: Sequence[str], deadline: Deadline | None = None) -> None:
         super().__init__()
         self.addresses = list(addresses)
+        self.deadline = deadline
 
     def http_open(self, req):
-        return self.do_open(_pinned(http.client.HTTPConnection, self.addresses), req)
+        factory = _pinned(http.client.HTTPConnection, self.addresses, self.deadline)
+        return self.do_open(factory, req)
 
 
 class PinnedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, addresses: Sequence[str], context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        context: ssl.SSLContext | None = None,
+        deadline: Deadline | None = None,
+    ) -> None:
         super().__init__(context=context)
         self.addresses = list(addresses)
+        self.deadline = deadline
 
     def https_open(self, req):
-        return self.do_open(
-            _pinned(http.client.HTTPSConnection, self.addresses), req, context=self._context
-        )
+        factory = _pinned(http.client.HTTPSConnection, self.addresses, self.deadline)
+        return self.do_open(factory, req, context=self._context)
 
 
 def pinned_opener(
     addresses: Sequence[str],
     *handlers: urllib.request.BaseHandler,
     ssl_context: ssl.SSLContext | None = None,
+    deadline: Deadline | None = None,
 ) -> urllib.request.OpenerDirector:
-    """A urllib opener whose every connection goes to ``addresses`` (no proxies)."""
+    """A urllib opener whose every connection goes to ``addresses`` (no proxies),
+    cut at ``deadline`` when one is given."""
     return urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
-        PinnedHTTPHandler(addresses),
-        PinnedHTTPSHandler(addresses, ssl_context),
+        PinnedHTTPHandler(addresses, deadline),
+        PinnedHTTPSHandler(addresses, ssl_context, deadline),
         *handlers,
     )

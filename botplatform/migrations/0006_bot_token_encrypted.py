@@ -42,7 +42,7 @@ def tokens_decrypt(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("botplatform", "0003_deferred_send"),
+        ("botplatform", "0005_telegram_update_quarantine"),
     ]
 
     operations = [
