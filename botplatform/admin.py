@@ -5,11 +5,22 @@ import json
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.utils import timezone
 
-from botplatform.admin_scoping import ProjectScopedAdmin, projects_for
-from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, DeferredSend, Project, TelegramUpdate
+from botplatform import roles
+from botplatform.accounts import membership_changes_log, membership_roles_get
+from botplatform.admin_members import MembershipInline
+from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404
+from botplatform.models import (
+    BOT_TOKEN_VALIDATOR,
+    Bot,
+    DeferredSend,
+    Membership,
+    Project,
+    TelegramUpdate,
+)
 
 admin.site.site_header = "Bot platform"
 admin.site.site_title = "Bot platform"
@@ -36,7 +47,13 @@ class JSONWhereField(forms.JSONField):
 
 
 class ProjectForm(forms.ModelForm):
-    """Levels are checked here: the loyalty code silently skips malformed entries."""
+    """Levels are checked here: the loyalty code silently skips malformed entries.
+
+    ``actor`` (set per request by the admin) is who saves: only a superuser weakens a
+    guard (see ``SUPERUSER_ONLY_FIELDS`` and the rate-limit check below).
+    """
+
+    actor = None
 
     class Meta:
         model = Project
@@ -44,7 +61,6 @@ class ProjectForm(forms.ModelForm):
             "name",
             "slug",
             "is_active",
-            "operators",
             "fallback_message",
             "rate_limited_message",
             "stale_button_message",
@@ -58,6 +74,16 @@ class ProjectForm(forms.ModelForm):
             "allow_private_http",
         )
         field_classes = {"levels": JSONWhereField}
+
+    def clean_user_rate_limit_per_minute(self) -> int:
+        """The flood guard shares the workers of every project: only a superuser raises it."""
+        value = self.cleaned_data["user_rate_limit_per_minute"]
+        ceiling = self.instance.user_rate_limit_per_minute  # the model default when new
+        if self.actor is not None and not self.actor.is_superuser and value > ceiling:
+            raise forms.ValidationError(
+                f"Only an administrator can raise this limit above {ceiling}; you can lower it."
+            )
+        return value
 
     def clean_levels(self):
         levels = self.cleaned_data.get("levels")
@@ -92,9 +118,17 @@ class ProjectForm(forms.ModelForm):
         return levels
 
 
+# Fields that switch a safety guard off: shown read-only to everyone but superusers.
+SUPERUSER_ONLY_FIELDS = ("allow_private_http",)
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScopedAdmin):
+    """Only superusers create or delete projects; owners manage settings and members."""
+
+    project_path = "pk"
     form = ProjectForm
+    inlines = (MembershipInline,)
     list_display = (
         "name",
         "slug",
@@ -107,10 +141,9 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ("is_active",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    filter_horizontal = ("operators",)
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("name", "slug", "is_active", "operators")}),
+        (None, {"fields": ("name", "slug", "is_active")}),
         (
             "Texts the bot sends on its own",
             {
@@ -136,14 +169,39 @@ class ProjectAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        queryset = (
+        return (
             super()
             .get_queryset(request)
             .annotate(_bots=Count("bots", distinct=True), _users=Count("users", distinct=True))
         )
-        if request.user.is_superuser:
-            return queryset
-        return queryset.filter(pk__in=projects_for(request.user))
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def get_readonly_fields(self, request, obj=None):
+        """Guard switches are read-only for non-superusers: a forged POST cannot change them
+        either, since read-only fields are not part of the form."""
+        fields = super().get_readonly_fields(request, obj)
+        return fields if request.user.is_superuser else (*fields, *SUPERUSER_ONLY_FIELDS)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"actor": request.user})
+
+    def save_formset(self, request, form, formset, change) -> None:
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        before = membership_roles_get(project=form.instance)
+        super().save_formset(request, form, formset, change)
+        membership_changes_log(
+            actor=request.user,
+            project=form.instance,
+            before=before,
+            after=membership_roles_get(project=form.instance),
+        )
 
     # --- Performance: the project dashboard ---
     def get_urls(self):
@@ -152,6 +210,9 @@ class ProjectAdmin(admin.ModelAdmin):
         from botplatform.dashboard import project_dashboard_view
 
         def view(request, project_id: int):
+            project = project_or_404(request, project_id)
+            if not roles.may(request.user, roles.DASHBOARD, project_id=project.pk):
+                raise PermissionDenied
             return project_dashboard_view(request, project_id, self.admin_site)
 
         return [
@@ -170,17 +231,6 @@ class ProjectAdmin(admin.ModelAdmin):
 
         url = reverse("admin:botplatform_project_dashboard", args=[obj.pk])
         return format_html('<a href="{}">Dashboard</a>', url)
-
-    # --- Admin (tenant isolation) ---
-    def get_readonly_fields(self, request, obj=None):
-        """Only a superuser picks operators: the list of all accounts spans every tenant."""
-        fields = super().get_readonly_fields(request, obj)
-        return fields if request.user.is_superuser else (*fields, "operators")
-
-    def save_related(self, request, form, formsets, change) -> None:
-        super().save_related(request, form, formsets, change)
-        if not change and not request.user.is_superuser:
-            form.instance.operators.add(request.user)  # a new project belongs to its creator
 
     @admin.display(description="bots", ordering="_bots")
     def bot_count(self, obj: Project) -> int:
@@ -302,11 +352,12 @@ class BotAdmin(ProjectScopedAdmin):
     )
 
     actions = ("webhook_set_action", "webhook_delete_action", "webhook_secret_rotate_action")
+    secret_fields = ("new_token", "token_masked", "webhook_secret_masked")
 
     def get_fieldsets(self, request, obj=None):
         """A bot being added has no current token, secret or status to show yet."""
         if obj is not None:
-            return self.fieldsets
+            return super().get_fieldsets(request, obj)  # without secrets for non-owners
         return (
             (None, {"fields": ("project", "new_token", "is_active")}),
             ("Delivery", {"fields": ("mode",)}),
@@ -392,7 +443,11 @@ class BotAdmin(ProjectScopedAdmin):
                     messages.SUCCESS,
                 )
 
-    @admin.action(description="Rotate the webhook secret", permissions=["change"])
+    def has_see_secrets_permission(self, request) -> bool:
+        """For the rotation action: only a role that may see secrets (Owner) rotates them."""
+        return self.role_permits(request, roles.SEE_SECRETS, named=True)
+
+    @admin.action(description="Rotate the webhook secret", permissions=["see_secrets"])
     def webhook_secret_rotate_action(self, request, queryset) -> None:
         for bot in queryset:
             self._webhook_secret_rotate(request, bot)
@@ -429,7 +484,6 @@ class BotAdmin(ProjectScopedAdmin):
 
     def webhook_secret_rotate_view(self, request, object_id: int):
         """POST from the button on the bot's page; back to that page."""
-        from django.core.exceptions import PermissionDenied
         from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
         from django.urls import reverse
 
@@ -438,7 +492,7 @@ class BotAdmin(ProjectScopedAdmin):
         bot = self.get_object(request, str(object_id))
         if bot is None:
             raise Http404("No such bot.")
-        if not self.has_change_permission(request, bot):
+        if not self._secrets_visible(request, bot):
             raise PermissionDenied
         self._webhook_secret_rotate(request, bot)
         return HttpResponseRedirect(reverse("admin:botplatform_bot_change", args=[bot.pk]))
@@ -515,3 +569,6 @@ class DeferredSendAdmin(ProjectScopedAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+from botplatform import admin_accounts  # noqa: E402, F401 - registers the accounts admin

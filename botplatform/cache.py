@@ -131,10 +131,12 @@ def metrics_project_minute_key(project_id: int, minute: int) -> str:
     return f"metrics:project:{project_id}:{minute}"
 
 
-# A project's trigger table (live workflows, their triggers and published version
-# ids), read by every command or text message. Dropped after commit whenever a
-# workflow is saved or deleted; the short TTL bounds the one race left (a reader that
-# loaded the table just before a commit writing it back just after the drop).
+# A project's trigger table (live workflows, their published versions' triggers and
+# ids), read by every command or text message. It follows publishes, not saves:
+# dropped (now and after commit) when a workflow is published, switched on or off,
+# reprioritised, renamed (slug) or deleted, never by a draft save; the short TTL
+# bounds the one race left (a reader that loaded the table just before a commit
+# writing it back just after the drop).
 WORKFLOW_TRIGGERS_TTL = 60
 
 

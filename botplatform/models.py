@@ -39,11 +39,12 @@ class Project(models.Model):
     slug = models.SlugField(
         max_length=64, unique=True, help_text="Short identifier used in URLs and commands."
     )
-    operators = models.ManyToManyField(
+    members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
+        through="Membership",
         blank=True,
         related_name="projects",
-        help_text="Staff accounts that may manage this project in the admin.",
+        help_text="Staff accounts that work on this project in the admin, each with a role.",
     )
     is_active = models.BooleanField(default=True)
 
@@ -193,6 +194,41 @@ def mask_secret(value: str, visible: int = 4) -> str:
     if sep:
         return f"{head}:…{tail[-visible:]}" if len(tail) > visible * 2 else f"{head}:…"
     return f"…{value[-visible:]}" if len(value) > visible * 3 else "…"
+
+
+class Membership(models.Model):
+    """A staff account's role in one project: what it may see and change there.
+
+    The role is the only thing that grants access for a non-superuser; what each role
+    allows is decided in :mod:`botplatform.roles`.
+    """
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner: everything, including members, bots and their tokens"
+        EDITOR = "editor", "Editor: workflows, versions, broadcasts, the simulator"
+        ANALYST = "analyst", "Analyst: reads everything, dashboards, exports"
+        SUPPORT = "support", "Support: bot users and balance adjustments"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user__username"]
+        verbose_name = "member"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user"),
+            models.CheckConstraint(
+                condition=Q(role__in=["owner", "editor", "analyst", "support"]),
+                name="membership_role_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.role.title()}"
 
 
 # --- Telegram --------------------------------------------------------------------

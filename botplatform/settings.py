@@ -90,6 +90,10 @@ DATABASE_URL = env_str("DATABASE_URL")
 DATABASES = {"default": database_config(DATABASE_URL, str(BASE_DIR))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Staff permissions come from project roles (botplatform/roles.py), never from
+# permissions or groups picked by hand.
+AUTHENTICATION_BACKENDS = ["botplatform.roles.RoleBackend"]
+
 REDIS_URL = env_str("REDIS_URL")
 CACHES = {"default": cache_config(REDIS_URL)}
 

@@ -19,7 +19,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from botplatform.admin_scoping import ProjectScopedAdmin
+from botplatform import roles
+from botplatform.admin_scoping import ProjectScopedAdmin, ProjectScopedInline
 from botplatform.audit import audit_record
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
@@ -122,7 +123,7 @@ class UserVariableForm(forms.ModelForm):
         return key
 
 
-class UserVariableInline(admin.TabularInline):
+class UserVariableInline(ProjectScopedInline, admin.TabularInline):
     model = UserVariable
     form = UserVariableForm
     extra = 0
@@ -292,7 +293,7 @@ class BotUserAdmin(ProjectScopedAdmin):
         user = self.get_object(request, object_id)
         if user is None:
             raise Http404("No such bot user in your projects.")
-        if not self.has_change_permission(request, user):
+        if not self.role_permits(request, roles.ADJUST_BALANCE, user, named=True):
             raise PermissionDenied
         if request.method == "POST":
             form = BalanceAdjustForm(request.POST)

@@ -12,7 +12,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import slugify
 
+from botplatform import roles
 from botplatform.admin import JSONWhereField
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from users.admin import ReadOnlyAdminMixin
@@ -38,11 +39,13 @@ from workflows.models import (
     WorkflowExecution,
     WorkflowVersion,
 )
-from workflows.selectors import IN_FLIGHT, interrupted_q, version_history_get
-from workflows.services import (
+from workflows.publishing import (
+    NOTE_MAX,
+    DraftChanged,
     DraftConflict,
-    execution_cancel_by_operator,
-    execution_retry,
+    draft_checksum,
+    draft_has_unpublished_changes,
+    draft_is_published,
     workflow_draft_save,
     workflow_export,
     workflow_import,
@@ -50,6 +53,15 @@ from workflows.services import (
     workflow_restore_version,
     workflow_validate_for,
 )
+from workflows.selectors import (
+    IN_FLIGHT,
+    draft_diff_get,
+    in_flight_get,
+    interrupted_q,
+    version_history_get,
+)
+from workflows.services import execution_cancel_by_operator, execution_retry
+from workflows.version_diff import version_diff
 
 MAX_IMPORT_BYTES = 1_000_000
 
@@ -86,17 +98,36 @@ class WorkflowForm(forms.ModelForm):
         help_texts = {
             "draft": "Advanced: the draft as JSON (docs/workflows.md). The step editor "
             "(“Edit steps”) changes the same draft without JSON.",
-            "triggers": "Advanced: triggers as JSON. The step editor has a form for them.",
+            "triggers": "Advanced: the draft's triggers as JSON (the step editor has a form "
+            "for them). They start conversations only once the draft is published.",
         }
         field_classes = {"draft": JSONWhereField, "triggers": JSONWhereField}
 
     def clean_triggers(self):
-        """Triggers take effect on save, so they are checked here, not on publish."""
+        """Checked on save already, so a broken trigger never waits for the publish."""
         triggers = self.cleaned_data.get("triggers")
         problems = triggers_problems(triggers)
         if problems:
             raise forms.ValidationError([str(problem) for problem in problems])
         return triggers
+
+
+class PublishForm(forms.Form):
+    note = forms.CharField(
+        label="Why are you publishing?",
+        max_length=NOTE_MAX,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 70}),
+        help_text="Stored with the version and in the workflow's history, e.g. “Autumn "
+        "menu: new coffee prices”.",
+        error_messages={"required": "Write a short note: why this version goes live."},
+    )
+    checksum = forms.CharField(widget=forms.HiddenInput)
+
+    def clean_note(self) -> str:
+        note = self.cleaned_data["note"].strip()
+        if not note:
+            raise forms.ValidationError("Write a short note: why this version goes live.")
+        return note
 
 
 class ImportForm(forms.Form):
@@ -109,10 +140,22 @@ class ImportForm(forms.Form):
     publish = forms.BooleanField(
         required=False, help_text="Publish it right away (only if it passes validation)."
     )
+    note = forms.CharField(
+        label="Publish note",
+        required=False,
+        max_length=NOTE_MAX,
+        help_text="Why it goes live (needed when you publish right away).",
+    )
 
     def __init__(self, *args, projects, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["project"].queryset = projects
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("publish") and not cleaned.get("note", "").strip():
+            self.add_error("note", "Write a short note: why this version goes live.")
+        return cleaned
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -166,8 +209,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
     @admin.display(description="")
     def tools(self, obj: Workflow) -> str:
         return format_html(
-            '<a href="{}">Edit steps</a> · <a href="{}">Versions</a>',
+            '<a href="{}">Edit steps</a> · <a href="{}">Publish…</a> · <a href="{}">Versions</a>',
             reverse("admin:workflows_workflow_editor", args=[obj.pk]),
+            reverse("admin:workflows_workflow_publish", args=[obj.pk]),
             reverse("admin:workflows_workflow_versions", args=[obj.pk]),
         )
 
@@ -188,25 +232,28 @@ class WorkflowAdmin(ProjectScopedAdmin):
             return "-"
         return format_html('<div class="diagram-box">{}</div>', diagram_svg(obj.draft))
 
-    @admin.action(description="Publish the draft of the selected workflows", permissions=["change"])
-    def publish_drafts(self, request, queryset) -> None:
-        for workflow in queryset.select_related("published_version"):
-            try:
-                version = workflow_publish(workflow=workflow, published_by=request.user)
-            except WorkflowValidationError as exc:
-                self.message_user(
-                    request,
-                    format_html(
-                        "“{}” was not published:{}", workflow.name, _errors_html(exc.errors)
-                    ),
-                    messages.ERROR,
-                )
-                continue
+    @admin.action(
+        description="Review and publish the draft of the selected workflow",
+        permissions=["publish"],
+    )
+    def publish_drafts(self, request, queryset):
+        """Publishing shows the changes and asks for a note: one workflow at a time."""
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
             self.message_user(
                 request,
-                f"“{workflow.name}” is live as version {version.number}.",
-                messages.SUCCESS,
+                "Choose one workflow: publishing shows its changes and asks for a note.",
+                messages.WARNING,
             )
+            return None
+        return redirect("admin:workflows_workflow_publish", chosen[0])
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Write only what changed: a draft-only edit keeps users' trigger table cached."""
+        if change and form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        elif not change:
+            super().save_model(request, obj, form, change)
 
     # --- Custom URLs ----------------------------------------------------------------
 
@@ -227,6 +274,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
                 "<path:object_id>/versions/",
                 view(self.versions_view),
                 name="workflows_workflow_versions",
+            ),
+            path(
+                "<path:object_id>/publish/",
+                view(self.publish_view),
+                name="workflows_workflow_publish",
+            ),
+            path(
+                "<path:object_id>/restore/<int:version_id>/",
+                view(self.restore_view),
+                name="workflows_workflow_restore",
             ),
             path(
                 "<path:object_id>/export/", view(self.export_view), name="workflows_workflow_export"
@@ -302,21 +359,17 @@ class WorkflowAdmin(ProjectScopedAdmin):
                 else:
                     if action == "publish":
                         try:
-                            version = workflow_publish(workflow=workflow, published_by=request.user)
+                            workflow_validate_for(workflow=workflow)
                         except WorkflowValidationError as exc:
                             step_errors = _errors_by_step(exc.errors)
                             messages.error(
                                 request,
-                                "The draft is saved but was not published: fix the problems "
-                                "marked in red beside their steps.",
+                                "The draft is saved but cannot be published yet: fix the "
+                                "problems marked in red beside their steps.",
                             )
                         else:
-                            messages.success(
-                                request,
-                                f"“{workflow.name}” is live as version {version.number}. "
-                                "Conversations in flight finish on the version they started.",
-                            )
-                            return redirect("admin:workflows_workflow_editor", workflow.pk)
+                            # Going live is a separate, confirmed step with a note.
+                            return redirect("admin:workflows_workflow_publish", workflow.pk)
                     else:
                         note = "Draft saved."
                         if action == "add_step":
@@ -345,6 +398,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             updated_at=(expected if conflict and expected else workflow.updated_at).isoformat(),
             diagram=diagram_svg(definition),
             draft_valid=not step_errors and not field_errors,
+            unpublished=draft_has_unpublished_changes(workflow),
             **editor_context(
                 definition=definition,
                 triggers=triggers,
@@ -356,29 +410,130 @@ class WorkflowAdmin(ProjectScopedAdmin):
         return TemplateResponse(request, "admin/workflows/workflow/editor.html", context)
 
     def versions_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Who published what and when, the diffs, conversations in flight, restore."""
-        workflow = self._workflow(request, object_id, change=request.method == "POST")
-        if request.method == "POST":
-            version = WorkflowVersion.objects.filter(
-                workflow=workflow, pk=request.POST.get("version")
-            ).first()
-            if version is None:
-                raise Http404("No such version of this workflow.")
-            live = workflow_restore_version(version=version, restored_by=request.user)
-            messages.success(
-                request,
-                f"Version {version.number} is live again (as version {live.number}). "
-                "Conversations in flight keep their version.",
-            )
-            return redirect("admin:workflows_workflow_versions", workflow.pk)
+        """Who published what, when and why, the changes, conversations in flight."""
+        workflow = self._workflow(request, object_id, change=False)
         context = self._context(
             request,
             f"Versions of “{workflow.name}”",
             original=workflow,
             rows=version_history_get(workflow=workflow),
+            draft_checksum=draft_checksum(workflow),
+            unpublished=draft_has_unpublished_changes(workflow),
             can_change=self.has_change_permission(request, workflow),
         )
         return TemplateResponse(request, "admin/workflows/workflow/versions.html", context)
+
+    def publish_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Review the draft against the live version, write a note, confirm: it goes live.
+
+        The page carries the checksum of the draft it shows; if the draft changed
+        meanwhile, nothing is published and the new changes are shown instead.
+        """
+        workflow = self._workflow(request, object_id, change=True)
+        if not self.role_permits(request, roles.PUBLISH, workflow, named=True):
+            raise PermissionDenied
+        form = PublishForm(initial={"checksum": draft_checksum(workflow)})
+        errors = []
+        if request.method == "POST":
+            form = PublishForm(request.POST)
+            if form.is_valid():
+                try:
+                    version = workflow_publish(
+                        workflow=workflow,
+                        published_by=request.user,
+                        note=form.cleaned_data["note"],
+                        expected_checksum=form.cleaned_data["checksum"],
+                    )
+                except DraftChanged:
+                    messages.error(
+                        request,
+                        "Someone changed the draft while you were reviewing it, so nothing "
+                        "was published. Review the changes below again.",
+                    )
+                    workflow.refresh_from_db()
+                    form = PublishForm(
+                        initial={**form.cleaned_data, "checksum": draft_checksum(workflow)}
+                    )
+                except WorkflowValidationError as exc:
+                    errors = exc.errors
+                else:
+                    messages.success(
+                        request,
+                        f"“{workflow.name}” is live as version {version.number}. "
+                        "Conversations in flight finish on the version they started.",
+                    )
+                    return redirect("admin:workflows_workflow_editor", workflow.pk)
+        else:
+            try:
+                workflow_validate_for(workflow=workflow)
+            except WorkflowValidationError as exc:
+                errors = exc.errors
+        top = workflow.versions.filter(is_preview=False).aggregate(top=Max("number"))["top"]
+        context = self._context(
+            request,
+            f"Publish “{workflow.name}”",
+            original=workflow,
+            form=form,
+            errors=errors,
+            diff=draft_diff_get(workflow=workflow),
+            in_flight=in_flight_get(workflow=workflow),
+            unchanged=draft_is_published(workflow),
+            next_number=(top or 0) + 1,
+        )
+        return TemplateResponse(request, "admin/workflows/workflow/publish.html", context)
+
+    def restore_view(self, request: HttpRequest, object_id: str, version_id: int) -> HttpResponse:
+        """Copy an old version into the draft; warn first if that loses unpublished work.
+
+        Never goes live: users keep the live version until someone publishes.
+        """
+        workflow = self._workflow(request, object_id, change=True)
+        if not self.role_permits(request, roles.RESTORE, workflow, named=True):
+            raise PermissionDenied
+        version = WorkflowVersion.objects.filter(
+            workflow=workflow, pk=version_id, is_preview=False
+        ).first()
+        if version is None:
+            raise Http404("No such version of this workflow.")
+        live = workflow.published_version
+        checksum = draft_checksum(workflow)
+        unpublished = draft_has_unpublished_changes(workflow)
+        if checksum == version.checksum:
+            messages.info(request, f"The draft already is version {version.number}.")
+            return redirect("admin:workflows_workflow_versions", workflow.pk)
+        if request.method == "POST" and (request.POST.get("confirm") or not unpublished):
+            try:
+                workflow_restore_version(
+                    version=version,
+                    restored_by=request.user,
+                    expected_checksum=request.POST.get("checksum") or None,
+                )
+            except DraftChanged:
+                messages.error(
+                    request,
+                    "The draft changed while you were deciding, so it was not replaced. "
+                    "Look at the warning again.",
+                )
+                return redirect("admin:workflows_workflow_restore", workflow.pk, version.pk)
+            live_note = f"version {live.number}" if live else "nothing (not published yet)"
+            messages.success(
+                request,
+                f"Version {version.number} is now in the draft. Users still get {live_note}: "
+                "review the draft and publish it when it is ready.",
+            )
+            return redirect("admin:workflows_workflow_editor", workflow.pk)
+        context = self._context(
+            request,
+            f"Copy version {version.number} of “{workflow.name}” into the draft?",
+            original=workflow,
+            version=version,
+            unpublished=unpublished,
+            checksum=checksum,
+            lost=version_diff(
+                workflow.draft, workflow.triggers, version.definition, version.triggers
+            ),
+        )
+        return TemplateResponse(request, "admin/workflows/workflow/restore.html", context)
 
     def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         workflow = self._workflow(request, object_id, change=False)
@@ -391,7 +546,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not (self.has_add_permission(request) and self.has_change_permission(request)):
             raise PermissionDenied
-        projects = projects_for(request.user)
+        projects = projects_for(request.user, roles.IMPORT)
         errors = []
         if request.method == "POST":
             form = ImportForm(request.POST, request.FILES, projects=projects)
@@ -402,6 +557,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
                         data=form.cleaned_data["file"],
                         publish=form.cleaned_data["publish"],
                         published_by=request.user,
+                        note=form.cleaned_data["note"].strip(),
                     )
                 except WorkflowValidationError as exc:
                     errors = exc.errors
@@ -420,9 +576,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
     # --- Simulator --------------------------------------------------------------------
 
     def simulator_index_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_or_change_permission(request):
+        if not self.role_permits(request, roles.SIMULATE, named=True):
             raise PermissionDenied
-        projects = list(projects_for(request.user))
+        projects = list(projects_for(request.user, roles.SIMULATE))
         if len(projects) == 1:
             return redirect("admin:workflows_simulator", projects[0].pk)
         context = self._context(request, "Chat simulator: choose a project", projects=projects)
@@ -430,9 +586,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
 
     def simulator_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
         """Talk to the project's published workflows as a test user, never via Telegram."""
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
         project = project_or_404(request, project_id)
+        if not roles.may(request.user, roles.SIMULATE, project_id=project.pk):
+            raise PermissionDenied
         user = simulator.simulator_user_get(project_id=project.pk, operator=request.user)
         simulator.simulator_catch_up()
         if request.method == "POST":
@@ -534,20 +690,18 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         )
 
     def has_restore_permission(self, request) -> bool:
-        return request.user.has_perm("workflows.change_workflow")
+        return self.role_permits(request, roles.RESTORE, named=True)
 
     @admin.action(
-        description="Restore the selected version (publish it again)", permissions=["restore"]
+        description="Copy the selected version into the draft (publish it separately)",
+        permissions=["restore"],
     )
-    def restore(self, request, queryset) -> None:
-        for version in queryset.select_related("workflow"):
-            live = workflow_restore_version(version=version, restored_by=request.user)
-            self.message_user(
-                request,
-                f"“{version.workflow.name}” version {version.number} is live again "
-                f"(as version {live.number}). Conversations in flight keep their version.",
-                messages.SUCCESS,
-            )
+    def restore(self, request, queryset):
+        chosen = list(queryset.values_list("workflow_id", "pk")[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Choose one version to copy.", messages.WARNING)
+            return None
+        return redirect("admin:workflows_workflow_restore", *chosen[0])
 
 
 class StepLogInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -883,11 +1037,8 @@ class BroadcastAdmin(ProjectScopedAdmin):
 
     def response_change(self, request, obj):
         if "_send_now" in request.POST:
-            if broadcast_services.broadcast_start(broadcast_id=obj.pk):
-                self.message_user(request, "Sending started.", messages.SUCCESS)
-            else:
-                self.message_user(request, "It was already started.", messages.WARNING)
-            return HttpResponseRedirect(request.path)
+            # Saved; nothing is sent before the operator has seen whom it reaches.
+            return redirect("admin:workflows_broadcast_send", obj.pk)
         if "_schedule" in request.POST:
             if obj.scheduled_at is None or obj.scheduled_at <= timezone.now():
                 self.message_user(
@@ -913,8 +1064,43 @@ class BroadcastAdmin(ProjectScopedAdmin):
                 self.admin_site.admin_view(self.progress_view),
                 name="workflows_broadcast_progress",
             ),
+            path(
+                "<path:object_id>/send/",
+                self.admin_site.admin_view(self.send_view),
+                name="workflows_broadcast_send",
+            ),
             *super().get_urls(),
         ]
+
+    def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """ "Send now": how many users it reaches right now, then a confirmed start."""
+        broadcast = self.get_object(request, object_id)
+        if broadcast is None:
+            raise Http404("No such broadcast in your projects.")
+        if not (
+            self.has_change_permission(request, broadcast)
+            and self.role_permits(request, roles.SEND_BROADCAST, broadcast, named=True)
+        ):
+            raise PermissionDenied
+        change_url = reverse("admin:workflows_broadcast_change", args=[broadcast.pk])
+        if broadcast.status != Broadcast.Status.DRAFT:
+            self.message_user(request, "It was already started.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        if request.method == "POST" and request.POST.get("confirm"):
+            if broadcast_services.broadcast_start(broadcast_id=broadcast.pk):
+                self.message_user(request, "Sending started.", messages.SUCCESS)
+            else:
+                self.message_user(request, "It was already started.", messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Send “{broadcast.title}” now?",
+            "opts": self.opts,
+            "original": broadcast,
+            "recipients": len(broadcast_services.broadcast_recipient_ids(broadcast=broadcast)),
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/workflows/broadcast/send_confirm.html", context)
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """Figures for the progress bar (polled while sending)."""

@@ -22,9 +22,11 @@ class Workflow(models.Model):
     slug = models.SlugField(max_length=64)
     description = models.TextField(blank=True)
     triggers = models.JSONField(
+        "triggers of the draft",
         default=list,
         blank=True,
-        help_text="What starts this workflow: commands, text, button data, fallback.",
+        help_text="What will start this workflow once published: commands, text, button "
+        "data, fallback. Users get the published version's triggers until you publish.",
     )
     draft = models.JSONField(
         default=empty_definition,
@@ -63,12 +65,21 @@ class WorkflowVersion(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     definition = models.JSONField()
-    checksum = models.CharField(max_length=64, help_text="SHA-256 of the canonical definition.")
+    triggers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What starts this version while it is live (published with the definition).",
+    )
+    checksum = models.CharField(
+        max_length=64, help_text="SHA-256 of the canonical definition and triggers."
+    )
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     published_at = models.DateTimeField(auto_now_add=True)
-    note = models.CharField(max_length=500, blank=True)
+    note = models.CharField(
+        max_length=500, blank=True, help_text="Why it was published, as the operator wrote it."
+    )
     is_preview = models.BooleanField(
         default=False,
         help_text="A draft tried in the chat simulator (number 0): never live, never listed.",

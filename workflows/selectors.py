@@ -1,19 +1,56 @@
-"""Reads for the operators' admin: versions, waiting conversations, diffs."""
+"""Reads for the operators' admin: versions, conversations in flight, diffs."""
 
 from __future__ import annotations
 
-import difflib
-import json
+from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
+from workflows.version_diff import VersionDiff, version_diff
 
 IN_FLIGHT = (WorkflowExecution.Status.WAITING, WorkflowExecution.Status.RUNNING)
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """Conversations not finished yet, on the live version and on older ones."""
+
+    live: int = 0
+    live_waiting: int = 0  # of ``live``: waiting for the user's answer
+    older: int = 0
+
+
+def in_flight_get(*, workflow: Workflow) -> InFlight:
+    """How many conversations publishing would leave on their (old) version: one query."""
+    live_id = workflow.published_version_id or 0
+    counts = WorkflowExecution.objects.filter(workflow=workflow, status__in=IN_FLIGHT).aggregate(
+        live=Count("pk", filter=Q(version_id=live_id)),
+        live_waiting=Count(
+            "pk", filter=Q(version_id=live_id, status=WorkflowExecution.Status.WAITING)
+        ),
+        total=Count("pk"),
+    )
+    return InFlight(
+        live=counts["live"],
+        live_waiting=counts["live_waiting"],
+        older=counts["total"] - counts["live"],
+    )
+
+
+def draft_diff_get(*, workflow: Workflow) -> VersionDiff:
+    """What publishing the draft would change for users (against the live version)."""
+    live = workflow.published_version
+    return version_diff(
+        live.definition if live else None,
+        live.triggers if live else [],
+        workflow.draft,
+        workflow.triggers,
+    )
+
+
 def version_history_get(*, workflow: Workflow) -> list[dict]:
-    """Every version, newest first, with who/when, its diff and conversations in flight."""
+    """Every version, newest first, with who/when, its changes and conversations in flight."""
     versions = list(
         WorkflowVersion.objects.filter(workflow=workflow, is_preview=False)
         .select_related("published_by")
@@ -29,44 +66,19 @@ def version_history_get(*, workflow: Workflow) -> list[dict]:
         rows.append(
             {
                 "version": version,
+                "previous": previous,
                 "is_live": workflow.published_version_id == version.pk,
                 "in_flight": version.waiting + version.running,
                 "waiting": version.waiting,
-                "diff": definition_diff(
+                "diff": version_diff(
                     previous.definition if previous else None,
+                    previous.triggers if previous else [],
                     version.definition,
-                    before=f"version {previous.number}" if previous else "nothing",
-                    after=f"version {version.number}",
+                    version.triggers,
                 ),
             }
         )
     return rows
-
-
-def definition_pretty(definition) -> list[str]:
-    if definition is None:
-        return []
-    return json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=False).splitlines()
-
-
-def definition_diff(old, new, *, before: str, after: str) -> list[tuple[str, str]]:
-    """(css class, line) of a unified diff of the pretty JSON of two definitions."""
-    lines = []
-    for line in difflib.unified_diff(
-        definition_pretty(old), definition_pretty(new), before, after, lineterm="", n=2
-    ):
-        if line.startswith(("+++", "---")):
-            kind = "head"
-        elif line.startswith("@@"):
-            kind = "hunk"
-        elif line.startswith("+"):
-            kind = "add"
-        elif line.startswith("-"):
-            kind = "del"
-        else:
-            kind = "same"
-        lines.append((kind, line))
-    return lines
 
 
 INTERRUPTED_PREFIX = "interrupted"

@@ -1,5 +1,8 @@
-"""Workflow services: process an event, publish and restore versions, continue
-executions after timers, import and export workflow files.
+"""Workflow services: process an event, continue executions after timers, start a
+workflow for a user, operators' actions on executions.
+
+Drafts, publishing, restoring and workflow files live in ``workflows.publishing``
+(re-exported here for existing callers).
 """
 
 from __future__ import annotations
@@ -7,22 +10,19 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from botplatform import batchscope
-from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key, workflow_waiting_key
+from botplatform.cache import workflow_waiting_key
 from users.selectors import user_state_prefetched, user_state_read
-from workflows.engine.definition import definition_checksum
 from workflows.engine.events import AnswerCallback, EngineResult, InputEvent
 from workflows.engine.runner import (
     RunState,
-    _cache_set,
     execution_cancel,
     execution_continue,
     execution_resume,
@@ -31,13 +31,19 @@ from workflows.engine.runner import (
     session_lock,
     waiting_get,
 )
-from workflows.engine.triggers import (
-    trigger_candidates,
-    trigger_candidates_invalidate,
-    trigger_match,
-)
-from workflows.engine.validation import WorkflowValidationError, workflow_validate
+from workflows.engine.triggers import trigger_candidates, trigger_match
+from workflows.engine.validation import WorkflowValidationError
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
+from workflows.publishing import (  # noqa: F401 - re-exported for existing callers
+    DraftConflict,
+    workflow_draft_save,
+    workflow_export,
+    workflow_import,
+    workflow_preview_version,
+    workflow_publish,
+    workflow_restore_version,
+    workflow_validate_for,
+)
 
 if TYPE_CHECKING:
     from botplatform.models import Bot
@@ -46,7 +52,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
-FILE_FORMAT = 1
 
 __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
 
@@ -320,207 +325,7 @@ def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) ->
     return pending.get("request") if claimed else None
 
 
-# --- Publishing -------------------------------------------------------------------
-
-
-def _known_workflows(project_id: int) -> set[str]:
-    return set(Workflow.objects.filter(project_id=project_id).values_list("slug", flat=True))
-
-
-def workflow_validate_for(*, workflow: Workflow, definition: dict | None = None) -> None:
-    """Validate a definition (the draft by default) in its project's context."""
-    workflow_validate(
-        workflow.draft if definition is None else definition,
-        triggers=workflow.triggers,
-        known_workflows=_known_workflows(workflow.project_id),
-    )
-
-
-def _version_cache_write(version: WorkflowVersion, project_id: int) -> None:
-    info = {"id": version.pk, "number": version.number, "definition": version.definition}
-    key = workflow_version_key(project_id, version.workflow_id)
-    transaction.on_commit(lambda: _cache_set(key, info, WORKFLOW_VERSION_TTL))
-
-
-def _version_publish(
-    *, workflow: Workflow, definition: dict, published_by, note: str
-) -> WorkflowVersion:
-    locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
-    current = locked.published_version
-    checksum = definition_checksum(definition)
-    if current is not None and current.checksum == checksum:
-        return current
-    number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
-    version = WorkflowVersion.objects.create(
-        workflow=locked,
-        number=number,
-        definition=definition,
-        checksum=checksum,
-        published_by=published_by,
-        note=note[:500],
-    )
-    locked.published_version = version
-    locked.save(update_fields=["published_version", "updated_at"])
-    workflow.published_version = version
-    _version_cache_write(version, locked.project_id)
-    return version
-
-
-def workflow_publish(
-    *, workflow: Workflow, published_by=None, definition: dict | None = None, note: str = ""
-) -> WorkflowVersion:
-    """Validate and publish: new conversations start on the new version.
-
-    Conversations in flight stay on the version they started with. Publishing the
-    same definition twice returns the current version instead of a duplicate.
-    Raises :class:`WorkflowValidationError` listing every problem by step.
-    """
-    definition = workflow.draft if definition is None else definition
-    workflow_validate_for(workflow=workflow, definition=definition)
-    with transaction.atomic():
-        if definition is not workflow.draft:
-            workflow.draft = definition
-            workflow.save(update_fields=["draft", "updated_at"])
-        return _version_publish(
-            workflow=workflow, definition=definition, published_by=published_by, note=note
-        )
-
-
-def workflow_restore_version(*, version: WorkflowVersion, restored_by=None) -> WorkflowVersion:
-    """Make an earlier version live again (as a new version, so history stays linear)."""
-    workflow = version.workflow
-    with transaction.atomic():
-        workflow.draft = version.definition
-        workflow.save(update_fields=["draft", "updated_at"])
-        return _version_publish(
-            workflow=workflow,
-            definition=version.definition,
-            published_by=restored_by,
-            note=f"restored from version {version.number}",
-        )
-
-
-# --- Files -------------------------------------------------------------------------
-
-
-def workflow_export(*, workflow: Workflow) -> dict[str, Any]:
-    """The workflow as a file (see docs/workflows.md): draft definition and triggers."""
-    return {
-        "format": FILE_FORMAT,
-        "slug": workflow.slug,
-        "name": workflow.name,
-        "description": workflow.description,
-        "priority": workflow.priority,
-        "is_active": workflow.is_active,
-        "triggers": workflow.triggers,
-        "definition": workflow.draft,
-    }
-
-
-def workflow_import(
-    *, project_id: int, data: dict, publish: bool = False, published_by=None
-) -> tuple[Workflow, WorkflowVersion | None]:
-    """Create or update (by slug) a workflow from a file; optionally publish it.
-
-    All or nothing: with ``publish`` an invalid definition raises
-    :class:`WorkflowValidationError` and nothing is written.
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("slug"), str) or not data["slug"]:
-        raise WorkflowValidationError([_file_error("the file needs a 'slug'")])
-    if data.get("format", FILE_FORMAT) != FILE_FORMAT:
-        raise WorkflowValidationError([_file_error(f"unsupported format {data.get('format')}")])
-    if "definition" not in data:
-        raise WorkflowValidationError([_file_error("the file needs a 'definition'")])
-    with transaction.atomic():
-        workflow, _ = Workflow.objects.select_for_update().get_or_create(
-            project_id=project_id,
-            slug=data["slug"],
-            defaults={"name": data.get("name") or data["slug"]},
-        )
-        workflow.name = data.get("name") or workflow.name
-        workflow.description = data.get("description", workflow.description) or ""
-        workflow.priority = int(data.get("priority", workflow.priority) or 0)
-        workflow.is_active = bool(data.get("is_active", True))
-        workflow.triggers = data.get("triggers") or []
-        workflow.draft = data["definition"]
-        workflow.save(
-            update_fields=[
-                "name",
-                "description",
-                "priority",
-                "is_active",
-                "triggers",
-                "draft",
-                "updated_at",
-            ]
-        )
-        version = (
-            workflow_publish(workflow=workflow, published_by=published_by) if publish else None
-        )
-    return workflow, version
-
-
-def _file_error(message: str):
-    from workflows.engine.validation import StepError
-
-    return StepError("", message)
-
-
 # --- Admin: operators' actions ------------------------------------------------------
-
-
-class DraftConflict(Exception):
-    """The draft changed since the operator opened it; their edit was not saved."""
-
-
-def workflow_draft_save(
-    *, workflow: Workflow, definition: dict, triggers: list, expected_updated_at=None
-) -> None:
-    """Store an edited draft and triggers (a draft may be unfinished; publish checks it).
-
-    Triggers take effect at once, so they must be valid to be saved at all. With
-    ``expected_updated_at`` the write is a conditional UPDATE: if someone saved the
-    workflow in the meantime, nothing is written and :class:`DraftConflict` is raised,
-    so two operators never silently overwrite each other.
-    """
-    from workflows.engine.validation import triggers_problems
-
-    problems = triggers_problems(triggers)
-    if problems:
-        raise WorkflowValidationError(problems)
-    rows = Workflow.objects.filter(pk=workflow.pk)
-    if expected_updated_at is not None:
-        rows = rows.filter(updated_at=expected_updated_at)
-    now = timezone.now()
-    if not rows.update(draft=definition, triggers=triggers, updated_at=now):
-        raise DraftConflict("the workflow was changed by someone else since it was opened")
-    workflow.draft, workflow.triggers, workflow.updated_at = definition, triggers, now
-    # A queryset UPDATE sends no post_save: drop the cached trigger table here.
-    trigger_candidates_invalidate(project_id=workflow.project_id)
-
-
-def workflow_preview_version(*, workflow: Workflow, created_by=None) -> WorkflowVersion:
-    """The draft as a preview version (number 0, never live) for the chat simulator.
-
-    Validated like a publish; an unchanged draft reuses its preview, so trying the
-    same draft twice creates nothing new. Raises :class:`WorkflowValidationError`.
-    """
-    workflow_validate_for(workflow=workflow)
-    checksum = definition_checksum(workflow.draft)
-    existing = WorkflowVersion.objects.filter(
-        workflow=workflow, is_preview=True, checksum=checksum
-    ).first()
-    if existing is not None:
-        return existing
-    return WorkflowVersion.objects.create(
-        workflow=workflow,
-        number=0,
-        definition=workflow.draft,
-        checksum=checksum,
-        published_by=created_by,
-        note="draft preview (chat simulator)",
-        is_preview=True,
-    )
 
 
 def workflow_start_for_user(

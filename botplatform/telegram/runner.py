@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import math
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from telebot import apihelper
 
 from botplatform.bots import bots_changed_read
 from botplatform.models import Bot, TelegramUpdate
@@ -41,12 +44,13 @@ from botplatform.telegram.dispatch import (
     bot_mark_unauthorized,
     bot_status_set,
     update_offset_next,
+    update_record_unreadable,
     update_run,
     updates_open,
     updates_record,
 )
 from botplatform.telegram.sender import BotUnauthorized
-from botplatform.telegram.updates import ALLOWED_UPDATES
+from botplatform.telegram.updates import ALLOWED_UPDATES, update_id_get
 
 logger = logging.getLogger("botplatform.telegram.runner")
 
@@ -299,12 +303,24 @@ class Recorder:
     def record(self, *, bot_id: int, updates: list) -> list[TelegramUpdate]:
         return self.executor.submit(self._record, bot_id, updates).result()
 
+    def skip_unreadable(self, *, bot_id: int, update_id: int, reason: str) -> None:
+        """Record an update whose answer could not be read as skipped (see BotPoller)."""
+        self.executor.submit(self._skip, bot_id, update_id, reason).result()
+
     @staticmethod
     def _record(bot_id: int, updates: list) -> list[TelegramUpdate]:
         try:
             return updates_record(bot_id=bot_id, updates=updates)
         except Exception:
             close_old_connections()  # a broken connection is replaced before the next batch
+            raise
+
+    @staticmethod
+    def _skip(bot_id: int, update_id: int, reason: str) -> None:
+        try:
+            update_record_unreadable(bot_id=bot_id, update_id=update_id, reason=reason)
+        except Exception:
+            close_old_connections()
             raise
 
     def shutdown(self) -> None:
@@ -423,17 +439,32 @@ class BotPoller(threading.Thread):
         connection.close()  # the batches are written by the recorder (see Recorder)
         backoff = 1.0
         marked_ok = False
+        narrow = 0  # after an unreadable answer: read this many updates one at a time
         logger.info("Bot %s (%s): polling from offset %s", self.bot_id, bot, offset)
         while not self.stopping.is_set():
+            limit = 1 if narrow else BATCH_MAX
             try:
                 updates = api().get_updates(
                     token,
                     offset=offset,
-                    limit=100,
+                    limit=limit,
                     long_polling_timeout=settings.TELEGRAM_POLL_TIMEOUT,
                     allowed_updates=ALLOWED_UPDATES,
                 )
             except Exception as exc:
+                if isinstance(exc, apihelper.ApiInvalidJSONException):
+                    if limit > 1:
+                        logger.warning(
+                            "Bot %s: getUpdates answered JSON that cannot be read; reading "
+                            "updates one at a time to find the one that breaks it",
+                            self.bot_id,
+                        )
+                        narrow = limit
+                        continue
+                    skipped = self._unreadable_skip(exc, offset)
+                    if skipped is not None:
+                        offset, narrow = skipped + 1, 0
+                        continue
                 error = error_classify(exc)
                 if error.kind == "unauthorized":
                     bot_mark_unauthorized(bot=bot, description=error.description)
@@ -470,6 +501,8 @@ class BotPoller(threading.Thread):
             if not updates or self.stopping.is_set():
                 continue  # when stopping, the offset does not move: Telegram keeps them
             try:
+                if not isinstance(updates, list):
+                    raise TypeError(f"getUpdates returned a {type(updates).__name__}, not a list")
                 rows = self.recorder.record(bot_id=self.bot_id, updates=updates)
             except Exception as exc:
                 # Not recorded, so the offset stays: Telegram hands the batch out again.
@@ -477,10 +510,57 @@ class BotPoller(threading.Thread):
                 self.stopping.wait(min(backoff, settings.TELEGRAM_BACKOFF_MAX))
                 backoff = min(backoff * 2, settings.TELEGRAM_BACKOFF_MAX)
                 continue
-            ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
-            if ids:
-                offset = max(ids) + 1
+            ids = [i for i in map(update_id_get, updates) if i is not None]
+            if not ids:
+                # Nothing to confirm them with: Telegram hands them out again. Back off
+                # instead of asking for them in a tight loop.
+                logger.error(
+                    "Bot %s: getUpdates handed out %s updates without a usable update_id; "
+                    "they cannot be confirmed (retrying in %.0fs)",
+                    self.bot_id,
+                    len(updates),
+                    backoff,
+                )
+                self.stopping.wait(backoff)
+                continue
+            offset = max(ids) + 1
+            narrow = max(narrow - len(updates), 0)
             self._submit_batch(rows)
+
+    def _unreadable_skip(self, exc: Exception, offset: int | None) -> int | None:
+        """One update's answer (``limit=1``) cannot be read as JSON (nested too deep for
+        the parser, a number of thousands of digits): find its update_id in the raw
+        text, record it as skipped, and return it. None when that is not possible
+        (then the poller backs off as after any failed call)."""
+        content = getattr(getattr(exc, "result", None), "content", None) or b""
+        match = _FIRST_UPDATE_ID.search(content)
+        update_id = int(match.group(1)) if match else None
+        if update_id is None or update_id_get({"update_id": update_id}) is None:
+            logger.error("Bot %s: unreadable getUpdates answer without an update_id", self.bot_id)
+            return None
+        if offset is not None and update_id < offset:
+            return None
+        try:
+            json.loads(content)
+            cause = "unknown"
+        except Exception as error:  # the parser's reason, as telebot swallowed it
+            cause = f"{type(error).__name__}: {error}"[:200]
+        try:
+            self.recorder.skip_unreadable(
+                bot_id=self.bot_id,
+                update_id=update_id,
+                reason=f"Telegram's answer for it could not be read ({cause})",
+            )
+        except Exception as error:
+            logger.warning("Bot %s: could not record a skipped update (%s)", self.bot_id, error)
+            return None
+        return update_id
+
+
+# The first update_id of a getUpdates answer, in its raw text ({"ok":true,"result":[{
+# "update_id":N,...): Telegram writes it first. Inside a string a quote is escaped,
+# so user text cannot fake it.
+_FIRST_UPDATE_ID = re.compile(rb'"result"\s*:\s*\[\s*\{\s*"update_id"\s*:\s*([0-9]{1,19})(?![0-9])')
 
 
 class Runner:

@@ -1,7 +1,11 @@
 """Turn a raw Telegram update into the engine's :class:`InputEvent`.
 
 Parsing goes through pyTelegramBotAPI's types, so a structurally broken update is
-rejected here with a clear reason instead of failing deep in a handler.
+rejected here with a clear reason instead of failing deep in a handler. What comes out
+is checked again, whatever the payload held: ids are integers that fit in 64 bits, and
+texts are strings without NUL or lone surrogates (the database refuses those; telebot
+also reads a nested object given as a JSON *string*, which the journal's cleaning
+cannot see into).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 
 from telebot import types
 
+from botplatform.telegram.journal_clean import INT64_MAX, INT64_MIN, text_clean, update_id_valid
 from workflows.engine.events import InputEvent
 
 # What the platform handles; Telegram is asked not to send the rest.
@@ -41,31 +46,42 @@ def update_id_get(update: object) -> int | None:
     if not isinstance(update, dict):
         return None
     value = update.get("update_id")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    return value if update_id_valid(value) else None
 
 
-def update_chat_id(update: dict) -> int | None:
+def _id(value: object) -> int | None:
+    """A Telegram id: an integer (not a bool) that fits in a bigint column."""
+    return value if type(value) is int and INT64_MIN <= value <= INT64_MAX else None
+
+
+def _object(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def update_chat_id(update: object) -> int | None:
     """The chat an update belongs to, without full parsing (for ordering)."""
-    message = update.get("message") or (update.get("callback_query") or {}).get("message")
+    update = _object(update)
+    query = _object(update.get("callback_query"))
+    message = update.get("message") or query.get("message")
     if isinstance(message, dict) and isinstance(message.get("chat"), dict):
-        chat_id = message["chat"].get("id")
-        return chat_id if isinstance(chat_id, int) else None
-    sender = (update.get("callback_query") or {}).get("from")
-    if isinstance(sender, dict) and isinstance(sender.get("id"), int):
-        return sender["id"]
-    return None
+        return _id(message["chat"].get("id"))
+    return _id(_object(query.get("from")).get("id"))
 
 
-def update_sender_id(update: dict) -> int | None:
+def update_sender_id(update: object) -> int | None:
     """The Telegram user an update comes from, without full parsing."""
+    update = _object(update)
     for kind in ("message", "callback_query"):
         body = update.get(kind)
         if isinstance(body, dict) and isinstance(body.get("from"), dict):
-            sender = body["from"].get("id")
-            return sender if isinstance(sender, int) else None
+            return _id(body["from"].get("id"))
     return None
+
+
+def update_callback_query_id(update: object) -> str | None:
+    """A callback query's id, without full parsing (to answer the button of a skip)."""
+    query_id = _object(_object(update).get("callback_query")).get("id")
+    return query_id if isinstance(query_id, str) else None
 
 
 def event_id_for(*, bot_id: int, update_id: int) -> str:
@@ -80,8 +96,8 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
         raise MalformedUpdate("the update has no valid update_id")
     try:
         parsed = types.Update.de_json(update)
-    except Exception as exc:
-        raise MalformedUpdate(f"cannot parse the update: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # RecursionError too: it is an Exception
+        raise MalformedUpdate(f"cannot parse the update: {_reason(exc)}") from exc
     event_id = event_id_for(bot_id=bot_id, update_id=update_id)
 
     try:
@@ -90,7 +106,7 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
             sender = message.from_user
             if sender is None:
                 raise UnsupportedUpdate("a message without a sender (channel post)")
-            text = message.text or ""
+            text = _text(message.text, "text")
             if message.content_type != "text" or not text:
                 raise UnsupportedUpdate(f"a {message.content_type} message")
             if text.startswith("/"):
@@ -114,27 +130,49 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
             sender = query.from_user
             message = query.message
             chat_id = message.chat.id if message is not None else sender.id
+            if not isinstance(query.id, str) or not query.id:
+                raise MalformedUpdate("a callback query without an id")
             event = InputEvent(
                 kind="callback",
-                callback_data=query.data or "",
-                callback_query_id=str(query.id),
+                callback_data=_text(query.data, "callback data"),
+                callback_query_id=text_clean(query.id),
                 message_id=getattr(message, "message_id", None),
                 event_id=event_id,
             )
         else:
             raise UnsupportedUpdate("neither a message nor a callback query")
     except (AttributeError, TypeError) as exc:
-        raise MalformedUpdate(f"incomplete update: {exc}") from exc
+        raise MalformedUpdate(f"incomplete update: {_reason(exc)}") from exc
 
-    if not isinstance(sender.id, int) or not isinstance(chat_id, int):
-        raise MalformedUpdate("the sender or chat has no numeric id")
+    if _id(sender.id) is None or _id(chat_id) is None:
+        raise MalformedUpdate("the sender or chat has no numeric id that fits in 64 bits")
+    if event.message_id is not None and _id(event.message_id) is None:
+        raise MalformedUpdate("the message_id is not a number that fits in 64 bits")
     return ParsedUpdate(
         update_id=update_id,
         chat_id=chat_id,
         telegram_id=sender.id,
-        username=sender.username or "",
-        first_name=sender.first_name or "",
-        last_name=sender.last_name or "",
-        language_code=sender.language_code or "",
+        username=_text(sender.username, "username"),
+        first_name=_text(sender.first_name, "first name"),
+        last_name=_text(sender.last_name, "last name"),
+        language_code=_text(sender.language_code, "language code"),
         event=event,
     )
+
+
+def _text(value: object, what: str) -> str:
+    """A text field of the update, storable; "" when absent."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedUpdate(f"the {what} is not text")
+    return text_clean(value)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short, storable text (its message may quote the payload)."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # str() of an absurd value (a 5,000-digit key) can raise
+        text = type(exc).__name__
+    return text_clean(text[:300])

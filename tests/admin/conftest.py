@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 
+from botplatform.models import Membership
 from tests.factories import project_create
 
 RECORDED: list[dict] = []
@@ -23,14 +24,12 @@ def telegram(settings):
     RECORDED.clear()
 
 
-def operator_create(username: str, *projects) -> User:
-    """A staff account with every model permission of our apps, member of ``projects``."""
+def operator_create(username: str, *projects, role: str = "owner") -> User:
+    """A staff account with ``role`` in ``projects`` and no Django permission at all:
+    the role is all it takes."""
     user = User.objects.create_user(username=username, password="pw", is_staff=True)
-    user.user_permissions.set(
-        Permission.objects.filter(content_type__app_label__in=["botplatform", "users", "workflows"])
-    )
     for project in projects:
-        project.operators.add(user)
+        Membership.objects.create(project=project, user=user, role=role)
     return User.objects.get(pk=user.pk)
 
 

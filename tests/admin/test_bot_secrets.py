@@ -152,3 +152,15 @@ def test_the_bot_page_shows_its_live_state(admin_client, project):
     assert "no runner is polling it now" in html
     assert "Telegram refused polling (409)" in html
     assert "None yet" not in html
+
+
+@pytest.mark.parametrize("role", ["editor", "analyst", "support"])
+def test_only_a_role_that_may_see_secrets_rotates_them(client, project, role):
+    from tests.admin.conftest import operator_create
+
+    bot = bot_create(project=project)
+    client.force_login(operator_create(f"op_{role}", project, role=role))
+    url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[bot.pk])
+    assert client.post(url).status_code in (403, 404)
+    assert Bot.objects.get(pk=bot.pk).webhook_secret == bot.webhook_secret
+    assert not LogEntry.objects.exists()

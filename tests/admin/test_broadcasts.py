@@ -261,6 +261,16 @@ def test_admin_compose_preview_send_and_progress(
     assert "2 user(s) right now" in page and "Save and send now" in page
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(change, {**form, "_send_now": "1"}, follow=True)
+    page = response.content.decode()
+    # Saved, not sent: first the recipient count, and a button to confirm.
+    assert "It goes to <b>2 users</b> right now" in page
+    assert 'value="Send to 2 users now"' in page and telegram == []
+    broadcast.refresh_from_db()
+    assert broadcast.status == "draft"
+    send = reverse("admin:workflows_broadcast_send", args=[broadcast.pk])
+    assert response.redirect_chain[-1][0] == send
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(send, {"confirm": "1"}, follow=True)
     assert "Sending started." in response.content.decode()
     broadcast.refresh_from_db()
     assert broadcast.status in {"sending", "done"} and broadcast.total == 2

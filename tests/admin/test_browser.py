@@ -152,6 +152,9 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server, coffee
     page.select_option("select[name=t0-type]", "command")
     page.fill("input[name=t0-value]", "start")
     page.click("#publish")
+    page.wait_for_selector("#publish-form")  # review the changes, write a note, confirm
+    page.fill("#id_note", "First greeting")
+    page.click("#confirm-publish")
     page.wait_for_selector("text=is live as version 1")
     assert page.locator(".step-errors").count() == 0
     _shot(page, "editor")
@@ -206,6 +209,11 @@ def test_compose_and_send_a_broadcast_in_the_browser(browser_page, live_server, 
     page.wait_for_selector("text=user(s) right now")
     assert "3 user(s) right now" in page.locator(".field-recipients").inner_text()
     page.click("#send-now")
+    page.wait_for_selector("#recipient-count")  # saved; whom it reaches, then confirm
+    assert "It goes to 3 users right now" in page.locator("#recipient-count").inner_text()
+    assert telegram == []
+    _shot(page, "broadcast_confirm")
+    page.click("#confirm-send")
     page.wait_for_selector("text=Sending started.")
     page.wait_for_selector("progress.broadcast-progress")
     assert "sent 3" in page.locator(".field-progress").inner_text()

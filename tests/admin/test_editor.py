@@ -67,6 +67,15 @@ def test_an_operator_builds_and_publishes_a_workflow_without_json(
     )
     response = operator_client.post(_url(workflow), data, follow=True)
     page = response.content.decode()
+    # "Publish" saves the draft and shows what would change; nothing is live yet.
+    assert response.redirect_chain[-1][0].endswith("/publish/"), page[:3000]
+    assert not WorkflowVersion.objects.exists()
+    assert "Command /start (interrupts a waiting conversation)" in page
+    confirm = form_data(page, "publish-form")
+    response = operator_client.post(
+        response.redirect_chain[-1][0], {**confirm, "note": "first menu"}, follow=True
+    )
+    page = response.content.decode()
     assert "is live as version 1" in page, page[:3000]
     workflow.refresh_from_db()
     assert workflow.triggers == [{"type": "command", "command": "start", "interrupt": True}]
@@ -89,6 +98,7 @@ def test_an_operator_builds_and_publishes_a_workflow_without_json(
     }
     version = WorkflowVersion.objects.get(workflow=workflow)
     assert version.published_by == operator and version.definition == workflow.draft
+    assert version.triggers == workflow.triggers and version.note == "first menu"
 
 
 def test_publish_errors_are_shown_beside_the_step_and_the_draft_is_kept(operator_client, project):
@@ -111,7 +121,7 @@ def test_publish_errors_are_shown_beside_the_step_and_the_draft_is_kept(operator
     response = operator_client.post(_url(workflow), data)
     page = response.content.decode()
     assert response.status_code == 200 and "Traceback" not in page
-    assert "was not published" in page
+    assert "The draft is saved but cannot be published yet" in page
     # The card of step "a" carries both of its problems, as a list inside the card.
     card = page.split('id="step-a"', 1)[1].split("</fieldset>", 1)[0]
     assert "step-errors" in card

@@ -97,8 +97,12 @@ def test_a_broadcast_nobody_matched_says_so_instead_of_a_dash(
     admin_client.post(reverse("admin:workflows_broadcast_add"), form)
     broadcast = Broadcast.objects.get()
     change = reverse("admin:workflows_broadcast_change", args=[broadcast.pk])
+    page = admin_client.post(change, {**form, "_send_now": "1"}, follow=True).content.decode()
+    assert "Nobody matches the segment right now" in page and 'id="confirm-send"' not in page
+    # Should someone confirm anyway (the segment emptied meanwhile), it says so.
+    send = reverse("admin:workflows_broadcast_send", args=[broadcast.pk])
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(change, {**form, "_send_now": "1"})
+        admin_client.post(send, {"confirm": "1"})
     broadcast.refresh_from_db()
     assert (broadcast.status, broadcast.total) == ("done", 0)
     assert "Nobody matched the segment" in admin_client.get(change).content.decode()

@@ -37,14 +37,21 @@ def test_versions_page_shows_who_when_diff_and_conversations_in_flight(
     row2 = page.split('id="version-2"', 1)[1].split("</tr>", 1)[0]
     assert '<td class="in-flight">3 (1 waiting for the user)</td>' in row1
     assert '<td class="in-flight">0</td>' in row2 and "live" in row2 and "ann" in row2
-    assert '<span class="diff-del">-      &quot;text&quot;: &quot;Hello&quot;,</span>' in page
-    assert '<span class="diff-add">+      &quot;text&quot;: &quot;Hello again&quot;,</span>' in page
+    # The changes read as fields with old → new text, not as a JSON diff.
+    changed = page.split('data-step="a"', 1)[1].split("</section>", 1)[0]
+    assert "changed</span> step <code>a</code> · Send a message" in changed
+    assert '<td class="vdiff-old">Hello</td>' in changed
+    assert '<td class="vdiff-new">Hello again</td>' in changed
+    assert "&quot;text&quot;" not in page and "@@" not in page
 
-    response = operator_client.post(url, {"version": v1.pk}, follow=True)
-    assert "Version 1 is live again (as version 3)" in response.content.decode()
+    # "Copy into the draft": the draft is version 2 (published), so no warning.
+    restore = reverse("admin:workflows_workflow_restore", args=[workflow.pk, v1.pk])
+    assert f'action="{restore}"' in page
+    response = operator_client.post(restore, {}, follow=True)
+    assert "Version 1 is now in the draft. Users still get version 2" in (response.content.decode())
     workflow.refresh_from_db()
-    assert workflow.published_version.number == 3 and workflow.published_version.definition == V1
-    assert workflow.published_version.published_by.username == "ann"
+    assert workflow.published_version.number == 2 and workflow.draft == V1
+    assert WorkflowVersion.objects.filter(workflow=workflow).count() == 2
 
 
 def test_export_then_import_into_a_project_and_publish(operator_client, project, other_project):
@@ -62,12 +69,13 @@ def test_export_then_import_into_a_project_and_publish(operator_client, project,
     upload = SimpleUploadedFile("w.json", response.content, content_type="application/json")
     response = operator_client.post(
         reverse("admin:workflows_workflow_import"),
-        {"project": other_project.pk, "file": upload, "publish": "on"},
+        {"project": other_project.pk, "file": upload, "publish": "on", "note": "copy"},
         follow=True,
     )
     assert "imported and published as version 1" in response.content.decode()
     copy = Workflow.objects.get(project=other_project, slug=workflow.slug)
-    assert copy.published_version.definition == V1
+    assert copy.published_version.definition == V1 and copy.published_version.note == "copy"
+    assert copy.published_version.triggers == [{"type": "command", "command": "hello"}]
 
 
 def test_import_refuses_bad_files_with_readable_errors_and_changes_nothing(
@@ -87,7 +95,12 @@ def test_import_refuses_bad_files_with_readable_errors_and_changes_nothing(
     for content, message in cases:
         response = operator_client.post(
             url,
-            {"project": project.pk, "file": SimpleUploadedFile("w.json", content), "publish": "on"},
+            {
+                "project": project.pk,
+                "file": SimpleUploadedFile("w.json", content),
+                "publish": "on",
+                "note": "try",
+            },
         )
         page = response.content.decode()
         assert response.status_code == 200 and message in page, page[:3000]

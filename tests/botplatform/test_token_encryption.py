@@ -82,7 +82,7 @@ def test_the_migration_encrypts_existing_plain_tokens():
 
     bot = bot_create(token=TOKEN)
     executor = MigrationExecutor(connection)
-    target = [("botplatform", "0005_telegram_update_quarantine")]
+    target = [("botplatform", "0006_project_memberships_with_roles")]
     executor.migrate(target)
     with connection.cursor() as cursor:
         cursor.execute("SELECT token FROM botplatform_bot WHERE id = %s", [bot.pk])

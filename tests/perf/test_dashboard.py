@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from botplatform.models import Membership
 from botplatform.telegram.dispatch import update_run, updates_record
 from tests.factories import project_create
 
@@ -13,8 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def _operator(project):
     user = get_user_model().objects.create_user("operator", password="x", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="botplatform"))
-    project.operators.add(user)
+    Membership.objects.create(project=project, user=user, role="analyst")
     return user
 
 

@@ -29,9 +29,9 @@ def test_an_empty_token_setting_never_matches(client, settings):
 
 
 def test_a_staff_operator_cannot_read_the_cross_tenant_metrics(client, project):
-    user = get_user_model().objects.create_user("ops", password="x", is_staff=True)
-    project.operators.add(user)
-    client.force_login(user)
+    from tests.admin.conftest import operator_create
+
+    client.force_login(operator_create("ops", project, role="owner"))
     assert client.get("/metrics").status_code == 403
 
 

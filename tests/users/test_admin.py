@@ -8,6 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from botplatform.models import Membership
 from tests.factories import bot_user_create, project_create
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import user_state_get
@@ -90,12 +91,7 @@ def test_tampered_token_is_refused(admin_client, bot_user):
 def test_operator_cannot_adjust_another_projects_user(client, db):
     mine, theirs = project_create(), project_create()
     operator = get_user_model().objects.create_user("op", password="pw", is_staff=True)
-    from django.contrib.auth.models import Permission
-
-    operator.user_permissions.add(
-        *Permission.objects.filter(codename__in=["change_botuser", "view_botuser"])
-    )
-    mine.operators.add(operator)
+    Membership.objects.create(project=mine, user=operator, role="support")
     client.force_login(operator)
     stranger = bot_user_create(project=theirs)
     data = {"amount": "5", "reason": "x", "request_token": TOKEN}
@@ -107,10 +103,7 @@ def test_operator_cannot_adjust_another_projects_user(client, db):
 
 def test_view_only_operator_cannot_adjust(client, bot_user):
     operator = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
-    from django.contrib.auth.models import Permission
-
-    operator.user_permissions.add(Permission.objects.get(codename="view_botuser"))
-    bot_user.project.operators.add(operator)
+    Membership.objects.create(project=bot_user.project, user=operator, role="analyst")
     client.force_login(operator)
     data = {"amount": "5", "reason": "x", "request_token": TOKEN}
     assert client.post(adjust_url(bot_user), data).status_code == 403

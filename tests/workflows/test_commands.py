@@ -83,3 +83,34 @@ def test_files_validate_against_the_schema():
     no_target["definition"]["steps"]["ok"]["buttons"] = [[{"text": "Lost"}]]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(no_target, SCHEMA)
+
+
+def test_import_without_publish_only_drafts_and_a_publish_carries_its_note(project, tmp_path):
+    path = tmp_path / "city.json"
+    path.write_text(json.dumps(FILE))
+    call_command(
+        "importworkflow", str(path), project=project.slug, publish=True, stdout=io.StringIO()
+    )
+    workflow = Workflow.objects.get(project=project, slug="city")
+    assert workflow.published_version.note == "imported from city.json"
+    assert workflow.published_version.triggers == FILE["triggers"]
+    changed = {**FILE, "triggers": [{"type": "fallback"}]}
+    path.write_text(json.dumps(changed))
+    out = io.StringIO()
+    call_command("importworkflow", str(path), project=project.slug, stdout=out)
+    assert "the draft only: publish it to make it live" in out.getvalue()
+    workflow.refresh_from_db()
+    assert workflow.triggers == [{"type": "fallback"}]
+    assert workflow.published_version.triggers == FILE["triggers"]
+    call_command(
+        "importworkflow",
+        str(path),
+        project=project.slug,
+        publish=True,
+        note="fallback on",
+        stdout=io.StringIO(),
+    )
+    workflow.refresh_from_db()
+    assert workflow.published_version.number == 2
+    assert workflow.published_version.note == "fallback on"
+    assert workflow.published_version.triggers == [{"type": "fallback"}]

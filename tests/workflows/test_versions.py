@@ -68,17 +68,30 @@ def test_publish_that_removes_the_waiting_step_does_not_break_the_wait(project, 
     assert texts(text(user, "Ann")) == ["old reply"]
 
 
-def test_restore_an_earlier_version(project, user):
-    workflow = publish(project, ask("first"))
+def test_restore_copies_an_old_version_into_the_draft_and_publishing_makes_it_live(
+    project, user, bot_user
+):
+    workflow = publish(project, ask("first"), triggers=[{"type": "command", "command": "one"}])
     v1 = workflow.published_version
-    workflow_publish(workflow=workflow, definition=ask("second"))
-    restored = workflow_restore_version(version=v1)
-    assert restored.number == 3 and restored.definition == v1.definition
-    assert "restored from version 1" in restored.note
+    workflow_publish(
+        workflow=workflow,
+        definition=ask("second"),
+        triggers=[{"type": "command", "command": "two"}],
+    )
+    workflow_restore_version(version=v1)
     workflow.refresh_from_db()
-    assert workflow.published_version == restored and workflow.draft == v1.definition
-    command(user, "start")
-    assert texts(text(user, "x")) == ["first"]
+    # Definition and triggers are back in the draft; users still get version 2.
+    assert workflow.draft == v1.definition and workflow.triggers == v1.triggers
+    assert workflow.published_version.number == 2
+    assert texts(command(user, "one")) == []
+    assert texts(command(user, "two")) == ["Name?"]
+    assert texts(text(user, "x")) == ["second"]
+    restored = workflow_publish(workflow=workflow, note="back to the first")
+    assert restored.number == 3 and restored.note == "back to the first"
+    assert restored.definition == v1.definition and restored.triggers == v1.triggers
+    assert texts(command(bot_user, "two")) == []
+    command(bot_user, "one")
+    assert texts(text(bot_user, "x")) == ["first"]
 
 
 def test_version_cache_is_rewritten_on_publish_and_never_served_stale(

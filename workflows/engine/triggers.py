@@ -34,7 +34,12 @@ class TriggerMatch:
 
 
 def trigger_candidates(project_id: int) -> list[dict]:
-    """The project's live workflows with their triggers (cached; see below)."""
+    """The project's live workflows with their published versions' triggers (cached).
+
+    The triggers come from the published version, never from the draft: saving a
+    draft changes nothing users get, and a publish swaps definition and triggers in
+    one write of ``published_version``.
+    """
     key = workflow_triggers_key(project_id)
     try:
         cached = cache.get(key)
@@ -44,13 +49,19 @@ def trigger_candidates(project_id: int) -> list[dict]:
     metrics.cache_lookup("workflow_triggers", hit=isinstance(cached, list))
     if isinstance(cached, list):
         return cached
-    candidates = list(
-        Workflow.objects.filter(
+    candidates = [
+        {
+            "id": row["id"],
+            "slug": row["slug"],
+            "triggers": row["published_version__triggers"],
+            "published_version_id": row["published_version_id"],
+        }
+        for row in Workflow.objects.filter(
             project_id=project_id, is_active=True, published_version__isnull=False
         )
         .order_by("-priority", "name", "id")
-        .values("id", "slug", "triggers", "published_version_id")
-    )
+        .values("id", "slug", "published_version__triggers", "published_version_id")
+    ]
     try:
         cache.set(key, candidates, WORKFLOW_TRIGGERS_TTL)
     except Exception:
@@ -75,10 +86,20 @@ def trigger_candidates_invalidate(*, project_id: int) -> None:
     transaction.on_commit(drop)
 
 
+# Saves touching only these leave the trigger table as it is (the draft is not live).
+DRAFT_ONLY_FIELDS = frozenset({"draft", "triggers", "name", "description", "updated_at"})
+
+
 @receiver(post_save, sender=Workflow, dispatch_uid="workflow_triggers_saved")
 @receiver(post_delete, sender=Workflow, dispatch_uid="workflow_triggers_deleted")
-def _workflow_changed(sender, instance: Workflow, **kwargs) -> None:
-    """Any save (triggers, activity, priority, published version) or delete."""
+def _workflow_changed(sender, instance: Workflow, update_fields=None, **kwargs) -> None:
+    """A publish (``published_version``), activity, priority or slug change, a delete.
+
+    A save limited to the draft's fields keeps the cached table: it follows
+    publishes, not saves.
+    """
+    if update_fields is not None and set(update_fields) <= DRAFT_ONLY_FIELDS:
+        return
     trigger_candidates_invalidate(project_id=instance.project_id)
 
 

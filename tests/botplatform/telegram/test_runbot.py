@@ -338,3 +338,82 @@ def test_pollers_hold_no_database_connection_so_many_bots_fit(double, runbots):
     assert connections <= 5, connections
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.output()
+
+
+def test_hostile_updates_in_a_batch_never_silence_the_other_users(double, runbots):
+    """NUL text, a lone-surrogate name, a 70-bit chat id and NaN in one getUpdates
+    batch with normal users: everyone answerable is answered, the offset moves on,
+    also for the runner started after a kill -9."""
+    bot = bot_create()
+    double.bot_add(bot.token, bot.username)
+    double.message(bot.token, 1001, "hi\x00there")
+    double.message(bot.token, 1002, "hello")["message"]["from"]["first_name"] = "Eve\ud800"
+    giant = double.message(bot.token, 1003, "big")
+    giant["message"]["chat"]["id"] = 2**70
+    double.message(bot.token, 1004, "nan")["message"]["date"] = float("nan")
+    for chat in (1011, 1012, 1013):
+        double.message(bot.token, chat, f"normal {chat}")
+    runner = runbots([str(bot.pk)])
+    expected = {
+        1001: ["echo:hi\ufffdthere"],
+        1002: ["echo:hello"],
+        1004: ["echo:nan"],
+        **{chat: [f"echo:normal {chat}"] for chat in (1011, 1012, 1013)},
+    }
+    assert double.wait_for(lambda: len(double.sent_texts(bot.token)) == 6, timeout=30), (
+        runner.output()
+    )
+    for chat, texts in expected.items():
+        assert double.sent_texts(bot.token, chat) == texts
+    skipped = TelegramUpdate.objects.get(bot=bot, status=TelegramUpdate.Status.SKIPPED)
+    assert skipped.note.endswith("no numeric id that fits in 64 bits")
+    assert BotUser.objects.get(telegram_id=1002).first_name == "Eve\ufffd"
+    # The offset moved past the batch: a later user is answered, nothing is re-handed.
+    double.message(bot.token, 1014, "later")
+    assert double.wait_for(lambda: double.sent_texts(bot.token, 1014) == ["echo:later"]), (
+        runner.output()
+    )
+    assert double.pending(bot.token) == 0
+    assert "could not record" not in runner.output()
+    # After a crash the new runner starts past them too, and hands nothing out twice.
+    runner.proc.kill()
+    runner.wait()
+    double.message(bot.token, 1015, "after restart")
+    second = runbots([str(bot.pk)], name="second")
+    assert double.wait_for(
+        lambda: double.sent_texts(bot.token, 1015) == ["echo:after restart"], timeout=30
+    ), second.output()
+    assert len(double.sent_texts(bot.token)) == 8
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0, second.output()
+
+
+def test_getupdates_answers_the_client_cannot_read_are_skipped_one_by_one(double, runbots):
+    """pyTelegramBotAPI fails the whole getUpdates answer when one update in it is
+    nested too deep for Python's json or holds a 5,000-digit number. The poller reads
+    one update at a time, skips the unreadable one (a skipped row says why) and moves on."""
+    bot = bot_create()
+    double.bot_add(bot.token, bot.username)
+    double.message(bot.token, 1021, "before")
+    deep = double.enqueue_raw(bot.token, '"message": ' + "[" * 100_000 + "]" * 100_000)
+    double.message(bot.token, 1022, "between")
+    huge = double.enqueue_raw(bot.token, '"message": {"message_id": 1' + "0" * 5000 + "}")
+    double.message(bot.token, 1023, "after")
+    runner = runbots([str(bot.pk)])
+    assert double.wait_for(lambda: len(double.sent_texts(bot.token)) == 3, timeout=30), (
+        runner.output()
+    )
+    assert double.sent_texts(bot.token) == ["echo:before", "echo:between", "echo:after"]
+    notes = dict(
+        TelegramUpdate.objects.filter(bot=bot, status=TelegramUpdate.Status.SKIPPED).values_list(
+            "update_id", "note"
+        )
+    )
+    assert set(notes) == {deep, huge}
+    assert "RecursionError" in notes[deep] and "could not be read" in notes[deep]
+    assert "4300 digits" in notes[huge]
+    double.message(bot.token, 1024, "later")
+    assert double.wait_for(lambda: double.sent_texts(bot.token, 1024) == ["echo:later"])
+    assert double.pending(bot.token) == 0
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.output()

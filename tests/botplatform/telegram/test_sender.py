@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
+from botplatform import cache as keys
 from botplatform import ratelimit
 from botplatform.models import Bot, DeferredSend
 from botplatform.telegram.sender import (
@@ -174,16 +176,56 @@ def test_401_marks_the_bot_unauthorized_with_a_masked_token(double, tg_bot, capl
     assert tg_bot.token not in caplog.text
 
 
-def _windows_hold(times: list[float], limit: int, window: float) -> bool:
-    times = sorted(times)
-    return all(times[i + limit] - times[i] >= window for i in range(len(times) - limit))
+class SlotDecisions:
+    """The send limiter's decisions (``ratelimit.send_slot_wait``, still doing its real
+    work on Redis), each bracketed by Redis's clock read just before and just after it.
+
+    The limiter decides on Redis's clock (``TIME`` inside its Lua script), so a grant
+    lies inside its bracket. When ``limit + 1`` grants have brackets that all fit in
+    less than the window, the limit was broken, whatever the machine's load. Arrival
+    times at the double prove nothing either way: a request granted early can arrive
+    late, right next to the following one, on a busy machine.
+    """
+
+    def __init__(self, monkeypatch, *, chat_id: int | None = None) -> None:
+        self.chat_id = chat_id
+        self.decisions: list[tuple[float, float, float]] = []  # (before, after, wait)
+        self._real = ratelimit.send_slot_wait
+        self._redis = keys.redis_client()
+        monkeypatch.setattr(ratelimit, "send_slot_wait", self._observed)
+
+    def _clock(self) -> float:
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def _observed(self, *, bot_id: int, chat_id: int | None, per_second: int) -> float:
+        before = self._clock()
+        wait = self._real(bot_id=bot_id, chat_id=chat_id, per_second=per_second)
+        if self.chat_id is None or chat_id == self.chat_id:
+            self.decisions.append((before, self._clock(), wait))  # list.append: thread-safe
+        return wait
+
+    @property
+    def grants(self) -> list[tuple[float, float]]:
+        return [(before, after) for before, after, wait in self.decisions if wait <= 0]
+
+    def limit_held(self, limit: int, window: float) -> bool:
+        """No ``limit + 1`` grants provably inside one window (Redis's clock has
+        millisecond steps in the script: a 1 % margin)."""
+        return all(
+            max(after for _b, after in group) - min(before for before, _a in group) >= window * 0.99
+            for group in itertools.combinations(self.grants, limit + 1)
+        )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bot_send_rate_is_shared_by_concurrent_senders(double, tg_bot):
+def test_bot_send_rate_is_shared_by_concurrent_senders(double, tg_bot, monkeypatch):
+    """Ten threads, ten chats, one bot allowed 4 messages a second: they all draw from
+    the same limit. A limit per sender (or per chat) would grant ten slots at once."""
     project = tg_bot.project
     project.bot_send_rate_per_second = 4
     project.save(update_fields=["bot_send_rate_per_second"])
+    slots = SlotDecisions(monkeypatch)
 
     def send(chat: int) -> None:
         try:
@@ -200,21 +242,23 @@ def test_bot_send_rate_is_shared_by_concurrent_senders(double, tg_bot):
         thread.start()
     for thread in threads:
         thread.join()
-    times = [call.at for call in double.calls_of("sendMessage")]
-    assert len(times) == 10
-    assert _windows_hold(times, 4, 0.95)  # no 5 messages within any second
+    assert len(double.calls_of("sendMessage")) == 10
+    assert len(slots.grants) == 10  # one slot per message, none sent without one
+    assert slots.limit_held(4, 1.0)  # no 5 grants within any second
 
 
-def test_chat_send_rate_spaces_messages_to_one_chat(double, tg_bot, settings):
+def test_chat_send_rate_spaces_messages_to_one_chat(double, tg_bot, settings, monkeypatch):
     settings.TELEGRAM_CHAT_SEND_LIMIT = 1
     settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 300
+    slots = SlotDecisions(monkeypatch, chat_id=620)
     actions_deliver(
         bot_id=tg_bot.pk,
         chat_id=620,
         actions=[SendMessage(chat_id=620, text=str(i)) for i in range(4)],
     )
-    times = [call.at for call in double.calls_of("sendMessage")]
-    assert _windows_hold(times, 1, 0.27)
+    assert len(double.calls_of("sendMessage")) == 4
+    assert len(slots.grants) == 4
+    assert slots.limit_held(1, 0.3)
 
 
 @pytest.mark.django_db

@@ -6,9 +6,12 @@ import logging
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.views import MAX_BODY_BYTES
+from users.models import BotUser
 
 pytestmark = pytest.mark.usefixtures("echo_handler")
 
@@ -185,3 +188,94 @@ def test_concurrent_duplicate_deliveries_are_handled_once(double, tg_bot):
     assert codes == [200, 200, 200]
     assert double.sent_texts(tg_bot.token) == ["echo:slow twin"]
     assert TelegramUpdate.objects.get().status == TelegramUpdate.Status.DONE
+
+
+# --- Hostile updates: 200 for what is skipped, 4xx for what is refused, never 5xx ----
+
+
+def test_nul_text_and_a_lone_surrogate_name_are_cleaned_and_answered(client, double, tg_bot):
+    nul = double.message(tg_bot.token, 811, "hi\x00there")
+    assert _post(client, tg_bot, nul).status_code == 200
+    odd = double.message(tg_bot.token, 812, "hello")
+    odd["message"]["from"]["first_name"] = "Eve\ud800"
+    assert _post(client, tg_bot, odd).status_code == 200
+    assert double.sent_texts(tg_bot.token) == ["echo:hi\ufffdthere", "echo:hello"]
+    assert set(TelegramUpdate.objects.values_list("status", flat=True)) == {"done"}
+    assert BotUser.objects.get(telegram_id=812).first_name == "Eve\ufffd"
+
+
+def test_a_giant_chat_id_is_recorded_as_skipped_and_acknowledged(client, double, tg_bot):
+    update = double.message(tg_bot.token, 813, "big")
+    update["message"]["chat"]["id"] = 2**70
+    assert _post(client, tg_bot, update).status_code == 200
+    row = TelegramUpdate.objects.get()
+    assert row.status == TelegramUpdate.Status.SKIPPED
+    assert row.chat_id is None
+    assert row.note == "MalformedUpdate: the sender or chat has no numeric id that fits in 64 bits"
+    assert double.calls_of("sendMessage") == []
+
+
+def test_a_giant_update_id_or_a_5000_digit_number_is_acknowledged_and_logged(
+    client, double, tg_bot, caplog
+):
+    caplog.set_level(logging.WARNING)
+    update = double.message(tg_bot.token, 814, "x")
+    update["update_id"] = 2**64
+    assert _post(client, tg_bot, update).status_code == 200
+    assert "beyond 64 bits" in caplog.text
+    body = '{"update_id": 5, "message": {"message_id": 1' + "0" * 5000 + "}}"
+    assert _post(client, tg_bot, body).status_code == 200  # Python's json refuses it
+    assert "body is not JSON" in caplog.text
+    assert not TelegramUpdate.objects.exists()
+
+
+def test_deeply_nested_json_is_refused_with_400_not_500(client, double, tg_bot, caplog):
+    caplog.set_level(logging.WARNING)
+    deep = '{"update_id": 6, "message": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert _post(client, tg_bot, deep).status_code == 400  # json.loads: RecursionError
+    parsed_but_too_deep = '{"update_id": 7, "message": ' + "[" * 70 + "]" * 70 + "}"
+    assert _post(client, tg_bot, parsed_but_too_deep).status_code == 400  # over MAX_DEPTH
+    assert "nested too deep; refused" in caplog.text
+    assert "refused: nested deeper than 64 levels" in caplog.text
+    assert not TelegramUpdate.objects.exists()
+
+
+def test_a_body_too_large_is_refused_with_413(client, double, tg_bot, settings):
+    update = double.message(tg_bot.token, 815, "x" * (MAX_BODY_BYTES + 1))
+    assert _post(client, tg_bot, update).status_code == 413
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000  # Django's own limit gives 413 too, not 400
+    assert _post(client, tg_bot, double.message(tg_bot.token, 815, "y" * 2000)).status_code == 413
+    assert not TelegramUpdate.objects.exists()
+
+
+def test_nan_is_stored_as_null_and_the_update_answered(client, double, tg_bot):
+    update = double.message(tg_bot.token, 816, "nan")
+    body = json.dumps(update).replace('"date": ', '"date": NaN, "was": ')
+    assert _post(client, tg_bot, body).status_code == 200
+    assert double.sent_texts(tg_bot.token) == ["echo:nan"]
+    assert TelegramUpdate.objects.get().payload["message"]["date"] is None
+
+
+def _refusing_trigger(condition: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF {condition} THEN RAISE EXCEPTION 'test trigger refuses'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON botplatform_telegramupdate "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse();"
+        )
+
+
+def test_an_update_the_database_refuses_is_skipped_with_200(client, double, tg_bot):
+    _refusing_trigger("NEW.payload ? 'message'")  # the stub carries no message
+    assert _post(client, tg_bot, double.message(tg_bot.token, 817, "x")).status_code == 200
+    row = TelegramUpdate.objects.get()
+    assert row.status == TelegramUpdate.Status.SKIPPED
+    assert "the database refused it" in row.note
+
+
+def test_only_a_failing_database_answers_503(client, double, tg_bot):
+    _refusing_trigger("true")  # every insert fails: the database, not this update
+    assert _post(client, tg_bot, double.message(tg_bot.token, 818, "x")).status_code == 503
+    assert double.calls_of("sendMessage") == []

@@ -217,15 +217,48 @@ def test_conversation_goes_on_when_redis_is_unreachable(project, user, settings)
     assert texts(text(user, "Rome")) == ["ok Rome"]
 
 
-def test_triggers_saved_from_the_step_editor_take_effect_at_once(project, user):
-    from workflows.services import workflow_draft_save
+def test_triggers_saved_in_a_draft_start_nothing_until_published(
+    project, user, django_capture_on_commit_callbacks
+):
+    from workflows.services import workflow_draft_save, workflow_publish
 
     flow = say(project, "greet", "hello", [{"type": "text", "text": "hi"}])
     assert texts(text(user, "hi")) == ["hello"]  # the trigger table is now cached
-    workflow_draft_save(
-        workflow=flow,
-        definition=flow.draft,
-        triggers=[{"type": "text", "text": "hey"}],
-    )
-    assert texts(text(user, "hey")) == ["hello"]
-    assert texts(text(user, "hi")) == []
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_draft_save(
+            workflow=flow,
+            definition=flow.draft,
+            triggers=[{"type": "text", "text": "coffee"}, {"type": "fallback"}],
+        )
+    # The draft's triggers are not live: users still get the published ones.
+    assert texts(text(user, "coffee")) == []
+    assert texts(text(user, "anything at all")) == []
+    assert texts(text(user, "hi")) == ["hello"]
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_publish(workflow=flow, note="coffee trigger")
+    assert texts(text(user, "coffee")) == ["hello"]
+    assert texts(text(user, "hi")) == ["hello"]  # the fallback now answers everything
+
+
+def test_the_trigger_table_follows_publishes_not_saves(
+    project, user, django_capture_on_commit_callbacks
+):
+    from botplatform.cache import workflow_triggers_key
+    from workflows.engine.triggers import trigger_candidates
+    from workflows.services import workflow_draft_save, workflow_publish
+
+    flow = say(project, "greet", "hello", [{"type": "text", "text": "hi"}])
+    table = trigger_candidates(project.pk)
+    key = workflow_triggers_key(project.pk)
+    assert cache.get(key) == table
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_draft_save(
+            workflow=flow, definition=flow.draft, triggers=[{"type": "text", "text": "x"}]
+        )
+        flow.name = "Renamed"
+        flow.save(update_fields=["name", "updated_at"])
+    assert cache.get(key) == table  # saving the draft keeps users' table
+    with django_capture_on_commit_callbacks(execute=True):
+        workflow_publish(workflow=flow, note="x")
+    assert cache.get(key) is None  # dropped after the publish committed
+    assert trigger_candidates(project.pk)[0]["triggers"] == [{"type": "text", "text": "x"}]

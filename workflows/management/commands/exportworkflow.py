@@ -8,11 +8,11 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.models import Workflow
-from workflows.services import workflow_export
+from workflows.publishing import workflow_export
 
 
 class Command(BaseCommand):
-    help = "Write a workflow (its draft and triggers) as JSON, for version control."
+    help = "Write a workflow's draft (definition and triggers) as JSON, for version control."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True, help="Slug of the project.")

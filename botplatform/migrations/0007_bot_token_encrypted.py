@@ -42,7 +42,7 @@ def tokens_decrypt(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("botplatform", "0005_telegram_update_quarantine"),
+        ("botplatform", "0006_project_memberships_with_roles"),
     ]
 
     operations = [
