@@ -483,18 +483,17 @@ class BotAdmin(ProjectScopedAdmin):
         ]
 
     def webhook_secret_rotate_view(self, request, object_id: int):
-        """POST from the button on the bot's page; back to that page."""
-        from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+        """POST from the button on the bot's page rotates; back to that page either way."""
+        from django.http import Http404, HttpResponseRedirect
         from django.urls import reverse
 
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
         bot = self.get_object(request, str(object_id))
         if bot is None:
             raise Http404("No such bot.")
         if not self._secrets_visible(request, bot):
             raise PermissionDenied
-        self._webhook_secret_rotate(request, bot)
+        if request.method == "POST":  # a link or a prefetch never rotates
+            self._webhook_secret_rotate(request, bot)
         return HttpResponseRedirect(reverse("admin:botplatform_bot_change", args=[bot.pk]))
 
     @admin.display(description="webhook secret")

@@ -61,7 +61,8 @@ def test_rotating_the_webhook_secret_from_the_bot_page_writes_a_log_entry(admin_
     bot = bot_create(project=project)
     old = bot.webhook_secret
     url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[bot.pk])
-    assert admin_client.get(url).status_code == 405  # a link cannot rotate it
+    assert admin_client.get(url).status_code == 302  # a link cannot rotate it
+    assert Bot.objects.get(pk=bot.pk).webhook_secret == old
     response = admin_client.post(url)
     assert response.status_code == 302
     bot.refresh_from_db()
