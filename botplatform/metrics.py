@@ -5,22 +5,33 @@ The hot path only touches process memory (a dict under a lock). Every
 web, Celery) flushes the deltas to Redis
 in ONE pipeline (``HINCRBYFLOAT`` into ``metrics:counters`` and per project and minute
 hashes), so runners, web and Celery processes add up without a Redis round trip per
-message. ``/metrics`` renders the Redis totals in Prometheus text format; the project
-dashboard reads the minute series. If Redis is down the deltas stay in memory and go
-out with a later flush.
+message. ``/metrics`` is rendered by ``prometheus_client`` from a custom collector over
+the Redis totals (plus gauges read at scrape time, some registered by the apps); the
+project dashboard reads the minute series. If Redis is down the deltas stay in memory
+and go out with a later flush.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.conf import settings
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 
 from botplatform import cache as keys
 
@@ -29,22 +40,21 @@ logger = logging.getLogger(__name__)
 # Upper bounds (seconds) of the processing-latency histogram.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-HELP = {
-    "bp_updates_processed_total": ("counter", "Telegram updates processed, by outcome."),
-    "bp_update_processing_seconds": (
-        "histogram",
-        "Time from claiming an update to its replies being handed to Telegram, "
-        "without the Bot API's own network time.",
-    ),
-    "bp_cache_requests_total": ("counter", "Cache lookups by key family and result."),
-    "bp_rate_limited_total": ("counter", "Incoming updates refused by the user rate limit."),
-    "bp_lock_contention_total": ("counter", "Attempts that found a lock already taken."),
-    "bp_sends_total": ("counter", "Bot API calls that succeeded, by method."),
-    "bp_send_failures_total": ("counter", "Bot API calls that failed, by reason."),
-    "bp_celery_queue_depth": ("gauge", "Tasks waiting in the Celery broker queue."),
-    "bp_executions": ("gauge", "Workflow executions by status (running, waiting)."),
-    "bp_cache_backend_up": ("gauge", "1 when the cache backend uses Redis, 0 on fallback."),
+# The counters processes add to in Redis (name -> HELP text). Declared here so that a
+# scrape lists every family, also before its first event.
+COUNTERS = {
+    "bp_updates_processed_total": "Telegram updates processed, by outcome.",
+    "bp_cache_requests_total": "Cache lookups by key family and result.",
+    "bp_rate_limited_total": "Incoming updates refused by the user rate limit.",
+    "bp_lock_contention_total": "Attempts that found a lock already taken.",
+    "bp_sends_total": "Bot API calls that succeeded, by kind.",
+    "bp_send_failures_total": "Bot API calls that failed, by reason.",
 }
+LATENCY_HISTOGRAM = "bp_update_processing_seconds"
+LATENCY_HELP = (
+    "Time from claiming an update to its replies being handed to Telegram, "
+    "without the Bot API's own network time."
+)
 
 _lock = threading.Lock()
 _counters: Counter[str] = Counter()
@@ -112,7 +122,7 @@ def latency_observe(seconds: float, *, project_id: int | None) -> None:
     with _lock:
         for bound in LATENCY_BUCKETS:
             if seconds <= bound:
-                sample = _sample("bp_update_processing_seconds_bucket", {"le": str(bound)})
+                sample = _sample(f"{LATENCY_HISTOGRAM}_bucket", {"le": str(bound)})
                 _counters[sample] += 1
                 _totals[sample] += 1
         for sample, value in (
@@ -254,32 +264,6 @@ def project_series(*, project_id: int, minutes: int = 60) -> list[dict]:
     return series
 
 
-def gauges_read() -> dict[str, float]:
-    """Gauges computed at scrape time: Celery queue depth, executions, cache backend."""
-    gauges: dict[str, float] = {}
-    gauges["bp_celery_queue_depth"] = _celery_queue_depth()
-    counts = _execution_counts()
-    for status in ("running", "waiting"):
-        gauges[_sample("bp_executions", {"status": status})] = counts.get(status, 0)
-    up = cache_backend_up()
-    if up is not None:
-        gauges["bp_cache_backend_up"] = up
-    return gauges
-
-
-def _execution_counts() -> dict[str, int]:
-    from django.db.models import Count
-
-    from workflows.models import WorkflowExecution
-
-    rows = (
-        WorkflowExecution.objects.filter(status__in=["running", "waiting"])
-        .values("status")
-        .annotate(n=Count("id"))
-    )
-    return {row["status"]: row["n"] for row in rows}
-
-
 def _celery_queue_depth() -> float:
     """Length of the default Celery queue on a Redis broker (0 when none is used)."""
     broker = getattr(settings, "CELERY_BROKER_URL", "") or ""
@@ -317,34 +301,118 @@ def cache_backend_up() -> float | None:
     return 1.0 if str(status).lower() in {"closed", "up", "ok", "redis", "healthy"} else 0.0
 
 
+# --- Prometheus exposition ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A figure computed at scrape time: ``read`` maps label values to a number."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    read: Callable[[], Mapping[tuple[str, ...], float]]
+
+
+_gauges: dict[str, Gauge] = {}
+
+
+def gauge_register(
+    name: str,
+    *,
+    documentation: str,
+    read: Callable[[], Mapping[tuple[str, ...], float]],
+    labels: tuple[str, ...] = (),
+) -> None:
+    """Add a scrape-time gauge to ``/metrics`` (idempotent by name).
+
+    Infrastructure imports no application: an app that has figures of its own (the
+    workflows app's execution counts) registers them from its ``AppConfig.ready()``.
+    ``read`` returns ``{(label values...): value}``; an empty mapping leaves the gauge's
+    samples out.
+    """
+    _gauges[name] = Gauge(name, documentation, labels, read)
+
+
+gauge_register(
+    "bp_celery_queue_depth",
+    documentation="Tasks waiting in the Celery broker queue.",
+    read=lambda: {(): _celery_queue_depth()},
+)
+gauge_register(
+    "bp_cache_backend_up",
+    documentation="1 when the cache backend uses Redis, 0 on fallback.",
+    read=lambda: {} if (up := cache_backend_up()) is None else {(): up},
+)
+
+_FIELD = re.compile(r"^(?P<name>[^{]+)(?:\{(?P<labels>.*)\})?$", re.DOTALL)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')  # inc() strips quotes from values
+
+
+def _field_parse(field: str) -> tuple[str, dict[str, str]]:
+    """``'name{k="v"}'`` (the Redis hash field ``_sample`` wrote) -> (name, labels)."""
+    match = _FIELD.match(field)
+    if match is None:
+        return field, {}
+    return match["name"], dict(_LABEL.findall(match["labels"] or ""))
+
+
+def _latency_family(samples: list[tuple[str, dict[str, str], float]]) -> Metric:
+    """The histogram with every declared bucket (cumulative counts; 0 when empty)."""
+    buckets = {str(bound): 0.0 for bound in LATENCY_BUCKETS} | {"+Inf": 0.0}
+    total = 0.0
+    for name, labels, value in samples:
+        if name == f"{LATENCY_HISTOGRAM}_bucket" and "le" in labels:
+            buckets[labels["le"]] = value
+        elif name == f"{LATENCY_HISTOGRAM}_sum":
+            total = value
+    ordered = sorted(buckets.items(), key=lambda item: float(item[0]))
+    return HistogramMetricFamily(LATENCY_HISTOGRAM, LATENCY_HELP, buckets=ordered, sum_value=total)
+
+
+class RedisAggregatesCollector:
+    """A ``prometheus_client`` collector over the counters every process flushed to
+    Redis, plus the registered gauges; it reads them afresh on every scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        by_family: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+        for field, value in counters_read().items():
+            name, labels = _field_parse(field)
+            family = name
+            if name.startswith(f"{LATENCY_HISTOGRAM}_"):
+                family = LATENCY_HISTOGRAM
+            by_family.setdefault(family, []).append((name, labels, value))
+        for name, documentation in COUNTERS.items():
+            counter = CounterMetricFamily(name, documentation)
+            for sample, labels, value in by_family.pop(name, []):
+                counter.add_sample(sample, labels, value)
+            yield counter
+        yield _latency_family(by_family.pop(LATENCY_HISTOGRAM, []))
+        for name, samples in sorted(by_family.items()):  # counted but not declared above
+            unknown = UnknownMetricFamily(name, "")
+            for sample, labels, value in samples:
+                unknown.add_sample(sample, labels, value)
+            yield unknown
+        for gauge in list(_gauges.values()):
+            yield from _gauge_family(gauge)
+
+
+def _gauge_family(gauge: Gauge) -> Iterator[Metric]:
+    try:
+        values = gauge.read()
+    except Exception as exc:  # one broken figure (the database down) must not hide the rest
+        logger.warning("metrics: gauge %s left out, unreadable: %s", gauge.name, exc)
+        return
+    family = GaugeMetricFamily(gauge.name, gauge.documentation, labels=gauge.labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), value)
+    yield family
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(RedisAggregatesCollector())
+
+
 def prometheus_render() -> str:
-    """The Prometheus text exposition of every counter and gauge."""
-    values = counters_read()
-    values.update(gauges_read())
-    by_name: dict[str, list[tuple[str, float]]] = {}
-    for sample, value in values.items():
-        base = sample.split("{", 1)[0]
-        for suffix in ("_bucket", "_sum", "_count"):
-            if base.endswith(suffix) and base[: -len(suffix)] in HELP:
-                base = base[: -len(suffix)]
-        by_name.setdefault(base, []).append((sample, value))
-    lines = []
-    for name in sorted(set(HELP) | set(by_name)):
-        kind, text = HELP.get(name, ("untyped", ""))
-        if text:
-            lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-        if kind == "histogram" and name not in by_name:
-            by_name[name] = [(f'{name}_bucket{{le="+Inf"}}', 0), (f"{name}_count", 0)]
-        for sample, value in sorted(by_name.get(name, []), key=_bucket_order):
-            number = int(value) if float(value).is_integer() else value
-            lines.append(f"{sample} {number}")
-    return "\n".join(lines) + "\n"
-
-
-def _bucket_order(item: tuple[str, float]) -> tuple:
-    sample = item[0]
-    if 'le="' in sample:
-        bound = sample.split('le="', 1)[1].split('"', 1)[0]
-        return (0, float("inf") if bound == "+Inf" else float(bound))
-    return (1, sample)
+    """The Prometheus text exposition (format 0.0.4) of every counter and gauge."""
+    return generate_latest(REGISTRY).decode()

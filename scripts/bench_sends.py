@@ -46,8 +46,8 @@ def main() -> None:
     from django.conf import settings
 
     from botplatform.models import Bot, Project
-    from botplatform.telegram.double import TelegramDouble
     from botplatform.telegram.sender import actions_send
+    from devtools.telegram_double import TelegramDouble
     from workflows.engine.events import AnswerCallback, Button, SendMessage
 
     round_trips = [0]

@@ -41,9 +41,9 @@ def main() -> None:
     django.setup()
     from django.core.cache import cache
 
-    from botplatform import bench
     from botplatform.models import Bot, TelegramUpdate
-    from botplatform.telegram.double import TelegramDouble
+    from devtools import bench
+    from devtools.telegram_double import TelegramDouble
 
     _project_id, bots = bench.bench_setup(bots=options.bots)
     # Bots of earlier, larger runs would be polled too (runbot --all) and fail: off.

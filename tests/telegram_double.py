@@ -1,8 +1,9 @@
-"""The Bot API test double now lives in ``botplatform.telegram.double`` (the benchmark
-uses it too); this re-export keeps the tests' imports working."""
+"""The Bot API test double lives in ``devtools.telegram_double`` (the benchmark and the
+scripts use it too). This re-export keeps ``from tests.telegram_double import ...``
+working for tests written before the move; new code imports from ``devtools``."""
 
 from __future__ import annotations
 
-from botplatform.telegram.double import BotState, Call, Fault, TelegramDouble
+from devtools.telegram_double import BotState, Call, Fault, TelegramDouble
 
 __all__ = ["BotState", "Call", "Fault", "TelegramDouble"]

@@ -8,3 +8,6 @@ class WorkflowsConfig(AppConfig):
     def ready(self) -> None:
         # Connects the trigger-cache invalidation signals in every process.
         from workflows.engine import triggers  # noqa: F401
+        from workflows.gauges import gauges_register
+
+        gauges_register()  # execution counts on /metrics

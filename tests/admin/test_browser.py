@@ -88,7 +88,7 @@ def _telegram_traffic(project, settings, *, chats) -> None:
 
     from botplatform.models import Bot
     from botplatform.telegram.dispatch import update_run, updates_record
-    from tests.telegram_double import TelegramDouble
+    from devtools.telegram_double import TelegramDouble
 
     outcomes: list[str] = []
 

@@ -48,7 +48,7 @@ def _customer_says(project, settings, text: str, chat: int) -> list[str]:
 
     from botplatform.models import Bot
     from botplatform.telegram.dispatch import update_run, updates_record
-    from tests.telegram_double import TelegramDouble
+    from devtools.telegram_double import TelegramDouble
 
     replies: list[str] = []
     outcome: list[str] = []

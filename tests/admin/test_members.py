@@ -20,6 +20,7 @@ from tests.admin.helpers import form_data
 from tests.factories import bot_create, bot_user_create, project_create, workflow_create
 from users.models import BonusTransaction
 from workflows.models import Broadcast, Workflow
+from workflows.publishing import draft_checksum
 
 pytestmark = pytest.mark.django_db
 
@@ -273,26 +274,32 @@ def test_writes_behind_custom_pages_follow_the_role(client, db, role, allowed):
     bot_create(project=project)
     workflow = workflow_create(project=project)
     broadcast = Broadcast.objects.create(project=project, title="News", text="Hi")
+    bot_user_create(project=project)  # one recipient, so the send can be confirmed
     client.force_login(operator_create("member", project, role=role))
     denied = {403, 404}
+    first_version = workflow.published_version_id
     posts = [
-        (reverse("admin:workflows_workflow_editor", args=[workflow.pk]), {"_action": "publish"}),
         (
-            reverse("admin:workflows_workflow_versions", args=[workflow.pk]),
-            {"version": workflow.published_version_id},
+            reverse("admin:workflows_workflow_publish", args=[workflow.pk]),
+            {"note": "Autumn menu", "checksum": draft_checksum(workflow)},
+        ),
+        (
+            reverse("admin:workflows_workflow_restore", args=[workflow.pk, first_version]),
+            {"confirm": "1"},
         ),
         (reverse("admin:workflows_simulator", args=[project.pk]), {"text": "/start"}),
-        (
-            reverse("admin:workflows_broadcast_change", args=[broadcast.pk]),
-            {"_send_now": "1", **_broadcast_fields(project)},
-        ),
+        (reverse("admin:workflows_broadcast_send", args=[broadcast.pk]), {"confirm": "1"}),
     ]
     for url, data in posts:
         status = client.post(url, data).status_code
         assert (status not in denied) is allowed, (role, url, status)
     broadcast.refresh_from_db()
     assert (broadcast.status != Broadcast.Status.DRAFT) is allowed
-    assert workflow.versions.count() > 1 if allowed else workflow.versions.count() == 1
+    assert workflow.versions.filter(note="Autumn menu").exists() is allowed
+    history = LogEntry.objects.filter(object_id=str(workflow.pk)).values_list(
+        "change_message", flat=True
+    )
+    assert any("Copied version 1" in message for message in history) is allowed
 
 
 def _broadcast_fields(project) -> dict:
@@ -307,7 +314,7 @@ def _broadcast_fields(project) -> dict:
 
 
 def test_an_action_runs_only_in_projects_where_the_role_allows_it(client, db):
-    """Editor in A, Analyst in B: both workflows are listed, only A's is published."""
+    """Editor in A, Analyst in B: both workflows are listed, only A's goes to review."""
     a, b = project_create(name="A"), project_create(name="B")
     mine = workflow_create(project=a, name="Mine")
     read_only = workflow_create(project=b, name="Read only")
@@ -316,11 +323,21 @@ def test_an_action_runs_only_in_projects_where_the_role_allows_it(client, db):
     client.force_login(user)
     page = client.get(reverse("admin:workflows_workflow_changelist")).content.decode()
     assert "Mine" in page and "Read only" in page
-    client.post(
-        reverse("admin:workflows_workflow_changelist"),
-        {"action": "publish_drafts", "_selected_action": [mine.pk, read_only.pk]},
+    changelist = reverse("admin:workflows_workflow_changelist")
+    response = client.post(
+        changelist, {"action": "publish_drafts", "_selected_action": [mine.pk, read_only.pk]}
     )
-    assert mine.versions.count() == 2 and read_only.versions.count() == 1
+    # Only A's workflow is taken: the action opens its review page (one at a time).
+    assert response.status_code == 302
+    assert response.url == reverse("admin:workflows_workflow_publish", args=[mine.pk])
+    response = client.post(
+        changelist, {"action": "publish_drafts", "_selected_action": [read_only.pk]}
+    )
+    assert response.url != reverse("admin:workflows_workflow_publish", args=[read_only.pk])
+    assert client.get(
+        reverse("admin:workflows_workflow_publish", args=[read_only.pk])
+    ).status_code in {403, 404}
+    assert mine.versions.count() == 1 and read_only.versions.count() == 1
     # The add form offers only the project where the role may add workflows.
     page = client.get(reverse("admin:workflows_workflow_add")).content.decode()
     assert f'<option value="{a.pk}"' in page and f'<option value="{b.pk}"' not in page

@@ -59,7 +59,10 @@ CUSTOM = {
     "workflows_workflow_editor": {"owner", "editor", "analyst"},  # analysts read it
     "workflows_workflow_versions": {"owner", "editor", "analyst"},
     "workflows_workflow_export": {"owner", "editor", "analyst"},
+    "workflows_workflow_publish": {"owner", "editor"},
+    "workflows_workflow_restore": {"owner", "editor"},
     "workflows_broadcast_progress": {"owner", "editor", "analyst"},
+    "workflows_broadcast_send": {"owner", "editor"},
     "users_botuser_adjust_balance": {"owner", "support"},
     "auth_user_deactivate": set(),
     "auth_user_password_change": set(),
@@ -109,6 +112,14 @@ def world(db):
     return own, foreign, extra
 
 
+def _argument(name: str, side: dict, obj):
+    if name == "project_id":
+        return side["project"].pk
+    if name == "version_id":  # restore: an old version of the workflow in the URL
+        return obj.published_version_id
+    return obj.pk
+
+
 def _object_of(model, side: dict, extra: dict):
     if model in extra:
         return extra[model]
@@ -148,7 +159,7 @@ def _observe(client, world) -> dict:
         sides = {"own": own, "foreign": foreign} if args else {"-": own}
         for side_name, side in sides.items():
             obj = _object_of(model, side, extra)
-            values = {arg: (side["project"].pk if arg == "project_id" else obj.pk) for arg in args}
+            values = {arg: _argument(arg, side, obj) for arg in args}
             response = client.get(reverse(f"admin:{name}", kwargs=values))
             body = response.content.decode(errors="replace")
             assert SECRET.lower() not in body.lower(), (

@@ -8,8 +8,8 @@ pytest.importorskip(
     "botplatform.telegram.sender", reason="the Telegram runtime (issue 4) is not merged yet"
 )
 
+from devtools.telegram_double import TelegramDouble
 from tests.factories import bot_create, bot_user_create
-from tests.telegram_double import TelegramDouble
 from tests.workflows.conftest import publish
 from workflows import broadcasts
 from workflows.models import Broadcast, SimulatorMessage, WorkflowExecution

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from botplatform.telegram.double import TelegramDouble
+from devtools.telegram_double import TelegramDouble
 
 
 @pytest.fixture

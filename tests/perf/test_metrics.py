@@ -121,6 +121,6 @@ def test_cache_backend_gauge_follows_the_fallback_status(client, token, monkeypa
     module = types.ModuleType("botplatform.cache_backend")
     module.cache_status = lambda: {"redis_available": False, "since": None}
     monkeypatch.setitem(sys.modules, "botplatform.cache_backend", module)
-    assert "\nbp_cache_backend_up 0\n" in client.get("/metrics", **auth).content.decode()
+    assert "\nbp_cache_backend_up 0.0\n" in client.get("/metrics", **auth).content.decode()
     module.cache_status = lambda: {"redis_available": True, "since": None}
-    assert "\nbp_cache_backend_up 1\n" in client.get("/metrics", **auth).content.decode()
+    assert "\nbp_cache_backend_up 1.0\n" in client.get("/metrics", **auth).content.decode()

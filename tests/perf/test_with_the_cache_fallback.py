@@ -36,8 +36,8 @@ def test_metrics_keep_their_counts_while_redis_is_down(client, settings, breaker
     metrics.inc("bp_lock_contention_total", lock="outage")
     assert metrics.flush() is False  # kept in memory, nothing sent to a dead Redis
     body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer t0ken").content.decode()
-    assert "\nbp_cache_backend_up 0\n" in body
-    assert 'bp_lock_contention_total{lock="outage"} 1' in body  # this process's own
+    assert "\nbp_cache_backend_up 0.0\n" in body
+    assert 'bp_lock_contention_total{lock="outage"} 1.0' in body  # this process's own
     breaker_open.reset()
     assert metrics.flush() is True
     assert metrics.counters_read()['bp_lock_contention_total{lock="outage"}'] >= 1

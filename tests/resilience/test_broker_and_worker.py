@@ -21,10 +21,10 @@ from django.utils import timezone
 
 from botplatform.breaker import breakers_reset
 from botplatform.celery import app
+from devtools.telegram_double import TelegramDouble
 from tests.factories import bot_create, bot_user_create, project_create
 from tests.resilience.servers import RedisServer, free_port
 from tests.resilience.test_conversation_and_state import assert_each_step_ran_once
-from tests.telegram_double import TelegramDouble
 from tests.workflows.conftest import command, publish, texts
 from users.models import BonusTransaction
 from workflows import tasks

@@ -11,12 +11,12 @@ from django.db.models import Sum
 
 from botplatform import cache as keys
 from botplatform.models import TelegramUpdate
+from devtools.telegram_double import TelegramDouble
 from tests.botplatform.telegram.conftest import ECHO
 from tests.botplatform.telegram.test_runbot import Runbot
 from tests.factories import bot_create, project_create
 from tests.resilience.servers import RedisServer, TcpProxy
 from tests.resilience.test_conversation_and_state import ASK
-from tests.telegram_double import TelegramDouble
 from tests.workflows.conftest import publish
 from users.models import BonusTransaction, BotUser
 

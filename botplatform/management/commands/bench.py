@@ -1,12 +1,15 @@
-"""manage.py bench: simulated users through the whole message path (docs/performance.md)."""
+"""manage.py bench: simulated users through the whole message path (docs/performance.md).
+
+The benchmark itself is a developer tool (``devtools/bench.py``); it is imported only
+when the command runs, so the runtime never loads it and an image without
+``devtools/`` still starts (the command then says so).
+"""
 
 from __future__ import annotations
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
-
-from botplatform.bench import BenchConfig, bench_run
 
 
 class Command(BaseCommand):
@@ -72,6 +75,15 @@ class Command(BaseCommand):
                 raise CommandError(f"--{name} must be at least 1.")
         if options["bots"] < options["concurrency"]:
             raise CommandError("--bots must be at least --concurrency.")
+        try:
+            from devtools.bench import BenchConfig, bench_run
+        except ModuleNotFoundError as exc:
+            if exc.name not in {"devtools", "devtools.bench"}:
+                raise
+            raise CommandError(
+                "manage.py bench needs the developer tools (the devtools/ package of the "
+                "source checkout); this installation does not ship them."
+            ) from exc
         config = BenchConfig(
             users=options["users"],
             messages=options["messages"],

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.telegram_double import TelegramDouble
 from tests.factories import bot_create
-from tests.telegram_double import TelegramDouble
 
 ECHO = "tests.botplatform.telegram.handlers.echo_handle"
 SILENT = "tests.botplatform.telegram.handlers.silent_handle"

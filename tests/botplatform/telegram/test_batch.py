@@ -8,11 +8,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from botplatform import bench
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api
 from botplatform.telegram.dispatch import claim_key, update_run, updates_record
+from devtools import bench
 from users.models import BotUser, UserVariable
 from workflows.models import ExecutionStepLog, WorkflowExecution
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from botplatform.telegram.double import TelegramDouble
+from devtools.telegram_double import TelegramDouble
 
 TOKEN = "5:AAHdouble"
 

@@ -280,7 +280,7 @@ def _worker(
     out,
 ) -> None:
     """One worker process: its own double, ``config.threads`` drivers over its bots."""
-    from botplatform.telegram.double import TelegramDouble
+    from devtools.telegram_double import TelegramDouble
     from workflows.engine import runner as engine_runner
 
     result = WorkerResult()
