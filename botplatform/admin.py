@@ -257,7 +257,7 @@ class BotForm(forms.ModelForm):
         model = Bot
         fields = ("project", "username", "mode", "is_active")
         help_texts = {
-            "username": "Filled in from Telegram when you save a token (without the @).",
+            "username": "Filled in from Telegram when the bot is connected (without the @).",
         }
 
     def __init__(self, *args, **kwargs):
@@ -447,7 +447,10 @@ class BotAdmin(ProjectScopedAdmin):
         """For the rotation action: only a role that may see secrets (Owner) rotates them."""
         return self.role_permits(request, roles.SEE_SECRETS, named=True)
 
-    @admin.action(description="Rotate the webhook secret", permissions=["see_secrets"])
+    # Worded without "webhook secret": the list page names no secret to other roles.
+    @admin.action(
+        description="Rotate the secret Telegram sends with webhooks", permissions=["see_secrets"]
+    )
     def webhook_secret_rotate_action(self, request, queryset) -> None:
         for bot in queryset:
             self._webhook_secret_rotate(request, bot)
