@@ -7,12 +7,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
+from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 
 from botplatform import roles
 from botplatform.accounts import membership_changes_log, membership_roles_get
 from botplatform.admin_members import MembershipInline
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404
+from botplatform.jsoncheck import json_text_problem
 from botplatform.models import (
     BOT_TOKEN_VALIDATOR,
     Bot,
@@ -27,13 +29,33 @@ admin.site.site_title = "Bot platform"
 admin.site.index_title = "Your projects, bots and workflows"
 
 
-class JSONWhereField(forms.JSONField):
+class BoundedJSONField(forms.JSONField):
+    """A JSON field that refuses oversized or absurdly nested input with a form error.
+
+    Both doors are guarded: cleaning (``to_python``) and redisplaying the typed text
+    after an error (``bound_data``), which decodes it again.
+    """
+
+    def to_python(self, value):
+        if isinstance(value, str) and (problem := json_text_problem(value)):
+            raise forms.ValidationError(problem, code="invalid")
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        if isinstance(data, str) and json_text_problem(data):
+            return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
+class JSONWhereField(BoundedJSONField):
     """Says where the JSON breaks: "Enter a valid JSON." alone leaves the operator searching."""
 
     def to_python(self, value):
         try:
             return super().to_python(value)
         except forms.ValidationError:
+            if not isinstance(value, str) or json_text_problem(value):
+                raise  # the size or depth message already says what is wrong
             try:
                 json.loads(value, cls=self.decoder)
             except json.JSONDecodeError as exc:

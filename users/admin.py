@@ -20,8 +20,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from botplatform import roles
+from botplatform.admin import BoundedJSONField
 from botplatform.admin_scoping import ProjectScopedAdmin, ProjectScopedInline
 from botplatform.audit import audit_record
+from botplatform.jsoncheck import json_text_problem
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
 from users.services import (
@@ -82,10 +84,12 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class VariableValueField(forms.JSONField):
+class VariableValueField(BoundedJSONField):
     """Operators type Paris, not "Paris": text that is not JSON is kept as text."""
 
     def to_python(self, value):
+        if isinstance(value, str) and (problem := json_text_problem(value)):
+            raise forms.ValidationError(problem, code="invalid")
         if isinstance(value, str) and value.strip() not in self.empty_values:
             try:
                 json.loads(value, cls=self.decoder)
@@ -94,6 +98,8 @@ class VariableValueField(forms.JSONField):
         return super().to_python(value)
 
     def prepare_value(self, value):
+        if isinstance(value, str) and json_text_problem(value):
+            return value
         if isinstance(value, str):
             try:
                 json.loads(value)

@@ -855,6 +855,7 @@ class BroadcastForm(forms.ModelForm):
     buttons_text = forms.CharField(
         label="Buttons",
         required=False,
+        max_length=10_000,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="One button per line: “Label | https://link” opens a link, "
         "“Label | data:shop” sends button data to a callback trigger.",
@@ -929,9 +930,7 @@ class BroadcastForm(forms.ModelForm):
             if problem:
                 self.add_error("condition", f"This condition cannot be used: {problem}.")
         if cleaned.get("text"):
-            from workflows.engine.templating import template_check
-
-            problem = template_check(cleaned["text"])
+            problem = broadcast_services.broadcast_text_problem(cleaned["text"])
             if problem:
                 self.add_error("text", problem)
         return cleaned

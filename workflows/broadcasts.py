@@ -33,7 +33,8 @@ from botplatform.outbox import OutboxTask
 from users.models import BotUser
 from workflows.engine.conditions import ConditionError, condition_evaluate, condition_parse
 from workflows.engine.events import Button, SendMessage
-from workflows.engine.templating import TemplateError, template_render
+from workflows.engine.steps.base import TELEGRAM_TEXT_LIMIT
+from workflows.engine.templating import TemplateError, template_check, template_render
 from workflows.engine.userdata import UserData
 from workflows.models import Broadcast, BroadcastDelivery
 from workflows.services import session_key_default, workflow_start_for_user
@@ -55,6 +56,20 @@ def condition_problem(condition: str) -> str | None:
     except ConditionError as exc:
         return str(exc)
     return None
+
+
+def broadcast_text_problem(text: str) -> str | None:
+    """Why a broadcast's text cannot be sent (None when it can).
+
+    The length is checked first: a message longer than Telegram accepts is refused
+    before any template work, so a pasted megabyte costs nothing.
+    """
+    if len(text) > TELEGRAM_TEXT_LIMIT:
+        return (
+            f"The message is {len(text)} characters long; Telegram accepts at most "
+            f"{TELEGRAM_TEXT_LIMIT}. Shorten it or split it into two broadcasts."
+        )
+    return template_check(text)
 
 
 def _condition_context(user: BotUser, variables: dict) -> dict:

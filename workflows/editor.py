@@ -1,10 +1,11 @@
 """The workflow editor's forms: a definition as step cards, and back.
 
-Operators never see JSON here. Every step type has a list of fields (what the
-engine reads, see docs/workflows.md); fields that name another step are selects of
-the workflow's steps. :func:`editor_parse` turns the posted form into a definition
-and triggers, with readable errors per field; anything the editor does not know
-about a step (fields added by hand in the JSON editor) is kept as it was.
+Operators never see JSON here. Every step type declares its fields, labels and
+help texts with its code (``fields`` in workflows/engine/steps/); fields that name
+another step are selects of the workflow's steps. :func:`editor_parse` turns the
+posted form into a definition and triggers, with readable errors per field; anything
+the editor does not know about a step (fields added by hand in the JSON editor) is
+kept as it was (publishing refuses fields the step type does not declare).
 """
 
 from __future__ import annotations
@@ -17,189 +18,26 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from botplatform.jsoncheck import json_text_problem
 from workflows.engine.definition import STEP_ID_RE
+from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse, number_plain
+from workflows.engine.steps import STEP_TYPES
+from workflows.engine.steps.base import FieldSpec as Field
 from workflows.engine.steps.message import button_rows
 
 MAX_ROWS = 60  # buttons, branches, triggers, steps: far above any sane workflow
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str  # "text", or "validate.min" for a nested field
-    kind: str  # template line int number bool step choice workflow keyboard pairs json amount value
-    label: str
-    help: str = ""
-    choices: tuple[tuple[str, str], ...] = ()
+def _fields(step_type: Any) -> tuple[Field, ...]:
+    """The inputs of a step card, as the step type declares them (none if unknown)."""
+    handler = STEP_TYPES.get(step_type) if isinstance(step_type, str) else None
+    return handler.editor_fields() if handler else ()
 
 
-STEP_TYPE_LABELS = {
-    "message": "Send a message",
-    "input": "Ask a question",
-    "condition": "Branch on a condition",
-    "set_variable": "Set a variable",
-    "bonus": "Bonuses: earn, spend, adjust",
-    "http_request": "Call an HTTP endpoint",
-    "delay": "Wait some time",
-    "start_workflow": "Go to another workflow",
-    "end": "End the conversation",
-}
+def _type_label(step_type: Any, default: str) -> str:
+    handler = STEP_TYPES.get(step_type) if isinstance(step_type, str) else None
+    return handler.label if handler else default
 
-_TIMEOUT = Field(
-    "timeout",
-    "int",
-    "Wait at most (seconds)",
-    "How long to wait for the user. Empty: 24 hours.",
-)
-_ON_TIMEOUT = Field("on_timeout", "step", "If the user does not answer", "Empty: just stop.")
-_KEYBOARD = Field(
-    "reply_keyboard",
-    "keyboard",
-    "Reply keyboard",
-    "One row per line, buttons separated by |, e.g. “Menu | Help”. A tap arrives as text.",
-)
-_DESCRIPTION = Field("description", "line", "Note", "For you and your team; users never see it.")
-
-STEP_FIELDS: dict[str, tuple[Field, ...]] = {
-    "message": (
-        Field(
-            "text",
-            "template",
-            "Text",
-            "Telegram HTML (<b>, <i>, <a href=…>). Insert values with {{ user.first_name }}, "
-            "{{ user.balance }}, {{ vars.city }}.",
-        ),
-        Field("buttons", "buttons", "Buttons"),
-        _KEYBOARD,
-        Field("remove_keyboard", "bool", "Remove the reply keyboard shown earlier"),
-        Field("edit", "bool", "Edit the pressed message instead of sending a new one"),
-        Field(
-            "next",
-            "step",
-            "Then go to",
-            "For a message without step buttons. Empty: the conversation ends.",
-        ),
-        _TIMEOUT,
-        _ON_TIMEOUT,
-        _DESCRIPTION,
-    ),
-    "input": (
-        Field("text", "template", "Question"),
-        Field(
-            "variable",
-            "line",
-            "Save the answer as",
-            "A variable name: a letter, then letters, digits or _. Read it later as {{ vars.NAME }}.",
-        ),
-        Field(
-            "validate.type",
-            "choice",
-            "Expected answer",
-            choices=(
-                ("text", "Any text"),
-                ("number", "A number"),
-                ("integer", "A whole number"),
-                ("phone", "A phone number"),
-                ("email", "An e-mail address"),
-                ("date", "A date"),
-                ("regex", "Text matching a pattern"),
-            ),
-        ),
-        Field(
-            "validate.min",
-            "value",
-            "Minimum",
-            "Length for text, value for numbers, a date (YYYY-MM-DD or “today”) for dates.",
-        ),
-        Field("validate.max", "value", "Maximum"),
-        Field("validate.pattern", "line", "Pattern", "For “text matching a pattern” (regex)."),
-        Field("validate.message", "line", "Explanation of the pattern"),
-        Field("retry_text", "template", "On an invalid answer say", "Empty: an explanation."),
-        Field("max_attempts", "int", "Tries", "Invalid answers allowed (default 3)."),
-        _KEYBOARD,
-        Field("next", "step", "Then go to"),
-        Field("on_fail", "step", "After too many invalid answers"),
-        _TIMEOUT,
-        _ON_TIMEOUT,
-        _DESCRIPTION,
-    ),
-    "condition": (
-        Field("branches", "branches", "Branches"),
-        Field("default", "step", "Otherwise go to"),
-        _DESCRIPTION,
-    ),
-    "set_variable": (
-        Field("variable", "line", "Variable"),
-        Field(
-            "operation",
-            "choice",
-            "Operation",
-            choices=(
-                ("set", "Set to"),
-                ("increment", "Increase by"),
-                ("decrement", "Decrease by"),
-                ("delete", "Delete"),
-            ),
-        ),
-        Field(
-            "value",
-            "value",
-            "Value",
-            "A text (templates work) or a number; for increase/decrease a number (default 1).",
-        ),
-        Field("next", "step", "Then go to"),
-        _DESCRIPTION,
-    ),
-    "bonus": (
-        Field(
-            "operation",
-            "choice",
-            "Operation",
-            choices=(("earn", "Earn"), ("spend", "Spend"), ("adjust", "Adjust (signed)")),
-        ),
-        Field("amount", "amount", "Amount", "A whole number, or a template like {{ vars.price }}."),
-        Field("reason", "line", "Reason", "Shown in the ledger. Required for adjust."),
-        Field("on_success", "step", "On success go to"),
-        Field("on_insufficient", "step", "If the balance is too low"),
-        Field("on_in_progress", "step", "If another operation is running (double tap)"),
-        Field("next", "step", "Otherwise go to", "Used when “on success” is empty."),
-        _DESCRIPTION,
-    ),
-    "http_request": (
-        Field(
-            "method",
-            "choice",
-            "Method",
-            choices=tuple((m, m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")),
-        ),
-        Field("url", "line", "URL", "Templates work: https://api.example.com/{{ user.id }}"),
-        Field("headers", "pairs", "Headers", "One per line: Name: value"),
-        Field("body", "json", "Body (JSON)", "Optional. Strings inside may be templates."),
-        Field("timeout", "number", "Timeout per try (seconds)", "1-60, default 10."),
-        Field("retries", "int", "Retries", "0-5, default 2."),
-        Field(
-            "save",
-            "pairs",
-            "Save from the answer",
-            "One per line: variable: path, e.g. “discount: data.discount”.",
-        ),
-        Field("on_success", "step", "On success go to"),
-        Field("on_failure", "step", "On failure go to"),
-        _DESCRIPTION,
-    ),
-    "delay": (
-        Field("days", "number", "Days"),
-        Field("hours", "number", "Hours"),
-        Field("minutes", "number", "Minutes"),
-        Field("seconds", "number", "Seconds"),
-        Field("next", "step", "Then go to"),
-        _DESCRIPTION,
-    ),
-    "start_workflow": (
-        Field("workflow", "workflow", "Workflow", "Continues in its published version."),
-        _DESCRIPTION,
-    ),
-    "end": (_DESCRIPTION,),
-}
 
 TRIGGER_TYPES = (
     ("command", "Command, e.g. /start"),
@@ -239,12 +77,16 @@ def _get(post, key: str) -> str:
 
 
 def _number(raw: str, *, integer: bool) -> int | float:
-    value = float(raw.replace(",", "."))
-    if integer:
-        if not value.is_integer():
-            raise ValueError
-        return int(value)
-    return int(value) if value.is_integer() else value
+    """Through the bounded parser: "1e400" is an error, not an infinity in the draft."""
+    try:
+        number = number_parse(raw.replace(",", "."))
+    except NumberError as exc:
+        if exc.args[0] == NOT_A_NUMBER:
+            raise ValueError from None
+        raise ValueError(f"The number {exc}") from None
+    if integer and number != number.to_integral_value():
+        raise ValueError
+    return number_plain(number)
 
 
 def _set_nested(step: dict, name: str, value: Any) -> None:
@@ -310,6 +152,10 @@ def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> No
                     raise ValueError("write each line as “name: value”")
                 value[name.strip()] = rest.strip()
         elif spec.kind == "json":
+            problem = json_text_problem(raw)
+            if problem:
+                errors[key] = problem
+                return
             value = json.loads(raw) if raw.strip() else None
             if value is None:
                 return
@@ -406,7 +252,7 @@ def _rename(value: Any, renamed: dict[str, str]) -> Any:
 
 def _apply_renames(step: dict, renamed: dict[str, str]) -> None:
     step_type = step.get("type")
-    for spec in STEP_FIELDS.get(step_type, ()):
+    for spec in _fields(step_type):
         if spec.kind == "step" and spec.name in step:
             step[spec.name] = _rename(step[spec.name], renamed)
     for row in step.get("buttons") or []:
@@ -441,7 +287,7 @@ def editor_parse(post, *, draft: dict, triggers: list) -> Parsed:
             errors[f"{prefix}-_id"] = f"Another step is already called “{step_id}”."
         original = old_steps.get(original_id) if isinstance(old_steps, dict) else None
         original = original if isinstance(original, dict) else {}
-        specs = STEP_FIELDS.get(step_type, ())
+        specs = _fields(step_type)
         known = {spec.name.split(".")[0] for spec in specs}
         step: dict[str, Any] = {"type": step_type}
         for key, value in original.items():
@@ -513,7 +359,7 @@ def _step_summary(step: Any) -> str:
 
 def step_choices(steps: dict) -> list[tuple[str, str]]:
     return [
-        (step_id, f"{step_id} — {STEP_TYPE_LABELS.get(step.get('type'), step.get('type'))}")
+        (step_id, f"{step_id} — {_type_label(step.get('type'), step.get('type'))}")
         if isinstance(step, dict)
         else (step_id, step_id)
         for step_id, step in steps.items()
@@ -682,8 +528,6 @@ def _branches_html(prefix: str, step: dict, ctx: dict) -> SafeString:
 
 def step_order(definition: dict) -> list[str]:
     """Steps as the conversation meets them: from the start, breadth first; the rest last."""
-    from workflows.engine.steps import STEP_TYPES
-
     steps = definition["steps"]
     order: list[str] = []
     frontier = [definition.get("start")]
@@ -725,7 +569,7 @@ def editor_context(
         prefix = f"s{index}"
         step_type = step.get("type", "")
         fields = []
-        for spec in STEP_FIELDS.get(step_type, ()):
+        for spec in _fields(step_type):
             key = f"{prefix}-{spec.name}"
             if spec.kind == "buttons":
                 widget = _buttons_html(prefix, step, ctx, errors)
@@ -733,14 +577,15 @@ def editor_context(
                 widget = _branches_html(prefix, step, ctx)
             else:
                 widget = _widget(spec, prefix, _get_nested(step, spec.name), ctx)
+            wide = spec.kind in {"buttons", "branches"}
             fields.append(
                 {
                     "name": key,
                     "label": spec.label,
-                    "help": spec.help,
+                    "help": "" if wide else spec.help,  # the row tables carry their own help
                     "widget": widget,
                     "error": errors.get(key, ""),
-                    "wide": spec.kind in {"buttons", "branches"},
+                    "wide": wide,
                 }
             )
         cards.append(
@@ -749,8 +594,8 @@ def editor_context(
                 "prefix": prefix,
                 "id": step_id,
                 "type": step_type,
-                "type_label": STEP_TYPE_LABELS.get(step_type, f"Unknown type “{step_type}”"),
-                "known": step_type in STEP_FIELDS,
+                "type_label": _type_label(step_type, f"Unknown type “{step_type}”"),
+                "known": step_type in STEP_TYPES,
                 "is_start": definition.get("start") == step_id,
                 "fields": fields,
                 "id_error": errors.get(f"{prefix}-_id", ""),
@@ -803,5 +648,5 @@ def editor_context(
             if where not in steps and not where.startswith("trigger ")
             for message in messages
         ],
-        "step_types": list(STEP_TYPE_LABELS.items()),
+        "step_types": [(name, handler.label) for name, handler in STEP_TYPES.items()],
     }

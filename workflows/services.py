@@ -27,8 +27,10 @@ from workflows.engine.runner import (
     execution_continue,
     execution_resume,
     execution_start,
+    execution_superseded,
     execution_time_out,
     session_lock,
+    session_unfinished_cancel,
     waiting_get,
 )
 from workflows.engine.triggers import trigger_candidates, trigger_match
@@ -56,13 +58,39 @@ Status = WorkflowExecution.Status
 __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
 
 
+GROUP_CHAT_TYPES = frozenset({"group", "supergroup"})
+
+
 def session_key_default(*, bot: Bot | None, user: BotUser) -> str:
     return session_key_for_chat(bot_id=bot.pk if bot else None, chat_id=user.chat_id)
 
 
-def session_key_for_chat(*, bot_id: int | None, chat_id: int) -> str:
-    """One conversation per bot and chat (``sim`` for the admin's simulator)."""
-    return f"{bot_id if bot_id is not None else 'sim'}:{chat_id}"
+def session_key_for_chat(
+    *,
+    bot_id: int | None,
+    chat_id: int,
+    chat_type: str = "private",
+    telegram_id: int | None = None,
+) -> str:
+    """The session (conversation) an update belongs to; every transport builds it here.
+
+    One per bot and chat (``sim`` for the admin's simulator); in a group or
+    supergroup one per member (``bot:chat:member``), so one member can neither
+    answer nor press the buttons of another member's conversation. A private chat
+    keeps the ``bot:chat`` form.
+    """
+    key = f"{bot_id if bot_id is not None else 'sim'}:{chat_id}"
+    if chat_type in GROUP_CHAT_TYPES and telegram_id is not None:
+        return f"{key}:{telegram_id}"
+    return key
+
+
+def session_chat_id(session_key: str) -> int | None:
+    """The chat a session's messages go to (the second part of its key)."""
+    try:
+        return int(session_key.split(":")[1])
+    except (IndexError, ValueError):
+        return None
 
 
 # --- Events -------------------------------------------------------------------
@@ -86,7 +114,13 @@ def event_process(
     # update), so no savepoint is needed: two statements saved per update.
     with transaction.atomic(savepoint=batchscope.current() is None):
         session_lock(session_key)
-        state = RunState(user=user, bot=bot, session_key=session_key, event=event)
+        state = RunState(
+            user=user,
+            bot=bot,
+            session_key=session_key,
+            event=event,
+            chat=session_chat_id(session_key),
+        )
         # One round trip for the wait and the user's state (read later, lazily).
         waiting_key = workflow_waiting_key(session_key)
         try:
@@ -118,8 +152,16 @@ def event_process(
 
 
 def _start(state: RunState, match, waiting: WorkflowExecution | None) -> None:
-    if waiting is not None and waiting.status == Status.WAITING:
-        execution_cancel(state, waiting, f"interrupted: the user started '{match.slug}'")
+    """Start the matched workflow: it becomes the session's newest conversation.
+
+    The waiting conversation is cancelled; an interrupting trigger also cancels the
+    paused ones (a delay, an HTTP request), see docs/workflows.md.
+    """
+    reason = f"interrupted: the user started '{match.slug}'"
+    if match.interrupt:
+        session_unfinished_cancel(state, reason, waiting=waiting)
+    elif waiting is not None and waiting.status == Status.WAITING:
+        execution_cancel(state, waiting, reason)
     execution_start(state, workflow_id=match.workflow_id, version_id=match.version_id)
 
 
@@ -217,7 +259,11 @@ def _locked_execution(execution_id: int) -> WorkflowExecution | None:
 
 def _background_state(execution: WorkflowExecution, event: InputEvent) -> RunState:
     state = RunState(
-        user=execution.user, bot=execution.bot, session_key=execution.session_key, event=event
+        user=execution.user,
+        bot=execution.bot,
+        session_key=execution.session_key,
+        event=event,
+        chat=session_chat_id(execution.session_key),
     )
     state.waiting_id = (
         WorkflowExecution.objects.filter(session_key=execution.session_key, status=Status.WAITING)
@@ -234,7 +280,10 @@ def execution_timer_fire(
 
     Does nothing unless the execution still waits on that very pause (``seq``) and,
     for a delay, the due time has come (``force`` skips that check for results of
-    background work). Actions go out through ``WORKFLOW_ACTION_DELIVERY`` after commit.
+    background work). A conversation the user has moved on from (a newer one of the
+    session is unfinished) ends quietly instead (:func:`execution_superseded`). All
+    under the session lock and the row lock, so a retried task continues nothing
+    twice. Actions go out through ``WORKFLOW_ACTION_DELIVERY`` after commit.
     """
     with transaction.atomic():
         execution = _locked_execution(execution_id)
@@ -248,16 +297,21 @@ def execution_timer_fire(
             return False
         event = InputEvent(kind="timer", event_id=f"timer:{execution_id}:{seq}")
         state = _background_state(execution, event)
+        if execution_superseded(state, execution):
+            return False
         execution_continue(state, execution, data)
         _level_ups(state)
         state.flush()
-        bot_id, chat_id, actions = execution.bot_id, execution.user.chat_id, state.actions
+        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
 
 
 def execution_expire(*, execution_id: int) -> bool:
-    """Time out a wait for the user whose ``wait_until`` has passed. Idempotent."""
+    """Time out a wait for the user whose ``wait_until`` has passed. Idempotent.
+
+    Like a delay, a timeout continues only the session's newest conversation.
+    """
     with transaction.atomic():
         execution = _locked_execution(execution_id)
         now = timezone.now()
@@ -272,10 +326,12 @@ def execution_expire(*, execution_id: int) -> bool:
             kind="timer", event_id=f"timeout:{execution_id}:{int(execution.wait_until.timestamp())}"
         )
         state = _background_state(execution, event)
+        if execution_superseded(state, execution):
+            return False
         execution_time_out(state, execution)
         _level_ups(state)
         state.flush()
-        bot_id, chat_id, actions = execution.bot_id, execution.user.chat_id, state.actions
+        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
 
@@ -303,11 +359,23 @@ def executions_due(*, limit: int = 500) -> tuple[list[int], list[tuple[int, int,
     return expired, overdue
 
 
+def _superseded_end(execution_id: int) -> bool:
+    """End a paused execution the user has moved on from (see execution_superseded)."""
+    with transaction.atomic():
+        execution = _locked_execution(execution_id)
+        if execution is None or execution.status != Status.RUNNING:
+            return False
+        return execution_superseded(
+            _background_state(execution, InputEvent(kind="timer")), execution
+        )
+
+
 def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) -> dict | None:
     """Claim the right to perform a pending request: push its deadline forward.
 
     A conditional UPDATE, so two workers (a retried task and the sweep) never both
-    run the same request at once. Returns the request to perform, or None.
+    run the same request at once. Returns the request to perform, or None. A request
+    of a conversation the user has moved on from is not sent: the execution ends.
     """
     execution = (
         WorkflowExecution.objects.filter(pk=execution_id, status=Status.RUNNING)
@@ -319,6 +387,8 @@ def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) ->
     pending = execution["context"].get("pending") or {}
     if pending.get("seq") != seq or pending.get("kind") != "http":
         return None
+    if _superseded_end(execution_id):
+        return None  # the user moved on: the request is not sent at all
     claimed = WorkflowExecution.objects.filter(
         pk=execution_id, status=Status.RUNNING, wait_until=execution["wait_until"]
     ).update(wait_until=timezone.now() + timedelta(seconds=budget_seconds))
@@ -411,6 +481,6 @@ def execution_retry(*, execution_id: int) -> bool:
         )
         _level_ups(state)
         state.flush()
-        bot_id, chat_id, actions = execution.bot_id, execution.user.chat_id, state.actions
+        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.editor import STEP_FIELDS, STEP_TYPE_LABELS, TRIGGER_TYPES, Field
+from workflows.editor import TRIGGER_TYPES
+from workflows.engine.steps import STEP_TYPES
 
 _TRIGGER_LABELS = dict(TRIGGER_TYPES)
 _TEXT_LIMIT = 4000  # a field's text as shown; longer values are cut with a note
@@ -125,7 +126,8 @@ def _get(step: dict, name: str) -> Any:
 
 def _fields_of(step: dict) -> list[tuple[str, str, Any]]:
     """(key, label, kind) per field the step has or its type knows, editor order first."""
-    specs: tuple[Field, ...] = STEP_FIELDS.get(step.get("type"), ())
+    handler = STEP_TYPES.get(step.get("type")) if isinstance(step.get("type"), str) else None
+    specs = handler.editor_fields() if handler else ()
     seen = {"type"}
     fields = []
     for spec in specs:
@@ -140,7 +142,8 @@ def _fields_of(step: dict) -> list[tuple[str, str, Any]]:
 
 def _type_label(step: Any) -> str:
     kind = step.get("type") if isinstance(step, dict) else None
-    return STEP_TYPE_LABELS.get(kind, f"Unknown type “{kind}”")
+    handler = STEP_TYPES.get(kind) if isinstance(kind, str) else None
+    return handler.label if handler else f"Unknown type “{kind}”"
 
 
 def _step_fields(old: dict, new: dict) -> tuple[FieldChange, ...]:

@@ -60,7 +60,7 @@ from botplatform.telegram.dispatch import (
     update_quarantine,
 )
 from botplatform.telegram.sender import BotUnauthorized, actions_from_json, actions_send
-from botplatform.telegram.updates import update_sender_id
+from botplatform.telegram.updates import update_chat_type, update_sender_id
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     known = [p for p in parsed.values() if p is not None]
     verdicts = dict.fromkeys(parsed)
     if known:
-        sessions = [_session_key(bot.pk, p.chat_id) for p in known]
+        sessions = [_session_key(bot.pk, p.chat_id, p.chat_type, p.telegram_id) for p in known]
         users = BotUser.objects.raw(
             f"SELECT * FROM {connection.ops.quote_name(BotUser._meta.db_table)}"  # noqa: S608
             " WHERE project_id = %s AND telegram_id = ANY(%s)",
@@ -218,10 +218,12 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     _write([*deferred_writes(), *last_seen_writes(), _outbox_sql(rows)])
 
 
-def _session_key(bot_id: int, chat_id: int) -> str:
+def _session_key(bot_id: int, chat_id: int, chat_type: str, telegram_id: int | None) -> str:
     from workflows.services import session_key_for_chat
 
-    return session_key_for_chat(bot_id=bot_id, chat_id=chat_id)
+    return session_key_for_chat(
+        bot_id=bot_id, chat_id=chat_id, chat_type=chat_type, telegram_id=telegram_id
+    )
 
 
 def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
@@ -294,7 +296,13 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, flo
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
     claimed: list[int] = []
-    sessions = [_session_key(bot_id, row.chat_id) for row in rows if row.chat_id is not None]
+    sessions = [
+        _session_key(
+            bot_id, row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload)
+        )
+        for row in rows
+        if row.chat_id is not None
+    ]
     try:
         with transaction.atomic(), batchscope.batch_scope(batchscope.BatchScope()):
             claimed, pending = _claim(pks, sessions)

@@ -403,12 +403,14 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     """The production handler: upsert the user (loyalty), apply a referral, run the engine."""
     from users.models import BotUser
     from users.services import bot_user_upsert, referral_apply, user_state_changed
-    from workflows.services import event_process
+    from workflows.services import event_process, session_key_for_chat
 
     user, _created = bot_user_upsert(
         project_id=bot.project_id,
         telegram_id=parsed.telegram_id,
-        chat_id=parsed.chat_id,
+        # The user's private chat (its id is the user's): a group is never stored as
+        # theirs, so broadcasts and personal messages never land in a group.
+        chat_id=parsed.chat_id if parsed.chat_type == "private" else parsed.telegram_id,
         username=parsed.username,
         first_name=parsed.first_name,
         last_name=parsed.last_name,
@@ -421,7 +423,13 @@ def engine_handle(*, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
     event = parsed.event
     if event.kind == "command" and event.command == "start" and event.payload.startswith("ref_"):
         referral_apply(user=user, code=event.payload)
-    return list(event_process(user=user, event=event, bot=bot).actions)
+    session_key = session_key_for_chat(
+        bot_id=bot.pk,
+        chat_id=parsed.chat_id,
+        chat_type=parsed.chat_type,
+        telegram_id=parsed.telegram_id,
+    )
+    return list(event_process(user=user, event=event, bot=bot, session_key=session_key).actions)
 
 
 def _handler():

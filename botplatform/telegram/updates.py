@@ -39,6 +39,7 @@ class ParsedUpdate:
     last_name: str
     language_code: str
     event: InputEvent
+    chat_type: str = "private"  # "group"/"supergroup": one session per member
 
 
 def update_id_get(update: object) -> int | None:
@@ -66,6 +67,14 @@ def update_chat_id(update: object) -> int | None:
     if isinstance(message, dict) and isinstance(message.get("chat"), dict):
         return _id(message["chat"].get("id"))
     return _id(_object(query.get("from")).get("id"))
+
+
+def update_chat_type(update: object) -> str:
+    """The chat's type ("private", "group", ...) without full parsing (for session locks)."""
+    update = _object(update)
+    message = update.get("message") or _object(update.get("callback_query")).get("message")
+    kind = _object(_object(message).get("chat")).get("type")
+    return kind if isinstance(kind, str) else "private"
 
 
 def update_sender_id(update: object) -> int | None:
@@ -124,12 +133,13 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
                 event = InputEvent(
                     kind="text", text=text, message_id=message.message_id, event_id=event_id
                 )
-            chat_id = message.chat.id
+            chat_id, chat_type = message.chat.id, message.chat.type
         elif parsed.callback_query is not None:
             query = parsed.callback_query
             sender = query.from_user
             message = query.message
             chat_id = message.chat.id if message is not None else sender.id
+            chat_type = message.chat.type if message is not None else "private"
             if not isinstance(query.id, str) or not query.id:
                 raise MalformedUpdate("a callback query without an id")
             event = InputEvent(
@@ -157,6 +167,7 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
         last_name=_text(sender.last_name, "last name"),
         language_code=_text(sender.language_code, "language code"),
         event=event,
+        chat_type=chat_type if isinstance(chat_type, str) else "private",
     )
 
 

@@ -12,7 +12,13 @@ Grammar::
 
 Numbers written as text (an answer typed by the user, "25") compare as numbers.
 A comparison that makes no sense (``"abc" > 3``) is false instead of an error, so a
-conversation never dies on a user's odd input.
+conversation never dies on a user's odd input. Numbers go through the bounded parser
+(numbers.py): a value such as ``1e99999999`` is not a number here, only text.
+
+Operators' input is bounded: at most :data:`MAX_CONDITION` characters and
+:data:`MAX_DEPTH` levels of brackets or ``not``; the parser counts the depth itself,
+so no expression can reach Python's recursion limit. ``and``/``or`` chains are flat
+nodes, so evaluation depth is the bracket depth, not the chain length.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from workflows.engine.numbers import NumberError, number_parse, number_parse_or_none
 from workflows.engine.templating import PATH_RE, path_check, value_resolve
 
 
@@ -40,6 +47,8 @@ TOKEN_RE = re.compile(
     )""",
     re.VERBOSE,
 )
+MAX_CONDITION = 1000  # characters
+MAX_DEPTH = 20  # nested brackets, lists and "not"s
 KEYWORDS = {"and", "or", "not", "in", "contains", "is", "set", "true", "false", "null"}
 
 
@@ -60,7 +69,10 @@ def _tokenize(source: str) -> list[Token]:
         kind = match.lastgroup
         raw = match.group(kind)
         if kind == "number":
-            tokens.append(Token("literal", Decimal(raw)))
+            try:
+                tokens.append(Token("literal", number_parse(raw)))
+            except NumberError as exc:
+                raise ConditionError(f"the number {raw[:20]} {exc}") from None
         elif kind == "string":
             tokens.append(Token("literal", re.sub(r"\\(.)", r"\1", raw[1:-1])))
         elif kind == "op":
@@ -78,7 +90,7 @@ def _tokenize(source: str) -> list[Token]:
     return tokens
 
 
-# AST nodes are tuples: ("or", a, b) ("and", a, b) ("not", a) ("cmp", op, left, right)
+# AST nodes are tuples: ("or", a, b, ...) ("and", a, b, ...) ("not", a) ("cmp", op, left, right)
 # ("isset", operand, negated) ("truthy", operand); operands: ("path", p) ("lit", v)
 # ("list", [operands]).
 
@@ -87,6 +99,16 @@ class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.i = 0
+        self.depth = 0
+
+    def deeper(self) -> None:
+        """Called on every nesting step; refuses depth before Python's stack would."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConditionError(
+                f"the expression is nested more than {MAX_DEPTH} levels deep; "
+                "split it or remove brackets"
+            )
 
     def peek(self) -> Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -116,23 +138,28 @@ class _Parser:
         return node
 
     def expr(self) -> tuple:
-        node = self.and_expr()
+        nodes = [self.and_expr()]
         while self.accept("kw", "or"):
-            node = ("or", node, self.and_expr())
-        return node
+            nodes.append(self.and_expr())
+        return nodes[0] if len(nodes) == 1 else ("or", *nodes)
 
     def and_expr(self) -> tuple:
-        node = self.not_expr()
+        nodes = [self.not_expr()]
         while self.accept("kw", "and"):
-            node = ("and", node, self.not_expr())
-        return node
+            nodes.append(self.not_expr())
+        return nodes[0] if len(nodes) == 1 else ("and", *nodes)
 
     def not_expr(self) -> tuple:
         if self.accept("kw", "not"):
-            return ("not", self.not_expr())
+            self.deeper()
+            node = ("not", self.not_expr())
+            self.depth -= 1
+            return node
         if self.accept("op", "("):
+            self.deeper()
             node = self.expr()
             self.take("op", ")")
+            self.depth -= 1
             return node
         return self.comparison()
 
@@ -169,12 +196,14 @@ class _Parser:
         if token.kind == "literal":
             return ("lit", token.value)
         if token.kind == "op" and token.value == "[":
+            self.deeper()
             items = []
             if not self.accept("op", "]"):
                 items.append(self.operand())
                 while self.accept("op", ","):
                     items.append(self.operand())
                 self.take("op", "]")
+            self.depth -= 1
             return ("list", items)
         raise ConditionError(f"expected a value but found '{_show(token)}'")
 
@@ -185,11 +214,19 @@ def _show(token: Token) -> str:
     return str(token.value)
 
 
-@lru_cache(maxsize=1024)
 def condition_parse(source: str) -> tuple:
-    """Parse (cached) and check every variable name; raises :class:`ConditionError`."""
+    """Parse (cached) and check every variable name; raises :class:`ConditionError` only."""
     if not isinstance(source, str):
         raise ConditionError("the condition must be a text")
+    if len(source) > MAX_CONDITION:
+        raise ConditionError(
+            f"the condition is {len(source)} characters long; at most {MAX_CONDITION}"
+        )
+    return _parse(source)
+
+
+@lru_cache(maxsize=1024)
+def _parse(source: str) -> tuple:
     tree = _Parser(_tokenize(source)).parse()
     for path in _paths(tree):
         problem = path_check(path)
@@ -209,19 +246,9 @@ def _paths(node: Any):
 
 
 def _number(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int | float):
-        return Decimal(str(value))
     if isinstance(value, str):
-        try:
-            number = Decimal(value.strip().replace(",", "."))
-        except InvalidOperation:
-            return None
-        return number if number.is_finite() else None
-    return None
+        value = value.replace(",", ".")
+    return number_parse_or_none(value)
 
 
 def _value(node: tuple, context: Mapping[str, Any]) -> Any:
@@ -267,9 +294,9 @@ def _compare(op: str, a: Any, b: Any) -> bool:
 def _evaluate(node: tuple, context: Mapping[str, Any]) -> bool:
     kind = node[0]
     if kind == "or":
-        return _evaluate(node[1], context) or _evaluate(node[2], context)
+        return any(_evaluate(child, context) for child in node[1:])
     if kind == "and":
-        return _evaluate(node[1], context) and _evaluate(node[2], context)
+        return all(_evaluate(child, context) for child in node[1:])
     if kind == "not":
         return not _evaluate(node[1], context)
     if kind == "isset":

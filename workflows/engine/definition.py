@@ -1,4 +1,4 @@
-"""The workflow JSON format, read into a typed object.
+"""The shape every workflow definition shares, and its checksum.
 
 ::
 
@@ -6,8 +6,8 @@
      "steps": {"welcome": {"type": "message", "text": "Hi!", "next": "done"},
                "done": {"type": "end"}}}
 
-Steps stay plain dicts (each step type reads its own fields); this module checks
-the shape every definition shares. See ``docs/workflows.md`` for the full format.
+Steps stay plain dicts (each step type reads its own fields and declares their
+schema); this module checks the shape around them. See ``docs/workflows.md``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 STEP_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Definition:
-    start: str
-    steps: dict[str, dict]
-
-    def step(self, step_id: str) -> dict | None:
-        return self.steps.get(step_id)
 
 
 def definition_shape_problems(data: Any) -> list[tuple[str, str]]:
@@ -43,7 +33,7 @@ def definition_shape_problems(data: Any) -> list[tuple[str, str]]:
     if not isinstance(start, str) or not start:
         problems.append(("", "'start' (the id of the first step) is missing"))
     elif steps and start not in steps:
-        problems.append(("", f"'start' names the step '{start}', which does not exist"))
+        problems.append(("", f"'start' names the step '{start[:64]}', which does not exist"))
     for step_id, step in steps.items():
         if not STEP_ID_RE.match(step_id):
             problems.append((step_id, "a step id is 1-64 letters, digits, '_' or '-' (no spaces)"))
@@ -53,13 +43,9 @@ def definition_shape_problems(data: Any) -> list[tuple[str, str]]:
             problems.append((step_id, "the step has no 'type'"))
     unknown = set(data) - {"start", "steps", "description"}
     if unknown:
-        problems.append(("", f"unknown top-level field(s): {', '.join(sorted(unknown))}"))
+        names = ", ".join(str(name)[:64] for name in sorted(unknown, key=str)[:5])
+        problems.append(("", f"unknown top-level field(s): {names}"))
     return problems
-
-
-def definition_parse(data: dict) -> Definition:
-    """A :class:`Definition` of an already validated definition dict."""
-    return Definition(start=data["start"], steps=data["steps"])
 
 
 def definition_checksum(data: Any) -> str:

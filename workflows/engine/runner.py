@@ -21,6 +21,7 @@ from datetime import datetime
 
 from django.core.cache import cache
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Func, JSONField, Value
 from django.utils import timezone
 
 from botplatform import batchscope, metrics
@@ -252,6 +253,9 @@ class RunState:
     waiting_id: int | None = None  # the session's waiting execution, as far as we know
     waiting_cached_id: int | None = None  # the id the session's waiting key holds now
     level_ups: list[str] = field(default_factory=list)
+    # The chat the session's messages go to, when it is not the user's latest chat
+    # (a continuation of a group conversation after the user wrote elsewhere).
+    chat: int | None = None
     data: UserData = field(init=False)
 
     def __post_init__(self) -> None:
@@ -259,7 +263,7 @@ class RunState:
 
     @property
     def chat_id(self) -> int:
-        return self.user.chat_id
+        return self.chat if self.chat is not None else self.user.chat_id
 
     def flush(self) -> None:
         if self.logs:
@@ -407,8 +411,73 @@ def _close(
 
 
 def execution_cancel(state: RunState, execution: WorkflowExecution, reason: str) -> None:
-    """Cancel a waiting execution (its buttons become stale)."""
-    _close(state, execution, Status.CANCELLED, error=reason, was_waiting=True)
+    """Cancel a waiting or paused execution (its buttons become stale)."""
+    was_waiting = execution.status == Status.WAITING
+    _close(state, execution, Status.CANCELLED, error=reason, was_waiting=was_waiting)
+
+
+# --- Who wins when a user does two things at once (docs/workflows.md) -----------------
+
+SUPERSEDED = "interrupted: superseded by a newer conversation in this chat"
+
+
+def session_unfinished_cancel(
+    state: RunState, reason: str, *, waiting: WorkflowExecution | None
+) -> int:
+    """An interrupting command: end every unfinished conversation of the session.
+
+    The waiting one and the paused ones (a delay, an HTTP request) in ONE UPDATE
+    under the session lock, so an interrupting ``/start`` costs no more statements
+    than before; queued continuations then find them cancelled and do nothing.
+    ``waiting``: the session's waiting execution as the caller read it (or None).
+    """
+    scope = batchscope.current()
+    if scope is not None:
+        # A wait of this session not written yet must not be written back after this.
+        for pk, execution in list(scope.executions.items()):
+            if execution.session_key == state.session_key:
+                del scope.executions[pk]
+    cancelled = WorkflowExecution.objects.filter(
+        session_key=state.session_key, status__in=[Status.WAITING, Status.RUNNING]
+    ).update(
+        status=Status.CANCELLED,
+        error=reason[:5000],
+        finished_at=state.now,
+        wait_until=None,
+        context=Func(
+            F("context"),
+            Value("pending"),
+            Value("wait"),
+            function="",
+            arg_joiner=" - ",
+            output_field=JSONField(),
+        ),
+        updated_at=state.now,
+    )
+    if waiting is not None:
+        waiting.status = Status.CANCELLED
+        _cache_delete(workflow_waiting_key(state.session_key))
+        state.waiting_cached_id = None
+        if state.waiting_id == waiting.pk:
+            state.waiting_id = None
+    return cancelled
+
+
+def execution_superseded(state: RunState, execution: WorkflowExecution) -> bool:
+    """Latest user action wins: may a continuation (delay, HTTP result, timeout) go on?
+
+    Only while no conversation started later in the same session is unfinished
+    (waiting or paused). Otherwise the execution ends here, cancelled with the
+    reason :data:`SUPERSEDED`, and True is returned. Call under the session lock.
+    """
+    newer = WorkflowExecution.objects.filter(
+        session_key=execution.session_key,
+        pk__gt=execution.pk,
+        status__in=[Status.WAITING, Status.RUNNING],
+    ).exists()
+    if newer:
+        execution_cancel(state, execution, SUPERSEDED)
+    return newer
 
 
 def _fail(

@@ -18,9 +18,11 @@ import html
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 from typing import Any
+
+from workflows.engine.numbers import number_parse_or_none, number_plain
 
 # Names a template (or a condition) may start a path with, and the fields known
 # under the fixed namespaces. ``vars`` holds any custom variable name.
@@ -48,6 +50,9 @@ ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None}
 IDENT = r"[A-Za-z][A-Za-z0-9_]*"
 PATH_RE = re.compile(rf"^{IDENT}(?:\.{IDENT})*$")
 MAX_OUTPUT = 20_000
+MAX_TEMPLATE = 20_000  # characters an operator may write in one template
+# Room for a bounded number (numbers.py) with 6 decimals: rounding never overflows.
+_ROUNDING = Context(prec=80, rounding=ROUND_HALF_UP)
 
 
 class TemplateError(ValueError):
@@ -69,18 +74,23 @@ class Lazy:
 # --- Filters -----------------------------------------------------------------
 
 
-def _to_number(value: Any) -> int | float | Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
+def _to_number(value: Any) -> Decimal | None:
+    """A bounded number (numbers.py) or None: absurd values render as they are."""
     if isinstance(value, str):
-        try:
-            number = Decimal(value.strip().replace(",", "."))
-        except InvalidOperation:
-            return None
-        return number if number.is_finite() else None
-    return None
+        value = value.replace(",", ".")
+    return number_parse_or_none(value)
+
+
+def _int_arg(arg: Any, default: int, low: int, high: int) -> int:
+    """A filter's numeric argument, clamped; anything else means ``default``."""
+    number = number_parse_or_none(arg)
+    if number is None:
+        return default
+    return max(low, min(int(number), high))
+
+
+def _rounded(number: Decimal, decimals: int) -> Decimal:
+    return number.quantize(Decimal(1).scaleb(-decimals), context=_ROUNDING)
 
 
 def _f_default(value: Any, arg: Any = "") -> Any:
@@ -92,24 +102,21 @@ def _f_number(value: Any, arg: Any = 0) -> Any:
     number = _to_number(value)
     if number is None:
         return value
-    decimals = max(0, min(int(arg or 0), 6))
-    quantum = Decimal(1).scaleb(-decimals)
-    rounded = Decimal(str(number)).quantize(quantum, rounding=ROUND_HALF_UP)
-    return f"{rounded:,.{decimals}f}".replace(",", "\u202f")
+    decimals = _int_arg(arg, 0, 0, 6)
+    return f"{_rounded(number, decimals):,.{decimals}f}".replace(",", "\u202f")
 
 
 def _f_round(value: Any, arg: Any = 0) -> Any:
     number = _to_number(value)
     if number is None:
         return value
-    decimals = max(0, min(int(arg or 0), 6))
-    rounded = Decimal(str(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
-    return f"{rounded:.{decimals}f}"
+    decimals = _int_arg(arg, 0, 0, 6)
+    return f"{_rounded(number, decimals):.{decimals}f}"
 
 
 def _f_truncate(value: Any, arg: Any = 50) -> Any:
     text = _to_text(value)
-    limit = max(1, int(arg or 50))
+    limit = _int_arg(arg, 50, 1, MAX_OUTPUT)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -152,9 +159,9 @@ class Template:
         return [p.path for p in self.parts if isinstance(p, Placeholder)]
 
 
-TAG_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+# Matched against a stripped piece, so no leading or trailing \s* can backtrack.
 FILTER_RE = re.compile(
-    rf"""^\s*(?P<name>{IDENT})\s*(?::\s*(?P<arg>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?))?\s*$"""
+    rf"""^(?P<name>{IDENT})(?:\s*:\s*(?P<arg>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?))?$"""
 )
 
 
@@ -177,7 +184,10 @@ def _parse_arg(raw: str | None) -> Any:
         return None
     if raw[0] in "\"'":
         return re.sub(r"\\(.)", r"\1", raw[1:-1])
-    return float(raw) if "." in raw else int(raw)
+    number = number_parse_or_none(raw)
+    if number is None:
+        raise TemplateError(f"the number {raw[:20]}… is too long for a filter")
+    return number_plain(number)
 
 
 def _parse_placeholder(source: str) -> Placeholder:
@@ -196,7 +206,7 @@ def _parse_placeholder(source: str) -> Placeholder:
         raise TemplateError(problem)
     filters = []
     for piece in pieces[1:]:
-        match = FILTER_RE.match(piece)
+        match = FILTER_RE.match(piece.strip())
         if not match:
             raise TemplateError(f"cannot read the filter '{piece.strip()}'")
         name = match["name"]
@@ -231,30 +241,40 @@ def _split_pipes(source: str) -> list[str]:
     return pieces
 
 
-@lru_cache(maxsize=2048)
 def template_parse(source: str) -> Template:
-    """Parse once, render many times (cached by source text)."""
+    """Parse once, render many times (cached by source text). Raises :class:`TemplateError`.
+
+    Linear in the length of ``source`` (each ``{{`` is found once, its ``}}`` once), and
+    ``source`` is at most :data:`MAX_TEMPLATE` characters.
+    """
+    if not isinstance(source, str):
+        raise TemplateError("must be a text")
+    if len(source) > MAX_TEMPLATE:
+        raise TemplateError(
+            f"the text is {len(source)} characters long; at most {MAX_TEMPLATE} are allowed"
+        )
+    return _parse(source)
+
+
+@lru_cache(maxsize=2048)
+def _parse(source: str) -> Template:
     parts: list[str | Placeholder] = []
     position = 0
-    for match in TAG_RE.finditer(source):
-        literal = source[position : match.start()]
-        _check_literal(literal)
+    while True:
+        start = source.find("{{", position)
+        literal = source[position:] if start < 0 else source[position:start]
+        if "}}" in literal:
+            raise TemplateError("'}}' closes a placeholder that was never opened")
         if literal:
             parts.append(literal)
-        parts.append(_parse_placeholder(match.group(1)))
-        position = match.end()
-    tail = source[position:]
-    _check_literal(tail)
-    if tail:
-        parts.append(tail)
+        if start < 0:
+            break
+        end = source.find("}}", start + 2)
+        if end < 0:
+            raise TemplateError("'{{' is opened but never closed with '}}'")
+        parts.append(_parse_placeholder(source[start + 2 : end]))
+        position = end + 2
     return Template(parts=tuple(parts))
-
-
-def _check_literal(text: str) -> None:
-    if "{{" in text:
-        raise TemplateError("'{{' is opened but never closed with '}}'")
-    if "}}" in text:
-        raise TemplateError("'}}' closes a placeholder that was never opened")
 
 
 # --- Rendering ---------------------------------------------------------------
@@ -319,8 +339,6 @@ def template_render(
 
 def template_check(source: Any) -> str | None:
     """Why ``source`` is not a valid template, or None."""
-    if not isinstance(source, str):
-        return "must be a text"
     try:
         template_parse(source)
     except TemplateError as exc:

@@ -9,7 +9,6 @@ highest-priority workflow wins; fallback only when nothing else matches.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -20,9 +19,11 @@ from django.dispatch import receiver
 from botplatform import metrics
 from botplatform.cache import WORKFLOW_TRIGGERS_TTL, workflow_triggers_key
 from workflows.engine.events import InputEvent
+from workflows.engine.patterns import pattern_search
 from workflows.models import Workflow
 
 logger = logging.getLogger(__name__)
+MAX_TRIGGER_TEXT = 4096  # a Telegram message is at most 4096 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +119,13 @@ def _matches(trigger: dict, event: InputEvent) -> bool:
             return expected.casefold() == event.text.strip().casefold()
         return expected == event.text.strip()
     if kind == "regex" and event.kind == "text":
-        flags = re.IGNORECASE if trigger.get("ignore_case", True) else 0
-        try:
-            return re.search(trigger.get("pattern", ""), event.text[:4096], flags) is not None
-        except re.error:
-            return False
+        # Time-bounded: a runaway pattern counts as no match (see patterns.py).
+        pattern = trigger.get("pattern")
+        return isinstance(pattern, str) and pattern_search(
+            pattern,
+            event.text[:MAX_TRIGGER_TEXT],
+            ignore_case=bool(trigger.get("ignore_case", True)),
+        )
     if kind == "callback" and event.kind == "callback":
         if "data" in trigger:
             return trigger["data"] == event.callback_data

@@ -1,8 +1,11 @@
 """Whole-graph validation, run on publish: every error names its step.
 
-Besides each step type's own field checks: references to missing steps, unreachable
-steps, cycles that never wait for the user (they would loop forever), and the
-triggers' own problems.
+Each step is checked against its type's JSON Schema (workflows/engine/schema.py,
+built from the fields the step type declares) and by the step type's own checks for
+what a schema cannot say (templates, expressions, fields that depend on each other);
+where both speak about one field, the step type's more specific message is kept.
+Then the graph: references to missing steps, unreachable steps, cycles that never
+wait for the user (they would loop forever), and the triggers' own problems.
 """
 
 from __future__ import annotations
@@ -12,11 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.engine.definition import definition_shape_problems
+from workflows.engine.patterns import pattern_problem
+from workflows.engine.schema import step_shape_problems
 from workflows.engine.steps import STEP_TYPES
-from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker
+from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker, StepType
 
 TRIGGER_TYPES = ("command", "text", "regex", "callback", "fallback", "level_up")
 COMMAND_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+# Deeper than any real workflow (a JSON body nests a few levels); refused before the
+# checks, which would otherwise recurse into it.
+MAX_DEPTH = 64
+# Messages name their field first: "'validate.min' must be ...".
+_NAMED = re.compile(r"^'[^']*'")
+# How a step type's own messages name a field besides "'field' ...".
+_CHECK_PREFIXES = {"buttons": ("button ",), "branches": ("branch ",), "headers": ("header ",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +48,54 @@ class WorkflowValidationError(Exception):
         super().__init__("; ".join(str(error) for error in errors))
 
 
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists or objects more than ``limit`` levels (no recursion)."""
+    frontier, depth = [value], 0
+    while frontier:
+        depth += 1
+        if depth > limit:
+            return True
+        nested = []
+        for item in frontier:
+            if isinstance(item, dict):
+                nested.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                nested.extend(v for v in item if isinstance(v, dict | list))
+        frontier = nested
+    return False
+
+
+def _step_problems(step_id: str, step_type: str, step: dict) -> list[str]:
+    """The step type's own problems, then shape problems about fields they do not name."""
+    checker = Checker(step_id, step)
+    STEP_TYPES[step_type].check(checker)
+    problems = list(checker.problems)
+    named = {match.group() for problem in checker.problems if (match := _NAMED.match(problem))}
+    for field, message in step_shape_problems(step_type, step):
+        match = _NAMED.match(message)
+        if match and match.group() in named:
+            continue
+        if any(problem.startswith(_CHECK_PREFIXES.get(field, ())) for problem in checker.problems):
+            continue
+        problems.append(message)
+    return problems
+
+
+def _handler(step: dict) -> StepType | None:
+    kind = step.get("type")
+    return STEP_TYPES.get(kind) if isinstance(kind, str) else None
+
+
+def _quoted(value: Any) -> str:
+    """A value from the definition inside a message: quoted, and short."""
+    text = str(value)
+    return f"'{text[:64]}…'" if len(text) > 64 else f"'{text}'"
+
+
 def _edges(steps: dict[str, dict]) -> dict[str, list[tuple[str, Any]]]:
     edges = {}
     for step_id, step in steps.items():
-        handler = STEP_TYPES.get(step.get("type"))
+        handler = _handler(step)
         edges[step_id] = handler.targets(step) if handler else []
     return edges
 
@@ -49,7 +105,7 @@ def _cycles_without_wait(steps: dict[str, dict], edges: dict) -> list[list[str]]
     nodes = [
         step_id
         for step_id, step in steps.items()
-        if (handler := STEP_TYPES.get(step.get("type"))) is not None and not handler.waits_for(step)
+        if (handler := _handler(step)) is not None and not handler.waits_for(step)
     ]
     allowed = set(nodes)
     graph = {
@@ -116,10 +172,12 @@ def triggers_problems(triggers: Any) -> list[StepError]:
             if not isinstance(trigger.get("text"), str) or not trigger["text"].strip():
                 errors.append(StepError(where, "'text' (the exact message) is missing"))
         elif kind == "regex":
-            try:
-                re.compile(trigger.get("pattern"))
-            except (re.error, TypeError) as exc:
-                errors.append(StepError(where, f"'pattern' is not a regular expression: {exc}"))
+            problem = pattern_problem(trigger.get("pattern"))
+            if problem:
+                # "'pattern' is not a regular expression: …" as before for syntax errors.
+                problem = problem.replace("this is not a valid", "is not a", 1)
+                glue = " " if problem.startswith("is not a") else ": "
+                errors.append(StepError(where, f"'pattern'{glue}{problem}"))
         elif kind == "callback":
             data = trigger.get("data")
             prefix = trigger.get("prefix")
@@ -139,6 +197,9 @@ def workflow_validate(
     definition: Any, *, triggers: Any = None, known_workflows: set[str] | None = None
 ) -> None:
     """Raise :class:`WorkflowValidationError` listing every problem found."""
+    if _too_deep(definition):
+        message = f"the definition nests lists or objects more than {MAX_DEPTH} levels deep"
+        raise WorkflowValidationError([StepError("", message)])
     errors = [StepError(step, message) for step, message in definition_shape_problems(definition)]
     errors.extend(triggers_problems(triggers))
     if any(error.step == "" for error in errors) or not isinstance(definition, dict):
@@ -147,19 +208,21 @@ def workflow_validate(
     for step_id, step in steps.items():
         if not isinstance(step, dict):
             continue
-        handler = STEP_TYPES.get(step.get("type"))
+        handler = _handler(step)
         if handler is None:
+            if not isinstance(step.get("type"), str):
+                continue  # the shape check said so
             errors.append(
                 StepError(
                     step_id,
-                    f"unknown step type '{step.get('type')}' "
+                    f"unknown step type {_quoted(step['type'])} "
                     f"(known: {', '.join(sorted(STEP_TYPES))})",
                 )
             )
             continue
-        checker = Checker(step_id, step)
-        handler.check(checker)
-        errors.extend(StepError(step_id, problem) for problem in checker.problems)
+        errors.extend(
+            StepError(step_id, problem) for problem in _step_problems(step_id, handler.type, step)
+        )
         if (
             known_workflows is not None
             and step.get("type") == "start_workflow"
@@ -167,7 +230,9 @@ def workflow_validate(
             and step["workflow"] not in known_workflows
         ):
             errors.append(
-                StepError(step_id, f"there is no workflow '{step['workflow']}' in this project")
+                StepError(
+                    step_id, f"there is no workflow {_quoted(step['workflow'])} in this project"
+                )
             )
     steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
     edges = _edges(steps)
@@ -176,7 +241,8 @@ def workflow_validate(
             if not isinstance(target, str) or target not in steps:
                 errors.append(
                     StepError(
-                        step_id, f"{where} points to the step '{target}', which does not exist"
+                        step_id,
+                        f"{where} points to the step {_quoted(target)}, which does not exist",
                     )
                 )
     reachable = set()

@@ -214,7 +214,7 @@ def test_every_step_type_reports_its_own_field_errors():
     )
     assert has(errors, "a", "'operation' must be one of")
     assert has(errors, "b", "'url' must start with")
-    assert has(errors, "b", "'timeout' must be at most 60")
+    assert has(errors, "b", "'timeout' must be a number from 1 to 60")
     assert has(errors, "c", "give the duration")
     assert has(errors, "d", "'variable'")
     assert has(errors, "d", "'value' is missing")

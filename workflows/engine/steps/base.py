@@ -10,7 +10,7 @@ row themselves; the runner owns its state transitions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -185,11 +185,92 @@ class Checker:
             self.add(f"'{key}' must be one of: {', '.join(choices)}")
 
 
+# --- The contract: fields, schema, editor ------------------------------------------
+
+# JSON Schema of a field naming another step (``#/$defs/stepRef`` of the file schema).
+STEP_REF: dict[str, Any] = {"$ref": "#/$defs/stepRef"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of a step type: its JSON Schema, and how the form editor shows it.
+
+    ``kind`` is the editor's widget: template line int number bool step choice workflow
+    keyboard pairs json amount value buttons branches. A ``choice`` field's schema is
+    the enum of its ``choices``; an object field lists its ``parts`` (the editor shows
+    them as ``validate.min`` and so on). ``problem`` is what the validator says when
+    the value has the wrong shape, where the schema alone says it badly (a pattern,
+    say); otherwise the message is derived from the schema.
+    """
+
+    name: str
+    kind: str
+    label: str
+    help: str = ""
+    schema: dict[str, Any] = field(default_factory=dict)
+    required: bool = False
+    choices: tuple[tuple[str, str], ...] = ()
+    parts: tuple[FieldSpec, ...] = ()
+    problem: str = ""
+
+    def json_schema(self) -> dict[str, Any]:
+        """The field's JSON Schema, with the label and help as title and description."""
+        schema = dict(self.schema)
+        if self.choices:
+            schema["enum"] = [value for value, _ in self.choices]
+        if self.parts:
+            schema.update(
+                type="object",
+                properties={part.name: part.json_schema() for part in self.parts},
+                additionalProperties=False,
+            )
+        schema["title"] = self.label
+        if self.help:
+            schema["description"] = self.help
+        return schema
+
+
+def step_ref(name: str, label: str, help: str = "") -> FieldSpec:
+    """A field naming another step: a select of the workflow's steps in the editor."""
+    return FieldSpec(name, "step", label, help, schema=STEP_REF)
+
+
+MAX_WAIT = 366 * 86400  # a wait for the user longer than a year is a typo (and overflows)
+TIMEOUT_FIELD = FieldSpec(
+    "timeout",
+    "int",
+    "Wait at most (seconds)",
+    "How long to wait for the user. Empty: 24 hours.",
+    schema={"type": "number", "minimum": 1, "maximum": MAX_WAIT},
+)
+ON_TIMEOUT_FIELD = step_ref("on_timeout", "If the user does not answer", "Empty: just stop.")
+KEYBOARD_FIELD = FieldSpec(
+    "reply_keyboard",
+    "keyboard",
+    "Reply keyboard",
+    "One row per line, buttons separated by |, e.g. “Menu | Help”. A tap arrives as text.",
+    schema={"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+    problem="a list of rows of texts",
+)
+DESCRIPTION_FIELD = FieldSpec(
+    "description",
+    "line",
+    "Note",
+    "For you and your team; users never see it.",
+    schema={"type": "string"},
+)
+
+
 # --- Step type base -----------------------------------------------------------
 
 
 class StepType:
     type: ClassVar[str]
+    # The contract, read by the schema (workflows/engine/schema.py), the validator and
+    # the form editor: a name for operators, one line on what the step does, its fields.
+    label: ClassVar[str]
+    description: ClassVar[str]
+    fields: ClassVar[tuple[FieldSpec, ...]] = ()
     # Waits for the user or a timer: a cycle through such a step is not an endless loop.
     waits: ClassVar[bool] = False
     # Writes to the database: the runner wraps it in a savepoint, so a failure
@@ -197,6 +278,32 @@ class StepType:
     atomic: ClassVar[bool] = False
     # Fields that name other steps.
     target_fields: ClassVar[tuple[str, ...]] = ("next",)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of one step of this type (``$ref`` into the file's ``$defs``)."""
+        return {
+            "type": "object",
+            "title": cls.label,
+            "description": cls.description,
+            "properties": {
+                "type": {"const": cls.type},
+                **{spec.name: spec.json_schema() for spec in cls.fields},
+            },
+            "required": ["type", *(spec.name for spec in cls.fields if spec.required)],
+            "additionalProperties": False,
+        }
+
+    @classmethod
+    def editor_fields(cls) -> tuple[FieldSpec, ...]:
+        """The form editor's inputs: an object field's parts appear as ``name.part``."""
+        found: list[FieldSpec] = []
+        for spec in cls.fields:
+            if spec.parts:
+                found.extend(replace(part, name=f"{spec.name}.{part.name}") for part in spec.parts)
+            else:
+                found.append(spec)
+        return tuple(found)
 
     def waits_for(self, step: dict) -> bool:
         """Whether this step stops the run (so a cycle through it is not endless)."""

@@ -7,16 +7,18 @@ Branches: ``on_success`` (or ``next``), ``on_insufficient``, ``on_in_progress``.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 from users import services
+from workflows.engine.numbers import NumberError, integer_parse
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     Outcome,
     StepFailure,
     StepRuntime,
     StepType,
+    step_ref,
 )
 from workflows.engine.templating import template_check
 
@@ -28,18 +30,57 @@ def bonus_idempotency_key(*, event_id: str, execution_id: int, step_id: str, seq
     return f"wf:{event_id or f'seq{seq}'}:{execution_id}:{step_id}"[:200]
 
 
-def _amount(text: str) -> int:
+def _amount(value: str | int) -> int:
+    """The bonus amount, or a StepFailure that tells the operator why not.
+
+    Parsed by the bounded number parser (never ``int()`` on raw text) and held to the
+    ledger's own maximum, so the ledger never sees an amount it would refuse.
+    """
     try:
-        number = Decimal(text.strip())
-    except InvalidOperation:
-        raise StepFailure(f"the amount '{text}' is not a number") from None
-    if not number.is_finite() or number != number.to_integral_value():
-        raise StepFailure(f"the amount '{text}' is not a whole number")
-    return int(number)
+        amount = integer_parse(value)
+    except NumberError as exc:
+        raise StepFailure(f"the amount '{str(value)[:40]}' {exc}") from None
+    if abs(amount) > services.MAX_AMOUNT:
+        raise StepFailure(
+            f"the amount {amount} is larger than the maximum of {services.MAX_AMOUNT} bonuses"
+        )
+    return amount
 
 
 class BonusStep(StepType):
     type = "bonus"
+    label = "Bonuses: earn, spend, adjust"
+    description = "Earn, spend or adjust the user's bonuses in the ledger, then branch."
+    fields = (
+        FieldSpec(
+            "operation",
+            "choice",
+            "Operation",
+            choices=tuple(zip(OPERATIONS, ("Earn", "Spend", "Adjust (signed)"), strict=True)),
+            required=True,
+        ),
+        FieldSpec(
+            "amount",
+            "amount",
+            "Amount",
+            "A whole number, or a template like {{ vars.price }}.",
+            schema={"type": ["integer", "string"]},
+            required=True,
+            problem="a whole number or a template",
+        ),
+        FieldSpec(
+            "reason",
+            "line",
+            "Reason",
+            "Shown in the ledger. Required for adjust.",
+            schema={"type": "string"},
+        ),
+        step_ref("on_success", "On success go to"),
+        step_ref("on_insufficient", "If the balance is too low"),
+        step_ref("on_in_progress", "If another operation is running (double tap)"),
+        step_ref("next", "Otherwise go to", "Used when “on success” is empty."),
+        DESCRIPTION_FIELD,
+    )
     atomic = True
     target_fields = ("next", "on_success", "on_insufficient", "on_in_progress")
 
@@ -57,6 +98,8 @@ class BonusStep(StepType):
             checker.add("'amount' must be a whole number or a template")
         elif amount == 0 or (amount < 0 and step.get("operation") != "adjust"):
             checker.add("'amount' must be positive (only 'adjust' takes a negative amount)")
+        elif abs(amount) > services.MAX_AMOUNT:
+            checker.add(f"'amount' must be at most {services.MAX_AMOUNT} bonuses")
         checker.template("reason")
         if step.get("operation") == "adjust" and not step.get("reason"):
             checker.add("an 'adjust' needs a 'reason'")
@@ -64,7 +107,7 @@ class BonusStep(StepType):
     def run(self, rt: StepRuntime) -> Outcome:
         step = rt.step
         amount = step["amount"]
-        amount = _amount(rt.render(amount, escape=False)) if isinstance(amount, str) else amount
+        amount = _amount(rt.render(amount, escape=False) if isinstance(amount, str) else amount)
         reason = rt.render(step.get("reason") or "", escape=False)[:500]
         operation = step["operation"]
         if amount == 0 or (amount < 0 and operation != "adjust"):

@@ -5,11 +5,46 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.engine.conditions import ConditionError, condition_evaluate, condition_parse
-from workflows.engine.steps.base import Checker, Goto, Outcome, StepFailure, StepRuntime, StepType
+from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
+    STEP_REF,
+    Checker,
+    FieldSpec,
+    Goto,
+    Outcome,
+    StepFailure,
+    StepRuntime,
+    StepType,
+    step_ref,
+)
 
 
 class ConditionStep(StepType):
     type = "condition"
+    label = "Branch on a condition"
+    description = "The first branch whose 'if' holds, else 'default'."
+    fields = (
+        FieldSpec(
+            "branches",
+            "branches",
+            "Branches",
+            "Tried in order; the first whose condition holds wins.",
+            schema={
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {"if": {"type": "string"}, "next": STEP_REF},
+                    "required": ["if", "next"],
+                    "additionalProperties": False,
+                },
+            },
+            required=True,
+            problem='a non-empty list of {"if": ..., "next": ...}',
+        ),
+        step_ref("default", "Otherwise go to"),
+        DESCRIPTION_FIELD,
+    )
     target_fields = ("default",)
 
     def targets(self, step: dict) -> list[tuple[str, Any]]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     Outcome,
     Pending,
     StepRuntime,
     StepType,
+    step_ref,
 )
 
 UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
@@ -28,11 +31,19 @@ def delay_seconds(step: dict) -> float:
 
 class DelayStep(StepType):
     type = "delay"
+    label = "Wait some time"
+    description = "Continue after a while: the units add up (at most 366 days)."
+    fields = (
+        *(
+            FieldSpec(unit, "number", unit.capitalize(), schema={"type": "number", "minimum": 0})
+            for unit in ("days", "hours", "minutes", "seconds")
+        ),
+        step_ref("next", "Then go to"),
+        DESCRIPTION_FIELD,
+    )
     waits = True
 
     def check(self, checker: Checker) -> None:
-        for unit in UNITS:
-            checker.number(unit, minimum=0)
         if not any(unit in checker.step for unit in UNITS):
             checker.add("give the duration in 'seconds', 'minutes', 'hours' or 'days'")
             return

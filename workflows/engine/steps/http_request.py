@@ -21,13 +21,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     Outcome,
     Pending,
     StepFailure,
     StepRuntime,
     StepType,
+    step_ref,
 )
 from workflows.engine.steps.set_variable import variable_name_problem
 from workflows.engine.templating import (
@@ -249,6 +252,53 @@ def request_budget(step: dict) -> float:
 
 class HttpRequestStep(StepType):
     type = "http_request"
+    label = "Call an HTTP endpoint"
+    description = "Call an HTTP endpoint in the background, save parts of the answer, branch."
+    fields = (
+        FieldSpec("method", "choice", "Method", choices=tuple((m, m) for m in METHODS)),
+        FieldSpec(
+            "url",
+            "line",
+            "URL",
+            "Templates work: https://api.example.com/{{ user.id }}",
+            schema={"type": "string"},
+            required=True,
+        ),
+        FieldSpec(
+            "headers",
+            "pairs",
+            "Headers",
+            "One per line: Name: value",
+            schema={"type": "object", "additionalProperties": {"type": "string"}},
+            problem="an object of header name → text",
+        ),
+        FieldSpec("body", "json", "Body (JSON)", "Optional. Strings inside may be templates."),
+        FieldSpec(
+            "timeout",
+            "number",
+            "Timeout per try (seconds)",
+            f"1-{MAX_TIMEOUT}, default {DEFAULT_TIMEOUT}.",
+            schema={"type": "number", "minimum": 1, "maximum": MAX_TIMEOUT},
+        ),
+        FieldSpec(
+            "retries",
+            "int",
+            "Retries",
+            f"0-{MAX_RETRIES}, default {DEFAULT_RETRIES}.",
+            schema={"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+        ),
+        FieldSpec(
+            "save",
+            "pairs",
+            "Save from the answer",
+            "One per line: variable: path, e.g. “discount: data.discount”.",
+            schema={"type": "object", "additionalProperties": {"type": "string"}},
+            problem="an object of variable name → JSON path",
+        ),
+        step_ref("on_success", "On success go to"),
+        step_ref("on_failure", "On failure go to"),
+        DESCRIPTION_FIELD,
+    )
     target_fields = ("on_success", "on_failure")
 
     def check(self, checker: Checker) -> None:
@@ -278,12 +328,6 @@ class HttpRequestStep(StepType):
         body = step.get("body")
         for problem in _tree_problems(body):
             checker.add(f"'body': {problem}")
-        timeout = checker.number("timeout", minimum=1)
-        if timeout is not None and timeout > MAX_TIMEOUT:
-            checker.add(f"'timeout' must be at most {MAX_TIMEOUT} seconds")
-        retries = checker.number("retries", minimum=0)
-        if retries is not None and retries > MAX_RETRIES:
-            checker.add(f"'retries' must be at most {MAX_RETRIES}")
         save = step.get("save", {})
         if not isinstance(save, dict):
             checker.add("'save' must map variable names to JSON paths")

@@ -8,28 +8,41 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from workflows.engine.events import InputEvent
+from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse
+from workflows.engine.patterns import pattern_fullmatch, pattern_problem
 from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
+    KEYBOARD_FIELD,
+    ON_TIMEOUT_FIELD,
     TELEGRAM_TEXT_LIMIT,
+    TIMEOUT_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     NotConsumed,
     Outcome,
     StepRuntime,
     StepType,
     Wait,
+    step_ref,
     wait_timeout,
 )
-from workflows.engine.steps.set_variable import variable_name_problem
+from workflows.engine.steps.set_variable import (
+    VARIABLE_PROBLEM,
+    VARIABLE_SCHEMA,
+    variable_name_problem,
+)
 
 KINDS = ("text", "number", "integer", "phone", "email", "date", "regex")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?\d{7,15}$")
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y")
 MAX_ANSWER = 1000
+MAX_PATTERN_ANSWER = 256  # answers checked by an operator's pattern (see patterns.py)
 DEFAULT_ATTEMPTS = 3
 
 
@@ -65,11 +78,12 @@ def answer_validate(rule: dict, text: str) -> Any:
         return text
     if kind in {"number", "integer"}:
         try:
-            number = Decimal(text.replace(",", ".").replace(" ", ""))
-        except InvalidOperation:
-            raise Invalid("please send a number") from None
-        if not number.is_finite():
-            raise Invalid("please send a number")
+            number = number_parse(text.replace(",", ".").replace(" ", ""))
+        except NumberError as exc:
+            reason = exc.args[0]
+            raise Invalid(
+                "please send a number" if reason == NOT_A_NUMBER else f"the number {reason}"
+            ) from None
         if kind == "integer" and number != number.to_integral_value():
             raise Invalid("please send a whole number")
         if low is not None and number < Decimal(str(low)):
@@ -94,7 +108,9 @@ def answer_validate(rule: dict, text: str) -> Any:
             raise Invalid(f"the date must not be after {_date(str(high)):%d.%m.%Y}")
         return value.isoformat()
     if kind == "regex":
-        if not re.fullmatch(rule["pattern"], text):
+        if len(text) > MAX_PATTERN_ANSWER:
+            raise Invalid(f"the answer is longer than {MAX_PATTERN_ANSWER} characters")
+        if not pattern_fullmatch(rule.get("pattern") or "", text):
             raise Invalid(rule.get("message") or "the answer is not in the expected format")
         return text
     raise Invalid(f"unknown validation type {kind}")
@@ -102,6 +118,92 @@ def answer_validate(rule: dict, text: str) -> Any:
 
 class InputStep(StepType):
     type = "input"
+    label = "Ask a question"
+    description = "Ask, validate the answer, store it in a variable."
+    fields = (
+        FieldSpec(
+            "text",
+            "template",
+            "Question",
+            schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
+            required=True,
+        ),
+        FieldSpec(
+            "variable",
+            "line",
+            "Save the answer as",
+            "A variable name: a letter, then letters, digits or _. Read it later as {{ vars.NAME }}.",
+            schema=VARIABLE_SCHEMA,
+            required=True,
+            problem=VARIABLE_PROBLEM,
+        ),
+        FieldSpec(
+            "validate",
+            "object",
+            "Expected answer",
+            problem='an object like {"type": "date"}',
+            parts=(
+                FieldSpec(
+                    "type",
+                    "choice",
+                    "Expected answer",
+                    choices=tuple(
+                        zip(
+                            KINDS,
+                            (
+                                "Any text",
+                                "A number",
+                                "A whole number",
+                                "A phone number",
+                                "An e-mail address",
+                                "A date",
+                                "Text matching a pattern",
+                            ),
+                            strict=True,
+                        )
+                    ),
+                ),
+                FieldSpec(
+                    "min",
+                    "value",
+                    "Minimum",
+                    "Length for text, value for numbers, a date (YYYY-MM-DD or “today”) for dates.",
+                    schema={"type": ["number", "string"]},
+                ),
+                FieldSpec("max", "value", "Maximum", schema={"type": ["number", "string"]}),
+                FieldSpec(
+                    "pattern",
+                    "line",
+                    "Pattern",
+                    "For “text matching a pattern” (regex).",
+                    schema={"type": "string"},
+                ),
+                FieldSpec(
+                    "message", "line", "Explanation of the pattern", schema={"type": "string"}
+                ),
+            ),
+        ),
+        FieldSpec(
+            "retry_text",
+            "template",
+            "On an invalid answer say",
+            "Empty: an explanation.",
+            schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
+        ),
+        FieldSpec(
+            "max_attempts",
+            "int",
+            "Tries",
+            "Invalid answers allowed (default 3).",
+            schema={"type": "integer", "minimum": 1},
+        ),
+        KEYBOARD_FIELD,
+        step_ref("next", "Then go to"),
+        step_ref("on_fail", "After too many invalid answers"),
+        TIMEOUT_FIELD,
+        ON_TIMEOUT_FIELD,
+        DESCRIPTION_FIELD,
+    )
     waits = True
     atomic = True  # the answer is stored as a variable
     target_fields = ("next", "on_fail", "on_timeout")
@@ -132,15 +234,9 @@ class InputStep(StepType):
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 checker.add(f"'validate.{bound}' must be a number")
         if kind == "regex":
-            pattern = rule.get("pattern")
-            try:
-                re.compile(pattern)
-            except (re.error, TypeError) as exc:
-                checker.add(f"'validate.pattern' is not a valid regular expression: {exc}")
-        attempts = checker.number("max_attempts", minimum=1)
-        if attempts is not None and attempts != int(attempts):
-            checker.add("'max_attempts' must be a whole number")
-        checker.number("timeout", minimum=1)
+            problem = pattern_problem(rule.get("pattern"))
+            if problem:
+                checker.add(f"'validate.pattern': {problem}")
 
     def _ask(self, rt: StepRuntime, text: str, attempts: int) -> Wait:
         rt.send(text, reply_keyboard=tuple(tuple(r) for r in rt.step.get("reply_keyboard") or ()))

@@ -12,14 +12,20 @@ from typing import Any
 from workflows.engine.events import Button, InputEvent
 from workflows.engine.steps.base import (
     CALLBACK_DATA_LIMIT,
+    DESCRIPTION_FIELD,
+    KEYBOARD_FIELD,
+    ON_TIMEOUT_FIELD,
     TELEGRAM_TEXT_LIMIT,
+    TIMEOUT_FIELD,
     Checker,
+    FieldSpec,
     Goto,
     NotConsumed,
     Outcome,
     StepRuntime,
     StepType,
     Wait,
+    step_ref,
     wait_timeout,
 )
 from workflows.engine.templating import template_check
@@ -50,6 +56,57 @@ def engine_callback_data(execution_id: int, seq: int, index: int) -> str:
 
 class MessageStep(StepType):
     type = "message"
+    label = "Send a message"
+    description = "Send a text; waits for a press when a button has 'next'."
+    fields = (
+        FieldSpec(
+            "text",
+            "template",
+            "Text",
+            "Telegram HTML (<b>, <i>, <a href=…>). Insert values with {{ user.first_name }}, "
+            "{{ user.balance }}, {{ vars.city }}.",
+            schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
+            required=True,
+        ),
+        FieldSpec(
+            "buttons",
+            "buttons",
+            "Buttons",
+            "Rows of buttons; each goes to a step ('next'), opens a link ('url') "
+            "or sends data for a trigger ('data').",
+            schema={
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"$ref": "#/$defs/button"},
+                        {"type": "array", "items": {"$ref": "#/$defs/button"}},
+                    ]
+                },
+            },
+            problem="a list of rows of buttons",
+        ),
+        KEYBOARD_FIELD,
+        FieldSpec(
+            "remove_keyboard",
+            "bool",
+            "Remove the reply keyboard shown earlier",
+            schema={"type": "boolean"},
+        ),
+        FieldSpec(
+            "edit",
+            "bool",
+            "Edit the pressed message instead of sending a new one",
+            schema={"type": "boolean"},
+        ),
+        step_ref(
+            "next",
+            "Then go to",
+            "For a message without step buttons. Empty: the conversation ends.",
+        ),
+        TIMEOUT_FIELD,
+        ON_TIMEOUT_FIELD,
+        DESCRIPTION_FIELD,
+    )
     target_fields = ("next", "on_timeout")
 
     def waits_for(self, step: dict) -> bool:
@@ -59,7 +116,9 @@ class MessageStep(StepType):
         found = super().targets(step)
         for index, button in enumerate(flat_buttons(step)):
             if button.get("next") is not None:
-                found.append((f"button {index + 1} ('{button.get('text', '')}')", button["next"]))
+                found.append(
+                    (f"button {index + 1} ('{str(button.get('text', ''))[:64]}')", button["next"])
+                )
         return found
 
     def check(self, checker: Checker) -> None:
@@ -80,11 +139,13 @@ class MessageStep(StepType):
             kinds = [key for key in ("next", "url", "data") if button.get(key)]
             if not kinds:
                 checker.add(
-                    f"{where} ('{label}') has no target: give it 'next' (a step), "
+                    f"{where} ('{str(label)[:64]}') has no target: give it 'next' (a step), "
                     "'url' (a link) or 'data' (callback data for a trigger)"
                 )
             elif len(kinds) > 1:
-                checker.add(f"{where} ('{label}') has several targets: {', '.join(kinds)}")
+                checker.add(
+                    f"{where} ('{str(label)[:64]}') has several targets: {', '.join(kinds)}"
+                )
             url = button.get("url")
             if url is not None and (
                 not isinstance(url, str) or not url.startswith(("https://", "http://", "tg://"))
@@ -109,7 +170,6 @@ class MessageStep(StepType):
             )
         ):
             checker.add("'reply_keyboard' must be a list of rows of texts")
-        checker.number("timeout", minimum=1)
 
     def run(self, rt: StepRuntime) -> Outcome:
         step = rt.step

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
-from workflows.engine.steps.base import Checker, Goto, Outcome, StepFailure, StepRuntime, StepType
+from workflows.engine.numbers import NumberError, number_parse, number_plain
+from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
+    Checker,
+    FieldSpec,
+    Goto,
+    Outcome,
+    StepFailure,
+    StepRuntime,
+    StepType,
+    step_ref,
+)
 from workflows.engine.templating import template_check
 
 VARIABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 RESERVED = frozenset({"balance", "level", "referrals"})
 OPERATIONS = ("set", "increment", "decrement", "delete")
+VARIABLE_SCHEMA = {
+    "type": "string",
+    "pattern": VARIABLE_RE.pattern,
+    "not": {"enum": sorted(RESERVED)},
+}
+VARIABLE_PROBLEM = "a variable name: a letter, then letters, digits or _ (max 64), not " + (
+    ", ".join(sorted(RESERVED))
+)
 
 
 def variable_name_problem(name: object) -> str | None:
@@ -22,21 +40,45 @@ def variable_name_problem(name: object) -> str | None:
 
 
 def _as_number(value: object) -> int | float:
-    if isinstance(value, bool):
-        raise StepFailure("the value is not a number")
-    if isinstance(value, int | float):
-        return value
+    """The step's increment, through the bounded number parser (a decimal comma is fine)."""
+    if isinstance(value, str):
+        value = value.replace(",", ".")
     try:
-        number = Decimal(str(value).strip().replace(",", "."))
-    except InvalidOperation:
-        raise StepFailure(f"'{value}' is not a number") from None
-    if not number.is_finite():
-        raise StepFailure(f"'{value}' is not a number")
-    return int(number) if number == number.to_integral_value() else float(number)
+        return number_plain(number_parse(value))
+    except NumberError as exc:
+        raise StepFailure(f"'{str(value)[:40]}' {exc}") from None
 
 
 class SetVariableStep(StepType):
     type = "set_variable"
+    label = "Set a variable"
+    description = "Set, increase, decrease or delete one of the user's variables."
+    fields = (
+        FieldSpec(
+            "variable",
+            "line",
+            "Variable",
+            schema=VARIABLE_SCHEMA,
+            required=True,
+            problem=VARIABLE_PROBLEM,
+        ),
+        FieldSpec(
+            "operation",
+            "choice",
+            "Operation",
+            choices=tuple(
+                zip(OPERATIONS, ("Set to", "Increase by", "Decrease by", "Delete"), strict=True)
+            ),
+        ),
+        FieldSpec(
+            "value",
+            "value",
+            "Value",
+            "A text (templates work) or a number; for increase/decrease a number (default 1).",
+        ),
+        step_ref("next", "Then go to"),
+        DESCRIPTION_FIELD,
+    )
     atomic = True
 
     def check(self, checker: Checker) -> None:

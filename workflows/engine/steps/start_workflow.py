@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from workflows.engine.steps.base import Checker, Jump, Outcome, StepRuntime, StepType
+from workflows.engine.steps.base import (
+    DESCRIPTION_FIELD,
+    Checker,
+    FieldSpec,
+    Jump,
+    Outcome,
+    StepRuntime,
+    StepType,
+)
 
 
 class StartWorkflowStep(StepType):
     type = "start_workflow"
+    label = "Go to another workflow"
+    description = "Finish this conversation and continue in another workflow."
+    fields = (
+        FieldSpec(
+            "workflow",
+            "workflow",
+            "Workflow",
+            "Continues in its published version.",
+            schema={"type": "string", "minLength": 1},
+            required=True,
+        ),
+        DESCRIPTION_FIELD,
+    )
     target_fields = ()
 
     def check(self, checker: Checker) -> None:
