@@ -24,3 +24,7 @@ def bot_user(project):
     from tests.factories import bot_user_create
 
     return bot_user_create(project=project)
+
+
+# The Bot API double for every test that touches Telegram (the admin's getMe, loaddemo).
+from tests.botplatform.telegram.conftest import double  # noqa: E402, F401
