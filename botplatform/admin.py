@@ -264,7 +264,7 @@ class ProjectAdmin(ProjectScopedAdmin):
 
 
 class BotForm(forms.ModelForm):
-    """The token is write-only: it is typed once and never rendered back."""
+    """The token is write-only: typed once, checked with Telegram, never rendered back."""
 
     new_token = forms.CharField(
         label="Bot token",
@@ -278,14 +278,19 @@ class BotForm(forms.ModelForm):
     class Meta:
         model = Bot
         fields = ("project", "username", "mode", "is_active")
+        help_texts = {
+            "username": "Filled in from Telegram when the bot is connected (without the @).",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.token_replaced = False
+        self.telegram_username = ""  # what getMe answered for a new token
         if not self.instance.token:
             # A new bot has no current token to keep.
             self.fields["new_token"].help_text = (
                 "Paste the token from @BotFather, e.g. 123456789:AAH... (digits, a colon, "
-                "then about 35 characters)."
+                "then about 35 characters). Telegram is asked who the bot is."
             )
 
     def clean_username(self) -> str:
@@ -293,6 +298,8 @@ class BotForm(forms.ModelForm):
         return self.cleaned_data.get("username", "").strip().lstrip("@")
 
     def clean(self):
+        from botplatform.bots import TokenRefused, bot_identity_fetch
+
         cleaned = super().clean()
         token = cleaned.get("new_token")
         if "new_token" in self.errors:
@@ -301,12 +308,21 @@ class BotForm(forms.ModelForm):
             self.add_error("new_token", "A new bot needs its token.")
         elif token and Bot.objects.exclude(pk=self.instance.pk).filter(token=token).exists():
             self.add_error("new_token", "This bot is already connected to a project.")
+        elif token and token != self.instance.token:
+            try:
+                identity = bot_identity_fetch(token=token)
+            except TokenRefused as exc:
+                self.add_error("new_token", str(exc))
+            else:
+                cleaned["username"] = self.telegram_username = identity.username
         return cleaned
 
     def save(self, commit: bool = True) -> Bot:
         token = self.cleaned_data.get("new_token")
         if token and token != self.instance.token:
+            self.token_replaced = self.instance.pk is not None
             self.instance.token = token
+            self.instance.username = self.telegram_username or self.instance.username
             # A new token gets a fresh chance: the runner picks the bot up again.
             self.instance.status = Bot.Status.NEW
             self.instance.status_message = ""
@@ -324,6 +340,12 @@ def _telegram_failure(bot: Bot, refused: str, exc) -> str:
     return f"{bot}: Telegram {refused} ({exc})."
 
 
+# Write-only: no admin URL may filter on these (a range or prefix lookup answers "is
+# the secret below X?", which recovers it in a few hundred requests). They are not in
+# search_fields or list_display either, so nothing searches or orders by them.
+BOT_SECRET_FIELDS = frozenset({"token", "token_hash", "webhook_secret"})
+
+
 @admin.register(Bot)
 class BotAdmin(ProjectScopedAdmin):
     form = BotForm
@@ -333,6 +355,9 @@ class BotAdmin(ProjectScopedAdmin):
     readonly_fields = (
         "token_masked",
         "webhook_secret_masked",
+        "delivery_now",
+        "last_update_at",
+        "last_error",
         "status",
         "status_message",
         "status_changed_at",
@@ -341,10 +366,14 @@ class BotAdmin(ProjectScopedAdmin):
     fieldsets = (
         (None, {"fields": ("project", "username", "new_token", "token_masked", "is_active")}),
         ("Delivery", {"fields": ("mode", "webhook_secret_masked")}),
-        ("Status", {"fields": ("status", "status_message", "status_changed_at", "created_at")}),
+        (
+            "Live state",
+            {"fields": ("delivery_now", "last_update_at", "last_error", "status")},
+        ),
+        ("Status history", {"fields": ("status_message", "status_changed_at", "created_at")}),
     )
 
-    actions = ("webhook_set_action", "webhook_delete_action")
+    actions = ("webhook_set_action", "webhook_delete_action", "webhook_secret_rotate_action")
     secret_fields = ("new_token", "token_masked", "webhook_secret_masked")
 
     def get_fieldsets(self, request, obj=None):
@@ -352,20 +381,59 @@ class BotAdmin(ProjectScopedAdmin):
         if obj is not None:
             return super().get_fieldsets(request, obj)  # without secrets for non-owners
         return (
-            (None, {"fields": ("project", "username", "new_token", "is_active")}),
+            (None, {"fields": ("project", "new_token", "is_active")}),
             ("Delivery", {"fields": ("mode",)}),
         )
+
+    # --- Secrets are write-only ---
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        """No filter on a secret, not even through a relation (answers 400)."""
+        if BOT_SECRET_FIELDS & set(lookup.split("__")):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def save_model(self, request, obj, form, change) -> None:
+        from botplatform.bots import bot_token_replaced_log
+
+        super().save_model(request, obj, form, change)
+        if change and getattr(form, "token_replaced", False):
+            bot_token_replaced_log(user=request.user, bot=obj)
 
     @admin.display(description="current token")
     def token_masked(self, obj: Bot) -> str:
         return obj.token_masked
+
+    # --- Live state ---
+    @staticmethod
+    def _live(obj: Bot):
+        from botplatform.bots import bot_live_state
+
+        if not hasattr(obj, "_live_state"):
+            obj._live_state = bot_live_state(bot=obj)  # once per page, not per field
+        return obj._live_state
+
+    @admin.display(description="receiving updates")
+    def delivery_now(self, obj: Bot) -> str:
+        return self._live(obj).delivery
+
+    @admin.display(description="last update received")
+    def last_update_at(self, obj: Bot):
+        return self._live(obj).last_update_at or "None yet"
+
+    @admin.display(description="last error")
+    def last_error(self, obj: Bot) -> str:
+        return self._live(obj).last_error or "—"
+
+    # --- Webhook ---
+    def _webhook_base_url(self, request) -> str:
+        return settings.TELEGRAM_WEBHOOK_BASE_URL or request.build_absolute_uri("/")
 
     @admin.action(description="Set the webhook (Telegram calls this server)")
     def webhook_set_action(self, request, queryset) -> None:
         from botplatform.telegram.sender import TelegramCallError
         from botplatform.telegram.webhooks import webhook_set
 
-        base_url = settings.TELEGRAM_WEBHOOK_BASE_URL or request.build_absolute_uri("/")
+        base_url = self._webhook_base_url(request)
         for bot in queryset:
             try:
                 url = webhook_set(bot=bot, base_url=base_url)
@@ -397,9 +465,76 @@ class BotAdmin(ProjectScopedAdmin):
                     messages.SUCCESS,
                 )
 
+    def has_see_secrets_permission(self, request) -> bool:
+        """For the rotation action: only a role that may see secrets (Owner) rotates them."""
+        return self.role_permits(request, roles.SEE_SECRETS, named=True)
+
+    # Worded without "webhook secret": the list page names no secret to other roles.
+    @admin.action(
+        description="Rotate the secret Telegram sends with webhooks", permissions=["see_secrets"]
+    )
+    def webhook_secret_rotate_action(self, request, queryset) -> None:
+        for bot in queryset:
+            self._webhook_secret_rotate(request, bot)
+
+    def _webhook_secret_rotate(self, request, bot: Bot) -> None:
+        from botplatform.bots import webhook_secret_rotate
+        from botplatform.telegram.sender import TelegramCallError
+
+        try:
+            webhook_secret_rotate(
+                bot_id=bot.pk, user=request.user, base_url=self._webhook_base_url(request)
+            )
+        except TelegramCallError as exc:
+            self.message_user(
+                request,
+                _telegram_failure(bot, "refused the new secret; the old one stays", exc),
+                messages.ERROR,
+            )
+        else:
+            again = " and registered it with Telegram" if bot.mode == Bot.Mode.WEBHOOK else ""
+            self.message_user(request, f"{bot}: new webhook secret set{again}.", messages.SUCCESS)
+
+    def get_urls(self):
+        from django.urls import path
+
+        return [
+            path(
+                "<int:object_id>/rotate-webhook-secret/",
+                self.admin_site.admin_view(self.webhook_secret_rotate_view),
+                name="botplatform_bot_rotate_webhook_secret",
+            ),
+            *super().get_urls(),
+        ]
+
+    def webhook_secret_rotate_view(self, request, object_id: int):
+        """POST from the button on the bot's page rotates; back to that page either way."""
+        from django.http import Http404, HttpResponseRedirect
+        from django.urls import reverse
+
+        bot = self.get_object(request, str(object_id))
+        if bot is None:
+            raise Http404("No such bot.")
+        if not self._secrets_visible(request, bot):
+            raise PermissionDenied
+        if request.method == "POST":  # a link or a prefetch never rotates
+            self._webhook_secret_rotate(request, bot)
+        return HttpResponseRedirect(reverse("admin:botplatform_bot_change", args=[bot.pk]))
+
     @admin.display(description="webhook secret")
     def webhook_secret_masked(self, obj: Bot) -> str:
-        return obj.webhook_secret_masked
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if obj.pk is None:
+            return ""
+        url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[obj.pk])
+        return format_html(
+            '{} <button type="submit" class="button" formaction="{}" formnovalidate '
+            'name="_rotate_webhook_secret">Rotate secret</button>',
+            obj.webhook_secret_masked,
+            url,
+        )
 
 
 # --- Telegram --------------------------------------------------------------------

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class BotplatformConfig(AppConfig):
     name = "botplatform"
     verbose_name = "Projects and bots"
+
+    def ready(self) -> None:
+        from botplatform.bots import signals_connect
+
+        signals_connect()

@@ -77,6 +77,11 @@ def telegram_runners_key() -> str:
     return "telegram:runners"
 
 
+def telegram_bots_changed_key() -> str:
+    """Counter bumped after a bot or project is saved: `runbot --all` rediscovers."""
+    return "telegram:bots:changed"
+
+
 def rate_limit_user_key(project_id: int, telegram_id: int) -> str:
     """Sliding-window log (sorted set) of one user's incoming updates in a project."""
     return rate_limit_key("user", f"{project_id}:{telegram_id}", "60s")

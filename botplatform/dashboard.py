@@ -40,13 +40,17 @@ def _bearer_ok(request: HttpRequest) -> bool | None:
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus scrape target: a METRICS_TOKEN bearer token or a staff session."""
+    """Prometheus scrape target: a METRICS_TOKEN bearer token or a superuser session.
+
+    The figures span every tenant, so a staff operator (who manages only their own
+    projects) is refused; operators see their projects' figures on the dashboards.
+    """
     bearer = _bearer_ok(request)
     if bearer is None and not request.user.is_authenticated:
         response = HttpResponse("Authentication required.\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    if not (bearer or (bearer is None and request.user.is_staff)):
+    if not (bearer or (bearer is None and request.user.is_superuser)):
         return HttpResponse("Forbidden.\n", status=403)
     return HttpResponse(
         metrics.prometheus_render(), content_type="text/plain; version=0.0.4; charset=utf-8"

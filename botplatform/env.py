@@ -120,3 +120,41 @@ def cache_config(redis_url: str) -> dict:
             "CONNECTION_POOL_KWARGS": pool_kwargs,
         },
     }
+
+
+def bot_token_keys(keys: list[str], *, secret_key: str, debug: bool) -> list[str]:
+    """BOT_TOKEN_KEYS: Fernet keys, newest first; a SECRET_KEY-derived one only in DEBUG.
+
+    Production refuses to start without a key: a token encrypted under a key derived
+    from SECRET_KEY would become unreadable the day SECRET_KEY is rotated.
+    """
+    import base64
+    import hashlib
+
+    from cryptography.fernet import Fernet
+
+    if not keys:
+        if not debug:
+            raise ImproperlyConfigured(
+                "BOT_TOKEN_KEYS must be set when DEBUG is off: it encrypts the bot tokens. "
+                "Generate one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`."
+            )
+        digest = hashlib.sha256(b"bot-token-key:" + secret_key.encode()).digest()
+        return [base64.urlsafe_b64encode(digest).decode()]
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"BOT_TOKEN_KEYS: key {number} is not a Fernet key (44 characters of "
+                "url-safe base64, as Fernet.generate_key() prints)."
+            ) from None
+    return keys
+
+
+def trusted_proxy_count(value: int) -> int:
+    """TRUSTED_PROXY_COUNT: how many proxies in front of the app append X-Forwarded-For."""
+    if value < 0:
+        raise ImproperlyConfigured("TRUSTED_PROXY_COUNT cannot be negative.")
+    return value

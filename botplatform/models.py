@@ -8,6 +8,10 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Length
+from django.db.models.lookups import GreaterThan
+
+from botplatform.encryption import EncryptedTokenField, TokenDigestField
 
 BOT_TOKEN_VALIDATOR = RegexValidator(
     r"^\d{3,}:[A-Za-z0-9_-]{20,}$",
@@ -120,8 +124,10 @@ class Project(models.Model):
 class Bot(models.Model):
     """A Telegram bot connected to a project.
 
-    The token is needed to call the Bot API, so it is stored, but it is never shown
-    in full again: the admin and ``__str__`` use :attr:`token_masked`.
+    The token is needed to call the Bot API, so it is stored, encrypted
+    (botplatform/encryption.py), and never shown in full again: the admin and
+    ``__str__`` use :attr:`token_masked`. ``token=`` lookups compare ``token_hash``;
+    no other lookup on it exists.
     """
 
     class Mode(models.TextChoices):
@@ -135,7 +141,8 @@ class Bot(models.Model):
         ERROR = "error", "Error"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="bots")
-    token = models.CharField(max_length=128, unique=True, validators=[BOT_TOKEN_VALIDATOR])
+    token = EncryptedTokenField(validators=[BOT_TOKEN_VALIDATOR], digest_field="token_hash")
+    token_hash = TokenDigestField(source="token", unique=True)
     username = models.CharField(max_length=64, blank=True, help_text="Without the @.")
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.POLLING)
     webhook_secret = models.CharField(
@@ -156,7 +163,9 @@ class Bot(models.Model):
         ordering = ["project", "username"]
         indexes = [models.Index(fields=["is_active", "mode"])]
         constraints = [
-            models.CheckConstraint(condition=~Q(token=""), name="bot_token_not_empty"),
+            models.CheckConstraint(
+                condition=GreaterThan(Length("token"), 0), name="bot_token_not_empty"
+            ),
         ]
 
     def __str__(self) -> str:

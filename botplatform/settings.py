@@ -10,7 +10,16 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from botplatform.env import cache_config, database_config, env_bool, env_int, env_list, env_str
+from botplatform.env import (
+    bot_token_keys,
+    cache_config,
+    database_config,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    trusted_proxy_count,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,6 +34,9 @@ if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     )
 if not DEBUG and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long when DEBUG is off.")
+
+# Fernet keys encrypting bot tokens at rest, newest first (rotation: docs/telegram.md).
+BOT_TOKEN_KEYS = bot_token_keys(env_list("BOT_TOKEN_KEYS"), secret_key=SECRET_KEY, debug=DEBUG)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -210,7 +222,15 @@ TELEGRAM_CHAT_SEND_LIMIT = env_int("TELEGRAM_CHAT_SEND_LIMIT", 3)  # messages pe
 TELEGRAM_CHAT_SEND_WINDOW_MS = env_int("TELEGRAM_CHAT_SEND_WINDOW_MS", 3000)  # ... per window
 TELEGRAM_WEBHOOK_ASYNC = env_bool("TELEGRAM_WEBHOOK_ASYNC", False)  # hand off to Celery
 TELEGRAM_WEBHOOK_RATE = env_str("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (django-ratelimit)
-ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per client IP
+ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per username and client address
+# Per username over all addresses (one account hammered from many addresses).
+ADMIN_LOGIN_USERNAME_RATE = env_str("ADMIN_LOGIN_USERNAME_RATE", "30/m")
+# Per client address over all usernames (one address trying many accounts).
+ADMIN_LOGIN_ADDRESS_RATE = env_str("ADMIN_LOGIN_ADDRESS_RATE", "60/m")
+# Proxies in front of the app that append to X-Forwarded-For (the documented TLS proxy:
+# 1). The client address is the entry that many places from the right; 0 ignores the
+# header (REMOTE_ADDR), since a client can write anything into it.
+TRUSTED_PROXY_COUNT = trusted_proxy_count(env_int("TRUSTED_PROXY_COUNT", 0))
 RATELIMIT_CACHE_PREFIX = "rate_limit:django:"
 # Public base URL for the admin's "set webhook" action (else the admin request's own).
 TELEGRAM_WEBHOOK_BASE_URL = env_str("TELEGRAM_WEBHOOK_BASE_URL")
@@ -243,8 +263,8 @@ CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
 }
 
 # --- Performance ---
-# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; staff sessions
-# may read it too. Empty token: only staff sessions.
+# /metrics: a scraper sends "Authorization: Bearer <METRICS_TOKEN>"; superuser sessions
+# may read it too (the figures span every tenant). Empty token: superusers only.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_FLUSH_INTERVAL = float(env_str("METRICS_FLUSH_INTERVAL", "5") or 5)  # s
 

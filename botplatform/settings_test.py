@@ -16,6 +16,9 @@ os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:63
 os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_CELERY_BROKER_URL", "")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
 os.environ.setdefault("DEBUG", "false")
+# A fixed test key (never used outside the suite): tokens written by one test process
+# are read by the runbot subprocesses it starts.
+os.environ.setdefault("BOT_TOKEN_KEYS", "G3QmWLuyRCFjdV-poGVa8dKu0C5v4zBkVDaj7IL05Eg=")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 
 from botplatform.settings import *  # noqa: F403

@@ -47,7 +47,7 @@ def main() -> None:
 
     _project_id, bots = bench.bench_setup(bots=options.bots)
     # Bots of earlier, larger runs would be polled too (runbot --all) and fail: off.
-    Bot.objects.filter(token__contains=":BENCH").exclude(pk__in=[pk for pk, _ in bots]).update(
+    Bot.objects.filter(username__startswith="bench_").exclude(pk__in=[pk for pk, _ in bots]).update(
         is_active=False
     )
     Bot.objects.filter(pk__in=[pk for pk, _ in bots]).update(is_active=True, status="ok")

@@ -26,6 +26,10 @@ def bot_user(project):
     return bot_user_create(project=project)
 
 
+# The Bot API double for every test that touches Telegram (the admin's getMe, loaddemo).
+from tests.botplatform.telegram.conftest import double  # noqa: E402, F401
+
+
 @pytest.fixture
 def delivery_to():
     """Register where actions made outside an update go (``workflows.delivery``) for

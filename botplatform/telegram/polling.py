@@ -15,6 +15,7 @@ share of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from telebot import apihelper
 
+from botplatform.bots import bots_changed_read
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.periodic import InProcessBeat
 from botplatform.telegram import budget, leases
@@ -350,6 +352,9 @@ class Runner:
         self.pollers: dict[int, BotPoller] = {}
         self.releasing: dict[int, tuple[BotPoller, bool]] = {}
         self.given_up: set[int] = set()
+        self.poller_tokens: dict[int, str] = {}  # token fingerprint each poller started with
+        self.bots_version: int | None = None  # last "bots changed" counter seen
+        self.restarting: set[int] = set()  # stopped for a new token, to start again
         self.ttl_ms = settings.TELEGRAM_LEASE_TTL * 1000
         # No broker means no Celery beat either (the embedded default): this process
         # runs the periodic sweeps, or delays and timeouts would never come due.
@@ -378,6 +383,7 @@ class Runner:
         )
         tick = max(settings.TELEGRAM_LEASE_TTL / 3, 0.2)
         next_discovery = 0.0
+        discover_now = False
         # A runaway update is stopped by the watchdog; a frozen interpreter ends the
         # process by the heartbeat's timer (see telegram/budget.py).
         budget.WATCHDOG.start()
@@ -388,7 +394,7 @@ class Runner:
             close_old_connections()
             try:
                 self._renew()
-                if time.monotonic() >= next_discovery:
+                if discover_now or time.monotonic() >= next_discovery:
                     self._discover()
                     next_discovery = time.monotonic() + settings.TELEGRAM_DISCOVERY_INTERVAL
                 self._reap()
@@ -401,9 +407,36 @@ class Runner:
                 logger.error("No bot left to poll (see the bots' status); exiting")
                 self._shutdown()
                 return 1
-            self.stop_event.wait(tick)
+            discover_now = self._pause(tick)
         self._shutdown()
         return 0
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True at once when the bots changed (discover now).
+
+        The "bots changed" counter (botplatform.bots) is one Redis GET a second: a bot
+        added, re-activated or deactivated in the admin is picked up or dropped within
+        about a second, without a full discovery query every second.
+        """
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.stop_event.wait(min(remaining, 1.0))
+            if self._bots_changed():
+                return True
+        return False
+
+    def _bots_changed(self) -> bool:
+        if self.restarting and not self.restarting & set(self.releasing):
+            self.restarting.clear()  # their old pollers are gone: start new ones
+            return True
+        version = bots_changed_read()
+        if version is None or version == self.bots_version:
+            return False
+        self.bots_version = version
+        return True
 
     def _beat_loop(self) -> None:
         """The periodic sweeps, in their own thread: a long one never delays renewals."""
@@ -440,22 +473,40 @@ class Runner:
                 logger.warning("Bot %s: lease lost; stopping its poller", bot_id)
                 self._poller_stop(bot_id, release=False)
 
-    def _wanted(self) -> set[int]:
+    def _wanted(self) -> dict[int, str]:
+        """The bots this runner should poll, each with a fingerprint of its token.
+
+        The fingerprint is a plain SHA-256 of the token, not the stored keyed hash: a
+        key rotation rewrites every stored hash but must not restart every poller.
+        """
         bots = Bot.objects.filter(is_active=True, project__is_active=True)
         if self.all_bots:
             bots = bots.filter(mode=Bot.Mode.POLLING).exclude(status=Bot.Status.UNAUTHORIZED)
         else:
             bots = bots.filter(pk__in=self.bot_ids)
-        wanted = set(bots.values_list("pk", flat=True))
+        wanted = {
+            pk: hashlib.sha256(token.encode()).hexdigest()
+            for pk, token in bots.values_list("pk", "token")
+        }
         # --all goes by the status (a fixed token resets it); named bots by this run.
-        return wanted if self.all_bots else wanted - self.given_up
+        if not self.all_bots:
+            for bot_id in self.given_up:
+                wanted.pop(bot_id, None)
+        return wanted
 
     def _discover(self) -> None:
+        # Read before the query: a change committed after this read triggers another.
+        self.bots_version = bots_changed_read()
         wanted = self._wanted()
         for bot_id in list(self.pollers):
             if bot_id not in wanted:
                 logger.info("Bot %s is no longer active for polling; stopping it", bot_id)
                 self._poller_stop(bot_id, release=True)
+            elif wanted[bot_id] != self.poller_tokens.get(bot_id, wanted[bot_id]):
+                # The poller holds the old token; the next discovery starts a fresh one.
+                logger.info("Bot %s has a new token; restarting its poller", bot_id)
+                self._poller_stop(bot_id, release=True)
+                self.restarting.add(bot_id)
         target = len(wanted)
         if self.all_bots:
             alive = leases.runners_alive(holder=self.holder, ttl_ms=self.ttl_ms)
@@ -488,6 +539,7 @@ class Runner:
                     skip_unauthorized=self.all_bots,
                 )
                 self.pollers[bot_id] = poller
+                self.poller_tokens[bot_id] = wanted[bot_id]
                 poller.start()
             elif not self.all_bots:
                 logger.info("Bot %s is polled by another runner; waiting for its lease", bot_id)

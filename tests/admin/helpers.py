@@ -63,3 +63,12 @@ def form_data(html: str, form_id: str) -> dict[str, str]:
     reader = _FormReader(form_id)
     reader.feed(html)
     return reader.data
+
+
+def browser_log_in(page, base: str, username: str = "ann", password: str = "pw") -> None:
+    """Sign in through the admin's login form, as an operator would."""
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#content-main")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin.conftest import operator_create
+from tests.admin.helpers import browser_log_in
 from tests.factories import project_create
 
 CHROMIUM = "/usr/bin/chromium"
@@ -117,11 +118,7 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server, coffee
     page = browser_page
     base = live_server.url
 
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", "ann")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content-main")
+    browser_log_in(page, base)
 
     # A new workflow: name it, save, then open the step editor.
     page.goto(f"{base}/admin/workflows/workflow/add/")
@@ -195,11 +192,7 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server, coffee
 def test_compose_and_send_a_broadcast_in_the_browser(browser_page, live_server, telegram):
     page = browser_page
     base = live_server.url
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", "ann")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content-main")
+    browser_log_in(page, base)
     page.goto(f"{base}/admin/workflows/broadcast/add/")
     page.select_option("#id_project", label="Coffee Club")
     page.fill("#id_title", "Spring sale")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.admin.helpers import browser_log_in
 from tests.admin.test_browser import (  # noqa: F401 (fixtures)
     _shot,
     _shots_dir,
@@ -44,11 +45,7 @@ def test_an_operator_finds_quarantined_updates_and_why(
 ):
     page = browser_page
     base = live_server.url
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", "ann")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content-main")
+    browser_log_in(page, base)
 
     page.goto(f"{base}/admin/botplatform/telegramupdate/")
     page.click("#changelist-filter >> text=Quarantined (never retried)")

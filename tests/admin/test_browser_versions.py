@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from tests.admin import test_browser as shared
+from tests.admin.helpers import browser_log_in
 
 # The browser and the Coffee Club project of test_browser (fixtures, used by name).
 from tests.admin.test_browser import _shot, _shots_dir, browser_page, coffee_club  # noqa: F401
@@ -76,14 +77,6 @@ def _customer_says(project, settings, text: str, chat: int) -> list[str]:
     return replies
 
 
-def _log_in(page, base: str) -> None:
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", "ann")
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content-main")
-
-
 def test_a_draft_trigger_starts_nothing_until_published_and_restore_only_fills_the_draft(
     menu_workflow,
     coffee_club,  # noqa: F811
@@ -94,7 +87,7 @@ def test_a_draft_trigger_starts_nothing_until_published_and_restore_only_fills_t
     page = browser_page
     base = live_server.url
     workflow = menu_workflow
-    _log_in(page, base)
+    browser_log_in(page, base)
 
     # 1. A trigger saved in the draft: "Exact text: coffee", and a new text.
     page.goto(f"{base}/admin/workflows/workflow/{workflow.pk}/editor/")

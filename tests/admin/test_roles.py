@@ -52,6 +52,7 @@ MODELS = {
 # Custom pages (GET) in the own project: the roles that may open them.
 CUSTOM = {
     "botplatform_project_dashboard": {"owner", "editor", "analyst"},
+    "botplatform_bot_rotate_webhook_secret": {"owner"},  # GET only goes back to the bot
     "workflows_workflow_import": {"owner", "editor"},
     "workflows_simulator_index": {"owner", "editor"},
     "workflows_simulator": {"owner", "editor"},
@@ -73,6 +74,7 @@ ACTIONS = {
     ("botplatform.bot", "delete_selected"): {"owner"},
     ("botplatform.bot", "webhook_set_action"): {"owner"},
     ("botplatform.bot", "webhook_delete_action"): {"owner"},
+    ("botplatform.bot", "webhook_secret_rotate_action"): {"owner"},
     ("botplatform.telegramupdate", "delete_selected"): {"owner"},
     ("botplatform.deferredsend", "delete_selected"): {"owner"},
     ("users.botuser", "delete_selected"): {"owner"},

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.admin.helpers import browser_log_in
 from tests.admin.test_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [
@@ -57,11 +58,7 @@ def _shot(page, name: str, selector: str, tmp_path: Path) -> None:
 def _login(browser, base: str, username: str):
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.set_default_timeout(15000)
-    page.goto(f"{base}/admin/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content-main")
+    browser_log_in(page, base, username)
     return page
 
 

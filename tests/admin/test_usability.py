@@ -29,11 +29,22 @@ def test_the_add_page_does_not_offer_to_keep_a_token_that_does_not_exist(admin_c
 
 
 def test_a_username_pasted_with_its_at_sign_is_stored_without_it(admin_client, project):
+    bot = Bot(project=project, token="123456789:AAH" + "x" * 32, username="old_bot")
+    bot.save()
+    response = admin_client.post(
+        reverse("admin:botplatform_bot_change", args=[bot.pk]),
+        {"project": project.pk, "username": "@shop_bot", "mode": "polling", "is_active": "on"},
+    )
+    assert response.status_code == 302
+    assert Bot.objects.get().username == "shop_bot"
+
+
+def test_a_pasted_token_fills_the_username_from_telegram(admin_client, project, double):
+    double.bot_add("123456789:AAH" + "x" * 32, "shop_bot")
     response = admin_client.post(
         reverse("admin:botplatform_bot_add"),
         {
             "project": project.pk,
-            "username": "@shop_bot",
             "new_token": "123456789:AAH" + "x" * 32,
             "mode": "polling",
             "is_active": "on",

@@ -59,7 +59,7 @@ def test_bench_drives_the_demo_through_the_whole_path(settings):
     assert 0 < report["cache_hit_rate"] <= 1
     assert report["one_bot"]["messages"] == 9
     # Really processed: every update journaled and done, the welcome bonus paid.
-    rows = TelegramUpdate.objects.filter(bot__token__contains="BENCH")
+    rows = TelegramUpdate.objects.filter(bot__username__startswith="bench_")
     assert rows.count() == 6 * 4
     assert set(rows.values_list("status", flat=True)) == {"done"}
     assert BonusTransaction.objects.filter(kind="earn").count() == 6
@@ -84,7 +84,7 @@ def test_bench_update_by_update_gives_the_same_outcome(settings):
     assert report["errors"] == 0, report["error_samples"]
     assert report["messages"] == 8
     assert report["config"]["batch"] is False
-    rows = TelegramUpdate.objects.filter(bot__token__contains="BENCH")
+    rows = TelegramUpdate.objects.filter(bot__username__startswith="bench_")
     assert rows.count() == 4 * 3
     assert set(rows.values_list("status", flat=True)) == {"done"}
     assert set(rows.values_list("attempts", flat=True)) == {1}

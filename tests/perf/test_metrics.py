@@ -29,8 +29,15 @@ def test_an_empty_token_setting_never_matches(client, settings):
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 403
 
 
-def test_staff_session_reads_metrics(client):
-    user = get_user_model().objects.create_user("ops", password="x", is_staff=True)
+def test_a_staff_operator_cannot_read_the_cross_tenant_metrics(client, project):
+    from tests.admin.conftest import operator_create
+
+    client.force_login(operator_create("ops", project, role="owner"))
+    assert client.get("/metrics").status_code == 403
+
+
+def test_superuser_session_reads_metrics(client):
+    user = get_user_model().objects.create_superuser("root", password="x")
     client.force_login(user)
     response = client.get("/metrics")
     assert response.status_code == 200

@@ -21,13 +21,23 @@ TOKEN = "123456789:AAH" + "d" * 32
 
 
 @pytest.fixture
-def demo(db):
+def demo(db, double):
+    double.bot_add(TOKEN, "demo_loyalty_bot")
     call_command("loaddemo", token=TOKEN, stdout=io.StringIO())
     project = Project.objects.get(slug="demo")
     bot = Bot.objects.get(token=TOKEN)
-    bot.username = "demo_loyalty_bot"
-    bot.save(update_fields=["username"])
     return project, bot
+
+
+def test_loaddemo_fills_the_username_from_telegram_so_referral_links_work(demo):
+    _project, bot = demo
+    assert bot.username == "demo_loyalty_bot"
+
+
+def test_loaddemo_refuses_a_token_telegram_does_not_know(db, double):
+    with pytest.raises(CommandError, match="Telegram refused this token: Unauthorized"):
+        call_command("loaddemo", token="987654321:AAH" + "z" * 32, stdout=io.StringIO())
+    assert not Bot.objects.exists()
 
 
 def test_loaddemo_is_idempotent_and_masks_the_token(demo):

@@ -11,13 +11,14 @@ from tests.factories import bot_create
 
 
 @pytest.mark.django_db
-def test_a_new_token_resets_an_unauthorized_bot(client):
+def test_a_new_token_resets_an_unauthorized_bot(client, double):
     bot = bot_create(status=Bot.Status.UNAUTHORIZED, status_message="401")
     Bot.objects.filter(pk=bot.pk).update(
         status=Bot.Status.UNAUTHORIZED, status_message="Telegram rejected the token"
     )
     client.force_login(get_user_model().objects.create_superuser("a", "a@example.com", "pw"))
     new_token = "424242:AAH" + "n" * 32
+    double.bot_add(new_token, "renewed_bot")
     response = client.post(
         reverse("admin:botplatform_bot_change", args=[bot.pk]),
         {
@@ -31,6 +32,7 @@ def test_a_new_token_resets_an_unauthorized_bot(client):
     assert response.status_code == 302, response.content.decode()[:2000]
     bot.refresh_from_db()
     assert bot.token == new_token
+    assert bot.username == "renewed_bot"
     assert bot.status == Bot.Status.NEW
     assert bot.status_message == ""
 

@@ -155,8 +155,8 @@ def test_a_send_that_must_wait_leaves_the_rest_to_update_run_without_repeats(dou
 @pytest.fixture
 def demo_bot(db, double, settings):
     settings.TELEGRAM_EVENT_HANDLER = "workflows.handler.handler"
-    call_command("loaddemo", "--token", DEMO_TOKEN)
     double.bot_add(DEMO_TOKEN, "demo_bot")
+    call_command("loaddemo", "--token", DEMO_TOKEN)
     bot = Bot.objects.get(token=DEMO_TOKEN)
     bot.project.bot_send_rate_per_second = 1000
     bot.project.save(update_fields=["bot_send_rate_per_second"])

@@ -82,7 +82,7 @@ def test_webhook_is_rate_limited_per_bot(client, double, tg_bot, settings):
 
 
 def test_admin_login_is_rate_limited(client, db, settings):
-    settings.ADMIN_LOGIN_RATE = "3/m"
+    settings.ADMIN_LOGIN_RATE = "3/m"  # per username and address
     url = reverse("admin_login")
     codes = [
         client.post(url, {"username": "x", "password": f"guess{i}"}).status_code for i in range(4)

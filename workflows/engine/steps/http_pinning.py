@@ -20,6 +20,35 @@ from collections.abc import Callable, Sequence
 
 from workflows.engine.steps.http_deadline import Deadline
 
+# Link-local and cloud metadata addresses: refused even when the project allows private
+# addresses. That switch is for services on the operator's own network; these hand out
+# the host's cloud credentials (AWS, GCP, Azure, OpenStack: 169.254.169.254; AWS IPv6:
+# fd00:ec2::254; Alibaba: 100.100.100.200; Oracle: 192.0.0.192).
+ALWAYS_BLOCKED = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "169.254.0.0/16",  # IPv4 link-local, incl. the metadata address of most clouds
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::/32",  # AWS's IPv6 service addresses (metadata at ::254, DNS, NTP)
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "192.0.0.192/32",  # Oracle Cloud metadata (classic)
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_always_blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A metadata or link-local address, also when wrapped in an IPv6 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and address_always_blocked(embedded):
+            return True
+    return any(
+        address in network for network in ALWAYS_BLOCKED if network.version == address.version
+    )
+
 
 class BlockedAddress(Exception):
     """The host cannot be used: it does not resolve, or resolves to a private address."""
@@ -33,7 +62,8 @@ def addresses_resolve(host: str, port: int, *, allow_private: bool) -> list[str]
     """The host's IP addresses, each checked unless the project allows private ones.
 
     One non-public address refuses the whole host: a name that also points inside
-    the network is not one to call.
+    the network is not one to call. Link-local and metadata addresses are refused
+    whatever the project allows (:data:`ALWAYS_BLOCKED`).
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -43,6 +73,11 @@ def addresses_resolve(host: str, port: int, *, allow_private: bool) -> list[str]
     for info in infos:
         ip = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 scope id for the check
         address = ipaddress.ip_address(ip)
+        if address_always_blocked(address):
+            raise BlockedAddress(
+                f"{host} resolves to {address}, a link-local or cloud metadata address; "
+                "HTTP requests there are never allowed"
+            )
         if not allow_private and (not address.is_global or address.is_multicast):
             raise BlockedAddress(
                 f"{host} resolves to {address}, a private or loopback address; the "

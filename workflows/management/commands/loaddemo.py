@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from botplatform.bots import TokenRefused, bot_identity_fetch
 from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
 from workflows.engine.validation import WorkflowValidationError
 from workflows.services import workflow_import
@@ -17,7 +18,17 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "demo.json"
 
 
 def demo_load(*, token: str | None = None) -> tuple[Project, Bot | None]:
-    """Create or update the demo project and its workflows (and bot); safe to re-run."""
+    """Create or update the demo project and its workflows (and bot); safe to re-run.
+
+    With a token, Telegram is asked who the bot is first (getMe, as the admin does):
+    a wrong token is refused, and the username (the referral links need it) is filled.
+    """
+    identity = None
+    if token:
+        try:
+            identity = bot_identity_fetch(token=token)
+        except TokenRefused as exc:
+            raise CommandError(str(exc)) from None
     demo = json.loads(DEMO_FILE.read_text(encoding="utf-8"))
     fields = dict(demo["project"])
     slug = fields.pop("slug")
@@ -35,6 +46,9 @@ def demo_load(*, token: str | None = None) -> tuple[Project, Bot | None]:
                 )
             if bot is None:
                 bot = Bot.objects.create(project=project, token=token)
+            if bot.username != identity.username:
+                bot.username = identity.username
+                bot.save(update_fields=["username", "updated_at"])
     return project, bot
 
 
@@ -62,7 +76,8 @@ class Command(BaseCommand):
         )
         if bot is not None:
             self.stdout.write(
-                f"Connected bot {bot.token_masked}. Start it with: manage.py runbot --all"
+                f"Connected bot @{bot.username} ({bot.token_masked}). "
+                "Start it with: manage.py runbot --all"
             )
         else:
             self.stdout.write(
