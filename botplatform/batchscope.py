@@ -1,7 +1,9 @@
 """What one ``getUpdates`` batch has read ahead and put off, for the code handling it.
 
 The polling fast path (:mod:`botplatform.telegram.batch`) handles a whole batch in one
-transaction. Before any handler runs it reads, one statement each, what every update
+transaction. The application's handler (``workflows/handler.py``, ``EngineBatch``)
+opens this scope for the batch (the transport never touches it) and, before any
+update is handled, reads, one statement each, what every update
 would otherwise read on its own (its user row, its session's waiting execution) and
 takes all the session locks. Writes that may wait until the end of the transaction
 (a waiting execution's new state, step logs, last-seen stamps) are collected here and go out in the

@@ -79,3 +79,14 @@ class InlineFallbackTask(OutboxTask):
 
     abstract = True
     on_broker_down = "inline"
+
+
+def task_named(name: str) -> Task:
+    """The registered task called ``name``, to queue it (with its broker-down rules)
+    from the module whose work it runs: that module need not import the tasks module,
+    which imports it back."""
+    from botplatform.celery import app
+
+    if name not in app.tasks:  # outside a worker nothing imported the tasks modules yet
+        app.loader.import_default_modules()  # the apps' ``tasks`` (autodiscovery)
+    return app.tasks[name]

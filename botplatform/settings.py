@@ -126,9 +126,6 @@ TELEGRAM_API_URL = env_str("TELEGRAM_API_URL", "https://api.telegram.org").rstri
 if not TELEGRAM_API_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured("TELEGRAM_API_URL must be an http:// or https:// URL")
 
-# Where actions produced outside a Telegram update (delays, HTTP steps, timeouts) go.
-WORKFLOW_ACTION_DELIVERY = "botplatform.telegram.sender.actions_deliver"
-
 # --- Auth, i18n, static ----------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -200,11 +197,9 @@ LOGGING = {
 # --- Telegram --------------------------------------------------------------------
 # Knobs of the runtime (docs/telegram.md). Tests shorten the timeouts through env.
 
-# Dotted path of the function that turns an update into actions; the default calls
-# loyalty's bot_user_upsert and the engine's event_process. Tests swap it.
-TELEGRAM_EVENT_HANDLER = env_str(
-    "TELEGRAM_EVENT_HANDLER", "botplatform.telegram.dispatch.engine_handle"
-)
+# Dotted path of the update handler (botplatform/telegram/handler.py: UpdateHandler);
+# the default is the workflows application (bot users, referrals, the engine).
+TELEGRAM_EVENT_HANDLER = env_str("TELEGRAM_EVENT_HANDLER", "workflows.handler.handler")
 TELEGRAM_POLL_TIMEOUT = env_int("TELEGRAM_POLL_TIMEOUT", 25)  # getUpdates long poll, s
 TELEGRAM_LEASE_TTL = env_int("TELEGRAM_LEASE_TTL", 15)  # s; renewed every TTL/3
 TELEGRAM_DISCOVERY_INTERVAL = env_int("TELEGRAM_DISCOVERY_INTERVAL", 10)  # s, --all
@@ -274,10 +269,6 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_FLUSH_INTERVAL = float(env_str("METRICS_FLUSH_INTERVAL", "5") or 5)  # s
 
 # --- Admin -----------------------------------------------------------------------
-# Simulator conversations (no bot) keep their delayed answers in the simulator's
-# transcript; everything else goes on to the Telegram sender.
-WORKFLOW_ACTION_DELIVERY_TELEGRAM = WORKFLOW_ACTION_DELIVERY
-WORKFLOW_ACTION_DELIVERY = "workflows.simulator.actions_deliver"
 # Broadcasts use at most this share of a bot's send rate (replies keep the rest) and,
 # when set, their own Celery queue (run a worker with `-Q celery,broadcasts`).
 BROADCAST_RATE_SHARE = float(env_str("BROADCAST_RATE_SHARE", "0.5"))

@@ -176,8 +176,9 @@ def _drive(
     """One driver thread: rounds over its bots; per bot one getUpdates batch per round."""
     from botplatform.telegram.batch import updates_run_batch
     from botplatform.telegram.client import api
-    from botplatform.telegram.dispatch import update_run, updates_record
-    from botplatform.telegram.runner import ConnectionCheck
+    from botplatform.telegram.dispatch import update_run
+    from botplatform.telegram.journal import updates_record
+    from botplatform.telegram.lanes import ConnectionCheck
 
     check = ConnectionCheck()
 

@@ -45,10 +45,10 @@ def main() -> None:
     import redis
     from django.conf import settings
 
+    from botplatform.conversation import AnswerCallback, Button, SendMessage
     from botplatform.models import Bot, Project
     from botplatform.telegram.sender import actions_send
     from devtools.telegram_double import TelegramDouble
-    from workflows.engine.events import AnswerCallback, Button, SendMessage
 
     round_trips = [0]
     send = redis.connection.AbstractConnection.send_packed_command

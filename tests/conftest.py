@@ -28,3 +28,21 @@ def bot_user(project):
 
 # The Bot API double for every test that touches Telegram (the admin's getMe, loaddemo).
 from tests.botplatform.telegram.conftest import double  # noqa: E402, F401
+
+
+@pytest.fixture
+def delivery_to():
+    """Register where actions made outside an update go (``workflows.delivery``) for
+    this test: ``delivery_to(fn)``; the start-up registration is restored after."""
+    from workflows.delivery import delivery_register
+
+    previous: list = []
+
+    def register(deliver) -> None:
+        registered = delivery_register(deliver)
+        if not previous:
+            previous.append(registered)
+
+    yield register
+    if previous:
+        delivery_register(previous[0])

@@ -11,3 +11,10 @@ class WorkflowsConfig(AppConfig):
         from workflows.gauges import gauges_register
 
         gauges_register()  # execution counts on /metrics
+        # Actions made outside an update (delays, HTTP results, broadcasts): simulator
+        # conversations to their transcript, the rest to the Telegram transport.
+        from botplatform.telegram.sender import actions_deliver
+        from workflows.delivery import delivery_register
+        from workflows.simulator import simulator_routed
+
+        delivery_register(simulator_routed(actions_deliver))

@@ -25,14 +25,14 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from botplatform.cache import BROADCAST_PACE_TTL, broadcast_pace_key
+from botplatform.conversation import Button, SendMessage
 from botplatform.models import Bot
 from botplatform.outbox import OutboxTask
 from users.models import BotUser
+from workflows.delivery import actions_deliver
 from workflows.engine.conditions import ConditionError, condition_evaluate, condition_parse
-from workflows.engine.events import Button, SendMessage
 from workflows.engine.steps.base import TELEGRAM_TEXT_LIMIT
 from workflows.engine.templating import TemplateError, template_check, template_render
 from workflows.engine.userdata import UserData
@@ -259,7 +259,7 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
     if bot is not None and _bot_rejected(bot.pk):
         return 0
     deliveries = _claim(broadcast_id, limit)
-    deliver = import_string(settings.WORKFLOW_ACTION_DELIVERY)
+
     handled = 0
     for index, delivery in enumerate(deliveries):
         user = delivery.user
@@ -272,7 +272,7 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
             continue
         try:
             actions = _actions_for(broadcast, user, bot)
-            deliver(bot_id=bot.pk, chat_id=user.chat_id, actions=actions)
+            actions_deliver(bot_id=bot.pk, chat_id=user.chat_id, actions=actions)
         except (TemplateError, ValueError) as exc:
             _finish(delivery.pk, DStatus.FAILED, str(exc))
             continue

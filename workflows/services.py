@@ -12,15 +12,15 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
+from botplatform.conversation import AnswerCallback, InputEvent
 from users.selectors import user_state_prefetched, user_state_read
-from workflows.engine.events import AnswerCallback, EngineResult, InputEvent
+from workflows.delivery import actions_deliver
+from workflows.engine.events import EngineResult
 from workflows.engine.runner import (
     RunState,
     execution_cancel,
@@ -235,8 +235,7 @@ def _level_ups(state: RunState) -> None:
 def _deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
     if not actions:
         return
-    deliver = import_string(settings.WORKFLOW_ACTION_DELIVERY)
-    deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
+    actions_deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
 
 
 def _locked_execution(execution_id: int) -> WorkflowExecution | None:
@@ -283,7 +282,7 @@ def execution_timer_fire(
     background work). A conversation the user has moved on from (a newer one of the
     session is unfinished) ends quietly instead (:func:`execution_superseded`). All
     under the session lock and the row lock, so a retried task continues nothing
-    twice. Actions go out through ``WORKFLOW_ACTION_DELIVERY`` after commit.
+    twice. Actions go out through ``workflows.delivery`` after commit.
     """
     with transaction.atomic():
         execution = _locked_execution(execution_id)

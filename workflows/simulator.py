@@ -6,8 +6,8 @@ positive) and real users' data is never touched. Events go through the very same
 ``event_process`` as Telegram updates, with ``bot=None``; what the engine answers is
 written to a transcript (:class:`~workflows.models.SimulatorMessage`) instead of
 being sent. Asynchronous answers (delays, HTTP steps, timeouts) reach the engine's
-``WORKFLOW_ACTION_DELIVERY`` with ``bot_id=None``: :func:`actions_deliver` routes
-those of test users to the transcript too, and everything else to Telegram.
+delivery (``workflows.delivery``) with ``bot_id=None``: :func:`simulator_routed`
+sends those of test users to the transcript too, and everything else to Telegram.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString, mark_safe
 
 from botplatform.cache import user_state_invalidate, workflow_waiting_key
+from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
 from users.models import BotUser
 from users.selectors import user_state_get
 from users.services import bot_user_upsert
-from workflows.engine.events import AnswerCallback, EditMessage, InputEvent, SendMessage
+from workflows.delivery import Deliver
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
 from workflows.services import (
     event_process,
@@ -46,7 +46,6 @@ SIMULATOR_ID_BASE = 10**15
 OPERATORS_PER_PROJECT = 10**7
 # Reset test users (kept for their ledger): far below the simulator's own ids.
 ARCHIVED_ID_BASE = 9 * 10**17
-DEFAULT_TELEGRAM_DELIVERY = "botplatform.telegram.sender.actions_deliver"
 
 
 def simulator_telegram_id(*, project_id: int, operator_id: int) -> int:
@@ -129,17 +128,21 @@ def transcript_record(*, user: BotUser, actions: list) -> None:
             )
 
 
-def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
-    """WORKFLOW_ACTION_DELIVERY: test users' actions to the transcript, others to Telegram."""
-    if bot_id is None:
+def simulator_routed(send: Deliver) -> Deliver:
+    """A delivery (``workflows.delivery``) that keeps simulator conversations (no bot)
+    in their transcript and hands everything else to ``send`` (Telegram)."""
+
+    def deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
+        if bot_id is not None:
+            send(bot_id=bot_id, chat_id=chat_id, actions=actions)
+            return
         user = BotUser.objects.filter(chat_id=chat_id, is_test=True).first()
         if user is None:
             logger.info("Actions for chat %s without a bot and not a test user dropped", chat_id)
             return
         transcript_record(user=user, actions=actions)
-        return
-    target = getattr(settings, "WORKFLOW_ACTION_DELIVERY_TELEGRAM", DEFAULT_TELEGRAM_DELIVERY)
-    import_string(target)(bot_id=bot_id, chat_id=chat_id, actions=actions)
+
+    return deliver
 
 
 def _event_from_text(text: str, event_id: str) -> InputEvent:

@@ -8,14 +8,16 @@ each in a fixed handful of statements whatever its size:
 
 1. claim every row (the same per-row advisory lock ``update_run`` takes, so the two
    paths exclude each other), count the attempt and take every conversation
-   (session) lock of the wave: one statement;
-2. read the bot and project, the users and the waiting executions: three statements;
-   the users' cached state and the incoming rate limits: one Redis round trip each
-   (:mod:`botplatform.batchscope` holds what was read ahead);
-3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`);
-   a conversation that goes on writes nothing yet;
-4. write every row's replies and status (the outbox), the executions' new waiting
-   state, the step logs and the users' last-seen stamps in ONE statement, and commit;
+   (session) lock of the wave (``HandlerBatch.lock_sql``): one statement;
+2. read the bot and project (one statement), then the handler's batch reads ahead
+   (``HandlerBatch.read_ahead``: for the engine the users and the waiting executions,
+   two statements, and the users' cached state, one Redis round trip); the incoming
+   rate limits: one Redis round trip;
+3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`
+   with the wave's ``HandlerBatch``); a conversation that goes on writes nothing yet;
+4. write every row's replies and status (the outbox) and the handler's put-off
+   writes (``HandlerBatch.writes``: the executions' new waiting state, the step logs,
+   the users' last-seen stamps) in ONE statement, and commit;
 5. send the replies, then mark the rows done and free the claims: two statements.
 
 Each handler runs under the update budget (``budget``): the one that runs past it is
@@ -46,12 +48,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from botplatform import batchscope, metrics, ratelimit
+from botplatform import metrics, ratelimit
+from botplatform.conversation import actions_from_json
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
     ADVISORY_NAMESPACE,
-    bot_mark_unauthorized,
     claim_key,
     connection_check,
     row_decide,
@@ -59,7 +62,8 @@ from botplatform.telegram.dispatch import (
     row_parse,
     update_quarantine,
 )
-from botplatform.telegram.sender import BotUnauthorized, actions_from_json, actions_send
+from botplatform.telegram.handler import HandlerBatch, handler_get
+from botplatform.telegram.sender import BotUnauthorized, actions_send
 from botplatform.telegram.updates import update_chat_type, update_sender_id
 
 logger = logging.getLogger(__name__)
@@ -91,21 +95,23 @@ bump AS (
     UPDATE {table} SET attempts = attempts + 1
     WHERE id IN (SELECT id FROM claimed) AND status = %s AND claimed_at IS NULL
     RETURNING id
-),
-sessions AS ({sessions})
-SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump), (SELECT * FROM sessions)
+){sessions}
+SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump){locks}
 """
 
 
-def _claim(pks: list[int], session_keys: list[str]) -> tuple[list[int], int]:
+def _claim(pks: list[int], batch: HandlerBatch) -> tuple[list[int], int]:
     """Lock every row we can (session advisory locks), count the pending ones, and
-    take the batch's conversation locks (until commit): one statement."""
-    from workflows.engine.runner import sessions_lock_sql, sessions_locked
-
-    sessions_sql, sessions_params = sessions_lock_sql(session_keys)
+    take the handler's conversation locks of the batch (until commit): one statement."""
+    locks = batch.lock_sql()
+    sessions_sql, sessions_params = locks or ("", [])
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(table=_table(), sessions=sessions_sql),
+            _CLAIM_SQL.format(
+                table=_table(),
+                sessions=f",\nsessions AS ({sessions_sql})" if locks else "",
+                locks=", (SELECT * FROM sessions)" if locks else "",
+            ),
             [
                 pks,
                 [claim_key(pk) for pk in pks],
@@ -114,8 +120,8 @@ def _claim(pks: list[int], session_keys: list[str]) -> tuple[list[int], int]:
                 *sessions_params,
             ],
         )
-        claimed, bumped, _locks = cursor.fetchone()
-    sessions_locked(session_keys)
+        claimed, bumped, *_locks = cursor.fetchone()
+    batch.locked()
     return list(claimed), len(bumped)
 
 
@@ -175,33 +181,14 @@ def _write(statements: list[tuple[str, list]]) -> None:
         cursor.execute(sql, params + last_params)
 
 
-def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
+def _handle_all(bot: Bot, rows: list[TelegramUpdate], batch: HandlerBatch) -> None:
     """Steps 2 to 4 of the module docstring, inside the batch's transaction."""
-    from botplatform.cache import workflow_waiting_key
-    from users.models import BotUser
-    from users.selectors import user_states_prefetch
-    from users.services import last_seen_writes
-    from workflows.engine.runner import deferred_writes, waiting_prefetch
-
-    scope = batchscope.current()
     project = bot.project
     parsed = {row.pk: row_parse(row) for row in rows}
     known = [p for p in parsed.values() if p is not None]
     verdicts = dict.fromkeys(parsed)
     if known:
-        sessions = [_session_key(bot.pk, p.chat_id, p.chat_type, p.telegram_id) for p in known]
-        users = BotUser.objects.raw(
-            f"SELECT * FROM {connection.ops.quote_name(BotUser._meta.db_table)}"  # noqa: S608
-            " WHERE project_id = %s AND telegram_id = ANY(%s)",
-            [project.pk, sorted({p.telegram_id for p in known})],
-        )
-        for user in users:
-            scope.users[(project.pk, user.telegram_id)] = user
-        user_states_prefetch(
-            users=[(user.pk, project.pk) for user in scope.users.values()],
-            extra_keys=[workflow_waiting_key(key) for key in sessions],
-        )
-        waiting_prefetch(sessions)
+        batch.read_ahead(bot=bot, updates=known)
         limit = project.user_rate_limit_per_minute
         checks = [(project.pk, p.telegram_id, limit) for p in known]
         verdicts.update(
@@ -214,16 +201,8 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate]) -> None:
     for row in rows:
         if parsed[row.pk] is not None:
             with update_budget(row.pk):
-                row_decide(row, bot, parsed[row.pk], verdicts[row.pk])
-    _write([*deferred_writes(), *last_seen_writes(), _outbox_sql(rows)])
-
-
-def _session_key(bot_id: int, chat_id: int, chat_type: str, telegram_id: int | None) -> str:
-    from workflows.services import session_key_for_chat
-
-    return session_key_for_chat(
-        bot_id=bot_id, chat_id=chat_id, chat_type=chat_type, telegram_id=telegram_id
-    )
+                row_decide(row, bot, parsed[row.pk], batch, verdicts[row.pk])
+    _write([*batch.writes(), _outbox_sql(rows)])
 
 
 def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
@@ -296,21 +275,22 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, flo
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
     claimed: list[int] = []
-    sessions = [
-        _session_key(
-            bot_id, row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload)
-        )
+    chats = [
+        (row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload))
         for row in rows
         if row.chat_id is not None
     ]
     try:
-        with transaction.atomic(), batchscope.batch_scope(batchscope.BatchScope()):
-            claimed, pending = _claim(pks, sessions)
+        with (
+            transaction.atomic(),
+            handler_get().batch(bot_id=bot_id, chats=chats, ahead=True) as batch,
+        ):
+            claimed, pending = _claim(pks, batch)
             if len(claimed) != len(pks) or pending != len(pks):
                 raise _NotAll
             # Read in the transaction: an operator's change applies from the next batch.
             bot = Bot.objects.select_related("project").get(pk=bot_id)
-            _handle_all(bot, rows)
+            _handle_all(bot, rows, batch)
     except UpdateBudgetExceeded as exc:
         connection_check()
         _unlock(claimed)

@@ -5,7 +5,8 @@
 - A 429 is honoured: the call waits ``retry_after`` and is retried; 5xx and network
   errors back off and retry. Past ``TELEGRAM_SEND_MAX_WAIT`` the caller gets
   :class:`SendDeferred` and re-delivers later (nothing is dropped).
-- A 403 (the user blocked the bot) marks the user blocked; sends to them are skipped.
+- A 403 (the user blocked the bot) is reported to the handler (``chat_blocked``); the
+  handler's ``chat_is_blocked`` then makes later sends to that chat skip.
 - Texts over 4096 characters are split; edits of messages that are gone fall back to
   a new message; "message is not modified" and stale callback queries are ignored.
 """
@@ -15,8 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -26,15 +26,19 @@ from django.utils import timezone
 from telebot import types
 
 from botplatform import metrics, ratelimit
-from botplatform.models import Bot, DeferredSend
-from botplatform.telegram.client import ApiError, api, error_classify
-from workflows.engine.events import (
+from botplatform.conversation import (
     Action,
     AnswerCallback,
-    Button,
     EditMessage,
     SendMessage,
+    actions_from_json,
+    actions_to_json,
 )
+from botplatform.models import Bot, DeferredSend
+from botplatform.outbox import task_named
+from botplatform.telegram.botstatus import bot_mark_unauthorized
+from botplatform.telegram.client import ApiError, api, error_classify
+from botplatform.telegram.handler import handler_get
 
 logger = logging.getLogger(__name__)
 
@@ -60,29 +64,6 @@ class SendDeferred(TelegramCallError):
     def __init__(self, error: ApiError, retry_in: float):
         super().__init__(error)
         self.retry_in = retry_in
-
-
-# --- Serialisation (the outbox stores actions as JSON) ----------------------------
-
-
-def actions_to_json(actions: Iterable[Action]) -> list[dict]:
-    return [{"type": type(action).__name__, **asdict(action)} for action in actions]
-
-
-def actions_from_json(data: list[dict]) -> list[Action]:
-    result: list[Action] = []
-    for item in data:
-        fields = dict(item)
-        kind = fields.pop("type")
-        if "buttons" in fields:
-            fields["buttons"] = tuple(
-                tuple(Button(**button) for button in row) for row in fields["buttons"]
-            )
-        if "reply_keyboard" in fields:
-            fields["reply_keyboard"] = tuple(tuple(row) for row in fields["reply_keyboard"])
-        cls = {"SendMessage": SendMessage, "EditMessage": EditMessage}.get(kind, AnswerCallback)
-        result.append(cls(**fields))
-    return result
 
 
 # --- Telegram's rules ---------------------------------------------------------------
@@ -202,20 +183,6 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
             metrics.network_add(time.perf_counter() - started)
             metrics.inc("bp_sends_total", kind="message" if is_message else "other")
             return result
-
-
-def user_mark_blocked(*, bot: Bot, chat_id: int) -> None:
-    """403 from Telegram: the user blocked the bot; no more sends to them."""
-    from users.models import BotUser
-    from users.services import user_state_changed
-
-    users = list(
-        BotUser.objects.filter(project_id=bot.project_id, chat_id=chat_id, is_blocked=False)
-    )
-    BotUser.objects.filter(pk__in=[user.pk for user in users]).update(is_blocked=True)
-    for user in users:
-        user_state_changed(user_id=user.pk, project_id=user.project_id)
-    logger.info("Bot %s: chat %s blocked the bot; sends to it are skipped", bot.pk, chat_id)
 
 
 def _send_message(bot: Bot, action: SendMessage) -> None:
@@ -339,7 +306,7 @@ def actions_send(
                 raise
             except TelegramCallError as exc:
                 if exc.error.kind == "forbidden":
-                    user_mark_blocked(bot=bot, chat_id=target)
+                    handler_get().chat_blocked(bot=bot, chat_id=target)
                     blocked.add(target)
                 else:
                     logger.error(
@@ -353,16 +320,9 @@ def actions_send(
             on_sent(index + 1)
 
 
-def _chat_is_blocked(*, bot: Bot, chat_id: int) -> bool:
-    from users.models import BotUser
-
-    return BotUser.objects.filter(
-        project_id=bot.project_id, chat_id=chat_id, is_blocked=True
-    ).exists()
-
-
 def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) -> None:
-    """WORKFLOW_ACTION_DELIVERY: send actions produced outside an update (delays, timers).
+    """Send actions produced outside an update (delays, timers, broadcasts); the workflows
+    app registers this with ``workflows.delivery`` at start-up.
 
     Sends to users who blocked the bot are skipped. If Telegram keeps answering 429 or
     5xx beyond the allowed wait, the rest is handed to a Celery task with a countdown,
@@ -374,7 +334,7 @@ def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) 
     if bot is None:
         logger.warning("Actions for inactive or unknown bot %s dropped", bot_id)
         return
-    if _chat_is_blocked(bot=bot, chat_id=chat_id):
+    if handler_get().chat_is_blocked(bot=bot, chat_id=chat_id):
         actions = [action for action in actions if isinstance(action, AnswerCallback)]
         if not actions:
             return
@@ -393,8 +353,6 @@ def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) 
             retry_in=exc.retry_in,
         )
     except BotUnauthorized as exc:
-        from botplatform.telegram.dispatch import bot_mark_unauthorized
-
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
 
 
@@ -407,8 +365,6 @@ def deferred_send_schedule(
     *, bot_id: int, chat_id: int, actions: list[Action], retry_in: float
 ) -> DeferredSend:
     """Keep the actions in the database, then queue their send for ``retry_in`` seconds."""
-    from botplatform.telegram.tasks import deferred_send_task
-
     countdown = max(int(retry_in) + 1, 1)
     deferred = DeferredSend.objects.create(
         bot_id=bot_id,
@@ -417,7 +373,7 @@ def deferred_send_schedule(
         due_at=timezone.now() + timedelta(seconds=countdown),
     )
     transaction.on_commit(
-        lambda: deferred_send_task.apply_async(
+        lambda: task_named("telegram.deferred_send").apply_async(
             kwargs={"deferred_id": deferred.pk}, countdown=countdown
         )
     )

@@ -1,26 +1,29 @@
-"""Celery tasks of the Telegram transport. They take ids and JSON, and are idempotent."""
+"""Celery tasks of the Telegram transport. They take ids and JSON, and are idempotent.
+
+The modules they run queue them by name (``outbox.task_named``), so nothing imports
+this module back."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from botplatform.outbox import InlineFallbackTask, OutboxTask
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_prune
+from botplatform.telegram.sender import deferred_send_run, deferred_sends_due
 
 
 @shared_task(name="telegram.deferred_send", base=OutboxTask, ignore_result=True)
 def deferred_send_task(*, deferred_id: int) -> None:
     """Send replies that had to wait (a 429 outlasted the in-process wait). Idempotent."""
-    from botplatform.telegram.sender import deferred_send_run
-
     deferred_send_run(deferred_id=deferred_id)
 
 
 @shared_task(name="telegram.deferred_sends_sweep", base=OutboxTask, ignore_result=True)
 def deferred_sends_sweep_task() -> int:
     """Every minute: queue deferred replies whose task was lost (broker or worker down)."""
-    from botplatform.telegram.sender import deferred_sends_due
-
     due = deferred_sends_due()
     for deferred_id in due:
         deferred_send_task.delay(deferred_id=deferred_id)
@@ -30,18 +33,12 @@ def deferred_sends_sweep_task() -> int:
 @shared_task(name="telegram.update_run", base=InlineFallbackTask, ignore_result=True)
 def update_run_task(*, update_pk: int) -> None:
     """Handle a recorded webhook update (TELEGRAM_WEBHOOK_ASYNC); a rerun is a no-op."""
-    from botplatform.telegram.dispatch import update_run
-
     update_run(update_pk=update_pk)
 
 
 @shared_task(name="telegram.updates_prune", ignore_result=True)
 def updates_prune_task() -> int:
     """Hourly: keep the update journal small (TELEGRAM_UPDATE_RETENTION_DAYS)."""
-    from django.conf import settings
-
-    from botplatform.telegram.dispatch import updates_prune
-
     return updates_prune(older_than_days=settings.TELEGRAM_UPDATE_RETENTION_DAYS)
 
 

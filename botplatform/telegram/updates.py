@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from telebot import types
 
+from botplatform.conversation import InputEvent
 from botplatform.telegram.journal_clean import INT64_MAX, INT64_MIN, text_clean, update_id_valid
-from workflows.engine.events import InputEvent
 
 # What the platform handles; Telegram is asked not to send the rest.
 ALLOWED_UPDATES = ["message", "callback_query"]

@@ -15,10 +15,11 @@ def record_telegram(*, bot_id, chat_id, actions) -> None:
 
 
 @pytest.fixture
-def telegram(settings):
+def telegram(delivery_to):
     """Everything that would reach Telegram, recorded (the real router stays in place)."""
-    settings.WORKFLOW_ACTION_DELIVERY = "workflows.simulator.actions_deliver"
-    settings.WORKFLOW_ACTION_DELIVERY_TELEGRAM = "tests.admin.conftest.record_telegram"
+    from workflows.simulator import simulator_routed
+
+    delivery_to(simulator_routed(record_telegram))
     RECORDED.clear()
     yield RECORDED
     RECORDED.clear()

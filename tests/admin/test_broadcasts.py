@@ -9,11 +9,11 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from botplatform.conversation import SendMessage
 from tests.factories import bot_create, bot_user_create
 from tests.workflows.conftest import publish
 from users.services import user_variable_set
 from workflows import broadcasts
-from workflows.engine.events import SendMessage
 from workflows.models import Broadcast, BroadcastDelivery
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +83,7 @@ def test_sending_counts_sent_and_blocked_and_renders_per_user(project, audience,
     assert len(telegram) == 2
 
 
-def test_a_user_who_blocks_the_bot_while_sending_is_counted_blocked(project, audience, settings):
+def test_a_user_who_blocks_the_bot_while_sending_is_counted_blocked(project, audience, delivery_to):
     _, users = audience
     calls = []
 
@@ -93,8 +93,7 @@ def test_a_user_who_blocks_the_bot_while_sending_is_counted_blocked(project, aud
 
         BotUser.objects.filter(chat_id=chat_id, project=project).update(is_blocked=True)
 
-    settings.WORKFLOW_ACTION_DELIVERY = f"{__name__}._sender"
-    _SENDER[0] = sender_marks_blocked
+    delivery_to(sender_marks_blocked)
     broadcast = _broadcast(project, segment="level", level="Gold")
     broadcasts.broadcast_start(broadcast_id=broadcast.pk)
     broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=5)
@@ -103,22 +102,14 @@ def test_a_user_who_blocks_the_bot_while_sending_is_counted_blocked(project, aud
     assert (broadcast.sent, broadcast.blocked, broadcast.failed) == (0, 1, 0)
 
 
-_SENDER = [None]
-
-
-def _sender(**kwargs):
-    _SENDER[0](**kwargs)
-
-
-def test_failures_are_counted_and_do_not_stop_the_rest(project, audience, settings):
+def test_failures_are_counted_and_do_not_stop_the_rest(project, audience, delivery_to):
     _, users = audience
 
     def flaky(*, bot_id, chat_id, actions):
         if chat_id == users["ann"].chat_id:
             raise RuntimeError("Telegram is down")
 
-    settings.WORKFLOW_ACTION_DELIVERY = f"{__name__}._sender"
-    _SENDER[0] = flaky
+    delivery_to(flaky)
     broadcast = _broadcast(project, segment="not_blocked")
     broadcasts.broadcast_start(broadcast_id=broadcast.pk)
     broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=5)

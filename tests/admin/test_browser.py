@@ -88,7 +88,8 @@ def _telegram_traffic(project, settings, *, chats) -> None:
     from django.db import connection
 
     from botplatform.models import Bot
-    from botplatform.telegram.dispatch import update_run, updates_record
+    from botplatform.telegram.dispatch import update_run
+    from botplatform.telegram.journal import updates_record
     from devtools.telegram_double import TelegramDouble
 
     outcomes: list[str] = []

@@ -48,7 +48,8 @@ def _customer_says(project, settings, text: str, chat: int) -> list[str]:
     from django.db import connection
 
     from botplatform.models import Bot
-    from botplatform.telegram.dispatch import update_run, updates_record
+    from botplatform.telegram.dispatch import update_run
+    from botplatform.telegram.journal import updates_record
     from devtools.telegram_double import TelegramDouble
 
     replies: list[str] = []

@@ -10,9 +10,10 @@ from tests.admin.conftest import operator_create
 from tests.factories import bot_create, bot_user_create, execution_create
 from tests.workflows.conftest import publish
 from users.models import BonusTransaction, BotUser, UserVariable
+from workflows.delivery import actions_deliver
 from workflows.models import SimulatorMessage, WorkflowExecution
 from workflows.services import execution_timer_fire
-from workflows.simulator import actions_deliver, simulator_user_get, telegram_html
+from workflows.simulator import simulator_user_get, telegram_html
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +144,7 @@ def test_without_a_broker_the_page_itself_brings_a_due_delay(
 
 def test_the_delivery_router_sends_real_chats_to_telegram(project, telegram):
     bot = bot_create(project=project)
-    from workflows.engine.events import SendMessage
+    from botplatform.conversation import SendMessage
 
     actions_deliver(bot_id=bot.pk, chat_id=42, actions=[SendMessage(chat_id=42, text="hi")])
     assert telegram == [{"bot_id": bot.pk, "chat_id": 42, "actions": [SendMessage(42, "hi")]}]

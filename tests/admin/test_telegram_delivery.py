@@ -24,8 +24,6 @@ def double(settings):
     server = TelegramDouble().start()
     settings.TELEGRAM_API_URL = server.url
     settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 300
-    settings.WORKFLOW_ACTION_DELIVERY = "workflows.simulator.actions_deliver"
-    settings.WORKFLOW_ACTION_DELIVERY_TELEGRAM = "botplatform.telegram.sender.actions_deliver"
     yield server
     server.stop()
 

@@ -34,7 +34,7 @@ def test_a_failing_entry_does_not_stop_the_others():
 
 
 def test_the_bot_runner_runs_the_schedule_only_without_a_broker(settings):
-    from botplatform.telegram.runner import Runner
+    from botplatform.telegram.polling import Runner
 
     settings.CELERY_TASK_ALWAYS_EAGER = True
     assert isinstance(Runner(bot_ids=[1]).beat, InProcessBeat)

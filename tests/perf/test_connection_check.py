@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from botplatform.telegram import runner
+from botplatform.telegram import lanes as runner
 
 
 def test_connection_check_runs_once_per_interval_unless_forced(monkeypatch):

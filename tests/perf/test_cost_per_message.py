@@ -11,7 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from botplatform import metrics
-from botplatform.telegram.dispatch import update_run, updates_record
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_record
 from tests.users.helpers import redis_round_trips
 
 CHAT = 777001

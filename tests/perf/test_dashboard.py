@@ -5,7 +5,8 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from botplatform.models import Membership
-from botplatform.telegram.dispatch import update_run, updates_record
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_record
 from tests.factories import project_create
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from botplatform import metrics
-from botplatform.telegram.dispatch import update_run, updates_record
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_record
 
 pytestmark = pytest.mark.django_db
 

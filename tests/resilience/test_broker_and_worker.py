@@ -118,11 +118,11 @@ def dead_broker():
 
 
 def test_a_step_that_cannot_be_queued_is_not_lost_and_the_user_gets_an_answer(
-    dead_broker, service, settings, caplog
+    dead_broker, service, settings, caplog, delivery_to
 ):
-    from tests.workflows.conftest import DELIVERED
+    from tests.workflows.conftest import DELIVERED, record_delivery
 
-    settings.WORKFLOW_ACTION_DELIVERY = "tests.workflows.conftest.record_delivery"
+    delivery_to(record_delivery)
     DELIVERED.clear()
     project = project_create(allow_private_http=True)
     ann, bob = bot_user_create(project=project), bot_user_create(project=project)
@@ -278,13 +278,13 @@ def test_webhook_updates_are_handled_in_process_when_the_broker_is_down(
 
 
 def test_a_broadcast_started_while_the_broker_is_down_goes_out_once_it_is_back(
-    dead_broker, settings
+    dead_broker, settings, delivery_to
 ):
-    from tests.admin.conftest import RECORDED
+    from tests.admin.conftest import RECORDED, record_telegram
     from workflows import broadcasts
     from workflows.models import Broadcast
 
-    settings.WORKFLOW_ACTION_DELIVERY = "tests.admin.conftest.record_telegram"
+    delivery_to(record_telegram)
     RECORDED.clear()
     project = project_create()
     bot_create(project=project)

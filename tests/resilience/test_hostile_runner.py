@@ -43,7 +43,7 @@ from workflows.publishing import workflow_import
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ENGINE = "botplatform.telegram.dispatch.engine_handle"
+ENGINE = "workflows.handler.handler"
 BOUND = 5.0  # seconds per ordinary reply asserted (target 1 s; CI is loaded; old: minutes)
 RUNAWAY = "^([A-Z0-9]+-?)+$"
 GIANT = 10**30  # beyond 64 bits

@@ -22,7 +22,7 @@ from users.models import BonusTransaction, BotUser
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ENGINE = "botplatform.telegram.dispatch.engine_handle"
+ENGINE = "workflows.handler.handler"
 
 
 @pytest.fixture

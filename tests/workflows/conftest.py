@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from botplatform.conversation import InputEvent
 from tests.factories import bot_create, bot_user_create
-from workflows.engine.events import InputEvent
 from workflows.models import Workflow
 from workflows.services import event_process, workflow_publish
 
@@ -11,13 +11,13 @@ DELIVERED: list[dict] = []
 
 
 def record_delivery(*, bot_id, chat_id, actions) -> None:
-    """Stands in for the Telegram sender (settings.WORKFLOW_ACTION_DELIVERY)."""
+    """Stands in for every delivery outside an update (``workflows.delivery``)."""
     DELIVERED.append({"bot_id": bot_id, "chat_id": chat_id, "actions": list(actions)})
 
 
 @pytest.fixture
-def delivered(settings):
-    settings.WORKFLOW_ACTION_DELIVERY = "tests.workflows.conftest.record_delivery"
+def delivered(delivery_to):
+    delivery_to(record_delivery)
     DELIVERED.clear()
     yield DELIVERED
     DELIVERED.clear()

@@ -9,12 +9,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from botplatform.conversation import AnswerCallback, EditMessage, SendMessage
 from botplatform.models import Bot, Project
 from tests.factories import bot_user_create
 from tests.workflows.conftest import buttons, command, press, text, texts
 from users.models import BonusTransaction, UserVariable
 from workflows import tasks
-from workflows.engine.events import AnswerCallback, EditMessage, SendMessage
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
 
 TOKEN = "123456789:AAH" + "d" * 32

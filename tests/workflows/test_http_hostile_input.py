@@ -22,11 +22,11 @@ from django.db import DatabaseError
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from botplatform.conversation import SendMessage
 from tests.tls import certificate
 from tests.workflows.conftest import command, publish, texts
 from users.models import UserVariable
 from workflows import services, tasks
-from workflows.engine.events import SendMessage
 from workflows.engine.steps import http_client
 from workflows.engine.steps.http_request import RequestRefused, request_build
 from workflows.engine.validation import WorkflowValidationError, workflow_validate

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from botplatform.conversation import AnswerCallback
 from tests.workflows.conftest import buttons, command, press, publish, text, texts
 from tests.workflows.test_tasks import delivered_texts, make_due
 from workflows import services, tasks
-from workflows.engine.events import AnswerCallback
 from workflows.engine.runner import SUPERSEDED
 from workflows.models import WorkflowExecution
 

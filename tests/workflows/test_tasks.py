@@ -12,12 +12,12 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from botplatform.cache import workflow_waiting_key
+from botplatform.conversation import AnswerCallback, SendMessage
 from botplatform.periodic import InProcessBeat
 from tests.botplatform.test_periodic import Clock
 from tests.workflows.conftest import buttons, command, press, publish, texts
 from users.models import UserVariable
 from workflows import tasks
-from workflows.engine.events import AnswerCallback, SendMessage
 from workflows.models import WorkflowExecution
 
 Status = WorkflowExecution.Status

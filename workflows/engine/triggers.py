@@ -18,7 +18,7 @@ from django.dispatch import receiver
 
 from botplatform import metrics
 from botplatform.cache import WORKFLOW_TRIGGERS_TTL, workflow_triggers_key
-from workflows.engine.events import InputEvent
+from botplatform.conversation import InputEvent
 from workflows.engine.patterns import pattern_search
 from workflows.models import Workflow
 

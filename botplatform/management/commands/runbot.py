@@ -43,7 +43,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, bots: list[str], all: bool, **options) -> None:
-        from botplatform.telegram.runner import Runner
+        from botplatform.telegram.polling import Runner
 
         if all == bool(bots):
             raise CommandError("Give bot ids or usernames, or --all (not both).")

@@ -12,13 +12,14 @@ from django.core.cache import cache
 
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
-from tests.botplatform.telegram.handlers import echo_handle
+from tests.botplatform.telegram.handlers import TestHandler, echo_handle
 
 
 class Died(BaseException):
     """Stands in for the process dying mid-handler: nothing catches it, nothing is tidied."""
 
 
+@TestHandler
 def poison_handle(*, bot: Bot, parsed: ParsedUpdate) -> list:
     text = parsed.event.text
     if text in ("loop", "freeze"):

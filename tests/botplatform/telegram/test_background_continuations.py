@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from botplatform.telegram.client import api
-from botplatform.telegram.dispatch import update_run, updates_record
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_record
 from tests.botplatform.telegram.test_batch import demo_bot  # noqa: F401  (fixture)
 from tests.workflows.conftest import publish
 from workflows import tasks
@@ -33,8 +34,7 @@ ORDER = {
 
 
 @pytest.fixture
-def pizzeria(demo_bot, settings):  # noqa: F811
-    settings.WORKFLOW_ACTION_DELIVERY = "botplatform.telegram.sender.actions_deliver"
+def pizzeria(demo_bot):  # noqa: F811
     publish(
         demo_bot.project, ORDER, triggers=[{"type": "command", "command": "order"}], slug="order"
     )

@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api
-from botplatform.telegram.dispatch import claim_key, update_run, updates_record
+from botplatform.telegram.dispatch import claim_key, update_run
+from botplatform.telegram.journal import updates_record
 from devtools import bench
 from users.models import BotUser, UserVariable
 from workflows.models import ExecutionStepLog, WorkflowExecution
@@ -153,7 +154,7 @@ def test_a_send_that_must_wait_leaves_the_rest_to_update_run_without_repeats(dou
 
 @pytest.fixture
 def demo_bot(db, double, settings):
-    settings.TELEGRAM_EVENT_HANDLER = "botplatform.telegram.dispatch.engine_handle"
+    settings.TELEGRAM_EVENT_HANDLER = "workflows.handler.handler"
     double.bot_add(DEMO_TOKEN, "demo_bot")
     call_command("loaddemo", "--token", DEMO_TOKEN)
     bot = Bot.objects.get(token=DEMO_TOKEN)
@@ -326,7 +327,7 @@ def test_stale_user_states_of_a_batch_are_loaded_together(double, demo_bot):
 def test_a_worker_merges_the_same_bots_queued_batches_in_order():
     from collections import deque
 
-    from botplatform.telegram.runner import BatchJob
+    from botplatform.telegram.lanes import BatchJob
 
     first, second = object(), object()  # two pollers of one bot (a hand-over)
     head = BatchJob(first, ["a1"])

@@ -52,9 +52,7 @@ def test_demo_conversation_through_runbot(double, runbots):  # noqa: F811
     call_command("loaddemo", "--token", TOKEN)
     bot = Bot.objects.get(token=TOKEN)
     assert bot.username == "demo_bot"  # filled from getMe
-    runner = runbots(
-        ["--all"], TELEGRAM_EVENT_HANDLER="botplatform.telegram.dispatch.engine_handle"
-    )
+    runner = runbots(["--all"], TELEGRAM_EVENT_HANDLER="workflows.handler.handler")
 
     def answered(count: int) -> bool:
         return TelegramUpdate.objects.filter(bot=bot, status="done").count() >= count
@@ -95,7 +93,7 @@ def test_demo_conversation_through_runbot(double, runbots):  # noqa: F811
     again = runbots(
         ["demo_bot"],
         name="again",
-        TELEGRAM_EVENT_HANDLER="botplatform.telegram.dispatch.engine_handle",
+        TELEGRAM_EVENT_HANDLER="workflows.handler.handler",
     )
     assert double.wait_for(lambda: answered(5), timeout=30), again.output()
     assert "Welcome" in _last_message(double)["text"]

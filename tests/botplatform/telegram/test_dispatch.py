@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from botplatform.models import TelegramUpdate
-from botplatform.telegram.dispatch import update_process, update_run, updates_record
+from botplatform.telegram.dispatch import update_process, update_run
+from botplatform.telegram.journal import updates_record
 from tests.botplatform.telegram.conftest import SILENT
 from users.models import BotUser, UserVariable
 
@@ -129,8 +130,8 @@ def test_incoming_rate_limit_tells_the_user_once_then_ignores(double, tg_bot):
 
 
 def test_user_who_blocked_the_bot_is_marked_and_then_skipped(double, tg_bot):
+    from botplatform.conversation import SendMessage
     from botplatform.telegram.sender import actions_deliver
-    from workflows.engine.events import SendMessage
 
     double.block(510)
     update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 510, "hi"))

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api
-from botplatform.telegram.dispatch import update_run, updates_record
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import updates_record
 from botplatform.telegram.updates import (
     MalformedUpdate,
     UnsupportedUpdate,

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botplatform.models import TelegramUpdate
-from botplatform.telegram.dispatch import row_parse, update_record, updates_record
+from botplatform.telegram.dispatch import row_parse
+from botplatform.telegram.journal import update_record, updates_record
 from botplatform.telegram.journal_clean import (
     INT64_MAX,
     INT64_MIN,

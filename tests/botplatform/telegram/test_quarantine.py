@@ -18,13 +18,9 @@ from django.core.cache import cache
 from botplatform.models import TelegramUpdate
 from botplatform.telegram import budget
 from botplatform.telegram.batch import updates_run_batch
-from botplatform.telegram.dispatch import (
-    update_offset_next,
-    update_run,
-    updates_open,
-    updates_record,
-)
-from botplatform.telegram.runner import ChatPool, UpdateJob
+from botplatform.telegram.dispatch import update_run
+from botplatform.telegram.journal import update_offset_next, updates_open, updates_record
+from botplatform.telegram.lanes import ChatPool, UpdateJob
 from tests.botplatform.telegram.poison import Died
 from tests.botplatform.telegram.test_runbot import Runbot
 from tests.factories import bot_create

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from botplatform import cache as keys
 from botplatform import ratelimit
+from botplatform.conversation import AnswerCallback, Button, EditMessage, SendMessage
 from botplatform.models import Bot, DeferredSend
 from botplatform.telegram.sender import (
     actions_deliver,
@@ -18,7 +19,6 @@ from botplatform.telegram.sender import (
     deferred_sends_due,
     text_split,
 )
-from workflows.engine.events import AnswerCallback, Button, EditMessage, SendMessage
 
 
 def _bot(tg_bot) -> Bot:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from botplatform.conversation import InputEvent
 from botplatform.locks import redis_lock
 from tests.workflows.conftest import buttons, command, press, publish, texts
 from users.models import BonusTransaction, BotUser
-from workflows.engine.events import InputEvent
 from workflows.models import WorkflowExecution
 from workflows.services import event_process
 

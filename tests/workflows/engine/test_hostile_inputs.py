@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from botplatform.conversation import InputEvent
 from tests.workflows.conftest import command, publish, text, texts
 from users.models import UserVariable
 from workflows.engine import patterns
-from workflows.engine.events import InputEvent
 from workflows.engine.steps.input import KINDS, MAX_PATTERN_ANSWER, Invalid, answer_validate
 from workflows.engine.triggers import trigger_match
 from workflows.engine.validation import WorkflowValidationError, workflow_validate

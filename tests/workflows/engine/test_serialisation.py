@@ -7,9 +7,9 @@ import threading
 import pytest
 from django.db import connection
 
+from botplatform.conversation import InputEvent
 from tests.factories import bot_user_create, project_create
 from tests.workflows.conftest import buttons, command, publish
-from workflows.engine.events import InputEvent
 from workflows.models import ExecutionStepLog, WorkflowExecution
 from workflows.services import event_process
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from botplatform.conversation import AnswerCallback, EditMessage, SendMessage
 from tests.workflows.conftest import buttons, command, press, publish, text, texts
 from users.models import UserVariable
-from workflows.engine.events import AnswerCallback, EditMessage, SendMessage
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
 Status = WorkflowExecution.Status

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.core.cache import cache
 
 from botplatform.cache import workflow_waiting_key
+from botplatform.conversation import AnswerCallback, InputEvent
 from tests.workflows.conftest import buttons, command, press, publish, text, texts
-from workflows.engine.events import AnswerCallback, InputEvent
 from workflows.models import WorkflowExecution
 from workflows.services import event_process
 

@@ -1,0 +1,201 @@
+"""The architecture's import rules (docs/architecture.md), checked on every module.
+
+Every ``import`` and ``from … import`` counts, also inside functions. A violation that
+could not be removed yet is listed in :data:`ALLOWED` with the reason; the test fails
+on any new violation AND when a listed one disappears, so the list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("botplatform", "workflows", "users")
+
+INFRASTRUCTURE = [
+    f"botplatform.{name}"
+    for name in (
+        "cache",
+        "cache_backend",
+        "locks",
+        "ratelimit",
+        "breaker",
+        "metrics",
+        "env",
+        "logging",
+        "outbox",
+        "periodic",
+        "conversation",
+    )
+]
+
+# (rule, importer, imported) -> why it is still there.
+ALLOWED: dict[tuple[str, str, str], str] = {
+    (
+        "the engine imports no transport, tasks, services, broadcasts or admin",
+        "workflows.engine.runner",
+        "workflows.tasks",
+    ): "the runner still queues delays and HTTP calls itself (issue 14: drive records the"
+    " work, services queue it after commit); the runner split is another helper's part",
+}
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every module ``path`` imports (absolute names; ``from x import y`` counts x.y too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _modules() -> dict[str, set[str]]:
+    result = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            module = _module_name(path)
+            result[module] = _imports(path, module)
+    return result
+
+
+def _is_model_module(module: str) -> bool:
+    return module.endswith(".models") or ".models." in module
+
+
+RULES = {
+    "transport imports neither the engine nor users": (
+        lambda m: _under(m, "botplatform.telegram"),
+        ("workflows.engine", "users"),
+    ),
+    "transport leaves the batch's read-ahead to the handler": (
+        lambda m: _under(m, "botplatform.telegram"),
+        ("botplatform.batchscope",),
+    ),
+    "the engine imports no transport, tasks, services, broadcasts or admin": (
+        lambda m: _under(m, "workflows.engine"),
+        (
+            "botplatform.telegram",
+            "workflows.tasks",
+            "workflows.services",
+            "workflows.broadcasts",
+            "workflows.admin",
+            "django.contrib.admin",
+        ),
+    ),
+    "users never imports the engine": (
+        lambda m: _under(m, "users"),
+        ("workflows.engine",),
+    ),
+    "models import no services, selectors or engine": (
+        _is_model_module,
+        ("workflows.engine", "workflows.services", "users.services", "users.selectors"),
+    ),
+    "infrastructure imports nothing from workflows or users": (
+        lambda m: any(_under(m, infra) for infra in INFRASTRUCTURE),
+        ("workflows", "users"),
+    ),
+}
+
+
+def _violations() -> set[tuple[str, str, str]]:
+    found = set()
+    for module, imported in _modules().items():
+        for rule, (applies, forbidden) in RULES.items():
+            if not applies(module):
+                continue
+            for name in imported:
+                for prefix in forbidden:
+                    if _under(name, prefix):
+                        found.add((rule, module, prefix))
+    return found
+
+
+def test_the_import_rules_hold():
+    new = sorted(_violations() - set(ALLOWED))
+    assert not new, "Import rule broken (docs/architecture.md):\n" + "\n".join(
+        f"  {module} imports {target}: {rule}" for rule, module, target in new
+    )
+
+
+def test_the_allowlist_only_shrinks():
+    gone = sorted(set(ALLOWED) - _violations())
+    assert not gone, "Fixed, so remove from ALLOWED:\n" + "\n".join(map(str, gone))
+
+
+def _cycles(modules: dict[str, set[str]], prefix: str) -> list[list[str]]:
+    """The import cycles among the modules under ``prefix`` (Tarjan's SCCs)."""
+    graph = {
+        module: {name if name in modules else name.rpartition(".")[0] for name in imported}
+        & set(modules) - {module}
+        for module, imported in modules.items()
+        if _under(module, prefix)
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph.get(module, ()):
+            if other not in graph:
+                continue
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_transport_has_no_import_cycles():
+    """dispatch, sender and tasks imported each other; the transport is a clean stack."""
+    assert _cycles(_modules(), "botplatform") == []
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text(
+        "def f():\n    from users.models import BotUser\n    import workflows.engine\n"
+    )
+    assert {"users.models", "users.models.BotUser", "workflows.engine"} <= _imports(
+        source, "botplatform.telegram.probe"
+    )
