@@ -36,7 +36,11 @@ def run_in_threads(target: Callable[[int], object], count: int) -> list[object]:
 
 
 class RoundTrips:
-    """Counts Redis requests sent by this process (a pipeline is one request)."""
+    """Counts Redis requests sent by the test's own thread (a pipeline is one request).
+
+    Only that thread: a background thread left by an earlier test (a runner's
+    watchdog, a metrics flush) must not make a round-trip bound flaky.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -46,9 +50,11 @@ class RoundTrips:
 def redis_round_trips(monkeypatch):
     counter = RoundTrips()
     original = redis.connection.AbstractConnection.send_packed_command
+    owner = threading.get_ident()
 
     def counting(self, command, check_health=True):
-        counter.count += 1
+        if threading.get_ident() == owner:
+            counter.count += 1
         return original(self, command, check_health=check_health)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
