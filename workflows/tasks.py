@@ -56,7 +56,7 @@ def http_request_run(execution_id: int, seq: int) -> None:
     )
     if execution is None:
         return
-    from workflows.engine.runner import definition_for_version
+    from workflows.engine.version_cache import definition_for_version
 
     pending = execution.context.get("pending") or {}
     step = definition_for_version(execution.version_id)["steps"].get(pending.get("step"), {})

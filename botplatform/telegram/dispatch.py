@@ -42,6 +42,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from botplatform import metrics, ratelimit
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
@@ -71,7 +72,6 @@ from workflows.engine.events import Action, AnswerCallback, SendMessage
 
 logger = logging.getLogger(__name__)
 
-ADVISORY_NAMESPACE = 7467  # "tg": keeps our advisory locks apart from others'
 
 Status = TelegramUpdate.Status
 
@@ -374,7 +374,7 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool, int]]:
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
-            [ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
+            [JOURNAL_CLAIM_NAMESPACE, key, update_pk, Status.PENDING],
         )
         claimed, bumped, stalls = cursor.fetchone()
     try:
@@ -382,7 +382,7 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool, int]]:
     finally:
         if claimed:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, key])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOURNAL_CLAIM_NAMESPACE, key])
 
 
 def _attempt_count(update_pk: int) -> tuple[bool, int]:
