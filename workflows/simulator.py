@@ -25,11 +25,11 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString, mark_safe
 
-from botplatform.cache import user_state_invalidate, workflow_waiting_key
 from users.models import BotUser
 from users.selectors import user_state_get
-from users.services import bot_user_upsert
+from users.services import bot_user_upsert, user_state_changed
 from workflows.engine.events import AnswerCallback, EditMessage, InputEvent, SendMessage
+from workflows.engine.waiting import waiting_cache_clear
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
 from workflows.services import (
     event_process,
@@ -268,13 +268,8 @@ def simulator_reset(*, user: BotUser) -> None:
             telegram_id=archived, chat_id=archived
         )
 
-        def _forget() -> None:
-            from django.core.cache import cache
-
-            user_state_invalidate(user_id, project_id)
-            cache.delete(workflow_waiting_key(session_key))
-
-        transaction.on_commit(_forget)
+        user_state_changed(user_id=user_id, project_id=project_id)
+        transaction.on_commit(lambda: waiting_cache_clear(session_key))
 
 
 _ALLOWED_TAG_RE = re.compile(
