@@ -1,14 +1,20 @@
-"""Every cache key name and TTL of the platform lives here (the brief's table).
+"""Every cache key name and TTL of the platform lives here, and only here.
 
 Nobody formats a Redis key by hand elsewhere: call the key function for the family.
-Invalidation helpers sit next to the keys so a write path can drop what it changes.
+Each cached entity has one read-through getter and one invalidation function, kept
+with the code that owns the entity: a user's state (``users.selectors.user_state_get``,
+``users.services.user_state_changed``), a session's waiting execution
+(``workflows.engine.waiting``: ``waiting_get``, ``waiting_cache_clear``), a project's
+trigger table (``workflows.engine.triggers``: ``trigger_candidates``,
+``trigger_candidates_invalidate``), a published version
+(``workflows.engine.version_cache``; versions are immutable, publishing rewrites it).
 """
 
 from __future__ import annotations
 
 from django.core.cache import cache
 
-# TTLs in seconds, from the source document.
+# TTLs in seconds.
 USER_VARIABLES_TTL = 120
 USER_PROFILE_TTL = 30
 WORKFLOW_WAITING_TTL = 300
@@ -26,6 +32,18 @@ def redis_client():
         return get_redis_connection("default")
     except NotImplementedError:
         return None
+
+
+def redis_pipeline():
+    """A redis-py pipeline behind the default cache (no MULTI), or None for other
+    backends. Commands queued with ``cache.set(..., client=pipeline)`` go out in one
+    round trip at ``pipeline.execute()``; that call is not behind the cache's fallback,
+    so its caller handles an unreachable Redis itself."""
+    client = getattr(cache, "client", None)
+    get_client = getattr(client, "get_client", None)
+    if get_client is None:
+        return None
+    return get_client(write=True).pipeline(transaction=False)
 
 
 def raw_key(key: str, key_prefix: str, version: int) -> str:
@@ -55,13 +73,6 @@ def rate_limit_key(kind: str, identifier: str | int, window: str | int) -> str:
 
 def lock_key(resource: str, resource_id: str | int) -> str:
     return f"lock:{resource}:{resource_id}"
-
-
-def user_state_invalidate(user_id: int, project_id: int) -> None:
-    """Drop a user's cached variables and profile (call after the write commits)."""
-    cache.delete_many(
-        [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
-    )
 
 
 # --- Telegram --------------------------------------------------------------------

@@ -110,7 +110,7 @@ def cache_config(redis_url: str) -> dict:
         # django-redis, falling back to process memory while Redis is unreachable.
         "BACKEND": "botplatform.cache_backend.ResilientRedisCache",
         "LOCATION": redis_url,
-        # Keys are stored exactly as botplatform.cache names them (the brief's table).
+        # Keys are stored exactly as botplatform.cache names them (no prefix, no version).
         "KEY_FUNCTION": "botplatform.cache.raw_key",
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",

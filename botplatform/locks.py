@@ -14,6 +14,16 @@ on the same key (``_fallback_lock``), so "in progress" keeps working; Redis is t
 again on the next call, so nothing needs a restart when it comes back. While Redis is down the shared circuit
 breaker (``botplatform/breaker.py``) makes the Redis attempt fail at once instead of
 after a socket timeout.
+
+PostgreSQL advisory locks of the platform, each family under its own name below, so
+no number appears anywhere else and two families can never take each other's locks:
+
+- :data:`SESSION_LOCK_SEED`: a conversation (session) lock, one bigint key per
+  session (:func:`session_lock`, :func:`sessions_lock_sql`), held until commit;
+- :data:`JOURNAL_CLAIM_NAMESPACE`: a claim on a journal row (``TelegramUpdate``),
+  the two-int form ``(namespace, row key)``, held by the processing connection;
+- :func:`advisory_lock`: the fallback of :func:`redis_lock`, one bigint key hashed
+  from the ``lock:*`` key.
 """
 
 from __future__ import annotations
@@ -24,9 +34,15 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from botplatform import batchscope
 from botplatform.cache import LOCK_TTL, lock_key, redis_client
 
 logger = logging.getLogger(__name__)
+
+# Seed of ``hashtextextended(session key, seed)``: a session's lock is one bigint key.
+SESSION_LOCK_SEED = 7411
+# First half of a journal row's two-int claim key ``(namespace, claim key)``.
+JOURNAL_CLAIM_NAMESPACE = 7467
 
 # KEYS[1] = lock key, ARGV[1] = the holder's token. Deletes only our own lock.
 _RELEASE_SCRIPT = """
@@ -173,3 +189,50 @@ def redis_lock(resource: str, resource_id: object, *, ttl: float = LOCK_TTL) -> 
                 logger.warning("%s expired before its holder finished (ttl %ss)", key, ttl)
         except unavailable:
             logger.debug("Redis unreachable; %s will expire on its own", key)
+
+
+# --- Conversation (session) locks -----------------------------------------------------
+
+
+def _session_lock_key(session_key: str) -> str:
+    return f"workflow-session:{session_key}"
+
+
+def session_lock(session_key: str) -> None:
+    """Serialise everything that touches one session's executions (until commit).
+
+    A PostgreSQL transaction-level advisory lock: released by commit or rollback,
+    never leaked, and independent of Redis being up. SQLite (the embedded default)
+    serialises writers on its own. Waits for the holder.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    scope = batchscope.current()
+    if scope is not None and session_key in scope.locked_sessions:
+        return  # taken with the rest of its batch's sessions
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+            [_session_lock_key(session_key), SESSION_LOCK_SEED],
+        )
+
+
+def sessions_lock_sql(session_keys: list[str]) -> tuple[str, list]:
+    """:func:`session_lock` for a whole batch: a SELECT (for the caller to run, or to
+    join into one of its statements) taking every lock in a fixed (sorted) order, so
+    two batch handlers cannot deadlock on each other. Then call :func:`sessions_locked`.
+    """
+    keys = [_session_lock_key(key) for key in sorted(set(session_keys))]
+    return (
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, %s))) FROM unnest(%s::text[]) AS k",
+        [SESSION_LOCK_SEED, keys],
+    )
+
+
+def sessions_locked(session_keys: list[str]) -> None:
+    """Record in the current batch that its transaction holds these session locks."""
+    scope = batchscope.current()
+    if scope is not None:
+        scope.locked_sessions.update(session_keys)

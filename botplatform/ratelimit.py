@@ -158,10 +158,7 @@ def incoming_check_many(checks: list[tuple[int, int, int]]) -> list[IncomingVerd
             verdicts.append("ok")
             continue
         notice_key = keys.rate_limit_notice_key(project_id, telegram_id)
-        try:
-            first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
-        except Exception:
-            first = True
+        first = cache.add(notice_key, 1, timeout=INCOMING_WINDOW_MS / 1000)
         verdicts.append("notify" if first else "ignore")
     return verdicts
 

@@ -100,10 +100,8 @@ CACHES = {"default": cache_config(REDIS_URL)}
 # --- Celery --------------------------------------------------------------------
 # The broker defaults to REDIS_URL; with neither set, tasks run in-process.
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
-if CELERY_TASK_ALWAYS_EAGER:
-    CELERY_BROKER_URL = "memory://"
+CELERY_TASK_ALWAYS_EAGER = not (env_str("CELERY_BROKER_URL") or REDIS_URL)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "memory://"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -117,7 +115,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A SIGKILLed worker's unacknowledged task comes back after this long (Redis broker).
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # How often a worker looks for unacknowledged tasks of dead workers (Redis broker).
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+}
 CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Telegram ------------------------------------------------------------------
@@ -283,13 +287,4 @@ CELERY_BEAT_SCHEDULE["workflows-broadcasts-due"] = {
 # --- Resilience ------------------------------------------------------------------
 # After a Redis failure, skip Redis for this many seconds, then probe it (breaker.py).
 REDIS_BREAKER_SECONDS = env_int("REDIS_BREAKER_SECONDS", 5)
-# A SIGKILLed worker's unacknowledged task comes back after this long (Redis broker).
-CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
-# How often a worker looks for unacknowledged tasks of dead workers (Redis broker).
-CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = env_int(
-    "CELERY_UNACKED_RESTORE_INTERVAL", 10
-)
-CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = env_int(
-    "CELERY_UNACKED_RESTORE_THROTTLE", 10
-)

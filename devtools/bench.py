@@ -282,7 +282,7 @@ def _worker(
 ) -> None:
     """One worker process: its own double, ``config.threads`` drivers over its bots."""
     from devtools.telegram_double import TelegramDouble
-    from workflows.engine import runner as engine_runner
+    from workflows.engine.version_cache import definition_cache_resize
 
     result = WorkerResult()
     double = TelegramDouble().start()
@@ -291,8 +291,7 @@ def _worker(
         overrides["CACHES"] = {
             "default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
         }
-        engine_runner._DEFINITIONS_MAX = 0  # no in-process copies of versions either
-        engine_runner._DEFINITIONS.clear()
+        definition_cache_resize(0)  # no in-process copies of versions either
     try:
         with override_settings(**overrides):
             for _bot_id, token in bots:

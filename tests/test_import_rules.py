@@ -24,7 +24,7 @@ INFRASTRUCTURE = [
         "metrics",
         "env",
         "logging",
-        "outbox",
+        "queueing",
         "periodic",
         "conversation",
     )
@@ -34,10 +34,10 @@ INFRASTRUCTURE = [
 ALLOWED: dict[tuple[str, str, str], str] = {
     (
         "the engine imports no transport, tasks, services, broadcasts or admin",
-        "workflows.engine.runner",
+        "workflows.engine.execution",
         "workflows.tasks",
-    ): "the runner still queues delays and HTTP calls itself (issue 14: drive records the"
-    " work, services queue it after commit); the runner split is another helper's part",
+    ): "the step loop still queues delays and HTTP calls itself (issue 14: drive records the"
+    " work, services queue it after commit)",
 }
 
 

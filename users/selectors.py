@@ -3,7 +3,7 @@
 A user's whole state for one message (profile + variables) is read through the cache
 (``user:{userId}:{projectId}:variables``, ``...:profile``): on a warm cache that is one
 Redis round trip (MGET) and no database query. Writes never patch the cached copy;
-they call :func:`user_state_cache_clear` after commit, which rewrites the user's
+they call :func:`users.services.user_state_changed`, which after commit rewrites the user's
 generation token and drops both keys (one pipelined round trip). Cached copies carry
 the generation they were built under, so a reader that loaded the database before a
 write and stores its copy after it can never make a stale balance visible.
@@ -12,7 +12,6 @@ write and stores its copy after it can never make a stale balance visible.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +25,8 @@ from botplatform import batchscope, metrics
 from botplatform.breaker import CircuitOpen
 from botplatform.cache import (
     USER_PROFILE_TTL,
-    USER_STATE_GENERATION_TTL,
     USER_VARIABLES_TTL,
+    redis_pipeline,
     user_profile_key,
     user_state_generation_key,
     user_variables_key,
@@ -77,15 +76,6 @@ def _cache_errors() -> tuple[type[BaseException], ...]:
 
 
 CACHE_ERRORS = _cache_errors()
-
-
-def _redis_pipeline():
-    """A redis-py pipeline behind the default cache, or None for other backends."""
-    client = getattr(cache, "client", None)
-    get_client = getattr(client, "get_client", None)
-    if get_client is None:
-        return None
-    return get_client(write=True).pipeline(transaction=False)
 
 
 def _states_load(*, user_ids: list[int]) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
@@ -138,7 +128,7 @@ def _states_store(entries: list[StateEntry]) -> None:
             {"generation": generation, "data": profile},
             USER_PROFILE_TTL,
         )
-    pipeline = _redis_pipeline()
+    pipeline = redis_pipeline()
     if pipeline is None:
         for key, (value, ttl) in values.items():
             cache.set(key, value, ttl)
@@ -272,7 +262,7 @@ def user_states_prefetch(*, users: list[tuple[int, int]], extra_keys: list[str])
         try:
             _states_store(entries)
         except CACHE_ERRORS as exc:
-            _log_cache_error(exc, "cache unreachable; batch user state not cached (%s)", exc)
+            cache_error_log(exc, "cache unreachable; batch user state not cached (%s)", exc)
     scope.state_values.update(values)
     scope.state_read.update(extra_keys)
     for user_id, project_id in users:
@@ -306,16 +296,12 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
         user_id=user_id, project_id=project_id
     )
     prefetched = getattr(_prefetched, "entry", None)
-    try:
-        if prefetched is not None and prefetched[:2] == (user_id, project_id):
-            _prefetched.entry = None  # only the first read: later ones see later writes
-            cached = prefetched[2]
-        else:
-            cached = cache.get_many([variables_key, profile_key, generation_key])
-    except CACHE_ERRORS as exc:
-        _log_cache_error(exc, "cache unreachable; reading user %s from the database", user_id)
-        profile, variables = _state_load(user_id=user_id)
-        return UserState(profile=profile, variables=variables)
+    if prefetched is not None and prefetched[:2] == (user_id, project_id):
+        _prefetched.entry = None  # only the first read: later ones see later writes
+        cached = prefetched[2]
+    else:
+        # An unreachable Redis reads as a miss (cache_backend): the database answers.
+        cached = cache.get_many([variables_key, profile_key, generation_key])
 
     state = _cached_state(cached, user_id=user_id, project_id=project_id)
     scope = batchscope.current()
@@ -342,35 +328,11 @@ def user_state_get(*, user_id: int, project_id: int) -> UserState:
             ]
         )
     except CACHE_ERRORS as exc:
-        _log_cache_error(exc, "cache unreachable; user %s state not cached", user_id)
+        cache_error_log(exc, "cache unreachable; user %s state not cached", user_id)
     return UserState(profile=profile, variables=variables)
 
 
-def user_state_cache_clear(*, user_id: int, project_id: int) -> None:
-    """Make every cached copy of the user's state stale, then drop it.
-
-    Call after the write has committed (``transaction.on_commit``). Never raises: a
-    cache outage is logged, the keys expire on their own TTLs.
-    """
-    generation_key = user_state_generation_key(user_id, project_id)
-    data_keys = [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
-    token = secrets.token_hex(8)
-    try:
-        pipeline = _redis_pipeline()
-        if pipeline is None:
-            cache.set(generation_key, token, USER_STATE_GENERATION_TTL)
-            cache.delete_many(data_keys)
-            return
-        cache.set(generation_key, token, USER_STATE_GENERATION_TTL, client=pipeline)
-        cache.delete_many(data_keys, client=pipeline)
-        pipeline.execute()
-    except CACHE_ERRORS as exc:
-        # The recovery flush (botplatform.cache_backend) drops user:* keys written
-        # before an outage, so a copy missed here cannot outlive it.
-        _log_cache_error(exc, "cache unreachable; user %s state not invalidated", user_id)
-
-
-def _log_cache_error(exc: Exception, message: str, *args) -> None:
+def cache_error_log(exc: Exception, message: str, *args) -> None:
     """Quiet while the circuit breaker is open: it already logged the outage once."""
     level = logging.DEBUG if isinstance(exc, CircuitOpen) else logging.WARNING
     logger.log(level, message, *args)

@@ -18,20 +18,29 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
+from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from botplatform import batchscope, metrics
+from botplatform.cache import (
+    USER_STATE_GENERATION_TTL,
+    redis_pipeline,
+    user_profile_key,
+    user_state_generation_key,
+    user_variables_key,
+)
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
 from users.models import BonusTransaction, BotUser, UserVariable
-from users.selectors import COMPUTED_VARIABLES, level_for, user_state_cache_clear
+from users.selectors import CACHE_ERRORS, COMPUTED_VARIABLES, cache_error_log, level_for
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +112,35 @@ def _key_checked(idempotency_key: object) -> str:
     return idempotency_key
 
 
-def _state_clear_on_commit(*, user_id: int, project_id: int) -> None:
-    transaction.on_commit(partial(user_state_cache_clear, user_id=user_id, project_id=project_id))
+def user_state_changed(*, user_id: int, project_id: int) -> None:
+    """THE invalidation of a user's cached state (profile and variables): every writer
+    calls it. Drops the cached copies once the current transaction commits (at once
+    outside one), so no reader caches the old state again after the write.
+    """
+    transaction.on_commit(partial(_state_cache_clear, user_id=user_id, project_id=project_id))
+
+
+def _state_cache_clear(*, user_id: int, project_id: int) -> None:
+    """Make every cached copy of the user's state stale, then drop it (after commit).
+
+    Never raises: a cache outage is logged, the keys expire on their own TTLs.
+    """
+    generation_key = user_state_generation_key(user_id, project_id)
+    data_keys = [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
+    token = secrets.token_hex(8)
+    try:
+        pipeline = redis_pipeline()
+        if pipeline is None:
+            cache.set(generation_key, token, USER_STATE_GENERATION_TTL)
+            cache.delete_many(data_keys)
+            return
+        cache.set(generation_key, token, USER_STATE_GENERATION_TTL, client=pipeline)
+        cache.delete_many(data_keys, client=pipeline)
+        pipeline.execute()
+    except CACHE_ERRORS as exc:
+        # The recovery flush (botplatform.cache_backend) drops user:* keys written
+        # before an outage, so a copy missed here cannot outlive it.
+        cache_error_log(exc, "cache unreachable; user %s state not invalidated", user_id)
 
 
 # --- the ledger -------------------------------------------------------------------
@@ -208,7 +244,7 @@ def _ledger_apply_once(
         except DataError as error:
             raise ValueError(f"user {user_id}'s balance would overflow") from error
 
-        _state_clear_on_commit(user_id=user_id, project_id=user.project_id)
+        user_state_changed(user_id=user_id, project_id=user.project_id)
         return BonusResult(
             status="ok",
             balance=balance,
@@ -456,7 +492,7 @@ def bot_user_upsert(
         with transaction.atomic():
             BotUser.objects.filter(pk=user.pk).update(**changes)
             if set(changes) != {"last_seen_at"}:
-                _state_clear_on_commit(user_id=user.pk, project_id=project_id)
+                user_state_changed(user_id=user.pk, project_id=project_id)
         for name, value in changes.items():
             setattr(user, name, value)
     return user, False
@@ -516,8 +552,8 @@ def referral_apply(*, user: BotUser, code: str) -> bool:
             return False
         BotUser.objects.filter(pk=invited.pk, referrer__isnull=True).update(referrer=referrer)
         referral_reward_grant(invited_user_id=invited.pk)
-        _state_clear_on_commit(user_id=invited.pk, project_id=invited.project_id)
-        _state_clear_on_commit(user_id=referrer.pk, project_id=invited.project_id)
+        user_state_changed(user_id=invited.pk, project_id=invited.project_id)
+        user_state_changed(user_id=referrer.pk, project_id=invited.project_id)
     user.referrer_id = referrer.pk
     return True
 
@@ -595,7 +631,7 @@ def user_variable_set(*, user_id: int, project_id: int, key: str, value: Any) ->
                     UserVariable.objects.create(user_id=user_id, key=key, value=value)
             except IntegrityError:
                 existing.update(value=value, updated_at=timezone.now())
-        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+        user_state_changed(user_id=user_id, project_id=project_id)
 
 
 def user_variable_delete(*, user_id: int, project_id: int, key: str) -> None:
@@ -603,7 +639,7 @@ def user_variable_delete(*, user_id: int, project_id: int, key: str) -> None:
     key = _variable_key_checked(key)
     with transaction.atomic():
         UserVariable.objects.filter(user_id=user_id, key=key).delete()
-        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+        user_state_changed(user_id=user_id, project_id=project_id)
 
 
 def user_variable_increment(
@@ -634,13 +670,8 @@ def user_variable_increment(
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"variable {key!r} would overflow")
         UserVariable.objects.filter(pk=variable.pk).update(value=value, updated_at=timezone.now())
-        _state_clear_on_commit(user_id=user_id, project_id=project_id)
+        user_state_changed(user_id=user_id, project_id=project_id)
     return value
-
-
-def user_state_changed(*, user_id: int, project_id: int) -> None:
-    """For writers outside this module (e.g. the admin): drop cached state after commit."""
-    _state_clear_on_commit(user_id=user_id, project_id=project_id)
 
 
 __all__ = [

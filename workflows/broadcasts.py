@@ -29,7 +29,7 @@ from django.utils import timezone
 from botplatform.cache import BROADCAST_PACE_TTL, broadcast_pace_key
 from botplatform.conversation import Button, SendMessage
 from botplatform.models import Bot
-from botplatform.outbox import OutboxTask
+from botplatform.queueing import BrokerSafeTask
 from users.models import BotUser
 from workflows.delivery import actions_deliver
 from workflows.engine.conditions import ConditionError, condition_evaluate, condition_parse
@@ -335,16 +335,12 @@ def broadcast_send_queue(broadcast_id: int, countdown: float = 0) -> None:
 
 def _pace_take(broadcast_id: int) -> bool:
     """At most one batch per second per broadcast, across all workers."""
-    try:
-        return bool(cache.add(broadcast_pace_key(broadcast_id), 1, BROADCAST_PACE_TTL))
-    except Exception:
-        logger.warning("cache unavailable for broadcast pacing", exc_info=True)
-        return True
+    return bool(cache.add(broadcast_pace_key(broadcast_id), 1, BROADCAST_PACE_TTL))
 
 
-# With the broker down, queueing is skipped (OutboxTask): the deliveries stay pending in
+# With the broker down, queueing is skipped (BrokerSafeTask): the deliveries stay pending in
 # the database and the periodic broadcasts_due revives the chain.
-@shared_task(base=OutboxTask, ignore_result=True, name="workflows.broadcast_send")
+@shared_task(base=BrokerSafeTask, ignore_result=True, name="workflows.broadcast_send")
 def broadcast_send(broadcast_id: int) -> None:
     """Send one batch, then queue the next one a second later. Idempotent.
 
@@ -372,7 +368,7 @@ def broadcast_send(broadcast_id: int) -> None:
         broadcast_send_queue(broadcast_id, countdown=BROADCAST_PACE_TTL)
 
 
-@shared_task(base=OutboxTask, ignore_result=True, name="workflows.broadcasts_due")
+@shared_task(base=BrokerSafeTask, ignore_result=True, name="workflows.broadcasts_due")
 def broadcasts_due() -> dict:
     """Periodic: start due scheduled broadcasts, revive stalled ones, finish drained ones."""
     now = timezone.now()

@@ -28,6 +28,7 @@ from django.db import connection
 from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import Action
+from botplatform.locks import sessions_lock_sql, sessions_locked
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
 from users.models import BotUser
@@ -38,12 +39,8 @@ from users.services import (
     referral_apply,
     user_state_changed,
 )
-from workflows.engine.runner import (
-    deferred_writes,
-    sessions_lock_sql,
-    sessions_locked,
-    waiting_prefetch,
-)
+from workflows.engine.deferred import deferred_writes
+from workflows.engine.waiting import waiting_prefetch
 from workflows.services import event_process, session_key_for_chat
 
 logger = logging.getLogger(__name__)

@@ -23,15 +23,14 @@ from django.db.models import Max
 from django.utils import timezone
 
 from botplatform.audit import audit_record
-from botplatform.cache import WORKFLOW_VERSION_TTL, workflow_version_key
 from workflows.engine.definition import definition_checksum
-from workflows.engine.runner import _cache_set
 from workflows.engine.validation import (
     StepError,
     WorkflowValidationError,
     triggers_problems,
     workflow_validate,
 )
+from workflows.engine.version_cache import published_version_remember
 from workflows.models import Workflow, WorkflowVersion, empty_definition
 
 FILE_FORMAT = 1
@@ -91,9 +90,9 @@ def _audit(user, workflow: Workflow, message: str) -> None:
 
 
 def _version_cache_write(version: WorkflowVersion, project_id: int) -> None:
-    info = {"id": version.pk, "number": version.number, "definition": version.definition}
-    key = workflow_version_key(project_id, version.workflow_id)
-    transaction.on_commit(lambda: _cache_set(key, info, WORKFLOW_VERSION_TTL))
+    transaction.on_commit(
+        lambda: published_version_remember(project_id=project_id, version=version)
+    )
 
 
 def workflow_publish(

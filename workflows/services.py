@@ -18,23 +18,26 @@ from django.utils import timezone
 from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import AnswerCallback, InputEvent
+from botplatform.locks import session_lock
 from users.selectors import user_state_prefetched, user_state_read
 from workflows.delivery import actions_deliver
 from workflows.engine.events import EngineResult
-from workflows.engine.runner import (
+from workflows.engine.execution import (
     RunState,
+    drive,
     execution_cancel,
     execution_continue,
     execution_resume,
     execution_start,
     execution_superseded,
     execution_time_out,
-    session_lock,
     session_unfinished_cancel,
-    waiting_get,
+    step_run,
 )
 from workflows.engine.triggers import trigger_candidates, trigger_match
 from workflows.engine.validation import WorkflowValidationError
+from workflows.engine.version_cache import definition_for_version
+from workflows.engine.waiting import waiting_get
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
 from workflows.publishing import (  # noqa: F401 - re-exported for existing callers
     DraftConflict,
@@ -467,15 +470,13 @@ def execution_retry(*, execution_id: int) -> bool:
         execution.status = Status.RUNNING
         execution.error = ""
         execution.finished_at = None
-        from workflows.engine.runner import _call_run, definition_for_version, drive
-
         definition = definition_for_version(execution.version_id)
         drive(
             state,
             execution,
             definition,
             execution.current_step or definition["start"],
-            _call_run,
+            step_run,
             log_input={"event": "retry", "attempt": retries},
         )
         _level_ups(state)

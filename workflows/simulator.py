@@ -24,12 +24,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from botplatform.cache import user_state_invalidate, workflow_waiting_key
 from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
 from users.models import BotUser
 from users.selectors import user_state_get
-from users.services import bot_user_upsert
+from users.services import bot_user_upsert, user_state_changed
 from workflows.delivery import Deliver
+from workflows.engine.waiting import waiting_cache_clear
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
 from workflows.services import (
     event_process,
@@ -271,13 +271,8 @@ def simulator_reset(*, user: BotUser) -> None:
             telegram_id=archived, chat_id=archived
         )
 
-        def _forget() -> None:
-            from django.core.cache import cache
-
-            user_state_invalidate(user_id, project_id)
-            cache.delete(workflow_waiting_key(session_key))
-
-        transaction.on_commit(_forget)
+        user_state_changed(user_id=user_id, project_id=project_id)
+        transaction.on_commit(lambda: waiting_cache_clear(session_key))
 
 
 _ALLOWED_TAG_RE = re.compile(

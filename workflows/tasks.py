@@ -5,7 +5,7 @@ the session lock before doing anything, so a duplicate delivery, a retried task 
 the periodic sweep racing a task never continues an execution twice. Due times are
 in the database; the sweep (every minute) catches whatever a lost task missed.
 Celery's Django fix-up closes stale database connections around every task.
-Queueing never fails the caller when the broker is down (``OutboxTask``): the due
+Queueing never fails the caller when the broker is down (``BrokerSafeTask``): the due
 work stays in the database and the sweep, also run when a worker starts, queues it.
 """
 
@@ -17,7 +17,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from botplatform.locks import LockNotAcquired, advisory_lock
-from botplatform.outbox import OutboxTask
+from botplatform.queueing import BrokerSafeTask
 from workflows import services
 from workflows.engine.steps.http_client import http_perform
 from workflows.engine.steps.http_request import request_budget
@@ -45,7 +45,7 @@ def _result_report(*, execution_id: int, seq: int, result: dict) -> None:
         services.execution_timer_fire(execution_id=execution_id, seq=seq, data=failure, force=True)
 
 
-@shared_task(base=OutboxTask, ignore_result=True)
+@shared_task(base=BrokerSafeTask, ignore_result=True)
 def http_request_run(execution_id: int, seq: int) -> None:
     """Run the pending HTTP request of an execution, then continue it."""
     execution = (
@@ -56,7 +56,7 @@ def http_request_run(execution_id: int, seq: int) -> None:
     )
     if execution is None:
         return
-    from workflows.engine.runner import definition_for_version
+    from workflows.engine.version_cache import definition_for_version
 
     pending = execution.context.get("pending") or {}
     step = definition_for_version(execution.version_id)["steps"].get(pending.get("step"), {})
@@ -76,18 +76,18 @@ def http_request_run(execution_id: int, seq: int) -> None:
         logger.info("HTTP step of execution %s is being performed elsewhere", execution_id)
 
 
-@shared_task(base=OutboxTask, ignore_result=True)
+@shared_task(base=BrokerSafeTask, ignore_result=True)
 def delay_continue(execution_id: int, seq: int) -> None:
     """Continue after a delay (a no-op if it is not due yet or already continued)."""
     services.execution_timer_fire(execution_id=execution_id, seq=seq)
 
 
-@shared_task(base=OutboxTask, ignore_result=True)
+@shared_task(base=BrokerSafeTask, ignore_result=True)
 def execution_expire(execution_id: int) -> None:
     services.execution_expire(execution_id=execution_id)
 
 
-@shared_task(base=OutboxTask, ignore_result=True)
+@shared_task(base=BrokerSafeTask, ignore_result=True)
 def executions_sweep() -> dict:
     """Periodic: time out expired waits, continue overdue delays, re-run lost requests."""
     expired, overdue = services.executions_due()

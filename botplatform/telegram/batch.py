@@ -49,12 +49,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
+from botplatform.bulk import values_update_sql
 from botplatform.conversation import actions_from_json
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
-    ADVISORY_NAMESPACE,
     claim_key,
     connection_check,
     row_decide,
@@ -115,7 +116,7 @@ def _claim(pks: list[int], batch: HandlerBatch) -> tuple[list[int], int]:
             [
                 pks,
                 [claim_key(pk) for pk in pks],
-                ADVISORY_NAMESPACE,
+                JOURNAL_CLAIM_NAMESPACE,
                 Status.PENDING,
                 *sessions_params,
             ],
@@ -132,35 +133,42 @@ def _unlock(pks: list[int]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)",
-                [[claim_key(pk) for pk in pks], ADVISORY_NAMESPACE],
+                [[claim_key(pk) for pk in pks], JOURNAL_CLAIM_NAMESPACE],
             )
     except Exception:  # a dead connection: the server has freed its locks already
         logger.warning("Could not free the claims of %s updates", len(pks), exc_info=True)
 
 
 def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
-    values, params = [], []
-    for row in rows:
-        values.append(
-            "(%s::bigint, %s::bigint, %s::jsonb, %s::text, %s::text,"
-            " %s::timestamptz, %s::timestamptz)"
-        )
-        params += [
-            row.pk,
-            row.chat_id,
-            json.dumps(row.actions),
-            row.status,
-            row.note,
-            row.handled_at,
-            row.done_at,
-        ]
-    sql = (
-        f"UPDATE {_table()} AS t SET chat_id = v.chat_id, actions = v.actions,"  # noqa: S608 (placeholders only)
-        " status = v.status, note = v.note, handled_at = v.handled_at, done_at = v.done_at"
-        f" FROM (VALUES {', '.join(values)}) AS v(id, chat_id, actions, status, note,"
-        " handled_at, done_at) WHERE t.id = v.id"
+    return values_update_sql(
+        TelegramUpdate._meta.db_table,
+        key="id",
+        columns=["chat_id", "actions", "status", "note", "handled_at", "done_at"],
+        rows=[
+            (
+                row.pk,
+                row.chat_id,
+                json.dumps(row.actions),
+                row.status,
+                row.note,
+                row.handled_at,
+                row.done_at,
+            )
+            for row in rows
+        ],
+        casts=_OUTBOX_CASTS,
     )
-    return sql, params
+
+
+_OUTBOX_CASTS = {
+    "id": "bigint",
+    "chat_id": "bigint",
+    "actions": "jsonb",
+    "status": "text",
+    "note": "text",
+    "handled_at": "timestamptz",
+    "done_at": "timestamptz",
+}
 
 
 def _write(statements: list[tuple[str, list]]) -> None:

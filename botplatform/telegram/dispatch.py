@@ -40,9 +40,10 @@ from botplatform.conversation import (
     actions_from_json,
     actions_to_json,
 )
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
-from botplatform.outbox import task_named
+from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.handler import HandlerBatch, handler_get
@@ -58,7 +59,6 @@ from botplatform.telegram.updates import (
 
 logger = logging.getLogger(__name__)
 
-ADVISORY_NAMESPACE = 7467  # "tg": keeps our advisory locks apart from others'
 
 Status = TelegramUpdate.Status
 
@@ -100,7 +100,7 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool, int]]:
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table)),
-            [ADVISORY_NAMESPACE, key, update_pk, Status.PENDING],
+            [JOURNAL_CLAIM_NAMESPACE, key, update_pk, Status.PENDING],
         )
         claimed, bumped, stalls = cursor.fetchone()
     try:
@@ -108,7 +108,7 @@ def _update_claim(update_pk: int) -> Iterator[tuple[bool, bool, int]]:
     finally:
         if claimed:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [ADVISORY_NAMESPACE, key])
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOURNAL_CLAIM_NAMESPACE, key])
 
 
 def _attempt_count(update_pk: int) -> tuple[bool, int]:

@@ -35,7 +35,7 @@ from botplatform.conversation import (
     actions_to_json,
 )
 from botplatform.models import Bot, DeferredSend
-from botplatform.outbox import task_named
+from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.client import ApiError, api, error_classify
 from botplatform.telegram.handler import handler_get

@@ -1,6 +1,6 @@
 """Celery tasks of the Telegram transport. They take ids and JSON, and are idempotent.
 
-The modules they run queue them by name (``outbox.task_named``), so nothing imports
+The modules they run queue them by name (``queueing.task_named``), so nothing imports
 this module back."""
 
 from __future__ import annotations
@@ -9,19 +9,19 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from botplatform.outbox import InlineFallbackTask, OutboxTask
+from botplatform.queueing import BrokerSafeTask, InlineFallbackTask
 from botplatform.telegram.dispatch import update_run
 from botplatform.telegram.journal import updates_prune
 from botplatform.telegram.sender import deferred_send_run, deferred_sends_due
 
 
-@shared_task(name="telegram.deferred_send", base=OutboxTask, ignore_result=True)
+@shared_task(name="telegram.deferred_send", base=BrokerSafeTask, ignore_result=True)
 def deferred_send_task(*, deferred_id: int) -> None:
     """Send replies that had to wait (a 429 outlasted the in-process wait). Idempotent."""
     deferred_send_run(deferred_id=deferred_id)
 
 
-@shared_task(name="telegram.deferred_sends_sweep", base=OutboxTask, ignore_result=True)
+@shared_task(name="telegram.deferred_sends_sweep", base=BrokerSafeTask, ignore_result=True)
 def deferred_sends_sweep_task() -> int:
     """Every minute: queue deferred replies whose task was lost (broker or worker down)."""
     due = deferred_sends_due()

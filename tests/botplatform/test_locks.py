@@ -14,7 +14,7 @@ from botplatform import locks
 from botplatform.locks import LockNotAcquired, lock_acquire, lock_release, redis_lock
 
 
-def test_key_and_ttl_follow_the_brief():
+def test_the_lock_key_is_named_by_the_cache_module_and_expires_in_ten_seconds():
     raw = get_redis_connection("default")
     with redis_lock("user", "7:spend"):
         assert raw.exists("lock:user:7:spend") == 1

@@ -45,6 +45,7 @@ def test_zero_setup_default_is_sqlite_locmem_and_in_process_tasks():
     assert loaded["db"] == "django.db.backends.sqlite3"
     assert loaded["cache"].endswith("LocMemCache")
     assert loaded["eager"] is True
+    assert loaded["broker"] == "memory://"
     assert loaded["api"] == "https://api.telegram.org"
 
 
@@ -94,3 +95,28 @@ def test_check_deploy_is_clean_with_production_settings():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_no_setting_is_assigned_twice():
+    """A value written in one place and overwritten further down hides what is in force;
+    each setting gets one assignment (dicts are built in one literal)."""
+    import ast
+    from collections import Counter
+
+    tree = ast.parse((ROOT / "botplatform" / "settings.py").read_text())
+    names: Counter = Counter()
+    for node in tree.body:
+        for child in ast.walk(node):
+            targets = []
+            if isinstance(child, ast.Assign):
+                targets = child.targets
+            elif isinstance(child, ast.AnnAssign | ast.AugAssign):
+                targets = [child.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id.isupper():
+                    names[target.id] += 1
+                elif isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+                    base = target.value
+                    if isinstance(base, ast.Name):
+                        names[f"{base.id}[{target.slice.value!r}]"] += 1
+    assert [name for name, count in names.items() if count > 1] == []

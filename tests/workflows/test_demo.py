@@ -1,4 +1,4 @@
-"""The demo loyalty bot of the brief, end to end through event_process."""
+"""The demo loyalty bot (workflows/fixtures), end to end through event_process."""
 
 from __future__ import annotations
 

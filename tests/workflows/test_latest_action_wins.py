@@ -12,7 +12,7 @@ from botplatform.conversation import AnswerCallback
 from tests.workflows.conftest import buttons, command, press, publish, text, texts
 from tests.workflows.test_tasks import delivered_texts, make_due
 from workflows import services, tasks
-from workflows.engine.runner import SUPERSEDED
+from workflows.engine.execution import SUPERSEDED
 from workflows.models import WorkflowExecution
 
 Status = WorkflowExecution.Status

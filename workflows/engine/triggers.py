@@ -8,7 +8,6 @@ highest-priority workflow wins; fallback only when nothing else matches.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -22,7 +21,6 @@ from botplatform.conversation import InputEvent
 from workflows.engine.patterns import pattern_search
 from workflows.models import Workflow
 
-logger = logging.getLogger(__name__)
 MAX_TRIGGER_TEXT = 4096  # a Telegram message is at most 4096 characters
 
 
@@ -42,11 +40,7 @@ def trigger_candidates(project_id: int) -> list[dict]:
     one write of ``published_version``.
     """
     key = workflow_triggers_key(project_id)
-    try:
-        cached = cache.get(key)
-    except Exception:
-        logger.warning("cache read of %s failed; using the database", key, exc_info=True)
-        cached = None
+    cached = cache.get(key)  # an unreachable Redis reads as a miss (cache_backend)
     metrics.cache_lookup("workflow_triggers", hit=isinstance(cached, list))
     if isinstance(cached, list):
         return cached
@@ -63,10 +57,7 @@ def trigger_candidates(project_id: int) -> list[dict]:
         .order_by("-priority", "name", "id")
         .values("id", "slug", "published_version__triggers", "published_version_id")
     ]
-    try:
-        cache.set(key, candidates, WORKFLOW_TRIGGERS_TTL)
-    except Exception:
-        logger.warning("cache write of %s failed", key, exc_info=True)
+    cache.set(key, candidates, WORKFLOW_TRIGGERS_TTL)
     return candidates
 
 
@@ -78,10 +69,7 @@ def trigger_candidates_invalidate(*, project_id: int) -> None:
     """
 
     def drop() -> None:
-        try:
-            cache.delete(workflow_triggers_key(project_id))
-        except Exception:
-            logger.warning("could not drop the trigger table of project %s", project_id)
+        cache.delete(workflow_triggers_key(project_id))
 
     drop()
     transaction.on_commit(drop)

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.client import api
@@ -98,14 +99,18 @@ def test_a_row_claimed_elsewhere_leaves_the_whole_batch_to_update_run(double, tg
         autocommit=True,
     )
     try:
-        other.execute("SELECT pg_advisory_lock(7467, %s)", [claim_key(rows[1].pk)])
+        other.execute(
+            "SELECT pg_advisory_lock(%s, %s)", [JOURNAL_CLAIM_NAMESPACE, claim_key(rows[1].pk)]
+        )
         result = updates_run_batch(bot_id=tg_bot.pk, rows=rows)
         assert result.leftovers == [rows[0].pk, rows[1].pk]
         assert double.sent_texts(tg_bot.token) == []
         assert update_run(update_pk=rows[1].pk) == "busy"  # still held by the other session
         # The batch freed the row it had claimed: update_run can take it.
         assert update_run(update_pk=rows[0].pk) == "done"
-        other.execute("SELECT pg_advisory_unlock(7467, %s)", [claim_key(rows[1].pk)])
+        other.execute(
+            "SELECT pg_advisory_unlock(%s, %s)", [JOURNAL_CLAIM_NAMESPACE, claim_key(rows[1].pk)]
+        )
     finally:
         other.close()
     assert update_run(update_pk=rows[1].pk) == "done"

@@ -1,4 +1,4 @@
-"""Database work per message, counted (the brief: 2-5 queries per incoming message)."""
+"""Database work per message, counted (the target: 2-5 queries per incoming message)."""
 
 from __future__ import annotations
 

@@ -1,35 +1,31 @@
-"""Synchronous orchestration of executions: start, resume, continue, fail.
+"""The step loop and an execution's lifecycle: start, resume, continue, time out, cancel.
 
 Everything here runs inside the caller's transaction and under the session lock
-(see :func:`session_lock`), so two events of one chat are processed one after the
-other. The runner owns every status change of an execution and keeps the waiting
-cache (``workflow:waiting:{session}``) in step with it: a positive entry is always
-verified against the row, a negative one is only written under the lock from what
-the database says, and leaving the waiting state deletes the key.
+(:func:`botplatform.locks.session_lock`), so two events of one chat are processed one
+after the other. This module owns every status change of an execution and keeps the
+waiting cache (:mod:`workflows.engine.waiting`) in step with it. Definitions come from
+:mod:`workflows.engine.version_cache`; writes a batch puts off are in
+:mod:`workflows.engine.deferred`.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.cache import cache
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
 from django.utils import timezone
 
-from botplatform import batchscope, metrics
-from botplatform.cache import (
-    WORKFLOW_VERSION_TTL,
-    WORKFLOW_WAITING_TTL,
-    workflow_version_key,
-    workflow_waiting_key,
+from workflows.engine.deferred import (
+    deferred_flush,
+    deferred_forget_session,
+    execution_save,
+    step_logs_write,
 )
 from workflows.engine.events import InputEvent, SendMessage
 from workflows.engine.steps import STEP_TYPES
@@ -45,194 +41,14 @@ from workflows.engine.steps.base import (
     Wait,
 )
 from workflows.engine.userdata import UserData
-from workflows.models import ExecutionStepLog, Workflow, WorkflowExecution, WorkflowVersion
+from workflows.engine.version_cache import definition_for_version, published_version_get
+from workflows.engine.waiting import waiting_cache_clear, waiting_cache_set
+from workflows.models import ExecutionStepLog, Workflow, WorkflowExecution
 
 logger = logging.getLogger(__name__)
 
 MAX_STEPS_PER_EVENT = 100
-NOTHING_WAITING = 0  # the cached "no execution waits in this session"
 Status = WorkflowExecution.Status
-SAVE_FIELDS = [
-    "status",
-    "current_step",
-    "context",
-    "wait_until",
-    "error",
-    "finished_at",
-    "updated_at",
-]
-
-
-# --- Locks and caches -------------------------------------------------------------
-
-
-def session_lock(session_key: str) -> None:
-    """Serialise everything that touches one session's executions (until commit).
-
-    A PostgreSQL transaction-level advisory lock: released by commit or rollback,
-    never leaked, and independent of Redis being up. SQLite (the embedded default)
-    serialises writers on its own.
-    """
-    if connection.vendor != "postgresql":
-        return
-    scope = batchscope.current()
-    if scope is not None and session_key in scope.locked_sessions:
-        return  # taken with the rest of its batch's sessions
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7411))",
-            [f"workflow-session:{session_key}"],
-        )
-
-
-def sessions_lock_sql(session_keys: list[str]) -> tuple[str, list]:
-    """:func:`session_lock` for a whole batch: a SELECT (for the caller to run, or to
-    join into one of its statements) taking every lock in a fixed (sorted) order, so
-    two batch handlers cannot deadlock on each other. Then call :func:`sessions_locked`.
-    """
-    keys = [f"workflow-session:{key}" for key in sorted(set(session_keys))]
-    return (
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7411))) FROM unnest(%s::text[]) AS k",
-        [keys],
-    )
-
-
-def sessions_locked(session_keys: list[str]) -> None:
-    """Record in the current batch that its transaction holds these session locks."""
-    scope = batchscope.current()
-    if scope is not None:
-        scope.locked_sessions.update(session_keys)
-
-
-def waiting_prefetch(session_keys: list[str]) -> None:
-    """Row-lock and remember every waiting execution of the batch's sessions (one query).
-
-    Call under the batch's session locks, inside a :mod:`batchscope`: :func:`waiting_get`
-    then serves each session once from here instead of querying.
-    """
-    scope = batchscope.current()
-    keys = set(session_keys)
-    if scope is None or not keys:
-        return
-    found: dict[str, list[WorkflowExecution]] = {}
-    table = connection.ops.quote_name(WorkflowExecution._meta.db_table)
-    # Raw SQL: the ORM would spend longer building this query than the server running it.
-    rows = WorkflowExecution.objects.raw(
-        f"SELECT * FROM {table} WHERE session_key = ANY(%s) AND status = %s FOR UPDATE",  # noqa: S608
-        [sorted(keys), Status.WAITING],
-    )
-    for execution in rows:
-        found.setdefault(execution.session_key, []).append(execution)
-    for key in keys:
-        rows = found.get(key, [])
-        if len(rows) <= 1:  # more than one cannot happen (a unique index); let the query decide
-            scope.waiting[key] = rows[0] if rows else None
-
-
-def _cache_get(key: str):
-    """The cache is an accelerator, the database the truth: an unreachable Redis is a miss."""
-    try:
-        return cache.get(key)
-    except Exception:
-        logger.warning("cache read of %s failed; using the database", key, exc_info=True)
-        return None
-
-
-def _cache_set(key: str, value, ttl: int) -> None:
-    try:
-        cache.set(key, value, ttl)
-    except Exception:
-        logger.warning("cache write of %s failed", key, exc_info=True)
-        _cache_delete(key)  # never leave an older answer behind
-
-
-def _cache_delete(key: str) -> None:
-    try:
-        cache.delete(key)
-    except Exception:
-        logger.warning("cache delete of %s failed", key, exc_info=True)
-
-
-_UNREAD = object()
-
-
-def waiting_get(session_key: str, *, cached=_UNREAD) -> WorkflowExecution | None:
-    """The execution waiting for this session's next input, row-locked (or None).
-
-    Call under :func:`session_lock`. A cached id is checked against the row; the
-    cached "nothing waits" is written only here, from the database, under the lock.
-    ``cached``: the key's value if the caller already read it (under the lock).
-    """
-    key = workflow_waiting_key(session_key)
-    scope = batchscope.current()
-    if scope is not None:
-        prefetched, execution = scope.waiting_take(session_key)
-        if prefetched:
-            # Read for the whole batch under the lock: the database's answer, no query.
-            expected = execution.pk if execution else NOTHING_WAITING
-            metrics.cache_lookup(
-                "workflow_waiting", hit=cached is not _UNREAD and cached is not None
-            )
-            if cached != expected:
-                _cache_set(key, expected, WORKFLOW_WAITING_TTL)
-            return execution
-        deferred_flush()  # the rows below must show this batch's earlier changes
-    if cached is _UNREAD:
-        cached = _cache_get(key)
-    metrics.cache_lookup("workflow_waiting", hit=cached is not None)
-    if cached == NOTHING_WAITING:
-        return None
-    rows = WorkflowExecution.objects.select_for_update().filter(
-        session_key=session_key, status=Status.WAITING
-    )
-    if isinstance(cached, int) and cached > 0:
-        execution = rows.filter(pk=cached).first()
-        if execution is not None:
-            return execution
-    execution = rows.first()
-    _cache_set(key, execution.pk if execution else NOTHING_WAITING, WORKFLOW_WAITING_TTL)
-    return execution
-
-
-_DEFINITIONS: OrderedDict[int, dict] = OrderedDict()
-_DEFINITIONS_MAX = 512
-
-
-def definition_for_version(version_id: int, definition: dict | None = None) -> dict:
-    """A version's definition; versions are immutable, so a process-local copy is exact."""
-    if definition is not None:
-        _DEFINITIONS[version_id] = definition
-    elif version_id in _DEFINITIONS:
-        _DEFINITIONS.move_to_end(version_id)
-        return _DEFINITIONS[version_id]
-    else:
-        definition = WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
-        _DEFINITIONS[version_id] = definition
-    while len(_DEFINITIONS) > _DEFINITIONS_MAX:
-        _DEFINITIONS.popitem(last=False)
-    return definition
-
-
-def published_version_get(*, project_id: int, workflow_id: int, version_id: int) -> dict:
-    """{"id", "number", "definition"} of the workflow's published version, cached 1 h.
-
-    ``version_id`` comes from the workflow row just read, so a stale cache entry (an
-    older version) is noticed and replaced instead of served.
-    """
-    if version_id in _DEFINITIONS:
-        # Immutable and already in this process: no round trip at all.
-        metrics.cache_lookup("workflow_version", hit=True)
-        return {"id": version_id, "definition": definition_for_version(version_id)}
-    key = workflow_version_key(project_id, workflow_id)
-    info = _cache_get(key)
-    fresh = isinstance(info, dict) and info.get("id") == version_id
-    metrics.cache_lookup("workflow_version", hit=fresh)
-    if not fresh:
-        row = WorkflowVersion.objects.values("id", "number", "definition").get(pk=version_id)
-        info = {"id": row["id"], "number": row["number"], "definition": row["definition"]}
-        _cache_set(key, info, WORKFLOW_VERSION_TTL)
-    definition_for_version(info["id"], info["definition"])
-    return info
 
 
 # --- One event's run -------------------------------------------------------------
@@ -267,126 +83,23 @@ class RunState:
 
     def flush(self) -> None:
         if self.logs:
-            scope = batchscope.current()
-            if scope is not None:
-                scope.step_logs.extend(self.logs)  # inserted with the batch's writes
-            else:
-                ExecutionStepLog.objects.bulk_create(self.logs)
+            step_logs_write(self.logs)
             self.logs = []
 
 
-# --- Writes put off to the end of a batch ---------------------------------------------
-
-
-def _executions_update(executions: list[WorkflowExecution]) -> tuple[str, list]:
-    now = timezone.now()
-    rows, params = [], []
-    for execution in executions:
-        execution.updated_at = now
-        rows.append(
-            "(%s::bigint, %s::varchar, %s::varchar, %s::jsonb, %s::timestamptz,"
-            " %s::text, %s::timestamptz, %s::timestamptz)"
-        )
-        params += [
-            execution.pk,
-            execution.status,
-            execution.current_step,
-            json.dumps(execution.context),
-            execution.wait_until,
-            execution.error,
-            execution.finished_at,
-            now,
-        ]
-    table = connection.ops.quote_name(WorkflowExecution._meta.db_table)
-    sql = (
-        f"UPDATE {table} AS t SET status = v.status, current_step = v.current_step,"  # noqa: S608
-        " context = v.context, wait_until = v.wait_until, error = v.error,"
-        " finished_at = v.finished_at, updated_at = v.updated_at"
-        f" FROM (VALUES {', '.join(rows)}) AS v(id, status, current_step, context,"
-        " wait_until, error, finished_at, updated_at) WHERE t.id = v.id"
-    )
-    return sql, params
-
-
-def _step_logs_insert(logs: list[ExecutionStepLog]) -> tuple[str, list]:
-    now = timezone.now()
-    rows, params = [], []
-    for log in logs:
-        rows.append("(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)")
-        params += [
-            log.execution_id,
-            log.step,
-            log.step_type,
-            json.dumps(log.input),
-            json.dumps(log.output),
-            log.duration_ms,
-            log.error,
-            now,
-        ]
-    table = connection.ops.quote_name(ExecutionStepLog._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} (execution_id, step, step_type, input, output, duration_ms,"  # noqa: S608
-        f" error, created_at) VALUES {', '.join(rows)}"
-    )
-    return sql, params
-
-
-def deferred_writes() -> list[tuple[str, list]]:
-    """The current batch's put-off writes as (sql, params), and forget them.
-
-    The caller runs them (the batch joins them into its one write statement). The
-    executions are distinct rows and only ever stay waiting, so one UPDATE cannot
-    trip the one-waiting-per-session index half-way.
-    """
-    scope = batchscope.current()
-    if scope is None:
-        return []
-    statements = []
-    if scope.executions:
-        statements.append(_executions_update(list(scope.executions.values())))
-        scope.executions = {}
-    if scope.step_logs:
-        statements.append(_step_logs_insert(scope.step_logs))
-        scope.step_logs = []
-    return statements
-
-
-def deferred_flush() -> None:
-    """Write the batch's put-off changes now (before a query that must see them)."""
-    statements = deferred_writes()
-    if statements:
-        with connection.cursor() as cursor:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-
-
-def _save(execution: WorkflowExecution) -> None:
-    """Write the execution's state; in a batch, a waiting state waits for the batch's
-    write. Leaving the waiting state is written at once, so a new wait in the same
-    session can never meet the old one in the one-waiting-per-session index."""
-    scope = batchscope.current()
-    if scope is not None and execution.status == Status.WAITING:
-        scope.executions[execution.pk] = execution
-        return
-    if scope is not None:
-        scope.executions.pop(execution.pk, None)
-    execution.save(update_fields=SAVE_FIELDS)
-
-
 def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool) -> None:
-    _save(execution)
-    key = workflow_waiting_key(execution.session_key)
+    execution_save(execution)
     same_session = execution.session_key == state.session_key
     if execution.status == Status.WAITING:
         if not (same_session and state.waiting_cached_id == execution.pk):
-            _cache_set(key, execution.pk, WORKFLOW_WAITING_TTL)
+            waiting_cache_set(execution.session_key, execution.pk)
         # else the cache already names this very execution: no write. Its TTL may run
         # out mid-conversation; the next read then restores it from the database.
         if same_session:
             state.waiting_cached_id = execution.pk
         state.waiting_id = execution.pk
     elif was_waiting:
-        _cache_delete(key)
+        waiting_cache_clear(execution.session_key)
         if same_session:
             state.waiting_cached_id = None
         if state.waiting_id == execution.pk:
@@ -431,12 +144,7 @@ def session_unfinished_cancel(
     than before; queued continuations then find them cancelled and do nothing.
     ``waiting``: the session's waiting execution as the caller read it (or None).
     """
-    scope = batchscope.current()
-    if scope is not None:
-        # A wait of this session not written yet must not be written back after this.
-        for pk, execution in list(scope.executions.items()):
-            if execution.session_key == state.session_key:
-                del scope.executions[pk]
+    deferred_forget_session(state.session_key)
     cancelled = WorkflowExecution.objects.filter(
         session_key=state.session_key, status__in=[Status.WAITING, Status.RUNNING]
     ).update(
@@ -456,7 +164,7 @@ def session_unfinished_cancel(
     )
     if waiting is not None:
         waiting.status = Status.CANCELLED
-        _cache_delete(workflow_waiting_key(state.session_key))
+        waiting_cache_clear(state.session_key)
         state.waiting_cached_id = None
         if state.waiting_id == waiting.pk:
             state.waiting_id = None
@@ -610,7 +318,7 @@ def drive(
             )
             return True
         first = False
-        call = _call_run
+        call = step_run
         if rt.output.get("new_level"):
             state.level_ups.append(rt.output["new_level"])
         if isinstance(outcome, Goto):
@@ -665,7 +373,8 @@ def drive(
         raise TypeError(f"unknown outcome {outcome!r}")
 
 
-def _call_run(handler: StepType, rt: StepRuntime) -> Outcome:
+def step_run(handler: StepType, rt: StepRuntime) -> Outcome:
+    """How :func:`drive` enters a step that is not resumed: run it."""
     return handler.run(rt)
 
 
@@ -724,7 +433,7 @@ def execution_start(state: RunState, *, workflow_id: int, version_id: int) -> Wo
         execution,
         definition,
         definition["start"],
-        _call_run,
+        step_run,
         log_input=_event_input(state.event),
     )
     return execution
@@ -792,7 +501,7 @@ def execution_time_out(state: RunState, execution: WorkflowExecution) -> None:
         execution,
         definition,
         target,
-        _call_run,
+        step_run,
         was_waiting=True,
         log_input={"event": "timeout", "step": wait.get("step", "")},
     )

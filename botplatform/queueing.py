@@ -3,13 +3,16 @@
 Tasks queued after a commit (``transaction.on_commit(lambda: task.delay(...))``) run
 after the user's data is already saved; if the broker is unreachable, ``delay`` would
 raise into the request (the user sees an error for something that succeeded) and the
-work would only exist in the lost message. Tasks built on :class:`OutboxTask` instead:
+work would only exist in the lost message. Tasks built on :class:`BrokerSafeTask` instead:
 
 - ``on_broker_down = "sweep"``: the work is already recorded in the database (an
   execution's due time, its pending step): log and return; the periodic sweep, or the
   sweep run when a worker starts, queues it again.
 - ``on_broker_down = "inline"``: run the task in the calling process now (for work
   that is idempotent and cheap enough, e.g. handling a recorded webhook update).
+
+(Not an outbox: "the outbox" is a journal row's stored replies,
+``TelegramUpdate.actions``, see botplatform/telegram/dispatch.py.)
 
 A circuit breaker (``broker``) keeps a dead broker from costing every caller Celery's
 publish retries: after a failure, queueing is skipped for ``REDIS_BREAKER_SECONDS``.
@@ -23,7 +26,7 @@ from celery import Task
 
 from botplatform.breaker import breaker_for
 
-logger = logging.getLogger("botplatform.outbox")
+logger = logging.getLogger("botplatform.queueing")
 
 broker_breaker = breaker_for(
     "broker", what="Celery", fallback="tasks are not queued, their due work stays in the database"
@@ -44,7 +47,7 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-class OutboxTask(Task):
+class BrokerSafeTask(Task):
     """A Celery task whose ``apply_async`` survives an unreachable broker."""
 
     abstract = True
@@ -74,8 +77,8 @@ class OutboxTask(Task):
         return None
 
 
-class InlineFallbackTask(OutboxTask):
-    """An :class:`OutboxTask` that runs in the caller when the broker is unreachable."""
+class InlineFallbackTask(BrokerSafeTask):
+    """An :class:`BrokerSafeTask` that runs in the caller when the broker is unreachable."""
 
     abstract = True
     on_broker_down = "inline"

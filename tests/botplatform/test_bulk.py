@@ -1,0 +1,101 @@
+"""values_update_sql: one UPDATE giving many rows different values, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from botplatform.bulk import values_update_sql
+
+CASTS = {"id": "bigint", "order": "text", "data": "jsonb", "at": "timestamptz"}
+
+
+@pytest.fixture
+def table(db):
+    with connection.cursor() as cursor:
+        # "order" is a reserved word: the helper must quote its identifiers.
+        cursor.execute(
+            'CREATE TEMP TABLE bulk_demo (id bigint PRIMARY KEY, "order" text, data jsonb,'
+            " at timestamptz)"
+        )
+        cursor.execute(
+            "INSERT INTO bulk_demo VALUES (1, 'a', '{}', NULL), (2, 'b', '{}', NULL),"
+            " (3, 'c', '{}', NULL)"
+        )
+    yield "bulk_demo"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bulk_demo")
+
+
+def _rows() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT id, "order", data::text, at FROM bulk_demo ORDER BY id')
+        return [(pk, order, json.loads(data), at) for pk, order, data, at in cursor.fetchall()]
+
+
+def test_each_row_gets_its_own_values_and_others_stay(table):
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    sql, params = values_update_sql(
+        table,
+        key="id",
+        columns=["order", "data", "at"],
+        # A NULL in the first row: the casts, not the first row, give the types.
+        rows=[(1, None, json.dumps({"n": 1}), None), (3, "z", json.dumps([1, "x"]), at)],
+        casts=CASTS,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 2
+    assert _rows() == [(1, None, {"n": 1}, None), (2, "b", {}, None), (3, "z", [1, "x"], at)]
+
+
+def test_a_subset_of_columns_leaves_the_rest(table):
+    sql, params = values_update_sql(
+        table, key="id", columns=["order"], rows=[(2, "only")], casts=CASTS
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    assert _rows()[1] == (2, "only", {}, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rows": []}, "at least one row"),
+        ({"rows": [(1, "x")]}, "each row needs 3 values"),
+        ({"casts": {"id": "bigint"}}, "no SQL type given for order"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_sql(kwargs, message):
+    arguments = {"key": "id", "columns": ["order"], "rows": [(1, "x")], "casts": CASTS}
+    arguments.update(kwargs)
+    if kwargs.get("rows") == [(1, "x")]:
+        arguments["columns"] = ["order", "data"]
+    with pytest.raises(ValueError, match=message):
+        values_update_sql("bulk_demo", **arguments)
+
+
+# Text PostgreSQL can store: no NUL, no lone surrogates (not encodable as UTF-8).
+text_without_nul = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=2000
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(values=st.lists(text_without_nul, min_size=3, max_size=3))
+def test_any_text_arrives_unchanged(table, values):
+    """Odd Unicode, quotes, SQL-looking text and long strings are values, never SQL."""
+    rows = [(pk, value) for pk, value in zip([1, 2, 3], values, strict=True)]
+    sql, params = values_update_sql(table, key="id", columns=["order"], rows=rows, casts=CASTS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    assert [row[1] for row in _rows()] == values
