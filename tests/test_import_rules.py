@@ -31,14 +31,7 @@ INFRASTRUCTURE = [
 ]
 
 # (rule, importer, imported) -> why it is still there.
-ALLOWED: dict[tuple[str, str, str], str] = {
-    (
-        "the engine imports no transport, tasks, services, broadcasts or admin",
-        "workflows.engine.execution",
-        "workflows.tasks",
-    ): "the step loop still queues delays and HTTP calls itself (issue 14: drive records the"
-    " work, services queue it after commit)",
-}
+ALLOWED: dict[tuple[str, str, str], str] = {}
 
 
 def _under(name: str, prefix: str) -> bool:

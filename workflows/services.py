@@ -19,6 +19,7 @@ from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import AnswerCallback, InputEvent
 from botplatform.locks import session_lock
+from botplatform.queueing import task_named
 from users.selectors import user_state_prefetched, user_state_read
 from workflows.delivery import actions_deliver
 from workflows.engine.events import EngineResult
@@ -56,6 +57,31 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
+
+# Delays up to this long also get an ETA task; longer ones rely on the sweep only (a
+# broker holding ETA tasks for days redelivers them after its visibility timeout).
+DELAY_TASK_MAX_SECONDS = 3000
+
+
+def _finish(state: RunState) -> None:
+    """End an event's work: write its step logs, and queue the background work its steps
+    recorded (HTTP calls, short delays) once the transaction commits; the engine
+    schedules nothing itself. Queueing is by task name: the tasks module imports this
+    one. A long delay gets no task: the sweep continues it when it is due."""
+    state.flush()
+    for work in state.pending:
+        if work.kind == "http":
+            task, options = "workflows.tasks.http_request_run", {}
+        elif (work.until - timezone.now()).total_seconds() <= DELAY_TASK_MAX_SECONDS:
+            task, options = "workflows.tasks.delay_continue", {"eta": work.until}
+        else:
+            continue
+        transaction.on_commit(
+            lambda task=task, work=work, options=options: task_named(task).apply_async(
+                (work.execution_id, work.seq), **options
+            )
+        )
+    state.pending = []
 
 
 __all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
@@ -147,7 +173,7 @@ def event_process(
         with prefetched:
             handled = _dispatch(state, waiting)
             _level_ups(state)
-        state.flush()
+        _finish(state)
     actions = state.actions
     if event.kind == "callback" and not any(isinstance(a, AnswerCallback) for a in actions):
         actions.insert(0, AnswerCallback(callback_query_id=event.callback_query_id))
@@ -303,7 +329,7 @@ def execution_timer_fire(
             return False
         execution_continue(state, execution, data)
         _level_ups(state)
-        state.flush()
+        _finish(state)
         bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
@@ -332,7 +358,7 @@ def execution_expire(*, execution_id: int) -> bool:
             return False
         execution_time_out(state, execution)
         _level_ups(state)
-        state.flush()
+        _finish(state)
         bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
@@ -437,7 +463,7 @@ def workflow_start_for_user(
             execution_cancel(state, waiting, f"interrupted: '{workflow['slug']}' was started")
         execution_start(state, workflow_id=workflow_id, version_id=workflow["published_version_id"])
         _level_ups(state)
-        state.flush()
+        _finish(state)
     return state.actions
 
 
@@ -449,7 +475,7 @@ def execution_cancel_by_operator(*, execution_id: int, reason: str = "") -> bool
             return False
         state = _background_state(execution, InputEvent(kind="timer"))
         execution_cancel(state, execution, reason or "cancelled by an operator")
-        state.flush()
+        _finish(state)
     return True
 
 
@@ -480,7 +506,7 @@ def execution_retry(*, execution_id: int) -> bool:
             log_input={"event": "retry", "attempt": retries},
         )
         _level_ups(state)
-        state.flush()
+        _finish(state)
         bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
     _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True

@@ -25,9 +25,6 @@ from workflows.models import WorkflowExecution
 
 logger = logging.getLogger(__name__)
 
-# Delays up to this long also get an ETA task; longer ones rely on the sweep only.
-DELAY_TASK_MAX_SECONDS = 3000
-
 
 def _result_report(*, execution_id: int, seq: int, result: dict) -> None:
     """Continue the execution with ``result``; if that fails, with a plain failure.

@@ -27,7 +27,7 @@ from tests.resilience.servers import RedisServer, free_port
 from tests.resilience.test_conversation_and_state import assert_each_step_ran_once
 from tests.workflows.conftest import command, publish, texts
 from users.models import BonusTransaction
-from workflows import tasks
+from workflows import services, tasks
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,8 +199,9 @@ def test_a_worker_killed_mid_task_leaves_the_step_redone_once(service, tmp_path,
         user = bot_user_create(project=project)
         publish(project, http_workflow(service.url))
         queued: list[tuple] = []
-        stub = SimpleNamespace(delay=lambda *args: queued.append(args))
-        monkeypatch.setattr(tasks, "http_request_run", stub)  # queued by hand below
+        stub = SimpleNamespace(apply_async=lambda args, **options: queued.append(tuple(args)))
+        # The services queue the engine's work by task name: queued by hand below.
+        monkeypatch.setattr(services, "task_named", lambda name: stub)
         command(user, "start", bot=bot)
         [(execution_id, seq)] = queued
 

@@ -54,6 +54,20 @@ Status = WorkflowExecution.Status
 # --- One event's run -------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PendingWork:
+    """Background work a step asked for (an HTTP call, a delay's continuation).
+
+    The engine only records it: the service that drove the event queues it once the
+    transaction commits, so the engine never schedules anything itself.
+    """
+
+    execution_id: int
+    kind: str  # "http" | "delay"
+    seq: int
+    until: datetime
+
+
 @dataclass
 class RunState:
     """What one event (or timer) is doing: shared by every execution it touches."""
@@ -69,6 +83,7 @@ class RunState:
     waiting_id: int | None = None  # the session's waiting execution, as far as we know
     waiting_cached_id: int | None = None  # the id the session's waiting key holds now
     level_ups: list[str] = field(default_factory=list)
+    pending: list[PendingWork] = field(default_factory=list)  # queued after commit
     # The chat the session's messages go to, when it is not the user's latest chat
     # (a continuation of a group conversation after the user wrote elsewhere).
     chat: int | None = None
@@ -342,7 +357,14 @@ def drive(
             execution.status = Status.RUNNING
             execution.wait_until = outcome.until
             _persist(state, execution, was_waiting=was_waiting)
-            _queue_pending(execution.pk, outcome)
+            state.pending.append(
+                PendingWork(
+                    execution_id=execution.pk,
+                    kind=outcome.kind,
+                    seq=outcome.state["seq"],
+                    until=outcome.until,
+                )
+            )
             return True
         if isinstance(outcome, Jump):
             target = (
@@ -376,23 +398,6 @@ def drive(
 def step_run(handler: StepType, rt: StepRuntime) -> Outcome:
     """How :func:`drive` enters a step that is not resumed: run it."""
     return handler.run(rt)
-
-
-def _queue_pending(execution_id: int, outcome: Pending) -> None:
-    from workflows import tasks
-
-    seq = outcome.state["seq"]
-    if outcome.kind == "http":
-        transaction.on_commit(lambda: tasks.http_request_run.delay(execution_id, seq))
-    elif outcome.kind == "delay":
-        seconds = (outcome.until - timezone.now()).total_seconds()
-        # Long delays are left to the periodic sweep: a broker holding ETA tasks for
-        # days redelivers them after its visibility timeout.
-        if seconds <= tasks.DELAY_TASK_MAX_SECONDS:
-            until = outcome.until
-            transaction.on_commit(
-                lambda: tasks.delay_continue.apply_async((execution_id, seq), eta=until)
-            )
 
 
 def _execution_create(state: RunState, workflow_id: int, version_id: int) -> WorkflowExecution:
