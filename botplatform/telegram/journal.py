@@ -125,14 +125,7 @@ def update_record(*, bot_id: int, update: object) -> tuple[TelegramUpdate | None
         if existing is not None:
             return existing, False  # a redelivery, or its concurrent twin
         reason = _error_text(exc)
-    logger.error(
-        "Bot %s: update %s could not be recorded (%s); skipped", bot_id, entry.update_id, reason
-    )
-    stub = _row_stub(
-        bot_id=bot_id,
-        update_id=entry.update_id,
-        note=f"skipped: the database refused it ({reason})",
-    )
+    stub = _refused_stub(bot_id, entry.update_id, reason)
     with transaction.atomic():
         stub.save(force_insert=True)
     return stub, True
@@ -199,17 +192,18 @@ def _updates_insert_each(
             continue
         except DatabaseError as exc:
             reason = _error_text(exc)
-        logger.error(
-            "Bot %s: update %s could not be recorded (%s); skipped", bot_id, row.update_id, reason
-        )
-        stub = _row_stub(
-            bot_id=bot_id,
-            update_id=row.update_id,
-            note=f"skipped: the database refused it ({reason})",
-        )
+        stub = _refused_stub(bot_id, row.update_id, reason)
         with transaction.atomic():
             _updates_insert(bot_id=bot_id, rows=[stub])
     return sorted(kept, key=lambda row: row.update_id)
+
+
+def _refused_stub(bot_id: int, update_id: int, reason: str) -> TelegramUpdate:
+    """The row kept for an update the database refused: its id, skipped, and why."""
+    logger.error("Bot %s: update %s could not be recorded (%s); skipped", bot_id, update_id, reason)
+    return _row_stub(
+        bot_id=bot_id, update_id=update_id, note=f"skipped: the database refused it ({reason})"
+    )
 
 
 def update_record_unreadable(*, bot_id: int, update_id: int, reason: str) -> None:
