@@ -12,7 +12,7 @@ from django.utils import timezone
 from botplatform.conversation import SendMessage
 from tests.factories import bot_create, bot_user_create
 from tests.workflows.conftest import publish
-from users.services import user_variable_set
+from users.variables import user_variable_set
 from workflows import broadcasts
 from workflows.models import Broadcast, BroadcastDelivery
 

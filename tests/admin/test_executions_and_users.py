@@ -63,7 +63,7 @@ def test_retry_a_failed_conversation_from_the_step_that_failed(operator_client, 
     )
     user = bot_user_create(project=project)
     bonus_earn(user_id=user.pk, amount=100, idempotency_key="seed")
-    from users.services import user_variable_set
+    from users.variables import user_variable_set
 
     user_variable_set(user_id=user.pk, project_id=project.pk, key="price", value="lots")
     command(user, "start")

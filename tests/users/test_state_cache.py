@@ -15,7 +15,7 @@ from django_redis import get_redis_connection
 from botplatform.cache import user_profile_key, user_state_generation_key, user_variables_key
 from tests.factories import bot_user_create
 from tests.users.helpers import redis_round_trips
-from users import services
+from users import services, variables
 from users.models import BonusTransaction, BotUser
 from users.selectors import _state_load, _states_store, user_state_get
 
@@ -116,17 +116,17 @@ WRITES = {
         lambda s: s.variables["balance"] == 90,
     ),
     "variable_set": (
-        lambda u: services.user_variable_set(
+        lambda u: variables.user_variable_set(
             user_id=u.pk, project_id=u.project_id, key="city", value="Oslo"
         ),
         lambda s: s.variables["city"] == "Oslo",
     ),
     "variable_delete": (
-        lambda u: services.user_variable_delete(user_id=u.pk, project_id=u.project_id, key="city"),
+        lambda u: variables.user_variable_delete(user_id=u.pk, project_id=u.project_id, key="city"),
         lambda s: "city" not in s.variables,
     ),
     "variable_increment": (
-        lambda u: services.user_variable_increment(
+        lambda u: variables.user_variable_increment(
             user_id=u.pk, project_id=u.project_id, key="visits", by=2
         ),
         lambda s: s.variables["visits"] == 3,
@@ -211,7 +211,7 @@ def test_reads_and_writes_keep_working_when_redis_is_down(bot_user, commit, capl
         assert state(bot_user).variables["balance"] == 0
         commit(services.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
         commit(
-            services.user_variable_set,
+            variables.user_variable_set,
             user_id=bot_user.pk,
             project_id=bot_user.project_id,
             key="k",

@@ -7,7 +7,7 @@ import pytest
 from tests.factories import bot_user_create, project_create
 from tests.users.helpers import run_in_threads
 from users.models import BotUser, UserVariable
-from users.services import user_variable_delete, user_variable_increment, user_variable_set
+from users.variables import user_variable_delete, user_variable_increment, user_variable_set
 
 
 def var(user: BotUser, key: str):

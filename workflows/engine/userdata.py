@@ -16,7 +16,7 @@ from users.selectors import (
     referral_link_build,
     user_state_get,
 )
-from users.services import user_variable_delete, user_variable_increment, user_variable_set
+from users.variables import user_variable_delete, user_variable_increment, user_variable_set
 from workflows.engine.templating import Lazy
 
 if TYPE_CHECKING:
