@@ -63,7 +63,7 @@ def test_brackets_inside_json_strings_do_not_count_as_nesting():
 def test_the_step_editor_refuses_absurd_numbers_and_deep_json_readably():
     """Old code: "1e400" became an infinity in the draft (jsonb refuses it: a 500 on
     save) and 100,000 nested brackets in a JSON body raised RecursionError."""
-    from workflows.editor import editor_parse
+    from workflows.editor_form import editor_parse
 
     post = {
         "s0-_type": "http_request",

@@ -27,7 +27,8 @@ from workflows.admin.forms import (
     errors_html,
 )
 from workflows.diagram import diagram_svg
-from workflows.editor import editor_context, editor_parse, step_add
+from workflows.editor import editor_context
+from workflows.editor_form import editor_parse, step_add
 from workflows.engine.validation import WorkflowValidationError
 from workflows.models import (
     Workflow,
