@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThan
 
-from botplatform.encryption import EncryptedTokenField, TokenDigestField
+from botplatform.encryption import EncryptedTokenField, TokenDigestField, token_digest
 
 BOT_TOKEN_VALIDATOR = RegexValidator(
     r"^\d{3,}:[A-Za-z0-9_-]{20,}$",
@@ -121,6 +121,17 @@ class Project(models.Model):
         return self.name
 
 
+class BotQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        # A bulk token change must move its hash too, or token lookups would miss the bot.
+        if "token" in kwargs and "token_hash" not in kwargs:
+            token = kwargs["token"]
+            if not isinstance(token, str):
+                raise TypeError("Bot.token can only be bulk-updated to a plain string.")
+            kwargs["token_hash"] = token_digest(token) if token else ""
+        return super().update(**kwargs)
+
+
 class Bot(models.Model):
     """A Telegram bot connected to a project.
 
@@ -159,6 +170,8 @@ class Bot(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = BotQuerySet.as_manager()
+
     class Meta:
         ordering = ["project", "username"]
         indexes = [models.Index(fields=["is_active", "mode"])]
@@ -170,6 +183,12 @@ class Bot(models.Model):
 
     def __str__(self) -> str:
         return f"@{self.username}" if self.username else f"bot {self.telegram_id}"
+
+    def save(self, *args, update_fields=None, **kwargs) -> None:
+        # Saving the token alone must refresh its hash in the same statement.
+        if update_fields is not None and "token" in update_fields:
+            update_fields = {*update_fields, "token_hash"}
+        super().save(*args, update_fields=update_fields, **kwargs)
 
     @property
     def telegram_id(self) -> int | None:

@@ -101,3 +101,22 @@ def test_a_token_compared_with_an_expression_is_refused_not_silently_unmatched()
     bot_create(token=TOKEN)
     with pytest.raises(TypeError, match="plain token"):
         list(Bot.objects.filter(token=F("username")))
+
+
+NEW_TOKEN = "987654321:AAHnewnewnewnewnewnewnewnewnewnew02"
+
+
+def test_saving_only_the_token_refreshes_its_hash():
+    bot = bot_create(token=TOKEN)
+    bot.token = NEW_TOKEN
+    bot.save(update_fields=["token"])
+    assert Bot.objects.get(token=NEW_TOKEN) == bot
+    assert not Bot.objects.filter(token=TOKEN).exists()
+
+
+def test_a_bulk_token_update_refreshes_its_hash():
+    bot = bot_create(token=TOKEN)
+    assert Bot.objects.filter(pk=bot.pk).update(token=NEW_TOKEN) == 1
+    assert Bot.objects.get(token=NEW_TOKEN) == bot
+    assert _raw_row(bot.pk)[1] != _raw_row(bot_create().pk)[1]
+    assert not Bot.objects.filter(token=TOKEN).exists()
