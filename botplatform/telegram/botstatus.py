@@ -11,12 +11,19 @@ from botplatform.models import Bot
 logger = logging.getLogger(__name__)
 
 
-def bot_status_set(*, bot_id: int, status: str, message: str = "") -> bool:
-    """Set a bot's admin-visible status; a no-op (no write) when it is unchanged."""
-    changed = (
-        Bot.objects.filter(pk=bot_id)
-        .exclude(status=status, status_message=message[:500])
-        .update(status=status, status_message=message[:500], status_changed_at=timezone.now())
+def bot_status_set(
+    *, bot_id: int, status: str, message: str = "", token: str | None = None
+) -> bool:
+    """Set a bot's admin-visible status; a no-op (no write) when it is unchanged.
+
+    With ``token``, only while the bot still has that token: a verdict about an old
+    token must not land on the one an operator has just pasted.
+    """
+    bots = Bot.objects.filter(pk=bot_id)
+    if token is not None:
+        bots = bots.filter(token=token)
+    changed = bots.exclude(status=status, status_message=message[:500]).update(
+        status=status, status_message=message[:500], status_changed_at=timezone.now()
     )
     return bool(changed)
 
@@ -27,5 +34,7 @@ def bot_mark_unauthorized(*, bot: Bot, description: str = "") -> None:
         f"Telegram rejected the token {bot.token_masked} (401 Unauthorized"
         f"{': ' + description if description else ''}). Paste a new token from @BotFather."
     )
-    if bot_status_set(bot_id=bot.pk, status=Bot.Status.UNAUTHORIZED, message=message):
+    if bot_status_set(
+        bot_id=bot.pk, status=Bot.Status.UNAUTHORIZED, message=message, token=bot.token
+    ):
         logger.error("Bot %s (%s): %s Polling stopped.", bot.pk, bot, message)
