@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.forms.fields import InvalidJSONInput
+from django.urls import reverse
 from django.utils import timezone
 
 from botplatform import roles
@@ -518,8 +519,28 @@ class BotAdmin(ProjectScopedAdmin):
         if not self._secrets_visible(request, bot):
             raise PermissionDenied
         if request.method == "POST":  # a link or a prefetch never rotates
+            if "_rotate_webhook_secret" in request.POST and self._bot_form_changed(request, bot):
+                # The button sits in the bot's form: unsaved edits are saved first, and
+                # a form with errors comes back with them, the edits kept, not rotated.
+                response = self._bot_form_save(request, object_id)
+                if not isinstance(response, HttpResponseRedirect):
+                    return response
+                bot.refresh_from_db()
             self._webhook_secret_rotate(request, bot)
         return HttpResponseRedirect(reverse("admin:botplatform_bot_change", args=[bot.pk]))
+
+    def _bot_form_changed(self, request, bot: Bot) -> bool:
+        form_class = self.get_form(request, bot, change=True)
+        return form_class(request.POST, request.FILES, instance=bot).has_changed()
+
+    def _bot_form_save(self, request, object_id: int):
+        post = request.POST.copy()
+        post["_continue"] = "1"
+        post.pop("_rotate_webhook_secret", None)
+        request.POST = post
+        # Shown again with errors, the form must still post to the bot's own page.
+        change_url = reverse("admin:botplatform_bot_change", args=[object_id])
+        return self.change_view(request, str(object_id), form_url=change_url)
 
     @admin.display(description="webhook secret")
     def webhook_secret_masked(self, obj: Bot) -> str:

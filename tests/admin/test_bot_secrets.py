@@ -72,6 +72,54 @@ def test_rotating_the_webhook_secret_from_the_bot_page_writes_a_log_entry(admin_
     assert old not in entry.change_message and bot.webhook_secret not in entry.change_message
 
 
+def _bot_form(bot: Bot, **changes) -> dict:
+    """What the bot's change page posts when its Rotate button is pressed."""
+    data = {
+        "project": bot.project_id,
+        "username": bot.username,
+        "new_token": "",
+        "mode": bot.mode,
+        "_rotate_webhook_secret": "",
+    }
+    if bot.is_active:
+        data["is_active"] = "on"
+    data.update(changes)
+    return data
+
+
+def test_rotating_with_unsaved_edits_saves_them_too(admin_client, project):
+    bot = bot_create(project=project, username="shop_bot")
+    old = bot.webhook_secret
+    url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[bot.pk])
+    response = admin_client.post(url, _bot_form(bot, username="renamed_bot"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:botplatform_bot_change", args=[bot.pk])
+    bot.refresh_from_db()
+    assert bot.username == "renamed_bot"
+    assert bot.webhook_secret != old
+
+
+def test_rotating_with_an_invalid_edit_shows_the_error_and_keeps_the_secret(admin_client, project):
+    bot = bot_create(project=project, username="shop_bot")
+    old = bot.webhook_secret
+    url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[bot.pk])
+    response = admin_client.post(url, _bot_form(bot, username="x" * 200))
+    assert response.status_code == 200
+    assert "x" * 200 in response.content.decode()  # the edit is still on the page
+    assert response.context["adminform"].form.errors
+    change_url = reverse("admin:botplatform_bot_change", args=[bot.pk])
+    assert f'action="{change_url}"' in response.content.decode()  # Save goes to the bot
+    bot.refresh_from_db()
+    assert (bot.username, bot.webhook_secret) == ("shop_bot", old)
+
+
+def test_rotating_with_no_edits_writes_only_the_rotation(admin_client, project):
+    bot = bot_create(project=project, username="shop_bot")
+    url = reverse("admin:botplatform_bot_rotate_webhook_secret", args=[bot.pk])
+    admin_client.post(url, _bot_form(bot))
+    assert [e.get_change_message() for e in LogEntry.objects.all()] == ["Webhook secret rotated."]
+
+
 def test_rotating_a_webhook_bots_secret_registers_the_new_one_with_telegram(
     admin_client, project, double, settings
 ):
