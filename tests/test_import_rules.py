@@ -84,9 +84,9 @@ RULES = {
         lambda m: _under(m, "botplatform.telegram"),
         ("workflows.engine", "users"),
     ),
-    "transport leaves the batch's read-ahead to the handler": (
+    "transport reaches the application only through the handler setting": (
         lambda m: _under(m, "botplatform.telegram"),
-        ("botplatform.batchscope",),
+        ("workflows",),
     ),
     "the engine imports no transport, tasks, services, broadcasts or admin": (
         lambda m: _under(m, "workflows.engine"),

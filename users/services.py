@@ -28,7 +28,7 @@ from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from botplatform import batchscope, metrics
+from botplatform import metrics
 from botplatform.cache import (
     USER_STATE_GENERATION_TTL,
     redis_pipeline,
@@ -39,6 +39,7 @@ from botplatform.cache import (
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
 from users.models import BonusTransaction, BotUser
+from users.readahead import UsersAhead
 from users.selectors import CACHE_ERRORS, cache_error_log, level_for
 
 logger = logging.getLogger(__name__)
@@ -435,12 +436,15 @@ def bot_user_upsert(
     last_name: str = "",
     language_code: str = "",
     is_test: bool = False,
+    ahead: UsersAhead | None = None,
 ) -> tuple[BotUser, bool]:
     """Find or create the project's user for a Telegram sender; True when created.
 
     Profile fields are written only when Telegram reports a change; ``last_seen_at``
     at most once a minute, so a known user usually costs one SELECT. A user who writes
     again is no longer "blocked". A new user gets the project's welcome bonus once.
+    ``ahead``: a batch's read-ahead: the user row comes from there, and a bare
+    last-seen stamp waits for the batch's one write (:func:`last_seen_writes`).
     """
     fields = {
         "chat_id": chat_id,
@@ -449,8 +453,7 @@ def bot_user_upsert(
         "last_name": _truncated(last_name, 128),
         "language_code": _truncated(language_code, 16),
     }
-    scope = batchscope.current()
-    user = scope.user_take(project_id, telegram_id) if scope is not None else None
+    user = ahead.user_take(project_id, telegram_id) if ahead is not None else None
     if user is None:
         user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
     if user is None:
@@ -484,8 +487,8 @@ def bot_user_upsert(
     now = timezone.now()
     if changes or now - user.last_seen_at >= LAST_SEEN_RESOLUTION:
         changes["last_seen_at"] = now
-        if scope is not None and set(changes) == {"last_seen_at"}:
-            scope.last_seen.add(user.pk)  # one UPDATE for the whole batch, at its end
+        if ahead is not None and set(changes) == {"last_seen_at"}:
+            ahead.last_seen.add(user.pk)  # one UPDATE for the whole batch, at its end
             user.last_seen_at = now
             return user, False
         with transaction.atomic():
@@ -497,17 +500,16 @@ def bot_user_upsert(
     return user, False
 
 
-def last_seen_writes() -> list[tuple[str, list]]:
-    """The current batch's put-off ``last_seen_at`` stamps as (sql, params), and forget them."""
-    scope = batchscope.current()
-    if scope is None or not scope.last_seen:
+def last_seen_writes(ahead: UsersAhead | None) -> list[tuple[str, list]]:
+    """A batch's put-off ``last_seen_at`` stamps as (sql, params), and forget them."""
+    if ahead is None or not ahead.last_seen:
         return []
     table = connection.ops.quote_name(BotUser._meta.db_table)
     statement = (
         f"UPDATE {table} SET last_seen_at = %s WHERE id = ANY(%s::bigint[])",  # noqa: S608
-        [timezone.now(), sorted(scope.last_seen)],
+        [timezone.now(), sorted(ahead.last_seen)],
     )
-    scope.last_seen = set()
+    ahead.last_seen = set()
     return [statement]
 
 
