@@ -3,7 +3,7 @@
 A user's whole state for one message (profile + variables) is read through the cache
 (``user:{userId}:{projectId}:variables``, ``...:profile``): on a warm cache that is one
 Redis round trip (MGET) and no database query. Writes never patch the cached copy;
-they call :func:`users.services.user_state_changed`, which after commit rewrites the user's
+they call :func:`users.invalidation.user_state_changed`, which after commit rewrites the user's
 generation token and drops both keys (one pipelined round trip). Cached copies carry
 the generation they were built under, so a reader that loaded the database before a
 write and stores its copy after it can never make a stale balance visible.

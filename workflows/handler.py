@@ -30,14 +30,11 @@ from botplatform.conversation import Action
 from botplatform.locks import sessions_lock_sql
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
+from users.botusers import bot_user_upsert, last_seen_writes
+from users.invalidation import user_state_changed
 from users.models import BotUser
+from users.referrals import referral_apply
 from users.selectors import user_states_prefetch
-from users.services import (
-    bot_user_upsert,
-    last_seen_writes,
-    referral_apply,
-    user_state_changed,
-)
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import deferred_writes
 from workflows.engine.waiting import waiting_prefetch

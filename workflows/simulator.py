@@ -25,9 +25,10 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
+from users.botusers import bot_user_upsert
+from users.invalidation import user_state_changed
 from users.models import BotUser
 from users.selectors import user_state_get
-from users.services import bot_user_upsert, user_state_changed
 from workflows.delivery import Deliver
 from workflows.engine.waiting import waiting_cache_clear
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
