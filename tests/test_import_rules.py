@@ -79,6 +79,11 @@ def _is_model_module(module: str) -> bool:
     return module.endswith(".models") or ".models." in module
 
 
+# The vocabulary shared by transport and application (botplatform/conversation.py).
+VOCABULARY = ("Action", "AnswerCallback", "Button", "EditMessage", "EventKind", "InputEvent")
+VOCABULARY += ("SendMessage", "actions_to_json", "actions_from_json")
+
+
 RULES = {
     "transport imports neither the engine nor users": (
         lambda m: _under(m, "botplatform.telegram"),
@@ -119,6 +124,14 @@ RULES = {
     "infrastructure imports nothing from workflows or users": (
         lambda m: any(_under(m, infra) for infra in INFRASTRUCTURE),
         ("workflows", "users"),
+    ),
+    "the shared vocabulary is imported from botplatform.conversation, never re-exported": (
+        lambda m: True,
+        tuple(
+            f"{module}.{name}"
+            for module in ("workflows.engine.events", "workflows.engine", "workflows.services")
+            for name in VOCABULARY
+        ),
     ),
 }
 

@@ -21,6 +21,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
 from django.utils import timezone
 
+from botplatform.conversation import InputEvent, SendMessage
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import (
     deferred_flush,
@@ -28,7 +29,6 @@ from workflows.engine.deferred import (
     execution_save,
     step_logs_write,
 )
-from workflows.engine.events import InputEvent, SendMessage
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import (
     Goto,
