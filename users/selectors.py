@@ -179,7 +179,9 @@ def user_state_read(
     The TTLs (variables 2 min, profile 30 s) then count from the user's last message,
     not from the last write: a user writing every 10 s would otherwise miss every 30 s.
     Safe because staleness is decided by the generation token, never by the TTL.
-    Caches that are not django-redis get a plain ``get_many``. Raises on cache errors.
+    Caches that are not django-redis get a plain ``get_many``. Never raises on cache
+    errors: the pipeline's are caught here, and the cache backend's fallback answers
+    the rest as misses.
     ``ahead``: a batch's read-ahead (:class:`users.readahead.UsersAhead`), which read
     them for every user at once: the first read of each user is served from there.
     """
@@ -224,15 +226,11 @@ def user_states_prefetch(
 ) -> None:
     """Read the state of a batch's users (and ``extra_keys``) ahead, into ``ahead``.
 
-    A cache error is left for the per-user reads to meet (and fall back from).
+    An unreachable cache reads as misses: the states are then loaded from the database.
     """
     if not users:
         return
-    try:
-        values = user_states_read(users=users, extra_keys=extra_keys)
-    except Exception:
-        logger.warning("cache read for a batch failed; reading user by user", exc_info=True)
-        return
+    values = user_states_read(users=users, extra_keys=extra_keys)
     stale = [
         (user_id, project_id)
         for user_id, project_id in users

@@ -7,7 +7,6 @@ Drafts, publishing, restoring and workflow files live in ``workflows.publishing`
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
     from botplatform.models import Bot
     from users.models import BotUser
 
-logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
 # Delays up to this long also get an ETA task; longer ones rely on the sweep only (a
@@ -206,21 +204,14 @@ def _waiting_read(state: RunState, *, read_state: bool) -> WorkflowExecution | N
     user = state.user
     ahead = batch.users if batch is not None else None
     waiting_key = workflow_waiting_key(session_key)
-    try:
-        fetched = user_state_read(
-            user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key], ahead=ahead
-        )
-    except Exception:
-        logger.warning("cache read for session %s failed", session_key, exc_info=True)
-        fetched = None
-    if fetched is None:
-        waiting = waiting_get(session_key, batch=batch)
-        state.data.prime(None, ahead)
-    else:
-        waiting = waiting_get(session_key, cached=fetched.get(waiting_key), batch=batch)
-        if waiting is not None and fetched.get(waiting_key) == waiting.pk:
-            state.waiting_cached_id = waiting.pk
-        state.data.prime(fetched, ahead)
+    # Never raises: an unreachable Redis reads as a miss (botplatform/cache_backend.py).
+    fetched = user_state_read(
+        user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key], ahead=ahead
+    )
+    waiting = waiting_get(session_key, cached=fetched.get(waiting_key), batch=batch)
+    if waiting is not None and fetched.get(waiting_key) == waiting.pk:
+        state.waiting_cached_id = waiting.pk
+    state.data.prime(fetched, ahead)
     state.waiting_id = waiting.pk if waiting else None
     return waiting
 
