@@ -1,8 +1,8 @@
 """Workflow services: process an event, continue executions after timers, start a
-workflow for a user, operators' actions on executions.
+workflow for a user, operators' actions on executions; each through the one
+:func:`conversation_session`.
 
-Drafts, publishing, restoring and workflow files live in ``workflows.publishing``
-(re-exported here for existing callers).
+Drafts, publishing, restoring and workflow files live in ``workflows.publishing``.
 """
 
 from __future__ import annotations
@@ -37,20 +37,9 @@ from workflows.engine.execution import (
     step_run,
 )
 from workflows.engine.triggers import trigger_candidates, trigger_match
-from workflows.engine.validation import WorkflowValidationError
 from workflows.engine.version_cache import definition_for_version
 from workflows.engine.waiting import waiting_get
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
-from workflows.publishing import (  # noqa: F401 - re-exported for existing callers
-    DraftConflict,
-    workflow_draft_save,
-    workflow_export,
-    workflow_import,
-    workflow_preview_version,
-    workflow_publish,
-    workflow_restore_version,
-    workflow_validate_for,
-)
 
 if TYPE_CHECKING:
     from botplatform.models import Bot
@@ -82,9 +71,6 @@ def _finish(state: RunState) -> None:
             )
         )
     state.pending = []
-
-
-__all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
 
 
 GROUP_CHAT_TYPES = frozenset({"group", "supergroup"})

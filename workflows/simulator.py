@@ -32,12 +32,8 @@ from users.selectors import user_state_get
 from workflows.delivery import Deliver
 from workflows.engine.waiting import waiting_cache_clear
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
-from workflows.services import (
-    event_process,
-    session_key_default,
-    workflow_preview_version,
-    workflow_start_for_user,
-)
+from workflows.publishing import workflow_preview_version
+from workflows.services import event_process, session_key_default, workflow_start_for_user
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status

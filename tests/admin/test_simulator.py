@@ -244,7 +244,7 @@ def test_a_real_users_conversation_is_not_disturbed(operator_client, project, te
 
 def test_the_draft_can_be_tried_before_publishing(operator_client, project, telegram):
     from workflows.models import WorkflowVersion
-    from workflows.services import workflow_publish
+    from workflows.publishing import workflow_publish
 
     workflow = publish(project, FLOW)
     workflow.draft = {
