@@ -3,7 +3,7 @@
 Nobody formats a Redis key by hand elsewhere: call the key function for the family.
 Each cached entity has one read-through getter and one invalidation function, kept
 with the code that owns the entity: a user's state (``users.selectors.user_state_get``,
-``users.services.user_state_changed``), a session's waiting execution
+``users.invalidation.user_state_changed``), a session's waiting execution
 (``workflows.engine.waiting``: ``waiting_get``, ``waiting_cache_clear``), a project's
 trigger table (``workflows.engine.triggers``: ``trigger_candidates``,
 ``trigger_candidates_invalidate``), a published version

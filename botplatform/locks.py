@@ -34,7 +34,6 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botplatform import batchscope
 from botplatform.cache import LOCK_TTL, lock_key, redis_client
 
 logger = logging.getLogger(__name__)
@@ -209,9 +208,6 @@ def session_lock(session_key: str) -> None:
 
     if connection.vendor != "postgresql":
         return
-    scope = batchscope.current()
-    if scope is not None and session_key in scope.locked_sessions:
-        return  # taken with the rest of its batch's sessions
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
@@ -222,17 +218,12 @@ def session_lock(session_key: str) -> None:
 def sessions_lock_sql(session_keys: list[str]) -> tuple[str, list]:
     """:func:`session_lock` for a whole batch: a SELECT (for the caller to run, or to
     join into one of its statements) taking every lock in a fixed (sorted) order, so
-    two batch handlers cannot deadlock on each other. Then call :func:`sessions_locked`.
+    two batch handlers cannot deadlock on each other. The caller remembers which
+    sessions it holds (``workflows.engine.batch.Batch.locked_sessions``) and does not
+    take them again.
     """
     keys = [_session_lock_key(key) for key in sorted(set(session_keys))]
     return (
         "SELECT count(pg_advisory_xact_lock(hashtextextended(k, %s))) FROM unnest(%s::text[]) AS k",
         [SESSION_LOCK_SEED, keys],
     )
-
-
-def sessions_locked(session_keys: list[str]) -> None:
-    """Record in the current batch that its transaction holds these session locks."""
-    scope = batchscope.current()
-    if scope is not None:
-        scope.locked_sessions.update(session_keys)

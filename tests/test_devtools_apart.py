@@ -51,7 +51,7 @@ def runtime_modules() -> list[Path]:
 def test_the_runtime_packages_are_walked():
     """Guards the guard: the walk finds the modules it is meant to check."""
     names = {p.relative_to(ROOT).as_posix() for p in runtime_modules()}
-    assert {"botplatform/metrics.py", "workflows/engine/execution.py", "users/services.py"} <= names
+    assert {"botplatform/metrics.py", "workflows/engine/execution.py", "users/ledger.py"} <= names
     assert BENCH_COMMAND.as_posix() in names
 
 
@@ -89,7 +89,7 @@ def test_importing_the_runtime_loads_no_developer_tool():
     code = (
         "import sys, django; django.setup();"
         "import botplatform.urls, botplatform.celery, botplatform.telegram.batch;"
-        "import botplatform.management.commands.bench, workflows.services, users.services;"
+        "import botplatform.management.commands.bench, workflows.services, users.ledger;"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'devtools');"
         "print(loaded); sys.exit(1 if loaded else 0)"
     )

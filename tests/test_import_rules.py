@@ -79,14 +79,19 @@ def _is_model_module(module: str) -> bool:
     return module.endswith(".models") or ".models." in module
 
 
+# The vocabulary shared by transport and application (botplatform/conversation.py).
+VOCABULARY = ("Action", "AnswerCallback", "Button", "EditMessage", "EventKind", "InputEvent")
+VOCABULARY += ("SendMessage", "actions_to_json", "actions_from_json")
+
+
 RULES = {
     "transport imports neither the engine nor users": (
         lambda m: _under(m, "botplatform.telegram"),
         ("workflows.engine", "users"),
     ),
-    "transport leaves the batch's read-ahead to the handler": (
+    "transport reaches the application only through the handler setting": (
         lambda m: _under(m, "botplatform.telegram"),
-        ("botplatform.batchscope",),
+        ("workflows",),
     ),
     "the engine imports no transport, tasks, services, broadcasts or admin": (
         lambda m: _under(m, "workflows.engine"),
@@ -105,11 +110,28 @@ RULES = {
     ),
     "models import no services, selectors or engine": (
         _is_model_module,
-        ("workflows.engine", "workflows.services", "users.services", "users.selectors"),
+        (
+            "workflows.engine",
+            "workflows.services",
+            "users.ledger",
+            "users.botusers",
+            "users.referrals",
+            "users.variables",
+            "users.invalidation",
+            "users.selectors",
+        ),
     ),
     "infrastructure imports nothing from workflows or users": (
         lambda m: any(_under(m, infra) for infra in INFRASTRUCTURE),
         ("workflows", "users"),
+    ),
+    "the shared vocabulary is imported from botplatform.conversation, never re-exported": (
+        lambda m: True,
+        tuple(
+            f"{module}.{name}"
+            for module in ("workflows.engine.events", "workflows.engine", "workflows.services")
+            for name in VOCABULARY
+        ),
     ),
 }
 

@@ -40,7 +40,7 @@ def test_the_embedded_default_runs_a_spend_without_redis(tmp_path):
         f"settings.DATABASES['default']['NAME'] = {str(tmp_path / 'db.sqlite3')!r};"
         "from django.core.management import call_command; call_command('migrate', verbosity=0);"
         "from tests.factories import bot_user_create;"
-        "from users.services import bonus_earn, bonus_spend;"
+        "from users.ledger import bonus_earn, bonus_spend;"
         "from botplatform import ratelimit;"
         "u = bot_user_create();"
         "bonus_earn(user_id=u.pk, amount=150, idempotency_key='e');"

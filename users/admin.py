@@ -24,15 +24,15 @@ from botplatform.admin import BoundedJSONField
 from botplatform.admin_scoping import ProjectScopedAdmin, ProjectScopedInline
 from botplatform.audit import audit_record
 from botplatform.jsoncheck import json_text_problem
-from users.models import BonusTransaction, BotUser, UserVariable
-from users.selectors import COMPUTED_VARIABLES
-from users.services import (
+from users.invalidation import user_state_changed
+from users.ledger import (
     MAX_AMOUNT,
     REASON_MAX_LENGTH,
     IdempotencyKeyConflict,
     bonus_adjust,
-    user_state_changed,
 )
+from users.models import BonusTransaction, BotUser, UserVariable
+from users.selectors import COMPUTED_VARIABLES
 from workflows.models import WorkflowExecution
 from workflows.selectors import interrupted_q
 

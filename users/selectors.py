@@ -3,7 +3,7 @@
 A user's whole state for one message (profile + variables) is read through the cache
 (``user:{userId}:{projectId}:variables``, ``...:profile``): on a warm cache that is one
 Redis round trip (MGET) and no database query. Writes never patch the cached copy;
-they call :func:`users.services.user_state_changed`, which after commit rewrites the user's
+they call :func:`users.invalidation.user_state_changed`, which after commit rewrites the user's
 generation token and drops both keys (one pipelined round trip). Cached copies carry
 the generation they were built under, so a reader that loaded the database before a
 write and stores its copy after it can never make a stale balance visible.
@@ -12,16 +12,13 @@ write and stores its copy after it can never make a stale balance visible.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count
 
-from botplatform import batchscope, metrics
+from botplatform import metrics
 from botplatform.breaker import CircuitOpen
 from botplatform.cache import (
     USER_PROFILE_TTL,
@@ -32,6 +29,7 @@ from botplatform.cache import (
     user_variables_key,
 )
 from users.models import BonusTransaction, BotUser, UserVariable
+from users.readahead import UsersAhead
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +161,6 @@ def _generation(cached: dict, *, user_id: int, project_id: int) -> str | None:
     return None if generation is None else str(generation)
 
 
-_prefetched = threading.local()
-
-
 def user_state_keys(*, user_id: int, project_id: int) -> list[str]:
     """The cache keys :func:`user_state_get` reads (variables, profile, generation)."""
     return [
@@ -175,23 +170,26 @@ def user_state_keys(*, user_id: int, project_id: int) -> list[str]:
     ]
 
 
-def user_state_read(*, user_id: int, project_id: int, extra_keys: list[str]) -> dict:
+def user_state_read(
+    *, user_id: int, project_id: int, extra_keys: list[str], ahead: UsersAhead | None = None
+) -> dict:
     """``cache.get_many`` of ``extra_keys`` and the user's state keys, in ONE round trip,
     and keep the state's TTLs running while the user is active (sliding expiry).
 
     The TTLs (variables 2 min, profile 30 s) then count from the user's last message,
     not from the last write: a user writing every 10 s would otherwise miss every 30 s.
     Safe because staleness is decided by the generation token, never by the TTL.
-    Caches that are not django-redis get a plain ``get_many``. Raises on cache errors.
-    In a batch (:mod:`botplatform.batchscope`) the batch read them ahead, for every
-    user at once: the first read of each user is served from there.
+    Caches that are not django-redis get a plain ``get_many``. Never raises on cache
+    errors: the pipeline's are caught here, and the cache backend's fallback answers
+    the rest as misses.
+    ``ahead``: a batch's read-ahead (:class:`users.readahead.UsersAhead`), which read
+    them for every user at once: the first read of each user is served from there.
     """
-    scope = batchscope.current()
-    if scope is not None and (user_id, project_id) in scope.state_users:
-        scope.state_users.discard((user_id, project_id))
+    if ahead is not None and (user_id, project_id) in ahead.state_users:
+        ahead.state_users.discard((user_id, project_id))
         keys = [*extra_keys, *user_state_keys(user_id=user_id, project_id=project_id)]
-        if all(key in scope.state_read for key in keys):
-            return {key: scope.state_values[key] for key in keys if key in scope.state_values}
+        if all(key in ahead.state_read for key in keys):
+            return {key: ahead.state_values[key] for key in keys if key in ahead.state_values}
     return user_states_read(users=[(user_id, project_id)], extra_keys=extra_keys)
 
 
@@ -223,19 +221,16 @@ def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> 
     return {key: backend.decode(v) for key, v in zip(keys, values, strict=True) if v is not None}
 
 
-def user_states_prefetch(*, users: list[tuple[int, int]], extra_keys: list[str]) -> None:
-    """Read the state of a batch's users (and ``extra_keys``) ahead, into the batch scope.
+def user_states_prefetch(
+    ahead: UsersAhead, *, users: list[tuple[int, int]], extra_keys: list[str]
+) -> None:
+    """Read the state of a batch's users (and ``extra_keys``) ahead, into ``ahead``.
 
-    A cache error is left for the per-user reads to meet (and fall back from).
+    An unreachable cache reads as misses: the states are then loaded from the database.
     """
-    scope = batchscope.current()
-    if scope is None or not users:
+    if not users:
         return
-    try:
-        values = user_states_read(users=users, extra_keys=extra_keys)
-    except Exception:
-        logger.warning("cache read for a batch failed; reading user by user", exc_info=True)
-        return
+    values = user_states_read(users=users, extra_keys=extra_keys)
     stale = [
         (user_id, project_id)
         for user_id, project_id in users
@@ -258,58 +253,45 @@ def user_states_prefetch(*, users: list[tuple[int, int]], extra_keys: list[str])
                 "generation": generation,
                 "data": profile,
             }
-            scope.state_loaded.add((user_id, project_id))
+            ahead.state_loaded.add((user_id, project_id))
         try:
             _states_store(entries)
         except CACHE_ERRORS as exc:
             cache_error_log(exc, "cache unreachable; batch user state not cached (%s)", exc)
-    scope.state_values.update(values)
-    scope.state_read.update(extra_keys)
+    ahead.state_values.update(values)
+    ahead.state_read.update(extra_keys)
     for user_id, project_id in users:
-        scope.state_read.update(user_state_keys(user_id=user_id, project_id=project_id))
-    scope.state_users.update(users)
+        ahead.state_read.update(user_state_keys(user_id=user_id, project_id=project_id))
+    ahead.state_users.update(users)
 
 
-@contextmanager
-def user_state_prefetched(*, user_id: int, project_id: int, values: dict) -> Iterator[None]:
-    """Serve the next :func:`user_state_get` of this user from ``values``.
-
-    ``values`` is what one ``cache.get_many`` of :func:`user_state_keys` (plus other
-    keys of the caller) returned, so a caller that needs several keys pays one round
-    trip. Only the first read is served; the generation check applies as usual.
-    """
-    _prefetched.entry = (user_id, project_id, values)
-    try:
-        yield
-    finally:
-        _prefetched.entry = None
-
-
-def user_state_get(*, user_id: int, project_id: int) -> UserState:
+def user_state_get(
+    *,
+    user_id: int,
+    project_id: int,
+    cached: dict | None = None,
+    ahead: UsersAhead | None = None,
+) -> UserState:
     """A user's profile and variables (custom + ``balance``, ``level``, ``referrals``).
 
     Warm cache: one Redis round trip, no database query. Miss (or a copy from an older
     generation): two queries, then both keys are written in one pipelined round trip.
     If the cache server is down the database answers. Raises BotUser.DoesNotExist.
+
+    ``cached``: what the caller's one ``cache.get_many`` of :func:`user_state_keys`
+    (plus keys of its own, :func:`user_state_read`) returned, so it pays one round
+    trip; the generation check applies as usual. ``ahead``: the batch that read it.
     """
-    variables_key, profile_key, generation_key = user_state_keys(
-        user_id=user_id, project_id=project_id
-    )
-    prefetched = getattr(_prefetched, "entry", None)
-    if prefetched is not None and prefetched[:2] == (user_id, project_id):
-        _prefetched.entry = None  # only the first read: later ones see later writes
-        cached = prefetched[2]
-    else:
+    if cached is None:
         # An unreachable Redis reads as a miss (cache_backend): the database answers.
-        cached = cache.get_many([variables_key, profile_key, generation_key])
+        cached = cache.get_many(user_state_keys(user_id=user_id, project_id=project_id))
 
     state = _cached_state(cached, user_id=user_id, project_id=project_id)
-    scope = batchscope.current()
     if state is not None:
         # Loaded from the database for the whole batch (a miss), or a plain hit.
-        loaded = scope is not None and (user_id, project_id) in scope.state_loaded
+        loaded = ahead is not None and (user_id, project_id) in ahead.state_loaded
         if loaded:
-            scope.state_loaded.discard((user_id, project_id))
+            ahead.state_loaded.discard((user_id, project_id))
         metrics.cache_lookup("user_state", hit=not loaded)
         return UserState(profile=state[0], variables=state[1])
     metrics.cache_lookup("user_state", hit=False)

@@ -9,8 +9,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from botplatform.models import Project
+from users.ledger import bonus_expire, bonus_expiry_cutoff
 from users.models import BonusTransaction, BotUser
-from users.services import bonus_expire, bonus_expiry_cutoff
 
 logger = logging.getLogger(__name__)
 

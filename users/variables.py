@@ -13,9 +13,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from users.invalidation import user_state_changed
 from users.models import BotUser, UserVariable
 from users.selectors import COMPUTED_VARIABLES
-from users.services import VARIABLE_KEY_MAX_LENGTH, user_state_changed
+
+VARIABLE_KEY_MAX_LENGTH = 64
 
 
 def _variable_key_checked(key: object) -> str:

@@ -25,20 +25,17 @@ from contextlib import contextmanager
 
 from django.db import connection
 
-from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import Action
-from botplatform.locks import sessions_lock_sql, sessions_locked
+from botplatform.locks import sessions_lock_sql
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
+from users.botusers import bot_user_upsert, last_seen_writes
+from users.invalidation import user_state_changed
 from users.models import BotUser
+from users.referrals import referral_apply
 from users.selectors import user_states_prefetch
-from users.services import (
-    bot_user_upsert,
-    last_seen_writes,
-    referral_apply,
-    user_state_changed,
-)
+from workflows.engine.batch import Batch
 from workflows.engine.deferred import deferred_writes
 from workflows.engine.waiting import waiting_prefetch
 from workflows.services import event_process, session_key_for_chat
@@ -51,30 +48,33 @@ class EngineBatch:
 
     The transport calls, in order: :meth:`lock_sql` (to join into its claim statement)
     and :meth:`locked`, :meth:`read_ahead` once the bot is loaded, :meth:`handle` per
-    update, and :meth:`writes` (to join into its one write statement). A batch opened
-    without ``ahead`` has no scope: the engine then locks, reads and writes for itself.
+    update, and :meth:`writes` (to join into its one write statement). Opened with
+    ``ahead`` it carries the engine's :class:`workflows.engine.batch.Batch` (prepared
+    by :meth:`locked` and :meth:`read_ahead`, finished by :meth:`writes`) and passes it
+    explicitly to every update's handling. Without (``batch`` is None) the engine
+    locks, reads and writes for itself.
     """
 
-    def __init__(self, owner: EngineHandler, scope: batchscope.BatchScope | None, keys: list[str]):
+    def __init__(self, owner: EngineHandler, batch: Batch | None, keys: list[str]):
         self.owner = owner
-        self.scope = scope
+        self.batch = batch
         self.session_keys = keys
 
     def lock_sql(self) -> tuple[str, list] | None:
         """A SELECT taking every conversation lock of the batch (until commit), or None."""
-        if self.scope is None or not self.session_keys:
+        if self.batch is None or not self.session_keys:
             return None
         return sessions_lock_sql(self.session_keys)
 
     def locked(self) -> None:
         """The transport ran :meth:`lock_sql`: the transaction holds those locks."""
-        if self.scope is not None:
-            sessions_locked(self.session_keys)
+        if self.batch is not None:
+            self.batch.locked_sessions.update(self.session_keys)
 
     def read_ahead(self, *, bot: Bot, updates: Sequence[ParsedUpdate]) -> None:
         """Read the batch's users, their cached state and the waiting executions ahead:
         one statement, one Redis round trip, one statement."""
-        if self.scope is None or not updates:
+        if self.batch is None or not updates:
             return
         project_id = bot.project_id
         sessions = [_session_key(bot.pk, parsed) for parsed in updates]
@@ -83,23 +83,25 @@ class EngineBatch:
             " WHERE project_id = %s AND telegram_id = ANY(%s)",
             [project_id, sorted({parsed.telegram_id for parsed in updates})],
         )
+        ahead = self.batch.users
         for user in users:
-            self.scope.users[(project_id, user.telegram_id)] = user
+            ahead.users[(project_id, user.telegram_id)] = user
         user_states_prefetch(
-            users=[(user.pk, project_id) for user in self.scope.users.values()],
+            ahead,
+            users=[(user.pk, project_id) for user in ahead.users.values()],
             extra_keys=[workflow_waiting_key(key) for key in sessions],
         )
-        waiting_prefetch(sessions)
+        waiting_prefetch(self.batch, sessions)
 
     def handle(self, *, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
         """The actions for one update of this batch."""
-        return list(self.owner.handle(bot=bot, parsed=parsed))
+        return list(self.owner.handle(bot=bot, parsed=parsed, batch=self.batch))
 
     def writes(self) -> list[tuple[str, list]]:
         """The put-off writes as (sql, params), for the transport's one write statement."""
-        if self.scope is None:
+        if self.batch is None:
             return []
-        return [*deferred_writes(), *last_seen_writes()]
+        return [*deferred_writes(self.batch), *last_seen_writes(self.batch.users)]
 
 
 class EngineHandler:
@@ -111,10 +113,10 @@ class EngineHandler:
     ) -> Iterator[EngineBatch]:
         """A batch for the updates of ``chats`` ((chat_id, chat_type, sender_id) each).
 
-        ``ahead`` (the polling fast path): open a read-ahead scope for the duration (the
-        engine and the ledger find it through :mod:`botplatform.batchscope`). Without
-        it (a batch of one: ``update_run``, the webhook) the engine locks, reads and
-        writes for itself, as it does for timers and the simulator.
+        ``ahead`` (the polling fast path): the batch carries an engine
+        :class:`~workflows.engine.batch.Batch`, passed explicitly down to the engine and
+        the ledger. Without it (a batch of one: ``update_run``, the webhook) the engine
+        locks, reads and writes for itself, as it does for timers and the simulator.
         """
         keys = [
             session_key_for_chat(
@@ -122,14 +124,11 @@ class EngineHandler:
             )
             for chat_id, chat_type, sender in chats
         ]
-        if not ahead:
-            yield EngineBatch(self, None, keys)
-            return
-        with batchscope.batch_scope(batchscope.BatchScope()) as scope:
-            yield EngineBatch(self, scope, keys)
+        yield EngineBatch(self, Batch() if ahead else None, keys)
 
-    def handle(self, *, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
-        """Upsert the user, apply a referral, run the engine; the actions to send."""
+    def handle(self, *, bot: Bot, parsed: ParsedUpdate, batch: Batch | None = None) -> list[Action]:
+        """Upsert the user, apply a referral, run the engine; the actions to send.
+        ``batch``: the engine batch the update belongs to (its read-ahead), or None."""
         user, _created = bot_user_upsert(
             project_id=bot.project_id,
             telegram_id=parsed.telegram_id,
@@ -140,6 +139,7 @@ class EngineHandler:
             first_name=parsed.first_name,
             last_name=parsed.last_name,
             language_code=parsed.language_code,
+            ahead=batch.users if batch is not None else None,
         )
         if user.is_blocked:  # they write to us again, so they unblocked the bot
             BotUser.objects.filter(pk=user.pk).update(is_blocked=False)
@@ -153,7 +153,10 @@ class EngineHandler:
         ):
             referral_apply(user=user, code=event.payload)
         session_key = _session_key(bot.pk, parsed)
-        return list(event_process(user=user, event=event, bot=bot, session_key=session_key).actions)
+        result = event_process(
+            user=user, event=event, bot=bot, session_key=session_key, batch=batch
+        )
+        return list(result.actions)
 
     def chat_blocked(self, *, bot: Bot, chat_id: int) -> None:
         """Telegram answered 403 for this chat: mark its users blocked (sends skip them)."""

@@ -1,27 +1,28 @@
 """Workflow services: process an event, continue executions after timers, start a
-workflow for a user, operators' actions on executions.
+workflow for a user, operators' actions on executions; each through the one
+:func:`conversation_session`.
 
-Drafts, publishing, restoring and workflow files live in ``workflows.publishing``
-(re-exported here for existing callers).
+Drafts, publishing, restoring and workflow files live in ``workflows.publishing``.
 """
 
 from __future__ import annotations
 
-import logging
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
-from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import AnswerCallback, InputEvent
 from botplatform.locks import session_lock
 from botplatform.queueing import task_named
-from users.selectors import user_state_prefetched, user_state_read
+from users.selectors import user_state_read
 from workflows.delivery import actions_deliver
+from workflows.engine.batch import Batch, session_lock_once
 from workflows.engine.events import EngineResult
 from workflows.engine.execution import (
     RunState,
@@ -36,26 +37,14 @@ from workflows.engine.execution import (
     step_run,
 )
 from workflows.engine.triggers import trigger_candidates, trigger_match
-from workflows.engine.validation import WorkflowValidationError
 from workflows.engine.version_cache import definition_for_version
 from workflows.engine.waiting import waiting_get
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
-from workflows.publishing import (  # noqa: F401 - re-exported for existing callers
-    DraftConflict,
-    workflow_draft_save,
-    workflow_export,
-    workflow_import,
-    workflow_preview_version,
-    workflow_publish,
-    workflow_restore_version,
-    workflow_validate_for,
-)
 
 if TYPE_CHECKING:
     from botplatform.models import Bot
     from users.models import BotUser
 
-logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status
 
 # Delays up to this long also get an ETA task; longer ones rely on the sweep only (a
@@ -82,9 +71,6 @@ def _finish(state: RunState) -> None:
             )
         )
     state.pending = []
-
-
-__all__ = ["WorkflowValidationError", "event_process", "workflow_publish"]
 
 
 GROUP_CHAT_TYPES = frozenset({"group", "supergroup"})
@@ -122,6 +108,100 @@ def session_chat_id(session_key: str) -> int | None:
         return None
 
 
+# --- One conversation, locked: every entry point below goes through this ---------
+
+
+@dataclass
+class Conversation:
+    """What the body of a :func:`conversation_session` works on."""
+
+    batch: Batch | None = None
+    # The run state; a background entry point creates it with :meth:`background`.
+    state: RunState | None = None
+    # By session key: the execution waiting for the session's next input (row-locked).
+    waiting: WorkflowExecution | None = None
+    # By execution id: that execution, row-locked (None when it does not exist).
+    execution: WorkflowExecution | None = None
+
+    def background(self, event: InputEvent) -> RunState:
+        """The run state of a background event (timer, result, timeout, operator) on
+        :attr:`execution`, with the session's waiting execution as the database says."""
+        self.state = _background_state(self.execution, event)
+        return self.state
+
+
+@contextmanager
+def conversation_session(
+    *,
+    session_key: str | None = None,
+    execution_id: int | None = None,
+    user: BotUser | None = None,
+    bot: Bot | None = None,
+    event: InputEvent | None = None,
+    chat: int | None = None,
+    read_state: bool = False,
+    batch: Batch | None = None,
+    deliver: bool = False,
+) -> Iterator[Conversation]:
+    """The one sequence of every entry point: lock → state → waiting → (the body runs
+    the engine) → level-ups → flush → deliver.
+
+    One transaction holding the session's advisory lock (unless ``batch`` holds it
+    already). By ``session_key`` (an event, an operator's start): the run state of
+    ``user``/``bot``/``event`` and the session's waiting execution are ready for the
+    body; ``read_state`` reads the waiting id and the user's state in one cache round
+    trip. By ``execution_id`` (timers, results, timeouts, operators' actions): the
+    execution is row-locked after its session's lock and the body calls
+    :meth:`Conversation.background` once it decides to act. When the body ends
+    normally (also by ``return``), ``level_up`` workflows start, logs are written and
+    background work is queued after commit (:func:`_finish`); with ``deliver`` the
+    actions go out through ``workflows.delivery`` after commit. In a batch an error
+    rolls the whole batch back (it is then handled update by update), so no savepoint
+    is needed: two statements saved per update.
+    """
+    conversation = Conversation(batch=batch)
+    with transaction.atomic(savepoint=batch is None):
+        if execution_id is not None:
+            conversation.execution = _locked_execution(execution_id)
+        else:
+            session_lock_once(batch, session_key)
+            conversation.state = RunState(
+                user=user, bot=bot, session_key=session_key, event=event, chat=chat, batch=batch
+            )
+            conversation.waiting = _waiting_read(conversation.state, read_state=read_state)
+        yield conversation
+        state = conversation.state
+        if state is not None:
+            _level_ups(state)
+            _finish(state)
+    if deliver and state is not None and state.actions:
+        bot_id = state.bot.pk if state.bot is not None else None
+        actions_deliver(bot_id=bot_id, chat_id=state.chat_id, actions=state.actions)
+
+
+def _waiting_read(state: RunState, *, read_state: bool) -> WorkflowExecution | None:
+    """The session's waiting execution (row-locked); with ``read_state`` in the same
+    cache round trip as the user's state, which primes the run state's user data."""
+    session_key, batch = state.session_key, state.batch
+    if not read_state:
+        waiting = waiting_get(session_key, batch=batch)
+        state.waiting_id = waiting.pk if waiting else None
+        return waiting
+    user = state.user
+    ahead = batch.users if batch is not None else None
+    waiting_key = workflow_waiting_key(session_key)
+    # Never raises: an unreachable Redis reads as a miss (botplatform/cache_backend.py).
+    fetched = user_state_read(
+        user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key], ahead=ahead
+    )
+    waiting = waiting_get(session_key, cached=fetched.get(waiting_key), batch=batch)
+    if waiting is not None and fetched.get(waiting_key) == waiting.pk:
+        state.waiting_cached_id = waiting.pk
+    state.data.prime(fetched, ahead)
+    state.waiting_id = waiting.pk if waiting else None
+    return waiting
+
+
 # --- Events -------------------------------------------------------------------
 
 
@@ -131,50 +211,27 @@ def event_process(
     event: InputEvent,
     bot: Bot | None = None,
     session_key: str | None = None,
+    batch: Batch | None = None,
 ) -> EngineResult:
     """Decide what one incoming event does and return the actions to perform.
 
     Serialised per session: the whole decision runs in one transaction holding the
     session's advisory lock, with the waiting execution row-locked, so a double tap
     or two workers never resume the same wait twice. Every callback gets an answer.
+    ``batch``: the batch the event belongs to (``workflows/handler.py``), or None.
     """
     session_key = session_key or session_key_default(bot=bot, user=user)
-    # In a batch an error rolls the whole batch back (it is then handled update by
-    # update), so no savepoint is needed: two statements saved per update.
-    with transaction.atomic(savepoint=batchscope.current() is None):
-        session_lock(session_key)
-        state = RunState(
-            user=user,
-            bot=bot,
-            session_key=session_key,
-            event=event,
-            chat=session_chat_id(session_key),
-        )
-        # One round trip for the wait and the user's state (read later, lazily).
-        waiting_key = workflow_waiting_key(session_key)
-        try:
-            fetched = user_state_read(
-                user_id=user.pk, project_id=user.project_id, extra_keys=[waiting_key]
-            )
-        except Exception:
-            logger.warning("cache read for session %s failed", session_key, exc_info=True)
-            fetched = None
-        if fetched is None:
-            waiting = waiting_get(session_key)
-            prefetched = nullcontext()
-        else:
-            waiting = waiting_get(session_key, cached=fetched.get(waiting_key))
-            if waiting is not None and fetched.get(waiting_key) == waiting.pk:
-                state.waiting_cached_id = waiting.pk
-            prefetched = user_state_prefetched(
-                user_id=user.pk, project_id=user.project_id, values=fetched
-            )
-        state.waiting_id = waiting.pk if waiting else None
-        with prefetched:
-            handled = _dispatch(state, waiting)
-            _level_ups(state)
-        _finish(state)
-    actions = state.actions
+    with conversation_session(
+        session_key=session_key,
+        user=user,
+        bot=bot,
+        event=event,
+        chat=session_chat_id(session_key),
+        read_state=True,
+        batch=batch,
+    ) as conversation:
+        handled = _dispatch(conversation.state, conversation.waiting)
+    actions = conversation.state.actions
     if event.kind == "callback" and not any(isinstance(a, AnswerCallback) for a in actions):
         actions.insert(0, AnswerCallback(callback_query_id=event.callback_query_id))
     return EngineResult(actions=actions, handled=handled)
@@ -261,12 +318,6 @@ def _level_ups(state: RunState) -> None:
 # --- Timers, background results, timeouts ----------------------------------------------
 
 
-def _deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
-    if not actions:
-        return
-    actions_deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
-
-
 def _locked_execution(execution_id: int) -> WorkflowExecution | None:
     """Take the session lock, then the row (the same order as :func:`event_process`)."""
     session_key = (
@@ -313,8 +364,8 @@ def execution_timer_fire(
     under the session lock and the row lock, so a retried task continues nothing
     twice. Actions go out through ``workflows.delivery`` after commit.
     """
-    with transaction.atomic():
-        execution = _locked_execution(execution_id)
+    with conversation_session(execution_id=execution_id, deliver=True) as conversation:
+        execution = conversation.execution
         if execution is None or execution.status != Status.RUNNING:
             return False
         pending = execution.context.get("pending") or {}
@@ -324,14 +375,10 @@ def execution_timer_fire(
         if not force and pending.get("kind") == "delay" and execution.wait_until > now:
             return False
         event = InputEvent(kind="timer", event_id=f"timer:{execution_id}:{seq}")
-        state = _background_state(execution, event)
+        state = conversation.background(event)
         if execution_superseded(state, execution):
             return False
         execution_continue(state, execution, data)
-        _level_ups(state)
-        _finish(state)
-        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
-    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
 
 
@@ -340,8 +387,8 @@ def execution_expire(*, execution_id: int) -> bool:
 
     Like a delay, a timeout continues only the session's newest conversation.
     """
-    with transaction.atomic():
-        execution = _locked_execution(execution_id)
+    with conversation_session(execution_id=execution_id, deliver=True) as conversation:
+        execution = conversation.execution
         now = timezone.now()
         if (
             execution is None
@@ -353,14 +400,10 @@ def execution_expire(*, execution_id: int) -> bool:
         event = InputEvent(
             kind="timer", event_id=f"timeout:{execution_id}:{int(execution.wait_until.timestamp())}"
         )
-        state = _background_state(execution, event)
+        state = conversation.background(event)
         if execution_superseded(state, execution):
             return False
         execution_time_out(state, execution)
-        _level_ups(state)
-        _finish(state)
-        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
-    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True
 
 
@@ -389,13 +432,11 @@ def executions_due(*, limit: int = 500) -> tuple[list[int], list[tuple[int, int,
 
 def _superseded_end(execution_id: int) -> bool:
     """End a paused execution the user has moved on from (see execution_superseded)."""
-    with transaction.atomic():
-        execution = _locked_execution(execution_id)
+    with conversation_session(execution_id=execution_id) as conversation:
+        execution = conversation.execution
         if execution is None or execution.status != Status.RUNNING:
             return False
-        return execution_superseded(
-            _background_state(execution, InputEvent(kind="timer")), execution
-        )
+        return execution_superseded(conversation.background(InputEvent(kind="timer")), execution)
 
 
 def http_pending_claim(*, execution_id: int, seq: int, budget_seconds: float) -> dict | None:
@@ -454,28 +495,24 @@ def workflow_start_for_user(
     if workflow is None or workflow["published_version_id"] is None:
         raise ValueError("the workflow is not published")
     event = InputEvent(kind="command", command="", event_id=event_id)
-    with transaction.atomic():
-        session_lock(session_key)
-        state = RunState(user=user, bot=bot, session_key=session_key, event=event)
-        waiting = waiting_get(session_key)
-        state.waiting_id = waiting.pk if waiting else None
+    with conversation_session(
+        session_key=session_key, user=user, bot=bot, event=event
+    ) as conversation:
+        state, waiting = conversation.state, conversation.waiting
         if waiting is not None:
             execution_cancel(state, waiting, f"interrupted: '{workflow['slug']}' was started")
         execution_start(state, workflow_id=workflow_id, version_id=workflow["published_version_id"])
-        _level_ups(state)
-        _finish(state)
     return state.actions
 
 
 def execution_cancel_by_operator(*, execution_id: int, reason: str = "") -> bool:
     """Cancel a waiting (or paused) execution; its buttons become stale. Idempotent."""
-    with transaction.atomic():
-        execution = _locked_execution(execution_id)
+    with conversation_session(execution_id=execution_id) as conversation:
+        execution = conversation.execution
         if execution is None or execution.status not in {Status.WAITING, Status.RUNNING}:
             return False
-        state = _background_state(execution, InputEvent(kind="timer"))
+        state = conversation.background(InputEvent(kind="timer"))
         execution_cancel(state, execution, reason or "cancelled by an operator")
-        _finish(state)
     return True
 
 
@@ -485,14 +522,14 @@ def execution_retry(*, execution_id: int) -> bool:
     The step's operations get a fresh event id, so a bonus step that failed before
     applying anything is applied now, once. Returns False unless it was failed.
     """
-    with transaction.atomic():
-        execution = _locked_execution(execution_id)
+    with conversation_session(execution_id=execution_id, deliver=True) as conversation:
+        execution = conversation.execution
         if execution is None or execution.status != Status.FAILED:
             return False
         retries = int(execution.context.get("retries", 0)) + 1
         execution.context["retries"] = retries
         event = InputEvent(kind="timer", event_id=f"retry:{execution_id}:{retries}")
-        state = _background_state(execution, event)
+        state = conversation.background(event)
         execution.status = Status.RUNNING
         execution.error = ""
         execution.finished_at = None
@@ -505,8 +542,4 @@ def execution_retry(*, execution_id: int) -> bool:
             step_run,
             log_input={"event": "retry", "attempt": retries},
         )
-        _level_ups(state)
-        _finish(state)
-        bot_id, chat_id, actions = execution.bot_id, state.chat_id, state.actions
-    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
     return True

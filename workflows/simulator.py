@@ -25,18 +25,15 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
+from users.botusers import bot_user_upsert
+from users.invalidation import user_state_changed
 from users.models import BotUser
 from users.selectors import user_state_get
-from users.services import bot_user_upsert, user_state_changed
 from workflows.delivery import Deliver
 from workflows.engine.waiting import waiting_cache_clear
 from workflows.models import SimulatorMessage, Workflow, WorkflowExecution
-from workflows.services import (
-    event_process,
-    session_key_default,
-    workflow_preview_version,
-    workflow_start_for_user,
-)
+from workflows.publishing import workflow_preview_version
+from workflows.services import event_process, session_key_default, workflow_start_for_user
 
 logger = logging.getLogger(__name__)
 Status = WorkflowExecution.Status

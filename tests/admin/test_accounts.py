@@ -9,8 +9,8 @@ from django.urls import reverse
 
 from tests.admin.conftest import operator_create
 from tests.factories import bot_user_create, project_create
+from users.ledger import bonus_adjust
 from users.models import BonusTransaction
-from users.services import bonus_adjust
 
 pytestmark = pytest.mark.django_db
 

@@ -190,7 +190,7 @@ def test_a_round_trip_through_the_form_changes_nothing(operator_client, project)
     import json
     from pathlib import Path
 
-    from workflows.services import workflow_import
+    from workflows.publishing import workflow_import
 
     demo = json.loads(Path("workflows/fixtures/demo.json").read_text())
     files = demo if isinstance(demo, list) else demo.get("workflows", [demo])

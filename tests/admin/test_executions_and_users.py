@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from tests.factories import bot_user_create, execution_create
 from tests.workflows.conftest import command, publish
-from users.services import bonus_earn
+from users.ledger import bonus_earn
 from workflows.models import WorkflowExecution
 
 pytestmark = pytest.mark.django_db

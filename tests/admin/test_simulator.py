@@ -165,7 +165,7 @@ def test_reset_starts_over_with_a_fresh_test_user(operator_client, project, tele
         {"action": "press", "data": menu.buttons[0][0]["data"], "message_id": menu.pk},
     )
     operator_client.post(_url(project), {"action": "send", "text": "Rome"})
-    from users.services import bonus_earn
+    from users.ledger import bonus_earn
 
     bonus_earn(user_id=user.pk, amount=50, idempotency_key="sim-test")
     ledger = list(BonusTransaction.objects.filter(user=user).values_list("pk", "amount"))
@@ -244,7 +244,7 @@ def test_a_real_users_conversation_is_not_disturbed(operator_client, project, te
 
 def test_the_draft_can_be_tried_before_publishing(operator_client, project, telegram):
     from workflows.models import WorkflowVersion
-    from workflows.services import workflow_publish
+    from workflows.publishing import workflow_publish
 
     workflow = publish(project, FLOW)
     workflow.draft = {

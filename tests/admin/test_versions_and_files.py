@@ -12,7 +12,7 @@ from tests.factories import bot_user_create, execution_create
 from tests.workflows.conftest import publish
 from workflows.diagram import diagram_svg
 from workflows.models import Workflow, WorkflowVersion
-from workflows.services import workflow_publish
+from workflows.publishing import workflow_publish
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 
-from botplatform import batchscope, locks
+from botplatform import locks
+from workflows.engine.batch import Batch, session_lock_once
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ["botplatform", "workflows", "users"]
@@ -73,14 +74,19 @@ def test_a_session_lock_waits_for_its_holder_and_only_for_it():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_does_not_take_a_session_lock_twice(django_assert_num_queries):
-    with transaction.atomic(), batchscope.batch_scope(batchscope.BatchScope()):
+    batch = Batch()
+    with transaction.atomic():
         sql, params = locks.sessions_lock_sql(["s1", "s2", "s1"])
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             assert cursor.fetchone()[0] == 2  # sorted, distinct
-        locks.sessions_locked(["s1", "s2"])
+        batch.locked_sessions.update(["s1", "s2"])
         with django_assert_num_queries(0):
-            locks.session_lock("s1")
+            session_lock_once(batch, "s1")
+        with django_assert_num_queries(1):
+            session_lock_once(batch, "s3")  # not the batch's: taken now
+        with django_assert_num_queries(1):
+            session_lock_once(None, "s1")  # no batch: always taken
 
 
 @pytest.mark.django_db(transaction=True)

@@ -99,7 +99,7 @@ def test_rate_limited_updates_are_counted(client, token, demo_bot, double):
 
 def test_a_spend_that_finds_the_user_locked_counts_as_lock_contention(bot_user):
     from botplatform.locks import redis_lock
-    from users.services import bonus_spend
+    from users.ledger import bonus_spend
 
     sample = 'bp_lock_contention_total{lock="user_spend"}'
     before = metrics.totals().get(sample, 0)

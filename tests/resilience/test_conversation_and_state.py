@@ -27,9 +27,9 @@ from tests.factories import bot_user_create, project_create
 from tests.resilience.conftest import BREAKER_SECONDS
 from tests.resilience.test_cache_fallback import back_on_redis, wait_until
 from tests.workflows.conftest import command, publish, text, texts
+from users.ledger import bonus_earn, bonus_spend
 from users.models import BonusTransaction, BotUser
 from users.selectors import user_state_get
-from users.services import bonus_earn, bonus_spend
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,9 +12,9 @@ from django.db.models import Sum
 from botplatform.cache_backend import cache_status
 from tests.factories import bot_user_create, project_create
 from tests.resilience.test_cache_fallback import back_on_redis, wait_until
+from users.ledger import bonus_earn, bonus_spend
 from users.models import BonusTransaction, BotUser
 from users.selectors import user_state_get
-from users.services import bonus_earn, bonus_spend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -33,7 +33,7 @@ def main() -> None:
     from django.db import connection
 
     from botplatform import locks
-    from users.services import bonus_spend
+    from users.ledger import bonus_spend
 
     if args.no_locks:
         import contextlib

@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from botplatform.models import Membership
 from tests.factories import bot_user_create, project_create
+from users.ledger import bonus_earn
 from users.models import BonusTransaction, BotUser, UserVariable
 from users.selectors import user_state_get
-from users.services import bonus_earn
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

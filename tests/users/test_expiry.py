@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db.models import Sum
 
 from tests.factories import bot_user_create, project_create
+from users.ledger import bonus_earn, bonus_expire, bonus_expiry_cutoff, bonus_spend
 from users.models import BonusTransaction
-from users.services import bonus_earn, bonus_expire, bonus_expiry_cutoff, bonus_spend
 from users.tasks import bonuses_expire
 
 

@@ -12,9 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from botplatform import locks
 from botplatform.locks import redis_lock
 from tests.factories import bot_user_create, project_create
-from users.models import BonusTransaction, BotUser
-from users.selectors import bonus_history_get
-from users.services import (
+from users.ledger import (
     MAX_AMOUNT,
     BonusCapExceeded,
     BonusResult,
@@ -24,6 +22,8 @@ from users.services import (
     bonus_spend,
     bonus_spend_for_purchase,
 )
+from users.models import BonusTransaction, BotUser
+from users.selectors import bonus_history_get
 
 
 def ledger_sum(user_id: int) -> int:

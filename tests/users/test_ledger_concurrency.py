@@ -24,8 +24,8 @@ from django.db.models import Sum
 from botplatform import locks
 from tests.factories import bot_user_create, project_create
 from tests.users.helpers import run_in_threads
+from users.ledger import bonus_earn, bonus_spend
 from users.models import BonusTransaction, BotUser
-from users.services import bonus_earn, bonus_spend
 
 ROOT = Path(__file__).resolve().parents[2]
 

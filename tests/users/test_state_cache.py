@@ -15,7 +15,7 @@ from django_redis import get_redis_connection
 from botplatform.cache import user_profile_key, user_state_generation_key, user_variables_key
 from tests.factories import bot_user_create
 from tests.users.helpers import redis_round_trips
-from users import services, variables
+from users import botusers, invalidation, ledger, referrals, variables
 from users.models import BonusTransaction, BotUser
 from users.selectors import _state_load, _states_store, user_state_get
 
@@ -69,7 +69,7 @@ def test_warm_read_is_one_redis_round_trip_and_no_database_query(bot_user, monke
 
 
 def test_warm_read_after_an_invalidation_still_one_round_trip(bot_user, commit, monkeypatch):
-    commit(services.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
+    commit(ledger.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
     state(bot_user)  # reload under the new generation
     with CaptureQueriesContext(connection) as queries, redis_round_trips(monkeypatch) as trips:
         assert state(bot_user).variables["balance"] == 5
@@ -79,7 +79,7 @@ def test_warm_read_after_an_invalidation_still_one_round_trip(bot_user, commit, 
 def test_invalidation_is_one_round_trip(bot_user, commit, monkeypatch):
     state(bot_user)
     with redis_round_trips(monkeypatch) as trips:
-        commit(services.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
+        commit(ledger.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
     assert trips.count == 1
     assert cache.get(user_variables_key(bot_user.pk, bot_user.project_id)) is None
     assert cache.get(user_profile_key(bot_user.pk, bot_user.project_id)) is None
@@ -89,28 +89,28 @@ def test_invalidation_is_one_round_trip(bot_user, commit, monkeypatch):
 
 
 def _seed(user: BotUser, commit) -> None:
-    commit(services.bonus_earn, user_id=user.pk, amount=100, idempotency_key="seed")
+    commit(ledger.bonus_earn, user_id=user.pk, amount=100, idempotency_key="seed")
     user.variables.create(key="city", value="Riga")
     user.variables.create(key="visits", value=1)
     # Rows created directly above bypass the services: drop the cached state once.
-    commit(services.user_state_changed, user_id=user.pk, project_id=user.project_id)
+    commit(invalidation.user_state_changed, user_id=user.pk, project_id=user.project_id)
 
 
 WRITES = {
     "earn": (
-        lambda u: services.bonus_earn(user_id=u.pk, amount=5, idempotency_key="w"),
+        lambda u: ledger.bonus_earn(user_id=u.pk, amount=5, idempotency_key="w"),
         lambda s: s.variables["balance"] == 105,
     ),
     "spend": (
-        lambda u: services.bonus_spend(user_id=u.pk, amount=40, idempotency_key="w"),
+        lambda u: ledger.bonus_spend(user_id=u.pk, amount=40, idempotency_key="w"),
         lambda s: s.variables["balance"] == 60,
     ),
     "adjust": (
-        lambda u: services.bonus_adjust(user_id=u.pk, amount=-1, reason="r", created_by=None),
+        lambda u: ledger.bonus_adjust(user_id=u.pk, amount=-1, reason="r", created_by=None),
         lambda s: s.variables["balance"] == 99,
     ),
     "spend_for_purchase": (
-        lambda u: services.bonus_spend_for_purchase(
+        lambda u: ledger.bonus_spend_for_purchase(
             user_id=u.pk, amount=10, purchase_amount=100, idempotency_key="w"
         ),
         lambda s: s.variables["balance"] == 90,
@@ -132,7 +132,7 @@ WRITES = {
         lambda s: s.variables["visits"] == 3,
     ),
     "profile_upsert": (
-        lambda u: services.bot_user_upsert(
+        lambda u: botusers.bot_user_upsert(
             project_id=u.project_id,
             telegram_id=u.telegram_id,
             chat_id=u.chat_id,
@@ -141,7 +141,7 @@ WRITES = {
         lambda s: s.profile["first_name"] == "Renamed",
     ),
     "level_up": (
-        lambda u: services.bonus_earn(user_id=u.pk, amount=1000, idempotency_key="w"),
+        lambda u: ledger.bonus_earn(user_id=u.pk, amount=1000, idempotency_key="w"),
         lambda s: s.variables["level"] == "Silver" and s.variables["balance"] == 1100,
     ),
 }
@@ -162,12 +162,12 @@ def test_expiry_write_path_is_fresh(project, commit):
     project.bonus_expiry_days = 30
     project.save(update_fields=["bonus_expiry_days"])
     user = bot_user_create(project=project)
-    commit(services.bonus_earn, user_id=user.pk, amount=100, idempotency_key="old")
+    commit(ledger.bonus_earn, user_id=user.pk, amount=100, idempotency_key="old")
     BonusTransaction.objects.filter(user=user).update(
         created_at=timezone.now() - timedelta(days=40)
     )
     assert state(user).variables["balance"] == 100
-    commit(services.bonus_expire, user_id=user.pk)
+    commit(ledger.bonus_expire, user_id=user.pk)
     assert state(user).variables["balance"] == 0
 
 
@@ -175,7 +175,7 @@ def test_referral_write_path_is_fresh_for_the_referrer(project, commit):
     referrer = bot_user_create(project=project)
     invited = bot_user_create(project=project)
     assert state(referrer).variables["referrals"] == 0
-    assert commit(services.referral_apply, user=invited, code=f"ref_{referrer.referral_code}")
+    assert commit(referrals.referral_apply, user=invited, code=f"ref_{referrer.referral_code}")
     after = state(referrer).variables
     assert (after["referrals"], after["balance"]) == (1, project.referral_reward)
 
@@ -185,7 +185,7 @@ def test_reader_that_loaded_before_a_write_cannot_cache_a_stale_balance(bot_user
     key = user_state_generation_key(bot_user.pk, bot_user.project_id)
     generation = cache.get(key)
     profile, variables = _state_load(user_id=bot_user.pk)  # balance 0
-    commit(services.bonus_earn, user_id=bot_user.pk, amount=70, idempotency_key="e")
+    commit(ledger.bonus_earn, user_id=bot_user.pk, amount=70, idempotency_key="e")
     _states_store([(bot_user.pk, bot_user.project_id, generation, profile, variables)])
     assert cache.get(user_variables_key(bot_user.pk, bot_user.project_id)) is not None
     assert state(bot_user).variables["balance"] == 70
@@ -209,7 +209,7 @@ def test_reads_and_writes_keep_working_when_redis_is_down(bot_user, commit, capl
     caplog.set_level(logging.DEBUG, logger="users")
     with override_settings(CACHES=DEAD_REDIS):
         assert state(bot_user).variables["balance"] == 0
-        commit(services.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
+        commit(ledger.bonus_earn, user_id=bot_user.pk, amount=5, idempotency_key="e")
         commit(
             variables.user_variable_set,
             user_id=bot_user.pk,

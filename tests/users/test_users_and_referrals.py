@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from tests.factories import bot_user_create, project_create
 from tests.users.helpers import run_in_threads
+from users.botusers import bot_user_upsert
 from users.models import BonusTransaction, BotUser
+from users.referrals import referral_apply, referral_reward_grant
 from users.selectors import referral_link_build
-from users.services import bot_user_upsert, referral_apply, referral_reward_grant
 
 
 def upsert(project, telegram_id=111, **fields):

@@ -5,7 +5,8 @@ import pytest
 from botplatform.conversation import InputEvent
 from tests.factories import bot_create, bot_user_create
 from workflows.models import Workflow
-from workflows.services import event_process, workflow_publish
+from workflows.publishing import workflow_publish
+from workflows.services import event_process
 
 DELIVERED: list[dict] = []
 

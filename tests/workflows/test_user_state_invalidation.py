@@ -29,7 +29,7 @@ def test_a_reader_that_loaded_before_a_simulator_reset_cannot_cache_the_old_user
 
 
 def test_selectors_only_read_the_cache():
-    """A selector never writes: the invalidation lives with the writers (users.services)."""
+    """A selector never writes: the invalidation lives with the writers (users.invalidation)."""
     assert not hasattr(selectors, "user_state_cache_clear")
     from botplatform import cache as keys
 

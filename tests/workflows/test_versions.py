@@ -9,7 +9,7 @@ from botplatform.cache import workflow_version_key
 from tests.workflows.conftest import command, publish, text, texts
 from workflows.engine.validation import WorkflowValidationError
 from workflows.models import WorkflowExecution, WorkflowVersion
-from workflows.services import workflow_publish, workflow_restore_version
+from workflows.publishing import workflow_publish, workflow_restore_version
 
 
 def ask(reply: str) -> dict:

@@ -1,7 +1,7 @@
 """Writes a batch puts off to its end, as bulk SQL: executions' waiting state, step logs.
 
-In a batch (:mod:`botplatform.batchscope`) a conversation that goes on waiting is not
-written at once; :func:`deferred_writes` hands its new state and the step logs to the
+In a batch (:class:`workflows.engine.batch.Batch`, passed explicitly) a conversation
+that goes on waiting is not written at once; :func:`deferred_writes` hands its new state and the step logs to the
 batch as (sql, params), joined into the batch's one write statement. Outside a batch
 everything here writes at once.
 """
@@ -13,8 +13,8 @@ import json
 from django.db import connection
 from django.utils import timezone
 
-from botplatform import batchscope
 from botplatform.bulk import values_update_sql
+from workflows.engine.batch import Batch
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
 Status = WorkflowExecution.Status
@@ -90,62 +90,58 @@ def step_logs_insert_sql(logs: list[ExecutionStepLog]) -> tuple[str, list]:
     return sql, params
 
 
-def deferred_writes() -> list[tuple[str, list]]:
-    """The current batch's put-off writes as (sql, params), and forget them.
+def deferred_writes(batch: Batch | None) -> list[tuple[str, list]]:
+    """The batch's put-off writes as (sql, params), and forget them.
 
     The caller runs them (the batch joins them into its one write statement). The
     executions are distinct rows and only ever stay waiting, so one UPDATE cannot
     trip the one-waiting-per-session index half-way.
     """
-    scope = batchscope.current()
-    if scope is None:
+    if batch is None:
         return []
     statements = []
-    if scope.executions:
-        statements.append(executions_update_sql(list(scope.executions.values())))
-        scope.executions = {}
-    if scope.step_logs:
-        statements.append(step_logs_insert_sql(scope.step_logs))
-        scope.step_logs = []
+    if batch.executions:
+        statements.append(executions_update_sql(list(batch.executions.values())))
+        batch.executions = {}
+    if batch.step_logs:
+        statements.append(step_logs_insert_sql(batch.step_logs))
+        batch.step_logs = []
     return statements
 
 
-def deferred_flush() -> None:
+def deferred_flush(batch: Batch | None) -> None:
     """Write the batch's put-off changes now (before a query that must see them)."""
-    statements = deferred_writes()
+    statements = deferred_writes(batch)
     if statements:
         with connection.cursor() as cursor:
             for sql, params in statements:
                 cursor.execute(sql, params)
 
 
-def deferred_forget_session(session_key: str) -> None:
+def deferred_forget_session(batch: Batch | None, session_key: str) -> None:
     """A session's conversations were just ended: its put-off waits must not be
     written back over that."""
-    scope = batchscope.current()
-    if scope is not None:
-        for pk, execution in list(scope.executions.items()):
+    if batch is not None:
+        for pk, execution in list(batch.executions.items()):
             if execution.session_key == session_key:
-                del scope.executions[pk]
+                del batch.executions[pk]
 
 
-def execution_save(execution: WorkflowExecution) -> None:
+def execution_save(execution: WorkflowExecution, batch: Batch | None) -> None:
     """Write the execution's state; in a batch, a waiting state waits for the batch's
     write. Leaving the waiting state is written at once, so a new wait in the same
     session can never meet the old one in the one-waiting-per-session index."""
-    scope = batchscope.current()
-    if scope is not None and execution.status == Status.WAITING:
-        scope.executions[execution.pk] = execution
+    if batch is not None and execution.status == Status.WAITING:
+        batch.executions[execution.pk] = execution
         return
-    if scope is not None:
-        scope.executions.pop(execution.pk, None)
+    if batch is not None:
+        batch.executions.pop(execution.pk, None)
     execution.save(update_fields=SAVE_FIELDS)
 
 
-def step_logs_write(logs: list[ExecutionStepLog]) -> None:
+def step_logs_write(logs: list[ExecutionStepLog], batch: Batch | None) -> None:
     """Insert step logs now, or with the batch's writes when in a batch."""
-    scope = batchscope.current()
-    if scope is not None:
-        scope.step_logs.extend(logs)
+    if batch is not None:
+        batch.step_logs.extend(logs)
     else:
         ExecutionStepLog.objects.bulk_create(logs)

@@ -1,22 +1,14 @@
 """What the engine decided for one event (engine-internal).
 
 The vocabulary shared with transports (:class:`InputEvent`, the actions) lives in
-:mod:`botplatform.conversation`; it is re-exported here for the step modules.
+:mod:`botplatform.conversation`; everything imports it from there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from botplatform.conversation import (  # noqa: F401 (re-exported for the steps)
-    Action,
-    AnswerCallback,
-    Button,
-    EditMessage,
-    EventKind,
-    InputEvent,
-    SendMessage,
-)
+from botplatform.conversation import Action
 
 
 @dataclass(slots=True)

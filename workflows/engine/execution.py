@@ -21,13 +21,14 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
 from django.utils import timezone
 
+from botplatform.conversation import InputEvent, SendMessage
+from workflows.engine.batch import Batch
 from workflows.engine.deferred import (
     deferred_flush,
     deferred_forget_session,
     execution_save,
     step_logs_write,
 )
-from workflows.engine.events import InputEvent, SendMessage
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import (
     Goto,
@@ -87,6 +88,8 @@ class RunState:
     # The chat the session's messages go to, when it is not the user's latest chat
     # (a continuation of a group conversation after the user wrote elsewhere).
     chat: int | None = None
+    # The batch this event belongs to (its read-ahead, its put-off writes), or None.
+    batch: Batch | None = None
     data: UserData = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,12 +101,12 @@ class RunState:
 
     def flush(self) -> None:
         if self.logs:
-            step_logs_write(self.logs)
+            step_logs_write(self.logs, self.batch)
             self.logs = []
 
 
 def _persist(state: RunState, execution: WorkflowExecution, *, was_waiting: bool) -> None:
-    execution_save(execution)
+    execution_save(execution, state.batch)
     same_session = execution.session_key == state.session_key
     if execution.status == Status.WAITING:
         if not (same_session and state.waiting_cached_id == execution.pk):
@@ -159,7 +162,7 @@ def session_unfinished_cancel(
     than before; queued continuations then find them cancelled and do nothing.
     ``waiting``: the session's waiting execution as the caller read it (or None).
     """
-    deferred_forget_session(state.session_key)
+    deferred_forget_session(state.batch, state.session_key)
     cancelled = WorkflowExecution.objects.filter(
         session_key=state.session_key, status__in=[Status.WAITING, Status.RUNNING]
     ).update(
@@ -222,7 +225,7 @@ def _clear_other_waiting(state: RunState, execution: WorkflowExecution) -> None:
     """Only one execution waits per session: the newest prompt wins."""
     if state.waiting_id is None or state.waiting_id == execution.pk:
         return
-    deferred_flush()
+    deferred_flush(state.batch)
     WorkflowExecution.objects.filter(pk=state.waiting_id, status=Status.WAITING).update(
         status=Status.CANCELLED,
         error="replaced by a newer conversation in the same chat",

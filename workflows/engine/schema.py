@@ -40,8 +40,9 @@ _TYPE_PHRASES = {
 }
 
 
-def triggers_schema() -> dict[str, Any]:
-    """The schema of one trigger (the file's ``triggers`` is a list of these)."""
+def trigger_kind_schemas() -> dict[str, dict[str, Any]]:
+    """The schema of each kind of trigger, by kind: THE trigger rules. The publish
+    check (:func:`trigger_shape_problems`) and the file's schema both come from here."""
 
     def kind(name: str, properties: dict, required: tuple[str, ...] = ()) -> dict:
         return {
@@ -51,36 +52,56 @@ def triggers_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
-    callback_data = {"type": "string", "maxLength": CALLBACK_DATA_LIMIT}
+    callback_data = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": CALLBACK_DATA_LIMIT,
+        "not": {"pattern": "^w:"},
+        "description": f"callback data of at most {CALLBACK_DATA_LIMIT} bytes, not starting with w:",
+    }
     callback = kind("callback", {"data": callback_data, "prefix": callback_data})
     callback["oneOf"] = [{"required": ["data"]}, {"required": ["prefix"]}]
     return {
-        "oneOf": [
-            kind(
-                "command",
-                {
-                    "command": {"type": "string", "pattern": "^/?[A-Za-z0-9_]{1,32}$"},
-                    "payload": {"type": "string"},
-                    "payload_prefix": {"type": "string"},
-                    "interrupt": {"type": "boolean"},
+        "command": kind(
+            "command",
+            {
+                "command": {
+                    "type": "string",
+                    "pattern": "^/?[A-Za-z0-9_]{1,32}$",
+                    "description": '1-32 letters, digits or _, e.g. "start"',
                 },
-                ("command",),
-            ),
-            kind(
-                "text",
-                {"text": {"type": "string", "minLength": 1}, "ignore_case": {"type": "boolean"}},
-                ("text",),
-            ),
-            kind(
-                "regex",
-                {"pattern": {"type": "string"}, "ignore_case": {"type": "boolean"}},
-                ("pattern",),
-            ),
-            callback,
-            kind("fallback", {}),
-            kind("level_up", {"level": {"type": "string"}}),
-        ]
+                "payload": {"type": "string"},
+                "payload_prefix": {"type": "string"},
+                "interrupt": {"type": "boolean"},
+            },
+            ("command",),
+        ),
+        "text": kind(
+            "text",
+            {
+                "text": {
+                    "type": "string",
+                    "pattern": "\\S",
+                    "description": "the exact message (not blank)",
+                },
+                "ignore_case": {"type": "boolean"},
+            },
+            ("text",),
+        ),
+        "regex": kind(
+            "regex",
+            {"pattern": {"type": "string"}, "ignore_case": {"type": "boolean"}},
+            ("pattern",),
+        ),
+        "callback": callback,
+        "fallback": kind("fallback", {}),
+        "level_up": kind("level_up", {"level": {"type": "string"}}),
     }
+
+
+def triggers_schema() -> dict[str, Any]:
+    """The schema of one trigger (the file's ``triggers`` is a list of these)."""
+    return {"oneOf": list(trigger_kind_schemas().values())}
 
 
 def _button_schema() -> dict[str, Any]:
@@ -325,6 +346,26 @@ def step_shape_problems(step_type: str, step: dict) -> list[tuple[str, str]]:
         problem = _error_problem(_closest(error), STEP_TYPES[step_type].fields)
         if problem not in found:
             found.append(problem)
+        if len(found) >= MAX_PROBLEMS_PER_STEP:
+            break
+    return found
+
+
+@cache
+def _trigger_validator(kind: str) -> Draft202012Validator:
+    return Draft202012Validator(trigger_kind_schemas()[kind])
+
+
+def trigger_shape_problems(kind: str, trigger: dict) -> list[str]:
+    """Every way ``trigger`` (of a known ``kind``) does not match its kind's schema."""
+    found: list[str] = []
+    for error in _trigger_validator(kind).iter_errors(trigger):
+        if not error.absolute_path and error.validator == "oneOf":
+            message = "give 'data' (exact) or 'prefix', not both"
+        else:
+            message = _error_problem(_closest(error), ())[1]
+        if message not in found:
+            found.append(message)
         if len(found) >= MAX_PROBLEMS_PER_STEP:
             break
     return found

@@ -22,13 +22,14 @@ from workflows.engine.templating import Lazy
 if TYPE_CHECKING:
     from botplatform.models import Bot
     from users.models import BotUser
+    from users.readahead import UsersAhead
 
 HISTORY_LIMIT = 5
 
 
-def _state_load(user: BotUser) -> tuple[dict, dict]:
+def _state_load(user: BotUser, cached: dict | None, ahead: UsersAhead | None) -> tuple[dict, dict]:
     """(profile, variables) of the user, through the loyalty area's cached selector."""
-    state = user_state_get(user_id=user.pk, project_id=user.project_id)
+    state = user_state_get(user_id=user.pk, project_id=user.project_id, cached=cached, ahead=ahead)
     return dict(state.profile), dict(state.variables)
 
 
@@ -50,10 +51,18 @@ class UserData:
         self._profile: dict | None = None
         self._variables: dict | None = None
         self._context: dict | None = None
+        self._cached: dict | None = None
+        self._ahead: UsersAhead | None = None
+
+    def prime(self, cached: dict | None, ahead: UsersAhead | None = None) -> None:
+        """Serve the first load from ``cached`` (the caller's one cache round trip,
+        ``users.selectors.user_state_read``) and, in a batch, its read-ahead."""
+        self._cached, self._ahead = cached, ahead
 
     def _load(self) -> None:
         if self._profile is None:
-            self._profile, self._variables = _state_load(self.user)
+            self._profile, self._variables = _state_load(self.user, self._cached, self._ahead)
+            self._cached = None  # only the first read: later ones see later writes
 
     @property
     def variables(self) -> dict:

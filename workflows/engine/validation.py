@@ -16,12 +16,15 @@ from typing import Any
 
 from workflows.engine.definition import definition_shape_problems
 from workflows.engine.patterns import pattern_problem
-from workflows.engine.schema import step_shape_problems
+from workflows.engine.schema import (
+    step_shape_problems,
+    trigger_kind_schemas,
+    trigger_shape_problems,
+)
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker, StepType
 
-TRIGGER_TYPES = ("command", "text", "regex", "callback", "fallback", "level_up")
-COMMAND_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+TRIGGER_TYPES = tuple(trigger_kind_schemas())
 # Deeper than any real workflow (a JSON body nests a few levels); refused before the
 # checks, which would otherwise recurse into it.
 MAX_DEPTH = 64
@@ -148,6 +151,10 @@ def _cycles_without_wait(steps: dict[str, dict], edges: dict) -> list[list[str]]
 
 
 def triggers_problems(triggers: Any) -> list[StepError]:
+    """The triggers' problems: each against its kind's schema
+    (:func:`workflows.engine.schema.trigger_kind_schemas`, the one statement of the
+    rules), then what a schema cannot say: a regular expression that does not compile
+    or could run away, callback data over Telegram's limit in bytes."""
     if triggers is None:
         return []
     if not isinstance(triggers, list):
@@ -159,37 +166,31 @@ def triggers_problems(triggers: Any) -> list[StepError]:
             errors.append(StepError(where, "must be an object with a 'type'"))
             continue
         kind = trigger.get("type")
-        if kind not in TRIGGER_TYPES:
+        if not isinstance(kind, str) or kind not in TRIGGER_TYPES:
             errors.append(StepError(where, f"'type' must be one of: {', '.join(TRIGGER_TYPES)}"))
             continue
-        if kind == "command":
-            command = str(trigger.get("command", "")).lstrip("/")
-            if not COMMAND_RE.match(command):
-                errors.append(
-                    StepError(where, "'command' is 1-32 letters, digits or _, e.g. \"start\"")
-                )
-        elif kind == "text":
-            if not isinstance(trigger.get("text"), str) or not trigger["text"].strip():
-                errors.append(StepError(where, "'text' (the exact message) is missing"))
-        elif kind == "regex":
-            problem = pattern_problem(trigger.get("pattern"))
+        own = []
+        pattern = trigger.get("pattern")
+        if kind == "regex" and isinstance(pattern, str):
+            problem = pattern_problem(pattern)
             if problem:
-                # "'pattern' is not a regular expression: …" as before for syntax errors.
+                # "'pattern' is not a regular expression: …" for syntax errors.
                 problem = problem.replace("this is not a valid", "is not a", 1)
                 glue = " " if problem.startswith("is not a") else ": "
-                errors.append(StepError(where, f"'pattern'{glue}{problem}"))
-        elif kind == "callback":
-            data = trigger.get("data")
-            prefix = trigger.get("prefix")
-            value = data if data is not None else prefix
-            if not isinstance(value, str) or not value:
-                errors.append(StepError(where, "give 'data' (exact) or 'prefix'"))
-            elif len(value.encode()) > CALLBACK_DATA_LIMIT:
-                errors.append(
-                    StepError(where, f"callback data is longer than {CALLBACK_DATA_LIMIT} bytes")
-                )
-            elif value.startswith("w:"):
-                errors.append(StepError(where, "callback data must not start with 'w:'"))
+                own.append(f"'pattern'{glue}{problem}")
+        if kind == "callback":
+            for name in ("data", "prefix"):
+                value = trigger.get(name)
+                if isinstance(value, str) and len(value.encode()) > CALLBACK_DATA_LIMIT:
+                    own.append(
+                        f"'{name}': callback data is longer than {CALLBACK_DATA_LIMIT} bytes"
+                    )
+        named = {match.group() for problem in own if (match := _NAMED.match(problem))}
+        for problem in trigger_shape_problems(kind, trigger):
+            match = _NAMED.match(problem)
+            if not (match and match.group() in named):
+                own.append(problem)
+        errors.extend(StepError(where, problem) for problem in own)
     return errors
 
 

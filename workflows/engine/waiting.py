@@ -12,8 +12,9 @@ from __future__ import annotations
 from django.core.cache import cache
 from django.db import connection
 
-from botplatform import batchscope, metrics
+from botplatform import metrics
 from botplatform.cache import WORKFLOW_WAITING_TTL, workflow_waiting_key
+from workflows.engine.batch import Batch
 from workflows.engine.deferred import deferred_flush
 from workflows.models import WorkflowExecution
 
@@ -32,15 +33,15 @@ def waiting_cache_clear(session_key: str) -> None:
     cache.delete(workflow_waiting_key(session_key))
 
 
-def waiting_prefetch(session_keys: list[str]) -> None:
-    """Row-lock and remember every waiting execution of the batch's sessions (one query).
+def waiting_prefetch(batch: Batch, session_keys: list[str]) -> None:
+    """Row-lock and remember in ``batch`` every waiting execution of its sessions (one
+    query).
 
-    Call under the batch's session locks, inside a :mod:`batchscope`: :func:`waiting_get`
+    Call under the batch's session locks: :func:`waiting_get` given the same batch
     then serves each session once from here instead of querying.
     """
-    scope = batchscope.current()
     keys = set(session_keys)
-    if scope is None or not keys:
+    if not keys:
         return
     found: dict[str, list[WorkflowExecution]] = {}
     table = connection.ops.quote_name(WorkflowExecution._meta.db_table)
@@ -54,19 +55,21 @@ def waiting_prefetch(session_keys: list[str]) -> None:
     for key in keys:
         rows = found.get(key, [])
         if len(rows) <= 1:  # more than one cannot happen (a unique index); let the query decide
-            scope.waiting[key] = rows[0] if rows else None
+            batch.waiting[key] = rows[0] if rows else None
 
 
-def waiting_get(session_key: str, *, cached=_UNREAD) -> WorkflowExecution | None:
+def waiting_get(
+    session_key: str, *, cached=_UNREAD, batch: Batch | None = None
+) -> WorkflowExecution | None:
     """The execution waiting for this session's next input, row-locked (or None).
 
     Call under the session lock. A cached id is checked against the row; the
     cached "nothing waits" is written only here, from the database, under the lock.
     ``cached``: the key's value if the caller already read it (under the lock).
+    ``batch``: the batch this read belongs to (its read-ahead serves it), or None.
     """
-    scope = batchscope.current()
-    if scope is not None:
-        prefetched, execution = scope.waiting_take(session_key)
+    if batch is not None:
+        prefetched, execution = batch.waiting_take(session_key)
         if prefetched:
             # Read for the whole batch under the lock: the database's answer, no query.
             expected = execution.pk if execution else NOTHING_WAITING
@@ -76,7 +79,7 @@ def waiting_get(session_key: str, *, cached=_UNREAD) -> WorkflowExecution | None
             if cached != expected:
                 waiting_cache_set(session_key, expected)
             return execution
-        deferred_flush()  # the rows below must show this batch's earlier changes
+        deferred_flush(batch)  # the rows below must show this batch's earlier changes
     if cached is _UNREAD:
         cached = cache.get(workflow_waiting_key(session_key))
     metrics.cache_lookup("workflow_waiting", hit=cached is not None)

@@ -26,7 +26,7 @@ class TestHandler(EngineHandler):
     def __init__(self, decide):
         self.decide = decide
 
-    def handle(self, *, bot: Bot, parsed: ParsedUpdate) -> list:
+    def handle(self, *, bot: Bot, parsed: ParsedUpdate, batch=None) -> list:
         return self.decide(bot=bot, parsed=parsed)
 
     __call__ = handle

@@ -37,7 +37,7 @@ def shop(operation="spend", amount=100, **extra) -> dict:
 
 
 def fund(user, amount):
-    from users.services import bonus_earn
+    from users.ledger import bonus_earn
 
     bonus_earn(user_id=user.pk, amount=amount, idempotency_key=f"fund-{user.pk}-{amount}")
 
@@ -120,7 +120,7 @@ def test_a_retried_update_is_applied_once(project, user):
             },
         },
     )
-    from users.services import bonus_spend
+    from users.ledger import bonus_spend
     from workflows.engine.steps.bonus import bonus_idempotency_key
 
     event = InputEvent(kind="command", command="start", event_id="bot:1:update:77")

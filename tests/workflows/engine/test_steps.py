@@ -330,7 +330,7 @@ def test_step_log_records_input_output_duration(project, user):
 
 
 def test_max_steps_guard_stops_a_runaway_chain(project, user):
-    from workflows.services import workflow_publish
+    from workflows.publishing import workflow_publish
 
     # A chain of jumps between two workflows (not caught by one graph's validation).
     a = publish(project, {"start": "e", "steps": {"e": {"type": "end"}}}, slug="a", triggers=[])

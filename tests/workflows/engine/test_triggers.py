@@ -220,7 +220,7 @@ def test_conversation_goes_on_when_redis_is_unreachable(project, user, settings)
 def test_triggers_saved_in_a_draft_start_nothing_until_published(
     project, user, django_capture_on_commit_callbacks
 ):
-    from workflows.services import workflow_draft_save, workflow_publish
+    from workflows.publishing import workflow_draft_save, workflow_publish
 
     flow = say(project, "greet", "hello", [{"type": "text", "text": "hi"}])
     assert texts(text(user, "hi")) == ["hello"]  # the trigger table is now cached
@@ -245,7 +245,7 @@ def test_the_trigger_table_follows_publishes_not_saves(
 ):
     from botplatform.cache import workflow_triggers_key
     from workflows.engine.triggers import trigger_candidates
-    from workflows.services import workflow_draft_save, workflow_publish
+    from workflows.publishing import workflow_draft_save, workflow_publish
 
     flow = say(project, "greet", "hello", [{"type": "text", "text": "hi"}])
     table = trigger_candidates(project.pk)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from workflows.engine.events import Button, EditMessage, InputEvent, SendMessage
+from botplatform.conversation import Button, EditMessage, InputEvent, SendMessage
 from workflows.engine.templating import TemplateError, template_check, template_render
 
 if TYPE_CHECKING:

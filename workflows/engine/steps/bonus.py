@@ -7,7 +7,7 @@ Branches: ``on_success`` (or ``next``), ``on_insufficient``, ``on_in_progress``.
 
 from __future__ import annotations
 
-from users import services
+from users import ledger as services
 from workflows.engine.numbers import NumberError, integer_parse
 from workflows.engine.steps.base import (
     DESCRIPTION_FIELD,

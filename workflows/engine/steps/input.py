@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from workflows.engine.events import InputEvent
+from botplatform.conversation import InputEvent
 from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse
 from workflows.engine.patterns import pattern_fullmatch, pattern_problem
 from workflows.engine.steps.base import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from workflows.engine.events import Button, InputEvent
+from botplatform.conversation import Button, InputEvent
 from workflows.engine.steps.base import (
     CALLBACK_DATA_LIMIT,
     DESCRIPTION_FIELD,

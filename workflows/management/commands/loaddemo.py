@@ -12,7 +12,7 @@ from django.db import transaction
 from botplatform.bots import TokenRefused, bot_identity_fetch
 from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
 from workflows.engine.validation import WorkflowValidationError
-from workflows.services import workflow_import
+from workflows.publishing import workflow_import
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "demo.json"
 

@@ -1,7 +1,6 @@
-"""Writes of the loyalty core: the bonus ledger, bot users, referrals (variables:
-:mod:`users.variables`).
+"""The bonus ledger: earn, spend, spend for a purchase, adjust, expire.
 
-Ledger rules (see docs/loyalty.md):
+Rules (see docs/loyalty.md):
 
 - Every balance change is one append-only ``BonusTransaction`` written in the same
   transaction as the balance, under the user's row lock (``SELECT ... FOR UPDATE``),
@@ -11,37 +10,26 @@ Ledger rules (see docs/loyalty.md):
   the duplicate runs concurrently: the unique constraint decides, inside a savepoint.
 - Spends also take the Redis lock ``lock:user:{userId}:spend`` to answer a second,
   concurrent press with "in_progress"; correctness does not depend on that lock.
-- Every write drops the user's cached state after commit (``transaction.on_commit``).
+- Every write drops the user's cached state after commit
+  (:func:`users.invalidation.user_state_changed`).
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, Literal
 
-from django.core.cache import cache
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
-from botplatform import batchscope, metrics
-from botplatform.cache import (
-    USER_STATE_GENERATION_TTL,
-    redis_pipeline,
-    user_profile_key,
-    user_state_generation_key,
-    user_variables_key,
-)
+from botplatform import metrics
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
+from users.invalidation import user_state_changed
 from users.models import BonusTransaction, BotUser
-from users.selectors import CACHE_ERRORS, cache_error_log, level_for
-
-logger = logging.getLogger(__name__)
+from users.selectors import level_for
 
 Kind = BonusTransaction.Kind
 
@@ -50,12 +38,6 @@ Kind = BonusTransaction.Kind
 MAX_AMOUNT = 10**12
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 REASON_MAX_LENGTH = 500
-VARIABLE_KEY_MAX_LENGTH = 64
-# last_seen_at is refreshed at most this often, so a chatty user costs no writes.
-LAST_SEEN_RESOLUTION = timedelta(seconds=60)
-# Only a user who first appeared this recently can still be given a referrer.
-REFERRAL_WINDOW = timedelta(hours=24)
-REFERRAL_CODE_PREFIX = "ref_"
 # Compare-and-set retries (only needed where the database has no row locks: SQLite).
 _MAX_ATTEMPTS = 5
 
@@ -109,37 +91,6 @@ def _key_checked(idempotency_key: object) -> str:
     if len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
         raise ValueError(f"idempotency_key is longer than {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
     return idempotency_key
-
-
-def user_state_changed(*, user_id: int, project_id: int) -> None:
-    """THE invalidation of a user's cached state (profile and variables): every writer
-    calls it. Drops the cached copies once the current transaction commits (at once
-    outside one), so no reader caches the old state again after the write.
-    """
-    transaction.on_commit(partial(_state_cache_clear, user_id=user_id, project_id=project_id))
-
-
-def _state_cache_clear(*, user_id: int, project_id: int) -> None:
-    """Make every cached copy of the user's state stale, then drop it (after commit).
-
-    Never raises: a cache outage is logged, the keys expire on their own TTLs.
-    """
-    generation_key = user_state_generation_key(user_id, project_id)
-    data_keys = [user_variables_key(user_id, project_id), user_profile_key(user_id, project_id)]
-    token = secrets.token_hex(8)
-    try:
-        pipeline = redis_pipeline()
-        if pipeline is None:
-            cache.set(generation_key, token, USER_STATE_GENERATION_TTL)
-            cache.delete_many(data_keys)
-            return
-        cache.set(generation_key, token, USER_STATE_GENERATION_TTL, client=pipeline)
-        cache.delete_many(data_keys, client=pipeline)
-        pipeline.execute()
-    except CACHE_ERRORS as exc:
-        # The recovery flush (botplatform.cache_backend) drops user:* keys written
-        # before an outage, so a copy missed here cannot outlive it.
-        cache_error_log(exc, "cache unreachable; user %s state not invalidated", user_id)
 
 
 # --- the ledger -------------------------------------------------------------------
@@ -418,179 +369,6 @@ def bonus_expire(*, user_id: int, now: datetime | None = None) -> BonusResult | 
         )
 
 
-# --- bot users and referrals ------------------------------------------------------
-
-
-def _truncated(value: str | None, length: int) -> str:
-    return (value or "")[:length]
-
-
-def bot_user_upsert(
-    *,
-    project_id: int,
-    telegram_id: int,
-    chat_id: int,
-    username: str = "",
-    first_name: str = "",
-    last_name: str = "",
-    language_code: str = "",
-    is_test: bool = False,
-) -> tuple[BotUser, bool]:
-    """Find or create the project's user for a Telegram sender; True when created.
-
-    Profile fields are written only when Telegram reports a change; ``last_seen_at``
-    at most once a minute, so a known user usually costs one SELECT. A user who writes
-    again is no longer "blocked". A new user gets the project's welcome bonus once.
-    """
-    fields = {
-        "chat_id": chat_id,
-        "username": _truncated(username, 64),
-        "first_name": _truncated(first_name, 128),
-        "last_name": _truncated(last_name, 128),
-        "language_code": _truncated(language_code, 16),
-    }
-    scope = batchscope.current()
-    user = scope.user_take(project_id, telegram_id) if scope is not None else None
-    if user is None:
-        user = BotUser.objects.filter(project_id=project_id, telegram_id=telegram_id).first()
-    if user is None:
-        project = Project.objects.only("welcome_bonus", "levels").get(pk=project_id)
-        with transaction.atomic():
-            user, created = BotUser.objects.get_or_create(
-                project_id=project_id,
-                telegram_id=telegram_id,
-                defaults={
-                    **fields,
-                    "is_test": is_test,
-                    "level": level_for(levels=project.levels, lifetime_earned=0),
-                },
-            )
-            if created and project.welcome_bonus > 0:
-                result = bonus_earn(
-                    user_id=user.pk,
-                    amount=project.welcome_bonus,
-                    idempotency_key=f"welcome:{user.pk}",
-                    reason="Welcome bonus",
-                )
-                user.balance = result.balance
-                user.lifetime_earned = project.welcome_bonus
-                user.level = result.new_level or user.level
-        if created:
-            return user, True
-
-    changes = {name: value for name, value in fields.items() if getattr(user, name) != value}
-    if user.is_blocked:
-        changes["is_blocked"] = False
-    now = timezone.now()
-    if changes or now - user.last_seen_at >= LAST_SEEN_RESOLUTION:
-        changes["last_seen_at"] = now
-        if scope is not None and set(changes) == {"last_seen_at"}:
-            scope.last_seen.add(user.pk)  # one UPDATE for the whole batch, at its end
-            user.last_seen_at = now
-            return user, False
-        with transaction.atomic():
-            BotUser.objects.filter(pk=user.pk).update(**changes)
-            if set(changes) != {"last_seen_at"}:
-                user_state_changed(user_id=user.pk, project_id=project_id)
-        for name, value in changes.items():
-            setattr(user, name, value)
-    return user, False
-
-
-def last_seen_writes() -> list[tuple[str, list]]:
-    """The current batch's put-off ``last_seen_at`` stamps as (sql, params), and forget them."""
-    scope = batchscope.current()
-    if scope is None or not scope.last_seen:
-        return []
-    table = connection.ops.quote_name(BotUser._meta.db_table)
-    statement = (
-        f"UPDATE {table} SET last_seen_at = %s WHERE id = ANY(%s::bigint[])",  # noqa: S608
-        [timezone.now(), sorted(scope.last_seen)],
-    )
-    scope.last_seen = set()
-    return [statement]
-
-
-def referral_apply(*, user: BotUser, code: str) -> bool:
-    """Set ``user``'s referrer from ``/start ref_<code>``; True when it was set now.
-
-    The referrer is set once and never changed, never the user themself, never so as
-    to close a cycle, and only for a user first seen within ``REFERRAL_WINDOW``. The
-    referrer is rewarded at once (the invited user qualifies on the first start).
-    Referral applies of one project are serialised on the project row, so two
-    concurrent applies cannot build a cycle between them.
-    """
-    code = (code or "").strip()
-    if code.startswith(REFERRAL_CODE_PREFIX):
-        code = code[len(REFERRAL_CODE_PREFIX) :]
-    if not code or user.referrer_id is not None:
-        return False
-    with transaction.atomic():
-        Project.objects.select_for_update(no_key=True).only("id").get(pk=user.project_id)
-        invited = (
-            BotUser.objects.select_for_update()
-            .only("id", "project_id", "referrer_id", "first_seen_at", "is_test")
-            .get(pk=user.pk)
-        )
-        if invited.referrer_id is not None:
-            return False
-        if invited.first_seen_at < timezone.now() - REFERRAL_WINDOW:
-            return False
-        # Simulator test users and real users never refer each other (no real rewards
-        # from a test conversation, no test referrer on a real user).
-        referrer = (
-            BotUser.objects.filter(
-                project_id=invited.project_id, referral_code=code, is_test=invited.is_test
-            )
-            .only("id", "referrer_id")
-            .first()
-        )
-        if referrer is None or referrer.pk == invited.pk:
-            return False
-        if _referral_chain_contains(start_id=referrer.referrer_id, user_id=invited.pk):
-            return False
-        BotUser.objects.filter(pk=invited.pk, referrer__isnull=True).update(referrer=referrer)
-        referral_reward_grant(invited_user_id=invited.pk)
-        user_state_changed(user_id=invited.pk, project_id=invited.project_id)
-        user_state_changed(user_id=referrer.pk, project_id=invited.project_id)
-    user.referrer_id = referrer.pk
-    return True
-
-
-def _referral_chain_contains(*, start_id: int | None, user_id: int) -> bool:
-    """Whether walking referrers up from ``start_id`` reaches ``user_id``."""
-    seen: set[int] = set()
-    current = start_id
-    while current is not None and current not in seen:
-        if current == user_id:
-            return True
-        seen.add(current)
-        current = BotUser.objects.filter(pk=current).values_list("referrer_id", flat=True).first()
-    return False
-
-
-def referral_reward_grant(*, invited_user_id: int) -> BonusResult | None:
-    """Reward the invited user's referrer with the project's ``referral_reward``, once.
-
-    Keyed ``referral:{invited_user_id}``: calling it again (a later qualification
-    rule, a retried task) replays instead of paying twice. None when nothing is due.
-    """
-    row = (
-        BotUser.objects.filter(pk=invited_user_id)
-        .values("referrer_id", "project__referral_reward")
-        .first()
-    )
-    if row is None or row["referrer_id"] is None or row["project__referral_reward"] <= 0:
-        return None
-    return bonus_earn(
-        user_id=row["referrer_id"],
-        amount=row["project__referral_reward"],
-        idempotency_key=f"referral:{invited_user_id}",
-        reason=f"Invited user {invited_user_id}",
-        kind=Kind.REFERRAL,
-    )
-
-
 __all__ = [
     "BonusCapExceeded",
     "BonusResult",
@@ -598,10 +376,7 @@ __all__ = [
     "bonus_adjust",
     "bonus_earn",
     "bonus_expire",
+    "bonus_expiry_cutoff",
     "bonus_spend",
     "bonus_spend_for_purchase",
-    "bot_user_upsert",
-    "referral_apply",
-    "referral_reward_grant",
-    "user_state_changed",
 ]
