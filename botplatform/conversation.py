@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 # "level_up": the engine itself, after a bonus operation moved the user up a level.
-EventKind = Literal["command", "text", "callback", "timer", "level_up"]
+# "event": an API event (POST /api/v1/customers/{id}/events): ``payload`` is its name,
+# ``text`` its JSON payload.
+EventKind = Literal["command", "text", "callback", "timer", "level_up", "event"]
 
 
 @dataclass(frozen=True, slots=True)
