@@ -112,6 +112,11 @@ def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
     return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window")
 
 
+def rate_limit_api_key_key(api_key_id: int) -> str:
+    """Sliding-window log of one API key's requests (per minute), shared by web workers."""
+    return rate_limit_key("api_key", api_key_id, "60s")
+
+
 # --- Loyalty ---------------------------------------------------------------------
 
 # A random token rewritten by every write to a user's state. Cached variables and

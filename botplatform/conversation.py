@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 # "level_up": the engine itself, after a bonus operation moved the user up a level.
+# "event": an API event (POST /api/v1/customers/{id}/events): ``payload`` is its name,
+# ``text`` its JSON payload.
 # "contact": the user shared a contact (the "share my phone" button sends their own).
-EventKind = Literal["command", "text", "callback", "timer", "level_up", "contact"]
+EventKind = Literal["command", "text", "callback", "timer", "level_up", "event", "contact"]
 
 
 @dataclass(frozen=True, slots=True)

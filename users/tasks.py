@@ -45,3 +45,11 @@ def bonuses_expire() -> int:
             if result is not None and result.status == "ok" and not result.replayed:
                 written += 1
     return written
+
+
+@shared_task(name="users.holds_expire")
+def holds_expire() -> int:
+    """Release open redemption holds past their expiry (the bonuses are free again)."""
+    from users.holds import holds_expire as expire
+
+    return expire()

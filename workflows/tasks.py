@@ -114,3 +114,6 @@ def _sweep_on_worker_start(sender=None, **kwargs) -> None:
     """A worker coming up (e.g. after a broker outage) catches up on due work at once."""
     executions_sweep.delay()
     broadcasts_due.delay()
+
+
+from workflows.webhooks_send import webhook_deliver, webhooks_due  # noqa: E402, F401

@@ -79,6 +79,11 @@ def triggers_schema() -> dict[str, Any]:
             callback,
             kind("fallback", {}),
             kind("level_up", {"level": {"type": "string"}}),
+            kind(
+                "event",
+                {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}},
+                ("name",),
+            ),
         ]
     }
 

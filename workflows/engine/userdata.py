@@ -41,6 +41,20 @@ def _history_text(user: BotUser) -> str:
     return "\n".join(lines)
 
 
+def event_data(event: object) -> dict[str, Any]:
+    """An API event's ``{"name": ..., **payload}`` for templates (``event.*``): the
+    name is the event's ``payload``, the JSON payload its ``text`` (checked by the API)."""
+    import json
+
+    try:
+        payload = json.loads(getattr(event, "text", "") or "{}")
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    return {**payload, "name": getattr(event, "payload", "")}
+
+
 class UserData:
     """Lazy, per-event view of one user's profile and variables."""
 
@@ -50,6 +64,7 @@ class UserData:
         self._profile: dict | None = None
         self._variables: dict | None = None
         self._context: dict | None = None
+        self.event_data: dict = {}  # an API event's name and payload (templates: event.*)
 
     def _load(self) -> None:
         if self._profile is None:
@@ -93,7 +108,7 @@ class UserData:
             "username": bot_username,
             "link": f"https://t.me/{bot_username}" if bot_username else "",
         }
-        self._context = {"user": user, "vars": custom, "bot": bot}
+        self._context = {"user": user, "vars": custom, "bot": bot, "event": self.event_data}
         return self._context
 
     # Writes -----------------------------------------------------------------

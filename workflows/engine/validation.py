@@ -20,7 +20,8 @@ from workflows.engine.schema import step_shape_problems
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, Checker, StepType
 
-TRIGGER_TYPES = ("command", "text", "regex", "callback", "fallback", "level_up")
+TRIGGER_TYPES = ("command", "text", "regex", "callback", "fallback", "level_up", "event")
+EVENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 COMMAND_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 # Deeper than any real workflow (a JSON body nests a few levels); refused before the
 # checks, which would otherwise recurse into it.
@@ -167,6 +168,11 @@ def triggers_problems(triggers: Any) -> list[StepError]:
             if not COMMAND_RE.match(command):
                 errors.append(
                     StepError(where, "'command' is 1-32 letters, digits or _, e.g. \"start\"")
+                )
+        elif kind == "event":
+            if not isinstance(trigger.get("name"), str) or not EVENT_NAME_RE.match(trigger["name"]):
+                errors.append(
+                    StepError(where, "'name' is the event's name, e.g. \"order_shipped\"")
                 )
         elif kind == "text":
             if not isinstance(trigger.get("text"), str) or not trigger["text"].strip():
