@@ -210,3 +210,14 @@ def photo_file_id_get(*, bot_id: int, name: str) -> str | None:
 def photo_file_id_remember(*, bot_id: int, name: str, file_id: str) -> None:
     """Called by the transport after an upload: Telegram's id for the image."""
     cache.set(photo_file_id_key(bot_id, name), file_id, PHOTO_FILE_ID_TTL)
+
+
+# --- The cashier menu -------------------------------------------------------------
+
+# Where a cashier is in the menu of one bot (waiting for a card code, an amount, ...).
+# Lost state costs a cashier one "/cashier": nothing is written until the last answer.
+CASHIER_STATE_TTL = 15 * 60
+
+
+def cashier_state_key(bot_id: int, telegram_id: int) -> str:
+    return f"cashier:{bot_id}:{telegram_id}"

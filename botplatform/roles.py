@@ -33,6 +33,7 @@ RESTORE = "restore"  # bring an old version back
 SEND_BROADCAST = "send_broadcast"  # send, schedule or cancel a broadcast
 SIMULATE = "simulate"  # talk to the project's workflows as a test user
 ADJUST_BALANCE = "adjust_balance"  # add or take bonuses, with a reason
+ROTATE_CARD = "rotate_card"  # give a customer a new card code (a lost or copied card)
 IMPORT = "import"  # import a workflow file
 EXPORT = "export"  # download a workflow as a file
 DASHBOARD = "dashboard"  # the project's charts
@@ -45,6 +46,7 @@ DEFERRED_SEND = "botplatform.deferredsend"
 BOT_USER = "users.botuser"
 USER_VARIABLE = "users.uservariable"
 LEDGER = "users.bonustransaction"
+CASHIER = "users.cashier"
 WORKFLOW = "workflows.workflow"
 VERSION = "workflows.workflowversion"
 EXECUTION = "workflows.workflowexecution"
@@ -80,6 +82,7 @@ _READ_ALL = {
         BOT_USER,
         USER_VARIABLE,
         LEDGER,
+        CASHIER,
         WORKFLOW,
         VERSION,
         EXECUTION,
@@ -102,10 +105,12 @@ GRANTS: dict[str, Grants] = {
             WORKFLOW: RACD,
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
+            CASHIER: RACD,  # who works the till in the bot
         },
         named=frozenset(
             {
                 MANAGE_MEMBERS,
+                ROTATE_CARD,
                 SEE_SECRETS,
                 PUBLISH,
                 RESTORE,
@@ -133,7 +138,7 @@ GRANTS: dict[str, Grants] = {
             EXECUTION: R,
             STEP_LOG: R,
         },
-        named=frozenset({ADJUST_BALANCE}),
+        named=frozenset({ADJUST_BALANCE, ROTATE_CARD}),
     ),
 }
 

@@ -13,7 +13,8 @@ wait, so it costs a fixed handful of statements (``docs/performance.md``).
 
 For each update :meth:`EngineHandler.handle` upserts the bot user (loyalty), clears
 ``is_blocked`` (they write again, so they unblocked the bot), applies a referral on
-``/start ref_…`` and runs the engine. When Telegram says a chat blocked the bot, the
+``/start ref_…``, does the till's part (:mod:`workflows.till_events`: a shared phone
+linked, the cashier menu, a customer's answer on a redemption) and runs the engine. When Telegram says a chat blocked the bot, the
 transport calls :meth:`EngineHandler.chat_blocked`.
 """
 
@@ -42,6 +43,7 @@ from users.services import (
 from workflows.engine.deferred import deferred_writes
 from workflows.engine.waiting import waiting_prefetch
 from workflows.services import event_process, session_key_for_chat
+from workflows.till_events import before_workflows, contact_link, contact_unhandled
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +154,16 @@ class EngineHandler:
             and event.payload.startswith("ref_")
         ):
             referral_apply(user=user, code=event.payload)
+        if event.kind == "contact":
+            user = contact_link(user=user, event=event)
+        staff = before_workflows(bot=bot, user=user, parsed=parsed)
+        if staff is not None:
+            return staff
         session_key = _session_key(bot.pk, parsed)
-        return list(event_process(user=user, event=event, bot=bot, session_key=session_key).actions)
+        result = event_process(user=user, event=event, bot=bot, session_key=session_key)
+        if event.kind == "contact" and not result.handled:
+            return contact_unhandled(user=user, parsed=parsed)
+        return list(result.actions)
 
     def chat_blocked(self, *, bot: Bot, chat_id: int) -> None:
         """Telegram answered 403 for this chat: mark its users blocked (sends skip them)."""

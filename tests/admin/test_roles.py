@@ -39,6 +39,7 @@ MODELS = {
     "users.botuser": ("vacd", "v", "v", "vc"),
     "users.uservariable": ("vacd", "v", "v", "vacd"),
     "users.bonustransaction": ("v", "v", "v", "v"),
+    "users.cashier": ("vacd", "v", "v", ""),
     "workflows.workflow": ("vacd", "vacd", "v", ""),
     "workflows.workflowversion": ("v", "v", "v", ""),
     "workflows.workflowexecution": ("vc", "vc", "v", "v"),
@@ -64,6 +65,7 @@ CUSTOM = {
     "workflows_broadcast_progress": {"owner", "editor", "analyst"},
     "workflows_broadcast_send": {"owner", "editor"},
     "users_botuser_adjust_balance": {"owner", "support"},
+    "users_botuser_rotate_card": {"owner", "support"},  # GET asks to confirm
     "auth_user_deactivate": set(),
     "auth_user_password_change": set(),
 }
@@ -79,6 +81,7 @@ ACTIONS = {
     ("botplatform.deferredsend", "delete_selected"): {"owner"},
     ("users.botuser", "delete_selected"): {"owner"},
     ("users.uservariable", "delete_selected"): {"owner", "support"},
+    ("users.cashier", "delete_selected"): {"owner"},
     ("workflows.workflow", "delete_selected"): {"owner", "editor"},
     ("workflows.workflow", "publish_drafts"): {"owner", "editor"},
     ("workflows.workflowversion", "restore"): {"owner", "editor"},

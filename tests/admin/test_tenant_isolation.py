@@ -22,7 +22,7 @@ from tests.factories import (
     project_create,
     workflow_create,
 )
-from users.models import BonusTransaction, UserVariable
+from users.models import BonusTransaction, Cashier, UserVariable
 from workflows.models import Broadcast, ExecutionStepLog, Workflow, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +63,11 @@ def _populate(project, tag: str) -> dict:
         actions=[{"type": "SendMessage", "chat_id": user.chat_id, "text": f"{tag} later"}],
         due_at=timezone.now(),
     )
+    cashier = Cashier.objects.create(
+        project=project, telegram_id=user.telegram_id, name=f"{tag} cashier", store_name=tag
+    )
     return {
+        "cashier": cashier,
         "deferred": deferred,
         "update": update,
         "project": project,

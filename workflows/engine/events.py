@@ -16,6 +16,7 @@ from botplatform.conversation import (  # noqa: F401 (re-exported for the steps)
     EventKind,
     InputEvent,
     SendMessage,
+    SendPhoto,
 )
 
 

@@ -111,3 +111,41 @@ def test_a_contact_with_an_impossible_number_is_refused(double, asking):
     _run(double, asking, double.contact(asking.token, CHAT, "12"))
     assert _phone(asking, CHAT) is None
     assert double.sent_texts(asking.token, CHAT)[-1].startswith("Please use the button")
+
+
+def test_a_shared_phone_links_the_customer_and_merges_the_till_customer(double, asking):
+    from users.customers import customer_create
+    from users.models import BotUser
+    from users.services import bonus_earn
+
+    till, created = customer_create(project_id=asking.project_id, phone="+44 7911 123456")
+    assert created
+    bonus_earn(user_id=till.pk, amount=70, idempotency_key="till-receipt-1")
+
+    _run(double, asking, double.contact(asking.token, CHAT, "447911123456"))
+
+    me = BotUser.objects.get(project=asking.project, telegram_id=CHAT)
+    till.refresh_from_db()
+    assert (me.phone, me.balance) == ("+447911123456", 70)
+    assert (till.merged_into_id, till.phone, till.balance) == (me.pk, "", 0)
+    assert list(me.transactions.values_list("kind", "amount")) == [("merge", 70)]
+
+
+def test_a_forged_contact_links_nothing(double, asking):
+    from users.models import BotUser
+
+    _run(double, asking, double.contact(asking.token, CHAT, "+447911123456", contact_user_id=5))
+    _run(double, asking, double.contact(asking.token, CHAT, "+447911123456", forwarded_from=5))
+    assert BotUser.objects.get(project=asking.project, telegram_id=CHAT).phone == ""
+
+
+def test_a_contact_nobody_asked_for_is_still_linked_and_acknowledged(double, tg_bot):
+    from users.models import BotUser
+
+    _run(double, tg_bot, double.contact(tg_bot.token, CHAT, "+1 202 555 0143"))
+    assert BotUser.objects.get(project=tg_bot.project, telegram_id=CHAT).phone == "+12025550143"
+    assert double.sent_texts(tg_bot.token, CHAT) == ["✅ Thank you! Your phone number is saved."]
+    assert _markup(double, CHAT) == {"remove_keyboard": True}
+
+    _run(double, tg_bot, double.contact(tg_bot.token, CHAT + 1, "+12025550144", contact_user_id=7))
+    assert "button" in double.sent_texts(tg_bot.token, CHAT + 1)[0]

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from users.customers import CustomerError, phone_normalize
 from users.e164 import PhoneInvalid, phone_e164, phone_masked
 from workflows.engine.events import InputEvent
 from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse
@@ -139,8 +140,10 @@ def contact_validate(event: InputEvent, *, telegram_id: int) -> str:
             "that is not your own contact; please press the button below to share your number"
         )
     try:
-        return phone_e164(event.contact_phone, international=True)
-    except PhoneInvalid as exc:
+        # The bounded parse first, then the numbering plans (the same check the till's
+        # API applies), so what is stored here is what a till can look up.
+        return phone_normalize(phone_e164(event.contact_phone, international=True))
+    except (PhoneInvalid, CustomerError) as exc:
         raise Invalid(str(exc)) from None
 
 
