@@ -27,12 +27,15 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from django.core.cache import cache
+from django.db import transaction
 
 from botplatform.cache import CASHIER_STATE_TTL, cashier_state_key
 from botplatform.conversation import Action, AnswerCallback, Button, InputEvent, SendMessage
 from botplatform.models import Bot
+from botplatform.queueing import task_named
 from users.cards import CARD_START_PREFIX, card_code_display
 from users.customers import CardCodeInvalid, customer_find
 from users.earn_rules import AmountInvalid
@@ -210,6 +213,10 @@ def _accrue(turn: Turn, customer_id: int, text: str) -> SendMessage:
         return turn.say(f"Not recorded: {html.escape(str(exc))}.", NEXT_ROW)
     _state_set(turn, {"step": "card"})
     purchase = result.purchase
+    if result.created:  # stamp cards: workflows triggered by the "purchase" event
+        transaction.on_commit(
+            partial(task_named("workflows.tasks.purchase_event").delay, purchase.pk)
+        )
     return turn.say(
         f"✅ Purchase of {purchase.amount} recorded: <b>{purchase.accrued}</b> bonuses "
         f"accrued. The customer's balance is {result.balance}.\n"

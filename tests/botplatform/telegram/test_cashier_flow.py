@@ -199,3 +199,35 @@ def test_a_till_hold_is_approved_in_telegram_and_confirmed_by_the_till(
     hold_confirm(hold_id=hold.pk, project_id=bot.project_id)
     customer.refresh_from_db()
     assert customer.balance == 350
+
+
+def test_a_confirmed_purchase_earns_a_stamp_and_customers_cannot_stamp_themselves(
+    double, shop, django_capture_on_commit_callbacks
+):
+    from tests.workflows.conftest import publish
+    from users.models import UserVariable
+
+    bot, customer = shop
+    stamp = {
+        "start": "add",
+        "steps": {
+            "add": {
+                "type": "set_variable",
+                "variable": "stamps",
+                "operation": "increment",
+                "value": 1,
+                "next": "tell",
+            },
+            "tell": {"type": "message", "text": "Stamp {{ vars.stamps }} of 10!"},
+        },
+    }
+    publish(bot.project, stamp, triggers=[{"type": "event", "name": "purchase"}])
+    _run(bot, double.command(bot.token, CUSTOMER, "/stamp"))  # no command adds a stamp
+    assert not UserVariable.objects.filter(user=customer, key="stamps").exists()
+
+    _run(bot, double.command(bot.token, CASHIER, f"/start card_{customer.card_code}"))
+    _press(double, bot, CASHIER, "Purchase")
+    with django_capture_on_commit_callbacks(execute=True):
+        _run(bot, double.message(bot.token, CASHIER, "30"))
+    assert UserVariable.objects.get(user=customer, key="stamps").value == 1
+    assert _last(double, CUSTOMER)["text"] == "Stamp 1 of 10!"
