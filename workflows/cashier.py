@@ -19,7 +19,8 @@ transaction, so a retried update changes nothing twice (the order id is the upda
 Where the cashier is in the menu lives in Redis (``botplatform.cache.cashier_state_key``,
 15 minutes): nothing is written until the last answer, so lost state costs a
 ``/cashier``. For everyone who is not an active cashier every event passes through
-untouched; a text message costs one Redis read (is a cashier menu open here?).
+untouched; a text message or a command costs one Redis read (is a cashier menu open
+here?). Any other command closes an open menu and goes to the workflows.
 """
 
 from __future__ import annotations
@@ -102,8 +103,12 @@ def cashier_handle(
         or (event.kind == "callback" and event.callback_data.startswith(CALLBACK_PREFIX))
     )
     state = None
-    if not wanted and event.kind == "text":
+    if not wanted and event.kind in ("text", "command"):
         state = _state_get(bot.pk, telegram_id)
+        if state is not None and event.kind == "command":
+            # Another command: the cashier is done with the menu (and is a customer now).
+            cache.delete(cashier_state_key(bot.pk, telegram_id))
+            return None
         wanted = state is not None
     if not wanted:
         return None

@@ -231,3 +231,11 @@ def test_a_confirmed_purchase_earns_a_stamp_and_customers_cannot_stamp_themselve
         _run(bot, double.message(bot.token, CASHIER, "30"))
     assert UserVariable.objects.get(user=customer, key="stamps").value == 1
     assert _last(double, CUSTOMER)["text"] == "Stamp 1 of 10!"
+
+
+def test_another_command_closes_the_menu(double, shop):
+    bot, customer = shop
+    _run(bot, double.command(bot.token, CASHIER, "/cashier"))
+    _run(bot, double.command(bot.token, CASHIER, "/help"))
+    _run(bot, double.message(bot.token, CASHIER, customer.card_code))
+    assert not any("Customer:" in text for text in double.sent_texts(bot.token, CASHIER))
