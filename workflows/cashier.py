@@ -19,8 +19,10 @@ transaction, so a retried update changes nothing twice (the order id is the upda
 Where the cashier is in the menu lives in Redis (``botplatform.cache.cashier_state_key``,
 15 minutes): nothing is written until the last answer, so lost state costs a
 ``/cashier``. For everyone who is not an active cashier every event passes through
-untouched; a text message or a command costs one Redis read (is a cashier menu open
-here?). Any other command closes an open menu and goes to the workflows.
+untouched; whether a cashier menu is open is read with the wave's other cache reads
+on the polling path (one more key in the same round trip), and costs one Redis read
+per text message or command on the webhook path. Any other command closes an open
+menu and goes to the workflows.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from functools import partial
 from django.core.cache import cache
 from django.db import transaction
 
+from botplatform import batchscope
 from botplatform.cache import CASHIER_STATE_TTL, cashier_state_key
 from botplatform.conversation import Action, AnswerCallback, Button, InputEvent, SendMessage
 from botplatform.models import Bot
@@ -66,8 +69,24 @@ class Turn:
         return SendMessage(chat_id=self.chat_id, text=text, buttons=tuple(rows))
 
 
+def cashier_state_keys(*, bot_id: int, updates) -> list[str]:
+    """The menu-state keys a wave's updates may ask for, read ahead with the users'
+    state (one round trip for the wave instead of one per text or command)."""
+    return [
+        cashier_state_key(bot_id, parsed.telegram_id)
+        for parsed in updates
+        if parsed.event.kind in ("text", "command")
+    ]
+
+
 def _state_get(bot_id: int, telegram_id: int) -> dict | None:
-    value = cache.get(cashier_state_key(bot_id, telegram_id))
+    key = cashier_state_key(bot_id, telegram_id)
+    scope = batchscope.current()
+    if scope is not None and key in scope.state_read:
+        # Read ahead for the wave (a wave has each user once: nothing changed it since).
+        value = scope.state_values.get(key)
+    else:
+        value = cache.get(key)
     return value if isinstance(value, dict) else None
 
 

@@ -40,6 +40,7 @@ from users.services import (
     referral_apply,
     user_state_changed,
 )
+from workflows.cashier import cashier_state_keys
 from workflows.engine.deferred import deferred_writes
 from workflows.engine.waiting import waiting_prefetch
 from workflows.services import event_process, session_key_for_chat
@@ -89,7 +90,10 @@ class EngineBatch:
             self.scope.users[(project_id, user.telegram_id)] = user
         user_states_prefetch(
             users=[(user.pk, project_id) for user in self.scope.users.values()],
-            extra_keys=[workflow_waiting_key(key) for key in sessions],
+            extra_keys=[
+                *(workflow_waiting_key(key) for key in sessions),
+                *cashier_state_keys(bot_id=bot.pk, updates=updates),
+            ],
         )
         waiting_prefetch(sessions)
 

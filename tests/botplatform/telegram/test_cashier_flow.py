@@ -239,3 +239,31 @@ def test_another_command_closes_the_menu(double, shop):
     _run(bot, double.command(bot.token, CASHIER, "/help"))
     _run(bot, double.message(bot.token, CASHIER, customer.card_code))
     assert not any("Customer:" in text for text in double.sent_texts(bot.token, CASHIER))
+
+
+def test_on_the_polling_path_the_menu_state_is_read_with_the_wave(double, shop, monkeypatch):
+    from botplatform.telegram.batch import updates_run_batch
+    from workflows import cashier
+
+    bot, customer = shop
+    _run(bot, double.command(bot.token, CASHIER, "/cashier"))
+    # A customer is known to the wave too: their text is checked the same way.
+    _run(bot, double.command(bot.token, CUSTOMER, "/hello"))
+
+    original = cashier.cache.get
+
+    def no_single_reads(key, *args, **kwargs):
+        assert not key.startswith("cashier:"), f"{key} read on its own, not with the wave"
+        return original(key, *args, **kwargs)
+
+    monkeypatch.setattr(cashier.cache, "get", no_single_reads)
+    rows = updates_record(
+        bot_id=bot.pk,
+        updates=[
+            double.message(bot.token, CASHIER, customer.card_code),
+            double.message(bot.token, CUSTOMER, "hi"),
+        ],
+    )
+    result = updates_run_batch(bot_id=bot.pk, rows=rows)
+    assert result.handled == 2 and result.leftovers == []
+    assert "Balance: 500 bonuses" in _last(double, CASHIER)["text"]
