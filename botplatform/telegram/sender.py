@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import re
 import time
@@ -289,7 +290,10 @@ def _send_photo(bot: Bot, action: SendPhoto) -> None:
     if not photo and action.cache_as:
         photo = photo_file_id_get(bot_id=bot.pk, name=action.cache_as) or ""
     if not photo:
-        image = base64.b64decode(action.upload or "", validate=False)
+        try:
+            image = base64.b64decode(action.upload or "", validate=True)
+        except (binascii.Error, ValueError):
+            image = b""
         if not image:
             logger.error("Bot %s: a photo without an image or file id dropped", bot.pk)
             return

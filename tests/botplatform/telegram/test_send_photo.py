@@ -9,7 +9,13 @@ import io
 import segno
 
 from botplatform.cache import photo_file_id_get
-from botplatform.conversation import Button, SendPhoto, actions_from_json, actions_to_json
+from botplatform.conversation import (
+    Button,
+    SendMessage,
+    SendPhoto,
+    actions_from_json,
+    actions_to_json,
+)
 from botplatform.telegram.sender import actions_deliver
 from tests.factories import bot_create
 
@@ -52,9 +58,16 @@ def test_the_file_id_is_per_bot(double, tg_bot):
     )
 
 
-def test_a_photo_without_an_image_is_dropped_not_sent(double, tg_bot):
-    actions_deliver(bot_id=tg_bot.pk, chat_id=803, actions=[SendPhoto(chat_id=803, caption="x")])
+def test_a_photo_without_a_usable_image_is_dropped_and_the_rest_still_goes(double, tg_bot):
+    actions = [
+        SendPhoto(chat_id=803, caption="x"),
+        SendPhoto(chat_id=803, upload="not base64 at all!"),
+        SendPhoto(chat_id=803, upload="aGk"),  # bad padding
+        SendMessage(chat_id=803, text="after"),
+    ]
+    actions_deliver(bot_id=tg_bot.pk, chat_id=803, actions=actions)
     assert double.calls_of("sendPhoto", tg_bot.token, ok=False) == []
+    assert double.sent_texts(tg_bot.token, 803) == ["after"]
 
 
 def test_a_photo_survives_the_outbox_json():
