@@ -36,6 +36,7 @@ ADJUST_BALANCE = "adjust_balance"  # add or take bonuses, with a reason
 IMPORT = "import"  # import a workflow file
 EXPORT = "export"  # download a workflow as a file
 DASHBOARD = "dashboard"  # the project's charts
+REPLAY_WEBHOOK = "replay_webhook"  # send an outgoing webhook delivery again
 
 # The project-scoped models of the admin, by label.
 PROJECT = "botplatform.project"
@@ -51,6 +52,14 @@ EXECUTION = "workflows.workflowexecution"
 STEP_LOG = "workflows.executionsteplog"
 BROADCAST = "workflows.broadcast"
 DELIVERY = "workflows.broadcastdelivery"
+# The POS/CRM API (issue 16).
+API_KEY = "users.apikey"  # owners only: keys are credentials
+EARN_RULE = "users.earnrule"
+CASHIER = "users.cashier"
+PURCHASE = "users.purchase"
+HOLD = "users.hold"
+WEBHOOK_ENDPOINT = "users.webhookendpoint"  # owners only: carries the signing secret
+WEBHOOK_DELIVERY = "users.webhookdelivery"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -86,6 +95,11 @@ _READ_ALL = {
         STEP_LOG,
         BROADCAST,
         DELIVERY,
+        EARN_RULE,
+        CASHIER,
+        PURCHASE,
+        HOLD,
+        WEBHOOK_DELIVERY,
     )
 }
 
@@ -102,9 +116,14 @@ GRANTS: dict[str, Grants] = {
             WORKFLOW: RACD,
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
+            API_KEY: RACD,
+            EARN_RULE: RACD,
+            CASHIER: RACD,
+            WEBHOOK_ENDPOINT: RACD,
         },
         named=frozenset(
             {
+                REPLAY_WEBHOOK,
                 MANAGE_MEMBERS,
                 SEE_SECRETS,
                 PUBLISH,
@@ -132,6 +151,8 @@ GRANTS: dict[str, Grants] = {
             LEDGER: R,
             EXECUTION: R,
             STEP_LOG: R,
+            PURCHASE: R,
+            HOLD: R,
         },
         named=frozenset({ADJUST_BALANCE}),
     ),
