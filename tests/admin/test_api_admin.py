@@ -97,7 +97,6 @@ def test_an_endpoint_gets_a_secret_and_deliveries_can_be_replayed(
     )
     queued = []
     monkeypatch.setattr("users.webhooks_out.deliver_queue", lambda pk, **kw: queued.append(pk))
-    from django.test import TestCase
 
     with django_capture_on_commit_callbacks(execute=True):
         client.post(
