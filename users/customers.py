@@ -197,6 +197,11 @@ def customer_create(
     return user, True
 
 
+def customer_joined(user: BotUser) -> None:
+    """A new Telegram user: tell the project's webhooks (``customer.joined``)."""
+    event_emit(project_id=user.project_id, event="customer.joined", data=customer_payload(user))
+
+
 @dataclass(frozen=True)
 class PhoneLink:
     user: BotUser

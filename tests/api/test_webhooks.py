@@ -180,3 +180,24 @@ def test_the_signature_is_hmac_sha256_over_timestamp_and_body():
     assert header == f"t=1700000000,v1={expected}"
     assert not signature_verify(secret="s", header=header, body=b'{"a":1}', now=1700000000 + 301)
     assert not signature_verify(secret="s", header="garbage", body=b"", now=0)
+
+
+def test_expiry_and_new_telegram_users_are_events(monkeypatch):
+    from datetime import timedelta
+
+    from users.models import BonusTransaction
+    from users.tasks import bonuses_expire
+
+    project = project_with_rules(bonus_expiry_days=1)
+    _endpoint(project, "https://a.example/hook", events=["bonus.expired", "customer.joined"])
+    monkeypatch.setattr("users.webhooks_out.deliver_queue", lambda *a, **k: None)
+    user = customer(project, balance=30)
+    BonusTransaction.objects.filter(user=user).update(created_at=timezone.now() - timedelta(days=3))
+    assert bonuses_expire() == 1
+    expired = WebhookDelivery.objects.get(event="bonus.expired")
+    assert expired.payload["data"] == {"customer_id": user.pk, "amount": 30, "balance": 0}
+
+    from users.customers import customer_joined
+
+    customer_joined(user)
+    assert WebhookDelivery.objects.get(event="customer.joined").payload["data"]["id"] == user.pk
