@@ -65,6 +65,18 @@ def _expired_event(project_id: int, user_id: int, result) -> None:
         logger.exception("bonus.expired webhook for user %s not recorded", user_id)
 
 
+@shared_task(name="users.api_idempotency_prune")
+def api_idempotency_prune() -> int:
+    """Forget API idempotency records older than a day (retries come within minutes)."""
+    from datetime import timedelta
+
+    from users.models_pos import ApiIdempotency
+
+    cutoff = timezone.now() - timedelta(days=1)
+    deleted, _ = ApiIdempotency.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
 @shared_task(name="users.holds_expire")
 def holds_expire() -> int:
     """Release open redemption holds past their expiry (the bonuses are free again)."""

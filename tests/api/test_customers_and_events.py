@@ -211,3 +211,44 @@ def test_an_event_starts_its_workflow_with_the_payload_in_templates(
     ((bot_id, chat_id, actions),) = sent  # sent after commit, once
     assert (bot_id, chat_id) == (bot.pk, user.chat_id)
     assert actions[0].text == "Shipped! Track it: https://t.example/1 (order_shipped)"
+
+
+def test_a_cashiers_redemption_always_asks_the_customer():
+    from users.holds import hold_create
+    from users.models_pos import Cashier
+
+    project = project_with_rules()  # the project itself does not ask
+    cashier = Cashier.objects.create(project=project, telegram_id=7, store_name="Store 5")
+    user = customer(project, balance=100)
+    by_cashier = hold_create(
+        project_id=project.pk, customer_id=user.pk, amount=10, cashier_id=cashier.pk
+    )
+    by_api = hold_create(project_id=project.pk, customer_id=user.pk, amount=10)
+    assert by_cashier.needs_customer_approval and by_cashier.store == "Store 5"
+    assert not by_api.needs_customer_approval
+    till_customer, _ = customer_create(project_id=project.pk, phone="+4915112345678")
+    from users.services import bonus_earn
+
+    bonus_earn(user_id=till_customer.pk, amount=50, idempotency_key="seed-till")
+    no_telegram = hold_create(
+        project_id=project.pk, customer_id=till_customer.pk, amount=10, cashier_id=cashier.pk
+    )
+    assert not no_telegram.needs_customer_approval
+
+
+def test_old_idempotency_records_are_pruned():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from users.models_pos import ApiIdempotency
+    from users.tasks import api_idempotency_prune
+
+    project = project_with_rules()
+    api_for(project)
+    key = ApiKey.objects.get(project=project)
+    old = ApiIdempotency.objects.create(api_key=key, key="old", request_hash="x")
+    ApiIdempotency.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    ApiIdempotency.objects.create(api_key=key, key="new", request_hash="x")
+    assert api_idempotency_prune() == 1
+    assert list(ApiIdempotency.objects.values_list("key", flat=True)) == ["new"]
