@@ -28,8 +28,8 @@ def test_the_docs_work_offline_in_a_browser(live_server, tmp_path):
         page.set_default_timeout(15000)
         page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
         page.goto(f"{live_server.url}/api/v1/docs")
-        page.wait_for_selector("text=/api/v1/purchases")
-        page.wait_for_selector("text=Record a purchase and accrue bonuses")
+        page.get_by_text("/api/v1/purchases", exact=True).first.wait_for()
+        page.get_by_text("Record a purchase and accrue bonuses").first.wait_for()
         target = (
             SHOTS if os.environ.get("ADMIN_SCREENSHOTS") == "1" else tmp_path
         ) / "api_docs.png"

@@ -3,10 +3,11 @@ Each answers a value or its own clear error, in bounded time, for anything."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from users.apikeys import ApiKeyInvalid, scopes_parse
@@ -134,3 +135,55 @@ def test_scopes_parse(raw):
     except ApiKeyInvalid:
         return
     assert scopes and set(scopes) <= {"read", "accrue", "redeem", "events"}
+
+
+# --- hostile request bodies through the whole API: a clear 400, never a 500 ---------
+
+
+HOSTILE_BODIES = st.one_of(
+    st.sampled_from(
+        [
+            "[" * 100_000,
+            '{"a":' * 50 + "1" + "}" * 50,
+            '{"customer_id": 1, "order_id": "x", "amount": NaN}',
+            '{"customer_id": 1, "order_id": "x", "amount": "1", "items": [{"name": "\\u0000"}]}',
+            '{"customer_id": 1, "order_id": "x", "amount": "1", "items": [{"name": "\\ud800"}]}',
+            '{"customer_id": 1e999, "order_id": "x", "amount": "1"}',
+            '{"customer_id": 1, "order_id": "x", "amount": "1", "currency": "€€€"}',
+            "\xff\xfe",
+            '"just a string"',
+            "[]",
+            "x" * 300_000,
+        ]
+    ),
+    st.text(max_size=200),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=10), children, max_size=3)
+        ),
+        max_leaves=30,
+    ).map(lambda value: json.dumps(value)),
+)
+
+
+@pytest.fixture
+def hostile_api(db):
+    from tests.api.helpers import api_for, customer, project_with_rules
+
+    project = project_with_rules()
+    customer(project, balance=100)
+    return api_for(project)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=HOSTILE_BODIES, path=st.sampled_from(["purchases", "holds", "refunds", "customers"]))
+def test_hostile_bodies_get_a_json_error_not_a_crash(hostile_api, body, path):
+    response = hostile_api.post(path, body)
+    assert response.status_code < 500, (body[:100], response.content[:300])
+    if response.status_code >= 400:
+        assert set(response.json()) >= {"code", "detail"}
