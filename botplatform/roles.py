@@ -37,6 +37,7 @@ ROTATE_CARD = "rotate_card"  # give a customer a new card code (a lost or copied
 IMPORT = "import"  # import a workflow file
 EXPORT = "export"  # download a workflow as a file
 DASHBOARD = "dashboard"  # the project's charts
+REPLAY_WEBHOOK = "replay_webhook"  # send an outgoing webhook delivery again
 
 # The project-scoped models of the admin, by label.
 PROJECT = "botplatform.project"
@@ -46,13 +47,20 @@ DEFERRED_SEND = "botplatform.deferredsend"
 BOT_USER = "users.botuser"
 USER_VARIABLE = "users.uservariable"
 LEDGER = "users.bonustransaction"
-CASHIER = "users.cashier"
 WORKFLOW = "workflows.workflow"
 VERSION = "workflows.workflowversion"
 EXECUTION = "workflows.workflowexecution"
 STEP_LOG = "workflows.executionsteplog"
 BROADCAST = "workflows.broadcast"
 DELIVERY = "workflows.broadcastdelivery"
+# The POS/CRM API (issue 16).
+API_KEY = "users.apikey"  # owners only: keys are credentials
+EARN_RULE = "users.earnrule"
+CASHIER = "users.cashier"
+PURCHASE = "users.purchase"
+HOLD = "users.hold"
+WEBHOOK_ENDPOINT = "users.webhookendpoint"  # owners only: carries the signing secret
+WEBHOOK_DELIVERY = "users.webhookdelivery"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -82,13 +90,17 @@ _READ_ALL = {
         BOT_USER,
         USER_VARIABLE,
         LEDGER,
-        CASHIER,
         WORKFLOW,
         VERSION,
         EXECUTION,
         STEP_LOG,
         BROADCAST,
         DELIVERY,
+        EARN_RULE,
+        CASHIER,
+        PURCHASE,
+        HOLD,
+        WEBHOOK_DELIVERY,
     )
 }
 
@@ -105,10 +117,14 @@ GRANTS: dict[str, Grants] = {
             WORKFLOW: RACD,
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
-            CASHIER: RACD,  # who works the till in the bot
+            API_KEY: RACD,
+            EARN_RULE: RACD,
+            CASHIER: RACD,
+            WEBHOOK_ENDPOINT: RACD,
         },
         named=frozenset(
             {
+                REPLAY_WEBHOOK,
                 MANAGE_MEMBERS,
                 ROTATE_CARD,
                 SEE_SECRETS,
@@ -137,6 +153,8 @@ GRANTS: dict[str, Grants] = {
             LEDGER: R,
             EXECUTION: R,
             STEP_LOG: R,
+            PURCHASE: R,
+            HOLD: R,
         },
         named=frozenset({ADJUST_BALANCE, ROTATE_CARD}),
     ),

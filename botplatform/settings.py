@@ -261,7 +261,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "botplatform.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["botplatform.api.parsers.BoundedJSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -277,6 +277,10 @@ SPECTACULAR_SETTINGS = {
 }
 # Hold expiry sweep: open holds past their expiry free their bonuses.
 CELERY_BEAT_SCHEDULE["users.holds_expire"] = {"task": "users.holds_expire", "schedule": 60}
+CELERY_BEAT_SCHEDULE["users.api_idempotency_prune"] = {
+    "task": "users.api_idempotency_prune",
+    "schedule": 3600,
+}
 # Webhook deliveries whose retry is due (and any the broker lost) are queued again.
 CELERY_BEAT_SCHEDULE["workflows.webhooks_due"] = {
     "task": "workflows.webhooks_due",

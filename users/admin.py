@@ -421,3 +421,7 @@ class BonusTransactionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     search_fields = ("user__username", "user__telegram_id", "reason", "idempotency_key")
     list_select_related = ("user", "project", "created_by")
     date_hierarchy = "created_at"
+
+
+# The POS/CRM API's screens (API keys, earn rules, cashiers, purchases, holds).
+from users import admin_pos  # noqa: E402, F401

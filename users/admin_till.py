@@ -1,5 +1,6 @@
-"""Admin for the till's side of the bot: cashiers, and the customer card on the bot user
-page (its QR code, and rotating its code).
+"""Admin for the till's side of the bot: the cashier form (used by ``CashierAdmin`` in
+``users/admin_pos.py``), and the customer card on the bot user page (its QR code, and
+rotating its code).
 
 Cashiers are Telegram users who get the cashier menu in the project's bots
 (``workflows/cashier.py``); owners add them. Rotating a card code (a lost or copied
@@ -19,7 +20,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from botplatform import roles
-from botplatform.admin_scoping import ProjectScopedAdmin
 from botplatform.audit import audit_record
 from botplatform.models import Bot
 from users.cards import card_code_display, card_link, card_qr_png
@@ -54,21 +54,6 @@ class CashierForm(forms.ModelForm):
             if taken.exists():
                 self.add_error("telegram_id", "This Telegram user is already a cashier here.")
         return cleaned
-
-
-@admin.register(Cashier)
-class CashierAdmin(ProjectScopedAdmin):
-    form = CashierForm
-    list_display = ("__str__", "project", "telegram_id", "store_name", "daily_limit", "is_active")
-    list_filter = ("project", "is_active", "store_name")
-    search_fields = ("name", "store_name", "telegram_id")
-    list_select_related = ("project",)
-    readonly_fields = ("bot_user", "created_by", "created_at")
-
-    def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 def _card_bot_username(user: BotUser) -> str:

@@ -10,6 +10,7 @@ ledger entries, under both row locks) and marks the till customer ``merged_into`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
@@ -24,6 +25,7 @@ from users.webhooks_out import event_emit
 
 # Anything longer is not a phone number; refused before the parser sees it.
 PHONE_INPUT_MAX_LENGTH = 32
+PHONE_CHARS_RE = re.compile(r"^\+?[0-9 ().\-]+$", re.ASCII)
 _CARD_CODE_ATTEMPTS = 8
 
 
@@ -56,8 +58,8 @@ def phone_normalize(raw: object, *, region: str | None = None) -> str:
     text = raw.strip()
     if not text or len(text) > PHONE_INPUT_MAX_LENGTH:
         raise PhoneInvalid("this is not a phone number")
-    if "\x00" in text:
-        raise PhoneInvalid("this is not a phone number")
+    if not PHONE_CHARS_RE.match(text):
+        raise PhoneInvalid("a phone number has only digits, spaces, + ( ) - and .")
     if not text.startswith("+") and region is None:
         if text.isdigit() and len(text) > 7:  # Telegram sends contacts without the +
             text = "+" + text
@@ -193,6 +195,11 @@ def customer_create(
     card_code_ensure(user)
     event_emit(project_id=project_id, event="customer.joined", data=customer_payload(user))
     return user, True
+
+
+def customer_joined(user: BotUser) -> None:
+    """A new Telegram user: tell the project's webhooks (``customer.joined``)."""
+    event_emit(project_id=user.project_id, event="customer.joined", data=customer_payload(user))
 
 
 @dataclass(frozen=True)

@@ -104,13 +104,3 @@ def earn_quote(
         if bonuses > left:
             bonuses, capped = left, "day"
     return EarnQuote(bonuses, base.percent, multiplier, capped)
-
-
-def demo_rules() -> list[dict]:
-    """The demo project's rules (``loaddemo``): 5 % Bronze, 7 % Silver, 10 % Gold."""
-    return [
-        {"name": "Bronze: 5 %", "level": "Bronze", "percent": Decimal(5)},
-        {"name": "Silver: 7 %", "level": "Silver", "percent": Decimal(7)},
-        {"name": "Gold: 10 %", "level": "Gold", "percent": Decimal(10)},
-        {"name": "Everyone else: 5 %", "level": "", "percent": Decimal(5)},
-    ]

@@ -109,9 +109,14 @@ def hold_create(
     store: str = "",
     cashier_id: int | None = None,
     api_key_id: int | None = None,
+    require_approval: bool | None = None,
     now: datetime | None = None,
 ) -> Hold:
-    """Hold ``amount`` bonuses of the customer, or :class:`InsufficientBalance`."""
+    """Hold ``amount`` bonuses of the customer, or :class:`InsufficientBalance`.
+
+    The customer approves in Telegram first when ``require_approval`` says so; by
+    default when the project asks for it or a cashier redeems in the bot (customers
+    created at a till, without Telegram, are never asked)."""
     amount = _amount_check(amount)
     now = now or timezone.now()
     with transaction.atomic():
@@ -138,7 +143,9 @@ def hold_create(
             raise InsufficientBalance(f"only {max(available, 0)} bonuses are available")
         if cashier is not None:
             cashier_limit_check(cashier, amount, now=now)
-        needs_approval = project.hold_approval_required and customer.telegram_id is not None
+        if require_approval is None:
+            require_approval = project.hold_approval_required or cashier is not None
+        needs_approval = require_approval and customer.telegram_id is not None
         hold = Hold.objects.create(
             project_id=project_id,
             customer=customer,

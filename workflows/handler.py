@@ -32,6 +32,7 @@ from botplatform.conversation import Action
 from botplatform.locks import sessions_lock_sql, sessions_locked
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
+from users.customers import customer_joined
 from users.models import BotUser
 from users.selectors import user_states_prefetch
 from users.services import (
@@ -136,7 +137,7 @@ class EngineHandler:
 
     def handle(self, *, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
         """Upsert the user, apply a referral, run the engine; the actions to send."""
-        user, _created = bot_user_upsert(
+        user, created = bot_user_upsert(
             project_id=bot.project_id,
             telegram_id=parsed.telegram_id,
             # The user's private chat (its id is the user's): a group is never stored as
@@ -147,6 +148,8 @@ class EngineHandler:
             last_name=parsed.last_name,
             language_code=parsed.language_code,
         )
+        if created and not user.is_test:
+            customer_joined(user)
         if user.is_blocked:  # they write to us again, so they unblocked the bot
             BotUser.objects.filter(pk=user.pk).update(is_blocked=False)
             user.is_blocked = False

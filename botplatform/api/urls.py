@@ -1,11 +1,20 @@
 """Routes of /api/v1/ (included by botplatform/urls.py)."""
 
-from django.urls import path
+from django.http import JsonResponse
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from botplatform.api import views
 
 app_name = "api"
+
+
+@csrf_exempt
+def not_found(request, rest: str = ""):
+    """Any other address under /api/v1/ (a malformed id too): a JSON 404, not HTML."""
+    return JsonResponse({"code": "not_found", "detail": "no such API endpoint"}, status=404)
+
 
 urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
@@ -28,4 +37,5 @@ urlpatterns = [
     path("holds/<int:hold_id>", views.HoldView.as_view(), name="hold"),
     path("holds/<int:hold_id>/confirm", views.HoldConfirmView.as_view(), name="hold_confirm"),
     path("holds/<int:hold_id>/release", views.HoldReleaseView.as_view(), name="hold_release"),
+    re_path(r"^(?P<rest>.*)$", not_found),
 ]

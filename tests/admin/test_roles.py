@@ -39,13 +39,19 @@ MODELS = {
     "users.botuser": ("vacd", "v", "v", "vc"),
     "users.uservariable": ("vacd", "v", "v", "vacd"),
     "users.bonustransaction": ("v", "v", "v", "v"),
-    "users.cashier": ("vacd", "v", "v", ""),
     "workflows.workflow": ("vacd", "vacd", "v", ""),
     "workflows.workflowversion": ("v", "v", "v", ""),
     "workflows.workflowexecution": ("vc", "vc", "v", "v"),
     "workflows.executionsteplog": ("v", "v", "v", "v"),
     "workflows.broadcast": ("vacd", "vacd", "v", ""),
     "workflows.broadcastdelivery": ("v", "v", "v", ""),
+    "users.apikey": ("vacd", "", "", ""),  # credentials: owners only
+    "users.earnrule": ("vacd", "v", "v", ""),
+    "users.cashier": ("vacd", "v", "v", ""),
+    "users.purchase": ("v", "v", "v", "v"),  # written by the API only
+    "users.hold": ("v", "v", "v", "v"),
+    "users.webhookendpoint": ("vacd", "", "", ""),  # carries the signing secret
+    "users.webhookdelivery": ("v", "v", "v", ""),
     "auth.user": ("", "", "", ""),  # accounts: superusers only
     "auth.group": ("", "", "", ""),
 }
@@ -81,7 +87,6 @@ ACTIONS = {
     ("botplatform.deferredsend", "delete_selected"): {"owner"},
     ("users.botuser", "delete_selected"): {"owner"},
     ("users.uservariable", "delete_selected"): {"owner", "support"},
-    ("users.cashier", "delete_selected"): {"owner"},
     ("workflows.workflow", "delete_selected"): {"owner", "editor"},
     ("workflows.workflow", "publish_drafts"): {"owner", "editor"},
     ("workflows.workflowversion", "restore"): {"owner", "editor"},
@@ -89,6 +94,12 @@ ACTIONS = {
     ("workflows.workflowexecution", "retry_executions"): {"owner", "editor"},
     ("workflows.workflowexecution", "delete_selected"): set(),  # history stays
     ("workflows.broadcast", "delete_selected"): {"owner", "editor"},
+    ("users.apikey", "delete_selected"): {"owner"},
+    ("users.apikey", "revoke_keys"): {"owner"},
+    ("users.earnrule", "delete_selected"): {"owner"},
+    ("users.cashier", "delete_selected"): {"owner"},
+    ("users.webhookendpoint", "delete_selected"): {"owner"},
+    ("users.webhookdelivery", "replay"): {"owner"},
     ("auth.user", "delete_selected"): set(),
     ("auth.user", "deactivate_accounts"): set(),
     ("auth.group", "delete_selected"): set(),
