@@ -112,6 +112,11 @@ def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
     return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window")
 
 
+def rate_limit_api_key_key(api_key_id: int) -> str:
+    """Sliding-window log of one API key's requests (per minute), shared by web workers."""
+    return rate_limit_key("api_key", api_key_id, "60s")
+
+
 # --- Loyalty ---------------------------------------------------------------------
 
 # A random token rewritten by every write to a user's state. Cached variables and
@@ -181,3 +186,38 @@ CACHE_PROCESS_LOCAL_SKIP_PREFIXES = (*CACHE_SHARED_PREFIXES, "workflow:triggers:
 # not invalidate them there. (workflow:version entries are immutable per version id
 # and checked against the workflow row, so they stay.)
 CACHE_RECOVERY_FLUSH_PATTERNS = ("user:*", "workflow:waiting:*")
+
+
+# --- Photos a bot uploaded --------------------------------------------------------
+
+# The file id Telegram gave a bot for an image it uploaded (a customer card's QR
+# code), so the same image sent again by that bot goes by id instead of a new upload.
+# File ids stay valid for the bot; the TTL only bounds how long the entry of a
+# rotated card (a name nobody asks for any more) lingers.
+PHOTO_FILE_ID_TTL = 30 * 86400
+
+
+def photo_file_id_key(bot_id: int, name: str) -> str:
+    return f"photo:{bot_id}:{name}"
+
+
+def photo_file_id_get(*, bot_id: int, name: str) -> str | None:
+    """The cached file id of the image ``name`` for this bot, or None (never sent)."""
+    value = cache.get(photo_file_id_key(bot_id, name))
+    return value if isinstance(value, str) and value else None
+
+
+def photo_file_id_remember(*, bot_id: int, name: str, file_id: str) -> None:
+    """Called by the transport after an upload: Telegram's id for the image."""
+    cache.set(photo_file_id_key(bot_id, name), file_id, PHOTO_FILE_ID_TTL)
+
+
+# --- The cashier menu -------------------------------------------------------------
+
+# Where a cashier is in the menu of one bot (waiting for a card code, an amount, ...).
+# Lost state costs a cashier one "/cashier": nothing is written until the last answer.
+CASHIER_STATE_TTL = 15 * 60
+
+
+def cashier_state_key(bot_id: int, telegram_id: int) -> str:
+    return f"cashier:{bot_id}:{telegram_id}"

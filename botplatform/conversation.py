@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 # "level_up": the engine itself, after a bonus operation moved the user up a level.
-EventKind = Literal["command", "text", "callback", "timer", "level_up"]
+# "event": an API event (POST /api/v1/customers/{id}/events): ``payload`` is its name,
+# ``text`` its JSON payload.
+# "contact": the user shared a contact (the "share my phone" button sends their own).
+EventKind = Literal["command", "text", "callback", "timer", "level_up", "event", "contact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,12 @@ class InputEvent:
     # Unique per delivered event (e.g. "bot:42:update:1001"); retries reuse it, so
     # operations it triggers (a bonus spend) are applied once.
     event_id: str = ""
+    # A shared contact: its phone as Telegram gave it and the Telegram user it belongs
+    # to (None for an address-book entry of someone not on Telegram). The sender's own
+    # phone has ``contact_user_id`` equal to the sender's id and is not ``forwarded``.
+    contact_phone: str = ""
+    contact_user_id: int | None = None
+    forwarded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,26 @@ class SendMessage:
     buttons: tuple[tuple[Button, ...], ...] = ()  # inline keyboard rows
     reply_keyboard: tuple[tuple[str, ...], ...] = ()
     remove_reply_keyboard: bool = False
+    # The label of a "share my phone" reply-keyboard button (Telegram's
+    # ``request_contact``), shown as the keyboard's first row; "" for none.
+    contact_button: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendPhoto:
+    """A picture with a caption. ``photo`` is a Telegram file id (or an https URL) to
+    send again; otherwise ``upload`` holds the image itself (PNG, base64). After an
+    upload the transport remembers the file id Telegram gave it under ``cache_as``
+    (per bot, ``botplatform.cache.photo_file_id_key``), so the next send of the same
+    image reuses it instead of uploading again."""
+
+    chat_id: int
+    caption: str = ""
+    photo: str = ""
+    upload: str = ""
+    cache_as: str = ""
+    parse_mode: str = "HTML"
+    buttons: tuple[tuple[Button, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +95,7 @@ class AnswerCallback:
     show_alert: bool = False
 
 
-Action = SendMessage | EditMessage | AnswerCallback
+Action = SendMessage | EditMessage | AnswerCallback | SendPhoto
 
 
 def actions_to_json(actions: Iterable[Action]) -> list[dict]:
@@ -86,6 +115,10 @@ def actions_from_json(data: list[dict]) -> list[Action]:
             )
         if "reply_keyboard" in fields:
             fields["reply_keyboard"] = tuple(tuple(row) for row in fields["reply_keyboard"])
-        cls = {"SendMessage": SendMessage, "EditMessage": EditMessage}.get(kind, AnswerCallback)
+        cls = {
+            "SendMessage": SendMessage,
+            "EditMessage": EditMessage,
+            "SendPhoto": SendPhoto,
+        }.get(kind, AnswerCallback)
         result.append(cls(**fields))
     return result

@@ -104,6 +104,20 @@ class Project(models.Model):
         help_text='Levels by lifetime earnings, e.g. [{"name": "Silver", "threshold": 1000}].',
     )
 
+    # Redemptions at a till (the API's holds)
+    hold_approval_required = models.BooleanField(
+        "customers approve redemptions in Telegram",
+        default=False,
+        help_text="Before a till may spend a customer's bonuses, the customer presses Yes "
+        "in their own chat with the bot.",
+    )
+    hold_minutes = models.PositiveIntegerField(
+        "minutes a hold lasts",
+        default=15,
+        validators=[MinValueValidator(1), MaxValueValidator(7 * 24 * 60)],
+        help_text="A hold not confirmed by then is released and the bonuses are free again.",
+    )
+
     # HTTP request steps
     allow_private_http = models.BooleanField(
         "allow HTTP requests to private addresses",

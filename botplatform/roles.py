@@ -33,9 +33,11 @@ RESTORE = "restore"  # bring an old version back
 SEND_BROADCAST = "send_broadcast"  # send, schedule or cancel a broadcast
 SIMULATE = "simulate"  # talk to the project's workflows as a test user
 ADJUST_BALANCE = "adjust_balance"  # add or take bonuses, with a reason
+ROTATE_CARD = "rotate_card"  # give a customer a new card code (a lost or copied card)
 IMPORT = "import"  # import a workflow file
 EXPORT = "export"  # download a workflow as a file
 DASHBOARD = "dashboard"  # the project's charts
+REPLAY_WEBHOOK = "replay_webhook"  # send an outgoing webhook delivery again
 
 # The project-scoped models of the admin, by label.
 PROJECT = "botplatform.project"
@@ -51,6 +53,14 @@ EXECUTION = "workflows.workflowexecution"
 STEP_LOG = "workflows.executionsteplog"
 BROADCAST = "workflows.broadcast"
 DELIVERY = "workflows.broadcastdelivery"
+# The POS/CRM API (issue 16).
+API_KEY = "users.apikey"  # owners only: keys are credentials
+EARN_RULE = "users.earnrule"
+CASHIER = "users.cashier"
+PURCHASE = "users.purchase"
+HOLD = "users.hold"
+WEBHOOK_ENDPOINT = "users.webhookendpoint"  # owners only: carries the signing secret
+WEBHOOK_DELIVERY = "users.webhookdelivery"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -86,6 +96,11 @@ _READ_ALL = {
         STEP_LOG,
         BROADCAST,
         DELIVERY,
+        EARN_RULE,
+        CASHIER,
+        PURCHASE,
+        HOLD,
+        WEBHOOK_DELIVERY,
     )
 }
 
@@ -102,10 +117,16 @@ GRANTS: dict[str, Grants] = {
             WORKFLOW: RACD,
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
+            API_KEY: RACD,
+            EARN_RULE: RACD,
+            CASHIER: RACD,
+            WEBHOOK_ENDPOINT: RACD,
         },
         named=frozenset(
             {
+                REPLAY_WEBHOOK,
                 MANAGE_MEMBERS,
+                ROTATE_CARD,
                 SEE_SECRETS,
                 PUBLISH,
                 RESTORE,
@@ -132,8 +153,10 @@ GRANTS: dict[str, Grants] = {
             LEDGER: R,
             EXECUTION: R,
             STEP_LOG: R,
+            PURCHASE: R,
+            HOLD: R,
         },
-        named=frozenset({ADJUST_BALANCE}),
+        named=frozenset({ADJUST_BALANCE, ROTATE_CARD}),
     ),
 }
 

@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "botplatform",
     "users",
     "workflows",
@@ -247,6 +250,40 @@ CELERY_BEAT_SCHEDULE["telegram.updates_prune"] = {
 }
 CELERY_BEAT_SCHEDULE["telegram.deferred_sends_sweep"] = {
     "task": "telegram.deferred_sends_sweep",
+    "schedule": 60,
+}
+
+# --- The POS/CRM API (/api/v1/, botplatform/api/) ----------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "botplatform.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["botplatform.api.parsers.BoundedJSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bot platform POS/CRM API",
+    "DESCRIPTION": "Identify customers, accrue on purchases, redeem with holds, refund, "
+    "send events. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Hold expiry sweep: open holds past their expiry free their bonuses.
+CELERY_BEAT_SCHEDULE["users.holds_expire"] = {"task": "users.holds_expire", "schedule": 60}
+CELERY_BEAT_SCHEDULE["users.api_idempotency_prune"] = {
+    "task": "users.api_idempotency_prune",
+    "schedule": 3600,
+}
+# Webhook deliveries whose retry is due (and any the broker lost) are queued again.
+CELERY_BEAT_SCHEDULE["workflows.webhooks_due"] = {
+    "task": "workflows.webhooks_due",
     "schedule": 60,
 }
 

@@ -29,3 +29,5 @@ CELERY_TASK_ALWAYS_EAGER = not os.environ["CELERY_BROKER_URL"]
 CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"] or "memory://"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+# Schemathesis calls the WSGI app as "localhost" (tests/api/test_schemathesis.py).
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "localhost"]  # noqa: F405

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from botplatform import views
@@ -13,6 +13,7 @@ urlpatterns = [
     path("healthz/", views.healthz),
     path("telegram/webhook/<int:bot_id>/", telegram_webhook, name="telegram_webhook"),
     path("metrics", metrics_view, name="metrics"),
+    path("api/v1/", include("botplatform.api.urls")),
     path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
 ]

@@ -13,12 +13,14 @@ end the older with 409, as Telegram does; :attr:`conflicts` counts them.
 
 from __future__ import annotations
 
+import email.policy
 import itertools
 import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -61,6 +63,22 @@ def _html_ok(text: str) -> bool:
         else:
             stack.append(name)
     return "<" not in text[position:] and not stack
+
+
+def _multipart_parse(content_type: bytes, body: bytes) -> dict:
+    """A multipart/form-data body (an upload): text fields as str, files as bytes."""
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type + b"\r\n\r\n" + body
+    )
+    fields: dict = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        data = part.get_payload(decode=True) or b""
+        is_file = part.get_param("filename", header="content-disposition") is not None
+        fields[name] = data if is_file else data.decode()
+    return fields
 
 
 def _status_line(status: int) -> bytes:
@@ -121,6 +139,7 @@ class TelegramDouble:
         self.blocked_chats: set[int] = set()
         self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
         self.last_message: dict[int, int] = {}  # chat_id -> the newest message_id sent
+        self.files: dict[str, bytes] = {}  # file_id -> what the bot uploaded (sendPhoto)
         self.conflicts = 0
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
@@ -265,6 +284,39 @@ class TelegramDouble:
         }
         return self.enqueue(token, {"callback_query": query})
 
+    def contact(
+        self,
+        token: str,
+        chat_id: int,
+        phone: str,
+        *,
+        user_id: int | None = None,
+        contact_user_id: int | None = 0,
+        forwarded_from: int | None = None,
+    ) -> dict:
+        """The user sends a contact. By default their own, as the "share my phone" button
+        sends it (``contact_user_id`` = the sender); give another id, None (an address-book
+        entry of someone not on Telegram), or ``forwarded_from`` (forwarded from a chat
+        with that user) to send what a forger would."""
+        user = self._user(user_id or chat_id)
+        owner = user["id"] if contact_user_id == 0 else contact_user_id
+        contact = {"phone_number": phone, "first_name": user["first_name"]}
+        if owner is not None:
+            contact["user_id"] = owner
+        message = {
+            "message_id": next(self._message_ids),
+            "from": user,
+            "chat": {"id": chat_id, "type": "private", "first_name": user["first_name"]},
+            "date": int(time.time()),
+            "contact": contact,
+        }
+        if forwarded_from is not None:
+            origin = self._user(forwarded_from)
+            message["forward_origin"] = {"type": "user", "date": 1, "sender_user": origin}
+            message["forward_from"] = origin
+            message["forward_date"] = 1
+        return self.enqueue(token, {"message": message})
+
     def press(self, token: str, chat_id: int, text: str) -> dict:
         """The user presses the button whose label contains ``text`` on the newest
         message the bot showed them (KeyError/StopIteration if there is none)."""
@@ -376,6 +428,8 @@ class TelegramDouble:
                 if body:
                     if b"json" in content_type:
                         params.update(json.loads(body))
+                    elif content_type.startswith(b"multipart/form-data"):
+                        params.update(_multipart_parse(content_type, body))
                     else:
                         params.update(parse_qsl(body.decode()))
                 segments = path.strip("/").split("/")
@@ -541,6 +595,29 @@ class TelegramDouble:
 
     def _api_editMessageReplyMarkup(self, bot: BotState, params: dict):
         return self._edit(params, text=None)
+
+    def _api_sendPhoto(self, bot: BotState, params: dict):
+        chat_id = int(params["chat_id"])
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        photo = params.get("photo")
+        with self._cond:
+            if isinstance(photo, bytes):
+                if not photo.startswith(b"\x89PNG") and not photo.startswith(b"\xff\xd8"):
+                    return self._error(400, "Bad Request: IMAGE_PROCESS_FAILED")
+                file_id = f"photo-{bot.bot_id}-{len(self.files) + 1}"
+                self.files[file_id] = photo
+            elif isinstance(photo, str) and photo in self.files:
+                file_id = photo
+            else:
+                return self._error(400, "Bad Request: wrong file identifier/HTTP URL specified")
+            message = self._message_new(chat_id, "", params.get("reply_markup"))
+            del message["text"]
+            message["caption"] = params.get("caption", "")
+            message["photo"] = [
+                {"file_id": file_id, "file_unique_id": file_id, "width": 320, "height": 320}
+            ]
+            return self._ok(message)
 
     def _api_answerCallbackQuery(self, bot: BotState, params: dict):
         return self._ok(True)

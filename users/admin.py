@@ -24,6 +24,7 @@ from botplatform.admin import BoundedJSONField
 from botplatform.admin_scoping import ProjectScopedAdmin, ProjectScopedInline
 from botplatform.audit import audit_record
 from botplatform.jsoncheck import json_text_problem
+from users.admin_till import BotUserCardMixin
 from users.invalidation import user_state_changed
 from users.ledger import (
     MAX_AMOUNT,
@@ -149,7 +150,7 @@ class BonusTransactionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(BotUser)
-class BotUserAdmin(ProjectScopedAdmin):
+class BotUserAdmin(BotUserCardMixin, ProjectScopedAdmin):
     list_display = (
         "__str__",
         "project",
@@ -173,6 +174,7 @@ class BotUserAdmin(ProjectScopedAdmin):
         "last_seen_at",
         "is_test",
         "executions_list",
+        "loyalty_card",
     )
     fieldsets = (
         (
@@ -191,6 +193,7 @@ class BotUserAdmin(ProjectScopedAdmin):
             },
         ),
         ("Bonuses", {"fields": ("balance", "lifetime_earned", "level")}),
+        ("Loyalty card", {"fields": ("loyalty_card",)}),
         ("Referrals", {"fields": ("referral_code", "referrer_link", "referrals_list")}),
         ("Conversations", {"fields": ("executions_list",)}),
     )
@@ -292,7 +295,7 @@ class BotUserAdmin(ProjectScopedAdmin):
             self.admin_site.admin_view(self.adjust_balance_view),
             name="users_botuser_adjust_balance",
         )
-        return [adjust, *super().get_urls()]
+        return [adjust, *self.card_urls(), *super().get_urls()]
 
     def adjust_balance_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Add or take bonuses with a reason; a double submit is applied once."""
@@ -418,3 +421,7 @@ class BonusTransactionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     search_fields = ("user__username", "user__telegram_id", "reason", "idempotency_key")
     list_select_related = ("user", "project", "created_by")
     date_hierarchy = "created_at"
+
+
+# The POS/CRM API's screens (API keys, earn rules, cashiers, purchases, holds).
+from users import admin_pos  # noqa: E402, F401

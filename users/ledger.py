@@ -113,7 +113,7 @@ def _entry_by_key(*, project_id: int, idempotency_key: str) -> BonusTransaction 
     ).first()
 
 
-def _ledger_apply(
+def ledger_apply(
     *,
     user_id: int,
     amount: int,
@@ -122,7 +122,11 @@ def _ledger_apply(
     reason: str = "",
     created_by: Any = None,
 ) -> BonusResult:
-    """Apply one signed ``amount`` to the balance and append its ledger entry, once."""
+    """Apply one signed ``amount`` to the balance and append its ledger entry, once.
+
+    The one write path of the ledger: the bonus functions here and the till's purchases
+    and customer merges (``users/purchases.py``, ``users/customers.py``) all go through it.
+    """
     for _attempt in range(_MAX_ATTEMPTS):
         try:
             return _ledger_apply_once(
@@ -221,7 +225,7 @@ def bonus_earn(
     amount = _amount_checked(amount)
     if kind not in (Kind.EARN, Kind.REFERRAL):
         raise ValueError(f"kind must be 'earn' or 'referral', got {kind!r}")
-    return _ledger_apply(
+    return ledger_apply(
         user_id=user_id,
         amount=amount,
         kind=str(kind),
@@ -244,7 +248,7 @@ def bonus_spend(
     idempotency_key = _key_checked(idempotency_key)
     try:
         with redis_lock("user", f"{user_id}:spend"):
-            return _ledger_apply(
+            return ledger_apply(
                 user_id=user_id,
                 amount=-amount,
                 kind=Kind.SPEND,
@@ -308,7 +312,7 @@ def bonus_adjust(
     if len(reason) > REASON_MAX_LENGTH:
         raise ValueError(f"the reason is longer than {REASON_MAX_LENGTH} characters")
     key = _key_checked(idempotency_key) if idempotency_key is not None else None
-    return _ledger_apply(
+    return ledger_apply(
         user_id=user_id,
         amount=amount,
         kind=Kind.ADJUST,
@@ -360,7 +364,7 @@ def bonus_expire(*, user_id: int, now: datetime | None = None) -> BonusResult | 
         expired = min(user.balance, old_credits - debits)
         if expired <= 0:
             return None
-        return _ledger_apply(
+        return ledger_apply(
             user_id=user_id,
             amount=-expired,
             kind=Kind.EXPIRY,

@@ -15,12 +15,52 @@ def generate_referral_code() -> str:
     return secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
 
 
+# Card codes: digits only (easy to type at a till, fits a QR code's numeric mode).
+CARD_CODE_LENGTH = 12
+
+
+def generate_card_code() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(CARD_CODE_LENGTH))
+
+
 class BotUser(models.Model):
-    """A Telegram user as seen by one project (shared by all the project's bots)."""
+    """A customer of one project: a Telegram user (shared by all the project's bots), or
+    a customer created at a till who has no Telegram id yet (``telegram_id`` empty) and
+    is linked when they share the same phone in the bot."""
+
+    class Source(models.TextChoices):
+        TELEGRAM = "telegram", "Telegram"
+        TILL = "till", "Created at a till (API)"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="users")
-    telegram_id = models.BigIntegerField()
-    chat_id = models.BigIntegerField(help_text="Private chat with the user.")
+    telegram_id = models.BigIntegerField(
+        null=True, blank=True, help_text="Empty for a customer created at a till."
+    )
+    chat_id = models.BigIntegerField(null=True, blank=True, help_text="Private chat with the user.")
+    phone = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="E.164, e.g. +4915112345678; unique in the project.",
+    )
+    card_code = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="The code on the customer's card (QR); unique in the project, rotatable.",
+    )
+    card_file_ids = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Telegram file id of the card's QR photo per bot id (cleared on rotation).",
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.TELEGRAM)
+    merged_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A till customer whose balance moved to this Telegram user (same phone).",
+    )
     username = models.CharField(max_length=64, blank=True)
     first_name = models.CharField(max_length=128, blank=True)
     last_name = models.CharField(max_length=128, blank=True)
@@ -60,6 +100,19 @@ class BotUser(models.Model):
             models.UniqueConstraint(
                 fields=["project", "referral_code"], name="botuser_unique_referral_code"
             ),
+            models.UniqueConstraint(
+                fields=["project", "phone"], condition=~Q(phone=""), name="botuser_unique_phone"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "card_code"],
+                condition=~Q(card_code=""),
+                name="botuser_unique_card_code",
+            ),
+            models.CheckConstraint(
+                condition=Q(telegram_id__isnull=True, chat_id__isnull=True)
+                | Q(telegram_id__isnull=False, chat_id__isnull=False),
+                name="botuser_telegram_id_with_chat",
+            ),
             models.CheckConstraint(
                 condition=Q(balance__gte=0), name="botuser_balance_non_negative"
             ),
@@ -77,7 +130,11 @@ class BotUser(models.Model):
         name = " ".join(part for part in (self.first_name, self.last_name) if part)
         if self.username:
             return f"@{self.username}" + (f" ({name})" if name else "")
-        return name or f"user {self.telegram_id}"
+        if name:
+            return name
+        if self.telegram_id is None:
+            return f"customer {self.phone or self.card_code or self.pk}"
+        return f"user {self.telegram_id}"
 
 
 class UserVariable(models.Model):
@@ -111,6 +168,8 @@ class BonusTransaction(models.Model):
         ADJUST = "adjust", "Adjusted by an operator"
         REFERRAL = "referral", "Referral reward"
         EXPIRY = "expiry", "Expired"
+        CLAWBACK = "clawback", "Clawed back (refund)"
+        MERGE = "merge", "Moved between merged accounts"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="transactions")
     user = models.ForeignKey(BotUser, on_delete=models.PROTECT, related_name="transactions")
@@ -147,3 +206,33 @@ class BonusTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount:+d} ({self.get_kind_display()})"
+
+
+# The POS/CRM API's models (issue 16) live in their own module; importing them here
+# makes them models of this app.
+from users.models_pos import (  # noqa: E402
+    ApiIdempotency,
+    ApiKey,
+    Cashier,
+    EarnRule,
+    Hold,
+    Purchase,
+    Refund,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+__all__ = [
+    "ApiIdempotency",
+    "ApiKey",
+    "BonusTransaction",
+    "BotUser",
+    "Cashier",
+    "EarnRule",
+    "Hold",
+    "Purchase",
+    "Refund",
+    "UserVariable",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

@@ -44,4 +44,42 @@ def bonuses_expire() -> int:
                 continue
             if result is not None and result.status == "ok" and not result.replayed:
                 written += 1
+                _expired_event(project_id, user_id, result)
     return written
+
+
+def _expired_event(project_id: int, user_id: int, result) -> None:
+    """Tell the project's webhooks (``bonus.expired``); never fails the expiry."""
+    from users.webhooks_out import event_emit
+
+    try:
+        amount = BonusTransaction.objects.values_list("amount", flat=True).get(
+            pk=result.transaction_id
+        )
+        event_emit(
+            project_id=project_id,
+            event="bonus.expired",
+            data={"customer_id": user_id, "amount": -amount, "balance": result.balance},
+        )
+    except Exception:
+        logger.exception("bonus.expired webhook for user %s not recorded", user_id)
+
+
+@shared_task(name="users.api_idempotency_prune")
+def api_idempotency_prune() -> int:
+    """Forget API idempotency records older than a day (retries come within minutes)."""
+    from datetime import timedelta
+
+    from users.models_pos import ApiIdempotency
+
+    cutoff = timezone.now() - timedelta(days=1)
+    deleted, _ = ApiIdempotency.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+@shared_task(name="users.holds_expire")
+def holds_expire() -> int:
+    """Release open redemption holds past their expiry (the bonuses are free again)."""
+    from users.holds import holds_expire as expire
+
+    return expire()

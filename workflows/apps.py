@@ -18,3 +18,8 @@ class WorkflowsConfig(AppConfig):
         from workflows.simulator import simulator_routed
 
         delivery_register(simulator_routed(actions_deliver))
+        # A till's redemption that needs the customer's Yes: asked in their chat.
+        from users.holds import approval_sender_register
+        from workflows.hold_approval import hold_approval_send
+
+        approval_sender_register(hold_approval_send)

@@ -91,7 +91,9 @@ def _condition_context(user: BotUser, variables: dict) -> dict:
 
 
 def _segment_queryset(broadcast: Broadcast) -> QuerySet[BotUser]:
-    users = BotUser.objects.filter(project_id=broadcast.project_id, is_test=False)
+    users = BotUser.objects.filter(
+        project_id=broadcast.project_id, is_test=False, telegram_id__isnull=False
+    )
     if broadcast.segment == Broadcast.Segment.NOT_BLOCKED:
         users = users.filter(is_blocked=False)
     elif broadcast.segment == Broadcast.Segment.LEVEL:

@@ -25,6 +25,7 @@ COLORS = {
     "http_request": "#e0f7fa",
     "delay": "#eceff1",
     "start_workflow": "#fce4ec",
+    "show_card": "#ede7f6",
     "end": "#f5f5f5",
 }
 

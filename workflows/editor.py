@@ -41,6 +41,7 @@ TRIGGER_TYPES = (
     ("regex", "Text matching a pattern"),
     ("callback", "Button data"),
     ("level_up", "Reached a level"),
+    ("event", "An event from the API (by name)"),
     ("fallback", "Anything else"),
 )
 TRIGGER_VALUE_KEY = {
@@ -48,8 +49,9 @@ TRIGGER_VALUE_KEY = {
     "text": "text",
     "regex": "pattern",
     "level_up": "level",
+    "event": "name",
 }
-TRIGGER_KNOWN = {"type", "command", "text", "pattern", "data", "prefix", "level"}
+TRIGGER_KNOWN = {"type", "command", "text", "pattern", "data", "prefix", "level", "name"}
 TRIGGER_KNOWN |= {"payload_prefix", "interrupt"}
 
 BUTTON_KINDS = (("next", "Go to step"), ("url", "Open a link"), ("data", "Button data"))

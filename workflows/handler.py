@@ -13,7 +13,8 @@ wait, so it costs a fixed handful of statements (``docs/performance.md``).
 
 For each update :meth:`EngineHandler.handle` upserts the bot user (loyalty), clears
 ``is_blocked`` (they write again, so they unblocked the bot), applies a referral on
-``/start ref_…`` and runs the engine. When Telegram says a chat blocked the bot, the
+``/start ref_…``, does the till's part (:mod:`workflows.till_events`: a shared phone
+linked, the cashier menu, a customer's answer on a redemption) and runs the engine. When Telegram says a chat blocked the bot, the
 transport calls :meth:`EngineHandler.chat_blocked`.
 """
 
@@ -31,14 +32,17 @@ from botplatform.locks import sessions_lock_sql
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
 from users.botusers import bot_user_upsert, last_seen_writes
+from users.customers import customer_joined
 from users.invalidation import user_state_changed
 from users.models import BotUser
 from users.referrals import referral_apply
 from users.selectors import user_states_prefetch
+from workflows.cashier import cashier_state_keys
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import deferred_writes
 from workflows.engine.waiting import waiting_prefetch
 from workflows.services import event_process, session_key_for_chat
+from workflows.till_events import before_workflows, contact_link, contact_unhandled
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +93,10 @@ class EngineBatch:
         user_states_prefetch(
             ahead,
             users=[(user.pk, project_id) for user in ahead.users.values()],
-            extra_keys=[workflow_waiting_key(key) for key in sessions],
+            extra_keys=[
+                *(workflow_waiting_key(key) for key in sessions),
+                *cashier_state_keys(bot_id=bot.pk, updates=updates),
+            ],
         )
         waiting_prefetch(self.batch, sessions)
 
@@ -129,7 +136,7 @@ class EngineHandler:
     def handle(self, *, bot: Bot, parsed: ParsedUpdate, batch: Batch | None = None) -> list[Action]:
         """Upsert the user, apply a referral, run the engine; the actions to send.
         ``batch``: the engine batch the update belongs to (its read-ahead), or None."""
-        user, _created = bot_user_upsert(
+        user, created = bot_user_upsert(
             project_id=bot.project_id,
             telegram_id=parsed.telegram_id,
             # The user's private chat (its id is the user's): a group is never stored as
@@ -141,6 +148,8 @@ class EngineHandler:
             language_code=parsed.language_code,
             ahead=batch.users if batch is not None else None,
         )
+        if created and not user.is_test:
+            customer_joined(user)
         if user.is_blocked:  # they write to us again, so they unblocked the bot
             BotUser.objects.filter(pk=user.pk).update(is_blocked=False)
             user.is_blocked = False
@@ -152,10 +161,19 @@ class EngineHandler:
             and event.payload.startswith("ref_")
         ):
             referral_apply(user=user, code=event.payload)
+        if event.kind == "contact":
+            user = contact_link(user=user, event=event)
+        staff = before_workflows(
+            bot=bot, user=user, parsed=parsed, ahead=batch.users if batch is not None else None
+        )
+        if staff is not None:
+            return staff
         session_key = _session_key(bot.pk, parsed)
         result = event_process(
             user=user, event=event, bot=bot, session_key=session_key, batch=batch
         )
+        if event.kind == "contact" and not result.handled:
+            return contact_unhandled(user=user, parsed=parsed)
         return list(result.actions)
 
     def chat_blocked(self, *, bot: Bot, chat_id: int) -> None:

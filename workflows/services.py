@@ -263,7 +263,7 @@ def _dispatch(state: RunState, waiting: WorkflowExecution | None) -> bool:
         return True
     if (
         waiting is not None
-        and event.kind in {"text", "command"}
+        and event.kind in {"text", "command", "contact"}
         and execution_resume(state, waiting)
     ):
         return True

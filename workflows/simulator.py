@@ -24,7 +24,13 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
+from botplatform.conversation import (
+    AnswerCallback,
+    EditMessage,
+    InputEvent,
+    SendMessage,
+    SendPhoto,
+)
 from users.botusers import bot_user_upsert
 from users.invalidation import user_state_changed
 from users.models import BotUser
@@ -119,6 +125,13 @@ def transcript_record(*, user: BotUser, actions: list) -> None:
                     text=action.text,
                     buttons=_buttons_json(action.buttons),
                 )
+        elif isinstance(action, SendPhoto):  # the transcript shows text: say a picture came
+            SimulatorMessage.objects.create(
+                user=user,
+                direction=SimulatorMessage.Direction.BOT,
+                text=f"[picture] {action.caption}".strip(),
+                buttons=_buttons_json(action.buttons),
+            )
         elif isinstance(action, AnswerCallback) and action.text:
             SimulatorMessage.objects.create(
                 user=user, direction=SimulatorMessage.Direction.NOTICE, text=action.text

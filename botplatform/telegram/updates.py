@@ -116,9 +116,11 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
             if sender is None:
                 raise UnsupportedUpdate("a message without a sender (channel post)")
             text = _text(message.text, "text")
-            if message.content_type != "text" or not text:
+            if message.content_type == "contact":
+                event = _contact_event(message, event_id)
+            elif message.content_type != "text" or not text:
                 raise UnsupportedUpdate(f"a {message.content_type} message")
-            if text.startswith("/"):
+            elif text.startswith("/"):
                 head, _, payload = text.partition(" ")
                 command = head[1:].split("@", 1)[0].lower()
                 event = InputEvent(
@@ -168,6 +170,36 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
         language_code=_text(sender.language_code, "language code"),
         event=event,
         chat_type=chat_type if isinstance(chat_type, str) else "private",
+    )
+
+
+PHONE_TEXT_LIMIT = 64  # a phone number, as Telegram writes it, is far shorter
+
+
+def _contact_event(message: types.Message, event_id: str) -> InputEvent:
+    """A shared contact. Whether it is the sender's own is the application's call: it
+    compares ``contact_user_id`` with the sender, and ``forwarded`` says the message
+    was forwarded from another chat (a forwarded contact keeps its owner's id)."""
+    contact = message.contact
+    phone = _text(getattr(contact, "phone_number", None), "phone number")
+    if not phone:
+        raise MalformedUpdate("a contact without a phone number")
+    if len(phone) > PHONE_TEXT_LIMIT:
+        raise MalformedUpdate("a contact's phone number is too long")
+    user_id = getattr(contact, "user_id", None)
+    if user_id is not None and _id(user_id) is None:
+        raise MalformedUpdate("a contact's user_id is not a number that fits in 64 bits")
+    forwarded = any(
+        getattr(message, name, None) is not None
+        for name in ("forward_origin", "forward_from", "forward_date", "forward_sender_name")
+    )
+    return InputEvent(
+        kind="contact",
+        contact_phone=phone,
+        contact_user_id=user_id,
+        forwarded=forwarded,
+        message_id=message.message_id,
+        event_id=event_id,
     )
 
 

@@ -45,6 +45,13 @@ MODELS = {
     "workflows.executionsteplog": ("v", "v", "v", "v"),
     "workflows.broadcast": ("vacd", "vacd", "v", ""),
     "workflows.broadcastdelivery": ("v", "v", "v", ""),
+    "users.apikey": ("vacd", "", "", ""),  # credentials: owners only
+    "users.earnrule": ("vacd", "v", "v", ""),
+    "users.cashier": ("vacd", "v", "v", ""),
+    "users.purchase": ("v", "v", "v", "v"),  # written by the API only
+    "users.hold": ("v", "v", "v", "v"),
+    "users.webhookendpoint": ("vacd", "", "", ""),  # carries the signing secret
+    "users.webhookdelivery": ("v", "v", "v", ""),
     "auth.user": ("", "", "", ""),  # accounts: superusers only
     "auth.group": ("", "", "", ""),
 }
@@ -64,6 +71,7 @@ CUSTOM = {
     "workflows_broadcast_progress": {"owner", "editor", "analyst"},
     "workflows_broadcast_send": {"owner", "editor"},
     "users_botuser_adjust_balance": {"owner", "support"},
+    "users_botuser_rotate_card": {"owner", "support"},  # GET asks to confirm
     "auth_user_deactivate": set(),
     "auth_user_password_change": set(),
 }
@@ -86,6 +94,12 @@ ACTIONS = {
     ("workflows.workflowexecution", "retry_executions"): {"owner", "editor"},
     ("workflows.workflowexecution", "delete_selected"): set(),  # history stays
     ("workflows.broadcast", "delete_selected"): {"owner", "editor"},
+    ("users.apikey", "delete_selected"): {"owner"},
+    ("users.apikey", "revoke_keys"): {"owner"},
+    ("users.earnrule", "delete_selected"): {"owner"},
+    ("users.cashier", "delete_selected"): {"owner"},
+    ("users.webhookendpoint", "delete_selected"): {"owner"},
+    ("users.webhookdelivery", "replay"): {"owner"},
     ("auth.user", "delete_selected"): set(),
     ("auth.user", "deactivate_accounts"): set(),
     ("auth.group", "delete_selected"): set(),

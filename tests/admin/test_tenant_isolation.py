@@ -30,6 +30,42 @@ pytestmark = pytest.mark.django_db
 SECRET = "Zetasecret"  # every name of project B contains it
 
 
+def _populate_pos(project, user, tag: str) -> dict:
+    """The POS/CRM API's objects (issue 16) of one project."""
+    from decimal import Decimal
+
+    from users.apikeys import apikey_create
+    from users.models_pos import (
+        Cashier,
+        EarnRule,
+        Hold,
+        Purchase,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
+
+    endpoint = WebhookEndpoint.objects.create(
+        project=project, url=f"https://{tag.lower()}.example/hook", secret=f"{tag}-s", events=[]
+    )
+    return {
+        "api_key": apikey_create(project=project, name=f"{tag} till", scopes="read").api_key,
+        "earn_rule": EarnRule.objects.create(project=project, name=f"{tag} rule", percent=5),
+        "cashier": Cashier.objects.create(
+            project=project, telegram_id=user.telegram_id, store_name=f"{tag} store"
+        ),
+        "purchase": Purchase.objects.create(
+            project=project, customer=user, order_id=f"{tag}-1", amount=Decimal(10)
+        ),
+        "hold": Hold.objects.create(
+            project=project, customer=user, amount=1, expires_at=timezone.now(), store=tag
+        ),
+        "endpoint": endpoint,
+        "webhook_delivery": WebhookDelivery.objects.create(
+            endpoint=endpoint, event="bonus.accrued", payload={"tag": tag}
+        ),
+    }
+
+
 def _populate(project, tag: str) -> dict:
     bot = bot_create(project=project, username=f"{tag}_bot")
     user = bot_user_create(project=project, first_name=f"{tag}User", username=f"{tag}_user")
@@ -63,7 +99,9 @@ def _populate(project, tag: str) -> dict:
         actions=[{"type": "SendMessage", "chat_id": user.chat_id, "text": f"{tag} later"}],
         due_at=timezone.now(),
     )
+    pos = _populate_pos(project, user, tag)
     return {
+        **pos,
         "deferred": deferred,
         "update": update,
         "project": project,

@@ -143,3 +143,23 @@ def test_demo_conversation(demo, delivered, django_capture_on_commit_callbacks):
 
     # Nothing failed along the way.
     assert not WorkflowExecution.objects.filter(status="failed").exists()
+
+
+def test_the_demo_project_earns_on_purchases_by_level(demo):
+    """A first API purchase in the demo earns something: 5 % for Bronze, more above."""
+    from users.models_pos import EarnRule
+    from users.purchases import purchase_record
+
+    project, _bot = demo
+    assert EarnRule.objects.filter(project=project).count() == 4
+    call_command("loaddemo", stdout=io.StringIO())  # again: no duplicates
+    assert EarnRule.objects.filter(project=project).count() == 4
+    bronze = bot_user_create(project=project, level="Bronze")
+    gold = bot_user_create(project=project, level="Gold")
+    earned = [
+        purchase_record(
+            project_id=project.pk, customer_id=user.pk, order_id=f"demo-{user.pk}", amount="100"
+        ).purchase.accrued
+        for user in (bronze, gold)
+    ]
+    assert earned == [5, 10]

@@ -5,4 +5,4 @@ the scoped ``get_object`` / ``project_or_404``, so another project's ids give 40
 calls one service, and renders. Importing the package registers every screen.
 """
 
-from workflows.admin import broadcasts, executions, versions, workflow  # noqa: F401
+from workflows.admin import broadcasts, executions, versions, webhooks, workflow  # noqa: F401

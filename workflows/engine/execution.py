@@ -41,7 +41,7 @@ from workflows.engine.steps.base import (
     StepType,
     Wait,
 )
-from workflows.engine.userdata import UserData
+from workflows.engine.userdata import UserData, event_data
 from workflows.engine.version_cache import definition_for_version, published_version_get
 from workflows.engine.waiting import waiting_cache_clear, waiting_cache_set
 from workflows.models import ExecutionStepLog, Workflow, WorkflowExecution
@@ -94,6 +94,8 @@ class RunState:
 
     def __post_init__(self) -> None:
         self.data = UserData(self.user, self.bot)
+        if self.event is not None and self.event.kind == "event":
+            self.data.event_data = event_data(self.event)
 
     @property
     def chat_id(self) -> int:

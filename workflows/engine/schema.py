@@ -96,6 +96,17 @@ def trigger_kind_schemas() -> dict[str, dict[str, Any]]:
         "callback": callback,
         "fallback": kind("fallback", {}),
         "level_up": kind("level_up", {"level": {"type": "string"}}),
+        "event": kind(
+            "event",
+            {
+                "name": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_.-]{0,63}$",
+                    "description": 'lower-case letters, digits, _ . -, e.g. "order.shipped"',
+                },
+            },
+            ("name",),
+        ),
     }
 
 

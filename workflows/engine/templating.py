@@ -45,7 +45,8 @@ USER_FIELDS = frozenset(
     }
 )
 BOT_FIELDS = frozenset({"username", "link"})
-ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None}
+# ``event``: an API event's name and payload (``event.name``, ``event.tracking_url``).
+ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None, "event": None}
 
 IDENT = r"[A-Za-z][A-Za-z0-9_]*"
 PATH_RE = re.compile(rf"^{IDENT}(?:\.{IDENT})*$")

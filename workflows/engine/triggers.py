@@ -2,7 +2,8 @@
 
 Kinds: ``command`` (with an optional deep-link payload or payload prefix),
 ``text`` (exact, case-insensitive by default), ``regex``, ``callback`` (exact data
-or a prefix), ``level_up`` and ``fallback`` (any other text or command). The
+or a prefix), ``level_up``, ``event`` (an API event by name: POST
+/api/v1/customers/{id}/events) and ``fallback`` (any other text or command). The
 highest-priority workflow wins; fallback only when nothing else matches.
 """
 
@@ -119,6 +120,8 @@ def _matches(trigger: dict, event: InputEvent) -> bool:
             return trigger["data"] == event.callback_data
         prefix = trigger.get("prefix")
         return bool(prefix) and event.callback_data.startswith(prefix)
+    if kind == "event" and event.kind == "event":
+        return trigger.get("name") == event.payload
     if kind == "level_up" and event.kind == "level_up":
         level = trigger.get("level")
         return not level or str(level).casefold() == event.payload.casefold()

@@ -42,6 +42,20 @@ def _history_text(user: BotUser) -> str:
     return "\n".join(lines)
 
 
+def event_data(event: object) -> dict[str, Any]:
+    """An API event's ``{"name": ..., **payload}`` for templates (``event.*``): the
+    name is the event's ``payload``, the JSON payload its ``text`` (checked by the API)."""
+    import json
+
+    try:
+        payload = json.loads(getattr(event, "text", "") or "{}")
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    return {**payload, "name": getattr(event, "payload", "")}
+
+
 class UserData:
     """Lazy, per-event view of one user's profile and variables."""
 
@@ -53,6 +67,7 @@ class UserData:
         self._context: dict | None = None
         self._cached: dict | None = None
         self._ahead: UsersAhead | None = None
+        self.event_data: dict = {}  # an API event's name and payload (templates: event.*)
 
     def prime(self, cached: dict | None, ahead: UsersAhead | None = None) -> None:
         """Serve the first load from ``cached`` (the caller's one cache round trip,
@@ -102,7 +117,7 @@ class UserData:
             "username": bot_username,
             "link": f"https://t.me/{bot_username}" if bot_username else "",
         }
-        self._context = {"user": user, "vars": custom, "bot": bot}
+        self._context = {"user": user, "vars": custom, "bot": bot, "event": self.event_data}
         return self._context
 
     # Writes -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from workflows.engine.steps.http_request import HttpRequestStep
 from workflows.engine.steps.input import InputStep
 from workflows.engine.steps.message import MessageStep
 from workflows.engine.steps.set_variable import SetVariableStep
+from workflows.engine.steps.show_card import ShowCardStep
 from workflows.engine.steps.start_workflow import StartWorkflowStep
 
 STEP_TYPES: dict[str, StepType] = {
@@ -24,6 +25,7 @@ STEP_TYPES: dict[str, StepType] = {
         HttpRequestStep(),
         DelayStep(),
         StartWorkflowStep(),
+        ShowCardStep(),
         EndStep(),
     )
 }

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 TELEGRAM_TEXT_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
+KEYBOARD_BUTTON_LIMIT = 64  # a reply-keyboard label longer than this is a mistake
+# Set on the execution's context once a shared phone was taken: the next plain message
+# (no keyboard of its own) removes the "share my phone" keyboard.
+KEYBOARD_REMOVE = "keyboard_remove"
 
 
 class StepFailure(Exception):
@@ -102,6 +106,7 @@ class StepRuntime:
         reply_keyboard: tuple[tuple[str, ...], ...] = (),
         remove_reply_keyboard: bool = False,
         edit: bool = False,
+        contact_button: str = "",
     ) -> None:
         if len(text) > TELEGRAM_TEXT_LIMIT:
             text = text[: TELEGRAM_TEXT_LIMIT - 1] + "…"
@@ -113,6 +118,7 @@ class StepRuntime:
             and event.kind == "callback"
             and event.message_id
             and not reply_keyboard
+            and not contact_button
         ):
             self.edited = True
             self.actions.append(
@@ -121,6 +127,10 @@ class StepRuntime:
                 )
             )
             return
+        if not (buttons or reply_keyboard or contact_button) and self.execution.context.pop(
+            KEYBOARD_REMOVE, False
+        ):
+            remove_reply_keyboard = True  # the "share my phone" keyboard has done its job
         self.actions.append(
             SendMessage(
                 chat_id=self.chat_id,
@@ -128,6 +138,7 @@ class StepRuntime:
                 buttons=buttons,
                 reply_keyboard=reply_keyboard,
                 remove_reply_keyboard=remove_reply_keyboard,
+                contact_button=contact_button,
             )
         )
 
@@ -251,6 +262,14 @@ KEYBOARD_FIELD = FieldSpec(
     "One row per line, buttons separated by |, e.g. “Menu | Help”. A tap arrives as text.",
     schema={"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
     problem="a list of rows of texts",
+)
+CONTACT_BUTTON_FIELD = FieldSpec(
+    "request_contact",
+    "line",
+    "“Share my phone” button",
+    "The label of a reply-keyboard button that sends the user's own phone number, "
+    "e.g. “📱 Share my phone”. Empty: no such button.",
+    schema={"type": "string", "maxLength": KEYBOARD_BUTTON_LIMIT},
 )
 DESCRIPTION_FIELD = FieldSpec(
     "description",

@@ -12,11 +12,15 @@ from decimal import Decimal
 from typing import Any
 
 from botplatform.conversation import InputEvent
+from users.customers import CustomerError, phone_normalize
+from users.e164 import PhoneInvalid, phone_e164, phone_masked
 from workflows.engine.numbers import NOT_A_NUMBER, NumberError, number_parse
 from workflows.engine.patterns import pattern_fullmatch, pattern_problem
 from workflows.engine.steps.base import (
+    CONTACT_BUTTON_FIELD,
     DESCRIPTION_FIELD,
     KEYBOARD_FIELD,
+    KEYBOARD_REMOVE,
     ON_TIMEOUT_FIELD,
     TELEGRAM_TEXT_LIMIT,
     TIMEOUT_FIELD,
@@ -31,13 +35,15 @@ from workflows.engine.steps.base import (
     step_ref,
     wait_timeout,
 )
+from workflows.engine.steps.message import contact_button_label
 from workflows.engine.steps.set_variable import (
     VARIABLE_PROBLEM,
     VARIABLE_SCHEMA,
     variable_name_problem,
 )
 
-KINDS = ("text", "number", "integer", "phone", "email", "date", "regex")
+KINDS = ("text", "number", "integer", "phone", "email", "date", "regex", "contact")
+DEFAULT_CONTACT_BUTTON = "📱 Share my phone number"
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?\d{7,15}$")
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y")
@@ -113,7 +119,32 @@ def answer_validate(rule: dict, text: str) -> Any:
         if not pattern_fullmatch(rule.get("pattern") or "", text):
             raise Invalid(rule.get("message") or "the answer is not in the expected format")
         return text
+    if kind == "contact":
+        raise Invalid("please press the button below to share your phone number")
     raise Invalid(f"unknown validation type {kind}")
+
+
+def contact_validate(event: InputEvent, *, telegram_id: int) -> str:
+    """The phone (E.164) of a contact the user shared, if it is their own.
+
+    The "share my phone" button sends the sender's own contact: its ``user_id`` is the
+    sender's. A contact picked from the address book (someone else's, or a made-up one)
+    or forwarded from another chat is refused: anyone can send those.
+    """
+    if event.forwarded:
+        raise Invalid(
+            "that contact was forwarded; please press the button below to share your own number"
+        )
+    if event.contact_user_id is None or event.contact_user_id != telegram_id:
+        raise Invalid(
+            "that is not your own contact; please press the button below to share your number"
+        )
+    try:
+        # The bounded parse first, then the numbering plans (the same check the till's
+        # API applies), so what is stored here is what a till can look up.
+        return phone_normalize(phone_e164(event.contact_phone, international=True))
+    except (PhoneInvalid, CustomerError) as exc:
+        raise Invalid(str(exc)) from None
 
 
 class InputStep(StepType):
@@ -158,6 +189,7 @@ class InputStep(StepType):
                                 "An e-mail address",
                                 "A date",
                                 "Text matching a pattern",
+                                "The user's own phone (the “share my phone” button)",
                             ),
                             strict=True,
                         )
@@ -198,6 +230,14 @@ class InputStep(StepType):
             schema={"type": "integer", "minimum": 1},
         ),
         KEYBOARD_FIELD,
+        FieldSpec(
+            "request_contact",
+            CONTACT_BUTTON_FIELD.kind,
+            CONTACT_BUTTON_FIELD.label,
+            CONTACT_BUTTON_FIELD.help + f" With “the user's own phone” the button is always shown "
+            f"(empty: “{DEFAULT_CONTACT_BUTTON}”).",
+            schema=CONTACT_BUTTON_FIELD.schema,
+        ),
         step_ref("next", "Then go to"),
         step_ref("on_fail", "After too many invalid answers"),
         TIMEOUT_FIELD,
@@ -212,6 +252,7 @@ class InputStep(StepType):
         step = checker.step
         checker.template("text", required=True, limit=TELEGRAM_TEXT_LIMIT)
         checker.template("retry_text", limit=TELEGRAM_TEXT_LIMIT)
+        checker.template("request_contact")
         problem = variable_name_problem(step.get("variable"))
         if problem:
             checker.add(f"'variable': {problem}")
@@ -239,7 +280,14 @@ class InputStep(StepType):
                 checker.add(f"'validate.pattern': {problem}")
 
     def _ask(self, rt: StepRuntime, text: str, attempts: int) -> Wait:
-        rt.send(text, reply_keyboard=tuple(tuple(r) for r in rt.step.get("reply_keyboard") or ()))
+        contact = contact_button_label(rt, rt.step)
+        if not contact and (rt.step.get("validate") or {}).get("type") == "contact":
+            contact = DEFAULT_CONTACT_BUTTON
+        rt.send(
+            text,
+            reply_keyboard=tuple(tuple(r) for r in rt.step.get("reply_keyboard") or ()),
+            contact_button=contact,
+        )
         until = rt.now + timedelta(seconds=wait_timeout(rt.step))
         return Wait(kind="input", until=until, state={"attempts": attempts})
 
@@ -249,16 +297,22 @@ class InputStep(StepType):
         return self._ask(rt, text, 0)
 
     def resume(self, rt: StepRuntime, event: InputEvent) -> Outcome:
+        step = rt.step
+        rule = step.get("validate") or {"type": "text"}
         if event.kind == "text":
             answer = event.text
         elif event.kind == "command":
             answer = f"/{event.command} {event.payload}".strip()
+        elif event.kind == "contact" and rule.get("type") == "contact":
+            answer = f"contact {phone_masked(event.contact_phone)}"
         else:
             return NotConsumed()
-        step = rt.step
         rt.output["answer"] = answer[:200]
         try:
-            value = answer_validate(step.get("validate") or {"type": "text"}, answer)
+            if event.kind == "contact":
+                value = contact_validate(event, telegram_id=rt.data.user.telegram_id)
+            else:
+                value = answer_validate(rule, answer)
         except Invalid as exc:
             attempts = int(rt.execution.context.get("wait", {}).get("attempts", 0)) + 1
             rt.output["invalid"] = str(exc)
@@ -270,4 +324,6 @@ class InputStep(StepType):
             return self._ask(rt, text, attempts)
         rt.data.variable_set(step["variable"], value)
         rt.output["value"] = value
+        if event.kind == "contact":
+            rt.execution.context[KEYBOARD_REMOVE] = True
         return Goto(step.get("next"))

@@ -12,7 +12,9 @@ from typing import Any
 from botplatform.conversation import Button, InputEvent
 from workflows.engine.steps.base import (
     CALLBACK_DATA_LIMIT,
+    CONTACT_BUTTON_FIELD,
     DESCRIPTION_FIELD,
+    KEYBOARD_BUTTON_LIMIT,
     KEYBOARD_FIELD,
     ON_TIMEOUT_FIELD,
     TELEGRAM_TEXT_LIMIT,
@@ -54,6 +56,14 @@ def engine_callback_data(execution_id: int, seq: int, index: int) -> str:
     return f"w:{execution_id}:{seq}:{index}"
 
 
+def contact_button_label(rt: StepRuntime, step: dict) -> str:
+    """The rendered "share my phone" label of a step (plain text, bounded), or ""."""
+    label = step.get("request_contact")
+    if not isinstance(label, str) or not label.strip():
+        return ""
+    return rt.render(label, escape=False).strip()[:KEYBOARD_BUTTON_LIMIT]
+
+
 class MessageStep(StepType):
     type = "message"
     label = "Send a message"
@@ -86,6 +96,7 @@ class MessageStep(StepType):
             problem="a list of rows of buttons",
         ),
         KEYBOARD_FIELD,
+        CONTACT_BUTTON_FIELD,
         FieldSpec(
             "remove_keyboard",
             "bool",
@@ -170,6 +181,7 @@ class MessageStep(StepType):
             )
         ):
             checker.add("'reply_keyboard' must be a list of rows of texts")
+        checker.template("request_contact")
 
     def run(self, rt: StepRuntime) -> Outcome:
         step = rt.step
@@ -203,6 +215,7 @@ class MessageStep(StepType):
             reply_keyboard=keyboard,
             remove_reply_keyboard=bool(step.get("remove_keyboard")),
             edit=bool(step.get("edit")),
+            contact_button=contact_button_label(rt, step),
         )
         rt.output["text"] = text
         if waits:

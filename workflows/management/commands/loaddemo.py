@@ -11,6 +11,7 @@ from django.db import transaction
 
 from botplatform.bots import TokenRefused, bot_identity_fetch
 from botplatform.models import BOT_TOKEN_VALIDATOR, Bot, Project
+from users.models_pos import EarnRule
 from workflows.engine.validation import WorkflowValidationError
 from workflows.publishing import workflow_import
 
@@ -34,6 +35,9 @@ def demo_load(*, token: str | None = None) -> tuple[Project, Bot | None]:
     slug = fields.pop("slug")
     with transaction.atomic():
         project, _ = Project.objects.update_or_create(slug=slug, defaults=fields)
+        for rule in demo.get("earn_rules", []):  # so a first API purchase earns something
+            rule = dict(rule)
+            EarnRule.objects.update_or_create(project=project, name=rule.pop("name"), defaults=rule)
         for data in demo["workflows"]:
             workflow_import(project_id=project.pk, data=data, publish=True)
         bot = None
