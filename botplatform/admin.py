@@ -94,6 +94,8 @@ class ProjectForm(forms.ModelForm):
             "bonus_expiry_days",
             "max_bonus_share_percent",
             "levels",
+            "hold_approval_required",
+            "hold_minutes",
             "allow_private_http",
         )
         field_classes = {"levels": JSONWhereField}
@@ -185,6 +187,13 @@ class ProjectAdmin(ProjectScopedAdmin):
                     "max_bonus_share_percent",
                     "levels",
                 )
+            },
+        ),
+        (
+            "Redemptions at a till (the POS/CRM API)",
+            {
+                "fields": ("hold_approval_required", "hold_minutes"),
+                "description": "Bonuses a till wants to spend are held first, then confirmed.",
             },
         ),
         ("HTTP requests", {"fields": ("allow_private_http",)}),
