@@ -162,3 +162,23 @@ def test_a_runaway_calculation_fails_the_step_with_a_clear_error(project, chat: 
     execution = WorkflowExecution.objects.get()
     assert execution.status == "failed"
     assert "the result would be longer than 20000 characters" in execution.error
+
+
+def test_a_regex_trigger_hands_its_captures_to_the_conversation(project, chat: Chat):  # noqa: F811
+    publish(
+        project,
+        {
+            "start": "show",
+            "steps": {
+                "show": {
+                    "type": "message",
+                    "text": "Order {{ trigger.match.1 }} ({{ trigger.match.kind }}), "
+                    "you wrote {{ trigger.text }}; next {{ trigger.match.1 + 1 }}",
+                }
+            },
+        },
+        triggers=[{"type": "regex", "pattern": r"order\s+#?(\d+)(?P<kind>[a-z]*)"}],
+    )
+    assert chat.say("Where is order #1041x?") == [
+        "Order 1041 (x), you wrote Where is order #1041x?; next 1042"
+    ]

@@ -400,7 +400,9 @@ def step_run(handler: StepType, rt: StepRuntime) -> Outcome:
     return handler.run(rt)
 
 
-def _execution_create(state: RunState, workflow_id: int, version_id: int) -> WorkflowExecution:
+def _execution_create(
+    state: RunState, workflow_id: int, version_id: int, trigger: dict | None = None
+) -> WorkflowExecution:
     user = state.user
     info = published_version_get(
         project_id=user.project_id, workflow_id=workflow_id, version_id=version_id
@@ -414,7 +416,7 @@ def _execution_create(state: RunState, workflow_id: int, version_id: int) -> Wor
         session_key=state.session_key,
         status=Status.RUNNING,
         current_step=info["definition"]["start"],
-        context={"seq": 0},
+        context={"seq": 0, **({"trigger": trigger} if trigger else {})},
     )
 
 
@@ -429,9 +431,14 @@ def _event_input(event: InputEvent | None) -> dict:
     return data
 
 
-def execution_start(state: RunState, *, workflow_id: int, version_id: int) -> WorkflowExecution:
-    """Start a new execution of a workflow's published version and run it."""
-    execution = _execution_create(state, workflow_id, version_id)
+def execution_start(
+    state: RunState, *, workflow_id: int, version_id: int, trigger: dict | None = None
+) -> WorkflowExecution:
+    """Start a new execution of a workflow's published version and run it.
+
+    ``trigger`` is what its steps read as ``trigger.text`` and ``trigger.match``.
+    """
+    execution = _execution_create(state, workflow_id, version_id, trigger)
     definition = definition_for_version(execution.version_id)
     drive(
         state,

@@ -34,7 +34,9 @@ USER_FIELDS = frozenset(
     }
 )
 BOT_FIELDS = frozenset({"username", "link"})
-ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None}
+# ``trigger``: what started the conversation (``trigger.text``, ``trigger.match.1``).
+TRIGGER_FIELDS = frozenset({"text", "match"})
+ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None, "trigger": TRIGGER_FIELDS}
 
 IDENT = r"[A-Za-z][A-Za-z0-9_]*"
 PATH_RE = re.compile(rf"^{IDENT}(?:\.{IDENT})*$")

@@ -86,7 +86,12 @@ class StepRuntime:
     edited: bool = False
 
     def context(self) -> dict[str, Any]:
-        return self.data.context()
+        """The user's tree, plus ``trigger`` (what started this execution) when known."""
+        context = self.data.context()
+        trigger = self.execution.context.get("trigger")
+        if isinstance(trigger, dict):
+            context = {**context, "trigger": trigger}
+        return context
 
     def render(self, source: str, *, escape: bool = True) -> str:
         try:
