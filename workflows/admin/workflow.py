@@ -29,7 +29,7 @@ from workflows.admin.forms import (
 from workflows.diagram import diagram_svg
 from workflows.editor import editor_context
 from workflows.editor_form import editor_parse, step_add
-from workflows.engine.validation import WorkflowValidationError
+from workflows.engine.validation import WorkflowValidationError, workflow_warnings
 from workflows.models import (
     Workflow,
     WorkflowVersion,
@@ -347,12 +347,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
                         f"“{workflow.name}” is live as version {version.number}. "
                         "Conversations in flight finish on the version they started.",
                     )
+                    for warning in workflow_warnings(version.definition):
+                        messages.warning(request, f"Check: {warning}")
                     return redirect("admin:workflows_workflow_editor", workflow.pk)
         else:
             try:
                 workflow_validate_for(workflow=workflow)
             except WorkflowValidationError as exc:
                 errors = exc.errors
+            for warning in workflow_warnings(workflow.draft):
+                messages.warning(request, f"Check: {warning}")
         top = workflow.versions.filter(is_preview=False).aggregate(top=Max("number"))["top"]
         context = self._context(
             request,

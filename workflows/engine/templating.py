@@ -117,6 +117,7 @@ FILTERS: dict[str, tuple[Callable[..., Any], bool]] = {
     "capitalize": (lambda v: _to_text(v)[:1].upper() + _to_text(v)[1:], False),
     "title": (lambda v: _to_text(v).title(), False),
     "trim": (lambda v: _to_text(v).strip(), False),
+    "text": (lambda v: _to_text(v), False),
 }
 
 
@@ -268,6 +269,20 @@ def _to_text(value: Any) -> str:
     return ""
 
 
+def _placeholder_value(part: Placeholder, context: Mapping[str, Any]) -> Any:
+    if part.expression is None:
+        value = value_resolve(context, part.path)
+    else:
+        try:
+            value = expression_plain(tree_evaluate(part.expression, context))
+        except ExpressionError as exc:
+            raise TemplateError(str(exc)) from None
+    for name, arg in part.filters:
+        func, takes_arg = FILTERS[name]
+        value = func(value, arg) if takes_arg and arg is not None else func(value)
+    return value
+
+
 def template_render(
     source: str, context: Mapping[str, Any], *, escape: bool | Callable[[str], str] = True
 ) -> str:
@@ -282,22 +297,31 @@ def template_render(
         if isinstance(part, str):
             out.append(part)
             continue
-        if part.expression is None:
-            value = value_resolve(context, part.path)
-        else:
-            try:
-                value = expression_plain(tree_evaluate(part.expression, context))
-            except ExpressionError as exc:
-                raise TemplateError(str(exc)) from None
-        for name, arg in part.filters:
-            func, takes_arg = FILTERS[name]
-            value = func(value, arg) if takes_arg and arg is not None else func(value)
-        text = _to_text(value)
+        text = _to_text(_placeholder_value(part, context))
         if callable(escape):
             out.append(escape(text))
         else:
             out.append(html.escape(text, quote=False) if escape else text)
     return "".join(out)[:MAX_OUTPUT]
+
+
+def template_value(source: str, context: Mapping[str, Any]) -> Any:
+    """A template that is exactly one placeholder (``"{{ vars.age }}"``) as the value's own
+    type (a number, true/false, a list, null); any other template as its text, unescaped.
+
+    For JSON bodies: ``{"age": "{{ vars.age }}"}`` sends ``{"age": 31}``. The ``text``
+    filter keeps a text: ``"{{ vars.zip | text }}"``.
+    """
+    template = template_parse(source)
+    if len(template.parts) != 1 or not isinstance(template.parts[0], Placeholder):
+        return template_render(source, context, escape=False)
+    part = template.parts[0]
+    value = _placeholder_value(part, context)
+    if isinstance(value, Decimal):
+        value = number_plain(value)
+    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+        value = value[:MAX_OUTPUT]
+    return value
 
 
 def template_check(source: Any) -> str | None:

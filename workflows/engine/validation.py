@@ -266,3 +266,18 @@ def workflow_validate(
         )
     if errors:
         raise WorkflowValidationError(errors)
+
+
+def workflow_warnings(definition: Any) -> list[StepError]:
+    """Likely mistakes that do not stop publishing, by step (e.g. an ``http_request``
+    ``save`` path that finds nothing in the step's example response)."""
+    if not isinstance(definition, dict) or not isinstance(definition.get("steps"), dict):
+        return []
+    if _too_deep(definition):
+        return []
+    found = []
+    for step_id, step in definition["steps"].items():
+        handler = _handler(step) if isinstance(step, dict) else None
+        if handler is not None:
+            found.extend(StepError(step_id, message) for message in handler.warnings(step))
+    return found

@@ -321,6 +321,10 @@ class StepType:
     def check(self, checker: Checker) -> None:
         """Add problems of the step's own fields."""
 
+    def warnings(self, step: dict) -> list[str]:
+        """Likely mistakes that do not stop publishing (shown to the operator)."""
+        return []
+
     def run(self, rt: StepRuntime) -> Outcome:
         raise NotImplementedError
 
