@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
@@ -30,6 +30,7 @@ from workflows.engine.deferred import (
 from workflows.engine.events import InputEvent, SendMessage
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import (
+    Call,
     Goto,
     Jump,
     NotConsumed,
@@ -40,10 +41,11 @@ from workflows.engine.steps.base import (
     StepType,
     Wait,
 )
+from workflows.engine.subflows import call_return, callers_end, workflow_target
 from workflows.engine.userdata import UserData
 from workflows.engine.version_cache import definition_for_version, published_version_get
 from workflows.engine.waiting import waiting_cache_clear, waiting_cache_set
-from workflows.models import ExecutionStepLog, Workflow, WorkflowExecution
+from workflows.models import ExecutionStepLog, WorkflowExecution
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,49 @@ def _close(
     execution.context.pop("wait", None)
     execution.context.pop("pending", None)
     _persist(state, execution, was_waiting=was_waiting)
+    if status != Status.COMPLETED and execution.context.get("return_to"):
+        callers_end(execution, now=state.now)
+
+
+def _call_begin(
+    state: RunState, execution: WorkflowExecution, step_id: str, slug: str, *, was_waiting: bool
+) -> WorkflowExecution | None:
+    """Pause ``execution`` on its call_workflow step and create the sub-flow's execution.
+
+    None when the workflow cannot be run (the caller has failed then).
+    """
+    from workflows.engine.steps.call_workflow import CALL_TIMEOUT_DAYS
+
+    target = workflow_target(execution.project_id, slug)
+    if target is None:
+        _fail(
+            state,
+            execution,
+            f"Step '{step_id}' (call_workflow) failed: the workflow '{slug}' does not exist, "
+            "is inactive or is not published.",
+            was_waiting=was_waiting,
+        )
+        return None
+    child = _execution_create(
+        state,
+        target["id"],
+        target["published_version_id"],
+        execution.context.get("trigger"),
+        extra={"return_to": execution.pk, "call_depth": execution.context.get("call_depth", 0) + 1},
+    )
+    seq = int(execution.context.get("seq", 0)) + 1
+    execution.context["seq"] = seq
+    execution.context["pending"] = {"step": step_id, "kind": "call", "seq": seq, "child": child.pk}
+    execution.context.pop("wait", None)
+    execution.status = Status.RUNNING
+    execution.wait_until = state.now + timedelta(days=CALL_TIMEOUT_DAYS)
+    _persist(state, execution, was_waiting=was_waiting)
+    return child
+
+
+def _returned(handler: StepType, rt: StepRuntime) -> Outcome:
+    """How :func:`drive` re-enters a call_workflow step whose sub-flow completed."""
+    return handler.timer(rt, {"returned": True})
 
 
 def execution_cancel(state: RunState, execution: WorkflowExecution, reason: str) -> None:
@@ -263,7 +308,14 @@ def drive(
     while True:
         if step_id is None:
             _close(state, execution, Status.COMPLETED, was_waiting=was_waiting)
-            return True
+            parent = call_return(execution)
+            if parent is None:
+                return True
+            # A sub-flow completed: its caller goes on after the call_workflow step.
+            step_id = (parent.context.pop("pending", None) or {}).get("step")
+            execution, call, was_waiting = parent, _returned, False
+            definition = definition_for_version(execution.version_id)
+            continue
         step = definition["steps"].get(step_id)
         handler = STEP_TYPES.get(step.get("type")) if isinstance(step, dict) else None
         if handler is None:
@@ -366,17 +418,18 @@ def drive(
                 )
             )
             return True
-        if isinstance(outcome, Jump):
-            target = (
-                Workflow.objects.filter(
-                    project_id=execution.project_id,
-                    slug=outcome.workflow,
-                    is_active=True,
-                    published_version__isnull=False,
-                )
-                .values("id", "published_version_id")
-                .first()
+        if isinstance(outcome, Call):
+            child = _call_begin(
+                state, execution, step_id, outcome.workflow, was_waiting=was_waiting
             )
+            if child is None:
+                return True
+            execution, was_waiting = child, False
+            definition = definition_for_version(execution.version_id)
+            step_id = definition["start"]
+            continue
+        if isinstance(outcome, Jump):
+            target = workflow_target(execution.project_id, outcome.workflow)
             if target is None:
                 _fail(
                     state,
@@ -387,7 +440,14 @@ def drive(
                 )
                 return True
             _close(state, execution, Status.COMPLETED, was_waiting=was_waiting)
-            execution = _execution_create(state, target["id"], target["published_version_id"])
+            inherited = {
+                key: execution.context[key]
+                for key in ("return_to", "call_depth")
+                if key in execution.context
+            }
+            execution = _execution_create(
+                state, target["id"], target["published_version_id"], extra=inherited
+            )
             definition = definition_for_version(execution.version_id)
             step_id = definition["start"]
             was_waiting = False
@@ -401,7 +461,12 @@ def step_run(handler: StepType, rt: StepRuntime) -> Outcome:
 
 
 def _execution_create(
-    state: RunState, workflow_id: int, version_id: int, trigger: dict | None = None
+    state: RunState,
+    workflow_id: int,
+    version_id: int,
+    trigger: dict | None = None,
+    *,
+    extra: dict | None = None,
 ) -> WorkflowExecution:
     user = state.user
     info = published_version_get(
@@ -416,7 +481,7 @@ def _execution_create(
         session_key=state.session_key,
         status=Status.RUNNING,
         current_step=info["definition"]["start"],
-        context={"seq": 0, **({"trigger": trigger} if trigger else {})},
+        context={"seq": 0, **({"trigger": trigger} if trigger else {}), **(extra or {})},
     )
 
 

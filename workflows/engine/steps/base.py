@@ -61,11 +61,18 @@ class Jump:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """Run another workflow as a sub-flow; this step's ``timer`` runs when it returns."""
+
+    workflow: str  # slug of another workflow of the project
+
+
+@dataclass(frozen=True, slots=True)
 class NotConsumed:
     """The waiting step does not take this input (e.g. text while buttons are shown)."""
 
 
-Outcome = Goto | Wait | Pending | Jump | NotConsumed
+Outcome = Goto | Wait | Pending | Jump | Call | NotConsumed
 
 
 # --- Runtime -----------------------------------------------------------------
