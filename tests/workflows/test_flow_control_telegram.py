@@ -317,3 +317,17 @@ def test_a_caller_whose_sub_flow_never_returns_is_ended_by_the_sweep(project, ch
     tasks.executions_sweep()
     caller = WorkflowExecution.objects.get(workflow__slug="caller")
     assert caller.status == Status.COMPLETED and chat.since(before) == []
+
+
+def test_the_versions_page_shows_each_variants_reach(project, chat: Chat, client):  # noqa: F811
+    from django.urls import reverse
+
+    from tests.admin.conftest import operator_create
+
+    workflow = publish(project, SPLIT)
+    [reply] = chat.say("/start")
+    operator = operator_create("ann-split", project)
+    client.force_login(operator)
+    page = client.get(reverse("admin:workflows_workflow_versions", args=[workflow.pk]))
+    name = "A" if reply == "Offer A" else "B"
+    assert f"A/B “ab”: {name} 1</div>" in page.content.decode()

@@ -4,8 +4,10 @@
 
 Why our own: operators are not trusted with Python. A template is parsed into
 literal text and placeholders; a placeholder is a dotted path into a whitelisted
-tree of plain dicts (``user``, ``vars``, ``bot``) followed by filters from a fixed
-table. There is no attribute access, no call, no ``eval``: a path can only walk
+tree of plain dicts (``user``, ``vars``, ``bot``, ``trigger``) or a calculation in the
+expression language (expressions.py: ``vars.price * 0.9``, ``upper(vars.code)``),
+followed by filters from a fixed table. There is no attribute access, no Python
+call, no ``eval``: a path can only walk
 ``dict`` keys that do not start with an underscore, so ``__class__``, settings or
 the ORM are unreachable by construction. Values are HTML-escaped on output because
 messages are sent with Telegram's HTML parse mode; the literal text around the
