@@ -64,7 +64,7 @@ counter = st.builds(
 check = st.builds(
     lambda branches, exit_at, default: {
         "type": "condition",
-        "branches": branches[:exit_at] + [{"if": branches[-1]["if"], "next": "end"}],
+        "branches": [*branches[:exit_at], {"if": branches[-1]["if"], "next": "end"}],
         "default": default,
     },
     st.lists(
