@@ -48,7 +48,7 @@ def _edges(steps: dict) -> list[tuple[str, str, str]]:
             if where.startswith("button"):
                 label = where.split("(", 1)[-1].rstrip(")").strip("'") if "(" in where else where
             elif where.startswith("branch"):
-                digits = "".join(ch for ch in where if ch.isdigit())
+                digits = "".join(ch for ch in where if "0" <= ch <= "9")
                 label = f"if {branch_labels.get(int(digits), '')}" if digits else where
             elif where == "next":
                 label = ""

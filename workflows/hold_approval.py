@@ -103,7 +103,7 @@ def hold_answer(
         return None
     verdict, _, raw_id = callback_data[len(CALLBACK_PREFIX) :].partition(":")
     hold = None
-    if verdict in ("y", "n") and raw_id.isdigit() and len(raw_id) < 19:
+    if verdict in ("y", "n") and raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19:
         hold = Hold.objects.filter(pk=int(raw_id), project_id=bot.project_id).first()
     if hold is None or hold.customer_id != user.pk:
         return [AnswerCallback(query_id, "This request is not yours to answer.", show_alert=True)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q
 
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
+from workflows.splits import split_reach
 from workflows.version_diff import VersionDiff, version_diff
 
 IN_FLIGHT = (WorkflowExecution.Status.WAITING, WorkflowExecution.Status.RUNNING)
@@ -49,6 +50,13 @@ def draft_diff_get(*, workflow: Workflow) -> VersionDiff:
     )
 
 
+def _has_split(definition: object) -> bool:
+    steps = definition.get("steps") if isinstance(definition, dict) else None
+    return isinstance(steps, dict) and any(
+        isinstance(step, dict) and step.get("type") == "random_split" for step in steps.values()
+    )
+
+
 def version_history_get(*, workflow: Workflow) -> list[dict]:
     """Every version, newest first, with who/when, its changes and conversations in flight."""
     versions = list(
@@ -69,6 +77,11 @@ def version_history_get(*, workflow: Workflow) -> list[dict]:
                 "previous": previous,
                 "is_live": workflow.published_version_id == version.pk,
                 "in_flight": version.waiting + version.running,
+                # A/B tests: each random_split variant's reach (one query, only when
+                # the version has such a step).
+                "splits": split_reach(version_id=version.pk)
+                if _has_split(version.definition)
+                else {},
                 "waiting": version.waiting,
                 "diff": version_diff(
                     previous.definition if previous else None,

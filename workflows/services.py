@@ -36,7 +36,7 @@ from workflows.engine.execution import (
     session_unfinished_cancel,
     step_run,
 )
-from workflows.engine.triggers import trigger_candidates, trigger_match
+from workflows.engine.triggers import trigger_candidates, trigger_match, trigger_matches_all
 from workflows.engine.version_cache import definition_for_version
 from workflows.engine.waiting import waiting_get
 from workflows.models import Workflow, WorkflowExecution, WorkflowVersion
@@ -248,7 +248,9 @@ def _start(state: RunState, match, waiting: WorkflowExecution | None) -> None:
         session_unfinished_cancel(state, reason, waiting=waiting)
     elif waiting is not None and waiting.status == Status.WAITING:
         execution_cancel(state, waiting, reason)
-    execution_start(state, workflow_id=match.workflow_id, version_id=match.version_id)
+    execution_start(
+        state, workflow_id=match.workflow_id, version_id=match.version_id, trigger=match.trigger
+    )
 
 
 def _dispatch(state: RunState, waiting: WorkflowExecution | None) -> bool:
@@ -307,11 +309,15 @@ def _level_ups(state: RunState) -> None:
     """A bonus step moved the user up a level: start ``level_up`` workflows."""
     for level in state.level_ups:
         event = InputEvent(kind="level_up", payload=level, event_id=f"level_up:{level}")
-        match = trigger_match(trigger_candidates(state.user.project_id), event)
-        if match is None:
-            continue
-        state.event = event
-        execution_start(state, workflow_id=match.workflow_id, version_id=match.version_id)
+        # Every level_up workflow starts (by priority), as the docs say.
+        for match in trigger_matches_all(trigger_candidates(state.user.project_id), event):
+            state.event = event
+            execution_start(
+                state,
+                workflow_id=match.workflow_id,
+                version_id=match.version_id,
+                trigger=match.trigger,
+            )
     state.level_ups = []
 
 

@@ -289,14 +289,23 @@ _ALLOWED_TAG_RE = re.compile(
     r"&lt;(/?)(b|strong|i|em|u|ins|s|strike|del|code|pre|tg-spoiler|blockquote)&gt;"
 )
 _LINK_RE = re.compile(r"&lt;a href=&quot;((?:https?|tg)://[^&\s]*)&quot;&gt;")
+# An entity the text already had (``&lt;``), after html.escape made it ``&amp;lt;``.
+_ENTITY_RE = re.compile(r"&amp;(lt|gt|amp|quot|#\d{1,7}|#x[0-9A-Fa-f]{1,6});")
 
 
 def telegram_html(text: str) -> SafeString:
-    """Telegram's HTML subset for display: the tags Telegram knows, everything else escaped."""
+    """Telegram's HTML subset for display: the tags Telegram knows, everything else escaped.
+
+    The text is Telegram HTML already: a user's ``<b>`` arrives as ``&lt;b&gt;`` (the
+    templates escaped it). Such entities are kept as they are (once the tags are
+    restored, so an escaped tag never becomes a real one): escaping them again showed
+    ``Anna &lt;b&gt;`` instead of ``Anna <b>``.
+    """
     escaped = html.escape(text, quote=True)
     escaped = _ALLOWED_TAG_RE.sub(r"<\1\2>", escaped)
     escaped = _LINK_RE.sub(r'<a href="\1" target="_blank" rel="noopener noreferrer">', escaped)
     escaped = escaped.replace("&lt;/a&gt;", "</a>")
+    escaped = _ENTITY_RE.sub(r"&\1;", escaped)
     return mark_safe(escaped)  # noqa: S308 - escaped above, only whitelisted tags restored
 
 

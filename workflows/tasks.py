@@ -95,7 +95,7 @@ def executions_sweep() -> dict:
             logger.exception("expiring execution %s failed", execution_id)
     for execution_id, seq, kind in overdue:
         try:
-            if kind == "delay":
+            if kind in {"delay", "call"}:  # "call": a sub-flow that never came back
                 services.execution_timer_fire(execution_id=execution_id, seq=seq)
             elif kind == "http":
                 http_request_run.delay(execution_id, seq)

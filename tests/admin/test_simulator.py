@@ -369,3 +369,24 @@ def test_readable_fields_flattens_nested_values():
     assert readable_fields({}) == [] and readable_fields(None) == []
     assert readable_value({"nested": "ü"}) == '{"nested": "ü"}'
     assert readable_value("x" * 1000).endswith("…") and len(readable_value("x" * 1000)) == 300
+
+
+def test_a_users_value_is_escaped_once_not_twice(operator_client, project, telegram):
+    """Issue 17: the simulator showed ``Anna &lt;b&gt;`` for the answer ``Anna <b>``."""
+    publish(project, FLOW)
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    [menu] = _bot_messages(user)
+    operator_client.post(
+        _url(project),
+        {"action": "press", "data": menu.buttons[0][0]["data"], "message_id": menu.pk},
+    )
+    operator_client.post(_url(project), {"action": "send", "text": "Anna <b>&amp;"})
+    page = operator_client.get(_url(project)).content.decode()
+    # The bot's text is Telegram HTML ("Anna &lt;b&gt;&amp;amp; it is."): shown as the user
+    # typed it, with nothing made bold and nothing escaped twice.
+    assert '<div class="sim-text">Anna &lt;b&gt;&amp;amp; it is.</div>' in page
+    transcript = page.split('id="sim-chat"', 1)[1].split('class="sim-side"', 1)[0]
+    assert "&amp;lt;" not in transcript  # (the step log shows the raw Telegram HTML)
+    shown = telegram_html("Hi &lt;b&gt;x&lt;/b&gt; &#169; &quot;q&quot; <i>y</i> &bogus;")
+    assert shown == "Hi &lt;b&gt;x&lt;/b&gt; &#169; &quot;q&quot; <i>y</i> &amp;bogus;"

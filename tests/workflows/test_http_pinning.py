@@ -99,7 +99,9 @@ def test_the_pinned_request_keeps_the_host_name_and_ignores_later_answers(
     lookups = rebinding_resolver(monkeypatch, ["127.0.0.1", "127.0.0.2"])
     request = {"method": "GET", "url": f"http://{HOST}:{local_server}/data", "retries": 1}
     result = http_perform(request, allow_private=True)
+    headers = result.pop("headers")  # kept for save_headers (issue 17)
     assert result == {"ok": True, "status": 200, "json": {"where": "inside"}}
+    assert all(name == name.lower() for name in headers)
     assert _Handler.calls == [{"path": "/data", "host": f"{HOST}:{local_server}"}]
     assert lookups == ["127.0.0.1"]
 

@@ -29,7 +29,7 @@ from workflows.admin.forms import (
 from workflows.diagram import diagram_svg
 from workflows.editor import editor_context
 from workflows.editor_form import editor_parse, step_add
-from workflows.engine.validation import WorkflowValidationError
+from workflows.engine.validation import WorkflowValidationError, workflow_warnings
 from workflows.models import (
     Workflow,
     WorkflowVersion,
@@ -347,12 +347,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
                         f"“{workflow.name}” is live as version {version.number}. "
                         "Conversations in flight finish on the version they started.",
                     )
+                    for warning in workflow_warnings(version.definition):
+                        messages.warning(request, f"Check: {warning}")
                     return redirect("admin:workflows_workflow_editor", workflow.pk)
         else:
             try:
                 workflow_validate_for(workflow=workflow)
             except WorkflowValidationError as exc:
                 errors = exc.errors
+            for warning in workflow_warnings(workflow.draft):
+                messages.warning(request, f"Check: {warning}")
         top = workflow.versions.filter(is_preview=False).aggregate(top=Max("number"))["top"]
         context = self._context(
             request,
@@ -489,7 +493,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
                     Workflow.objects.filter(project=project, pk=int(workflow_id))
                     .select_related("published_version")
                     .first()
-                    if workflow_id.isdigit()
+                    if workflow_id.isascii() and workflow_id.isdigit()
                     else None
                 )
                 if workflow is None or (not draft and workflow.published_version is None):
@@ -529,7 +533,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
             project=project,
             test_user=user,
             workflows=workflows,
-            chosen_workflow=int(chosen) if chosen.isdigit() else None,
+            chosen_workflow=int(chosen) if chosen.isascii() and chosen.isdigit() else None,
             is_fetch=request.headers.get("x-requested-with") == "fetch",
             **simulator.simulator_view_get(user=user),
         )

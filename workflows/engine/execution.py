@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
@@ -31,6 +31,7 @@ from workflows.engine.deferred import (
 )
 from workflows.engine.steps import STEP_TYPES
 from workflows.engine.steps.base import (
+    Call,
     Goto,
     Jump,
     NotConsumed,
@@ -41,10 +42,11 @@ from workflows.engine.steps.base import (
     StepType,
     Wait,
 )
+from workflows.engine.subflows import call_return, callers_end, workflow_target
 from workflows.engine.userdata import UserData, event_data
 from workflows.engine.version_cache import definition_for_version, published_version_get
 from workflows.engine.waiting import waiting_cache_clear, waiting_cache_set
-from workflows.models import ExecutionStepLog, Workflow, WorkflowExecution
+from workflows.models import ExecutionStepLog, WorkflowExecution
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,49 @@ def _close(
     execution.context.pop("wait", None)
     execution.context.pop("pending", None)
     _persist(state, execution, was_waiting=was_waiting)
+    if status != Status.COMPLETED and execution.context.get("return_to"):
+        callers_end(execution, now=state.now)
+
+
+def _call_begin(
+    state: RunState, execution: WorkflowExecution, step_id: str, slug: str, *, was_waiting: bool
+) -> WorkflowExecution | None:
+    """Pause ``execution`` on its call_workflow step and create the sub-flow's execution.
+
+    None when the workflow cannot be run (the caller has failed then).
+    """
+    from workflows.engine.steps.call_workflow import CALL_TIMEOUT_DAYS
+
+    target = workflow_target(execution.project_id, slug)
+    if target is None:
+        _fail(
+            state,
+            execution,
+            f"Step '{step_id}' (call_workflow) failed: the workflow '{slug}' does not exist, "
+            "is inactive or is not published.",
+            was_waiting=was_waiting,
+        )
+        return None
+    child = _execution_create(
+        state,
+        target["id"],
+        target["published_version_id"],
+        execution.context.get("trigger"),
+        extra={"return_to": execution.pk, "call_depth": execution.context.get("call_depth", 0) + 1},
+    )
+    seq = int(execution.context.get("seq", 0)) + 1
+    execution.context["seq"] = seq
+    execution.context["pending"] = {"step": step_id, "kind": "call", "seq": seq, "child": child.pk}
+    execution.context.pop("wait", None)
+    execution.status = Status.RUNNING
+    execution.wait_until = state.now + timedelta(days=CALL_TIMEOUT_DAYS)
+    _persist(state, execution, was_waiting=was_waiting)
+    return child
+
+
+def _returned(handler: StepType, rt: StepRuntime) -> Outcome:
+    """How :func:`drive` re-enters a call_workflow step whose sub-flow completed."""
+    return handler.timer(rt, {"returned": True})
 
 
 def execution_cancel(state: RunState, execution: WorkflowExecution, reason: str) -> None:
@@ -268,7 +313,14 @@ def drive(
     while True:
         if step_id is None:
             _close(state, execution, Status.COMPLETED, was_waiting=was_waiting)
-            return True
+            parent = call_return(execution)
+            if parent is None:
+                return True
+            # A sub-flow completed: its caller goes on after the call_workflow step.
+            step_id = (parent.context.pop("pending", None) or {}).get("step")
+            execution, call, was_waiting = parent, _returned, False
+            definition = definition_for_version(execution.version_id)
+            continue
         step = definition["steps"].get(step_id)
         handler = STEP_TYPES.get(step.get("type")) if isinstance(step, dict) else None
         if handler is None:
@@ -371,17 +423,18 @@ def drive(
                 )
             )
             return True
-        if isinstance(outcome, Jump):
-            target = (
-                Workflow.objects.filter(
-                    project_id=execution.project_id,
-                    slug=outcome.workflow,
-                    is_active=True,
-                    published_version__isnull=False,
-                )
-                .values("id", "published_version_id")
-                .first()
+        if isinstance(outcome, Call):
+            child = _call_begin(
+                state, execution, step_id, outcome.workflow, was_waiting=was_waiting
             )
+            if child is None:
+                return True
+            execution, was_waiting = child, False
+            definition = definition_for_version(execution.version_id)
+            step_id = definition["start"]
+            continue
+        if isinstance(outcome, Jump):
+            target = workflow_target(execution.project_id, outcome.workflow)
             if target is None:
                 _fail(
                     state,
@@ -392,7 +445,14 @@ def drive(
                 )
                 return True
             _close(state, execution, Status.COMPLETED, was_waiting=was_waiting)
-            execution = _execution_create(state, target["id"], target["published_version_id"])
+            inherited = {
+                key: execution.context[key]
+                for key in ("return_to", "call_depth")
+                if key in execution.context
+            }
+            execution = _execution_create(
+                state, target["id"], target["published_version_id"], extra=inherited
+            )
             definition = definition_for_version(execution.version_id)
             step_id = definition["start"]
             was_waiting = False
@@ -405,7 +465,14 @@ def step_run(handler: StepType, rt: StepRuntime) -> Outcome:
     return handler.run(rt)
 
 
-def _execution_create(state: RunState, workflow_id: int, version_id: int) -> WorkflowExecution:
+def _execution_create(
+    state: RunState,
+    workflow_id: int,
+    version_id: int,
+    trigger: dict | None = None,
+    *,
+    extra: dict | None = None,
+) -> WorkflowExecution:
     user = state.user
     info = published_version_get(
         project_id=user.project_id, workflow_id=workflow_id, version_id=version_id
@@ -419,7 +486,7 @@ def _execution_create(state: RunState, workflow_id: int, version_id: int) -> Wor
         session_key=state.session_key,
         status=Status.RUNNING,
         current_step=info["definition"]["start"],
-        context={"seq": 0},
+        context={"seq": 0, **({"trigger": trigger} if trigger else {}), **(extra or {})},
     )
 
 
@@ -434,9 +501,14 @@ def _event_input(event: InputEvent | None) -> dict:
     return data
 
 
-def execution_start(state: RunState, *, workflow_id: int, version_id: int) -> WorkflowExecution:
-    """Start a new execution of a workflow's published version and run it."""
-    execution = _execution_create(state, workflow_id, version_id)
+def execution_start(
+    state: RunState, *, workflow_id: int, version_id: int, trigger: dict | None = None
+) -> WorkflowExecution:
+    """Start a new execution of a workflow's published version and run it.
+
+    ``trigger`` is what its steps read as ``trigger.text`` and ``trigger.match``.
+    """
+    execution = _execution_create(state, workflow_id, version_id, trigger)
     definition = definition_for_version(execution.version_id)
     drive(
         state,

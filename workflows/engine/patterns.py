@@ -165,3 +165,26 @@ def pattern_fullmatch(pattern: str, text: str, *, ignore_case: bool = False) -> 
 def pattern_search(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
     """Whether ``pattern`` occurs in ``text``; False on a bad pattern or when time runs out."""
     return _run("search", pattern, text, regex.IGNORECASE if ignore_case else 0)
+
+
+MAX_GROUPS = 20  # captures a trigger keeps (trigger.match.1 ... trigger.match.20)
+MAX_GROUP_TEXT = 1000
+
+
+def pattern_captures(pattern: str, text: str, *, ignore_case: bool = False) -> dict | None:
+    """The match's groups as ``{"0": whole, "1": first, ...}`` (named groups by name too),
+    or None for no match, a bad pattern or when time runs out. Each at most 1000 chars."""
+    try:
+        compiled = regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
+        found = compiled.search(text, timeout=TIMEOUT)
+    except (TimeoutError, regex.error, TypeError, ValueError, RecursionError, OverflowError):
+        return None
+    if found is None:
+        return None
+    groups = {"0": found.group(0)[:MAX_GROUP_TEXT]}
+    for index, value in enumerate(found.groups()[:MAX_GROUPS], start=1):
+        groups[str(index)] = (value or "")[:MAX_GROUP_TEXT]
+    for name, value in list(found.groupdict().items())[:MAX_GROUPS]:
+        if name.isidentifier() and not name.startswith("_"):
+            groups[name] = (value or "")[:MAX_GROUP_TEXT]
+    return groups

@@ -4,8 +4,10 @@
 
 Why our own: operators are not trusted with Python. A template is parsed into
 literal text and placeholders; a placeholder is a dotted path into a whitelisted
-tree of plain dicts (``user``, ``vars``, ``bot``) followed by filters from a fixed
-table. There is no attribute access, no call, no ``eval``: a path can only walk
+tree of plain dicts (``user``, ``vars``, ``bot``, ``trigger``) or a calculation in the
+expression language (expressions.py: ``vars.price * 0.9``, ``upper(vars.code)``),
+followed by filters from a fixed table. There is no attribute access, no Python
+call, no ``eval``: a path can only walk
 ``dict`` keys that do not start with an underscore, so ``__class__``, settings or
 the ORM are unreachable by construction. Values are HTML-escaped on output because
 messages are sent with Telegram's HTML parse mode; the literal text around the
@@ -22,34 +24,24 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 from typing import Any
 
-from workflows.engine.numbers import number_parse_or_none, number_plain
-
-# Names a template (or a condition) may start a path with, and the fields known
-# under the fixed namespaces. ``vars`` holds any custom variable name.
-USER_FIELDS = frozenset(
-    {
-        "id",
-        "telegram_id",
-        "chat_id",
-        "username",
-        "first_name",
-        "last_name",
-        "full_name",
-        "language_code",
-        "referral_code",
-        "referral_link",
-        "balance",
-        "level",
-        "referrals",
-        "history",
-    }
+from workflows.engine.expressions import (
+    ExpressionError,
+    expression_parse,
+    expression_plain,
+    tree_evaluate,
 )
-BOT_FIELDS = frozenset({"username", "link"})
-# ``event``: an API event's name and payload (``event.name``, ``event.tracking_url``).
-ROOTS = {"user": USER_FIELDS, "bot": BOT_FIELDS, "vars": None, "event": None}
+from workflows.engine.numbers import number_parse_or_none, number_plain
+from workflows.engine.paths import (  # noqa: F401 - re-exported: the names callers know
+    BOT_FIELDS,
+    IDENT,
+    PATH_RE,
+    ROOTS,
+    USER_FIELDS,
+    Lazy,
+    path_check,
+    value_resolve,
+)
 
-IDENT = r"[A-Za-z][A-Za-z0-9_]*"
-PATH_RE = re.compile(rf"^{IDENT}(?:\.{IDENT})*$")
 MAX_OUTPUT = 20_000
 MAX_TEMPLATE = 20_000  # characters an operator may write in one template
 # Room for a bounded number (numbers.py) with 6 decimals: rounding never overflows.
@@ -58,18 +50,6 @@ _ROUNDING = Context(prec=80, rounding=ROUND_HALF_UP)
 
 class TemplateError(ValueError):
     """A template that does not parse, or names something that does not exist."""
-
-
-class Lazy:
-    """A value computed only when a template actually uses it (e.g. the ledger history)."""
-
-    __slots__ = ("_func",)
-
-    def __init__(self, func: Callable[[], Any]) -> None:
-        self._func = func
-
-    def resolve(self) -> Any:
-        return self._func()
 
 
 # --- Filters -----------------------------------------------------------------
@@ -139,6 +119,7 @@ FILTERS: dict[str, tuple[Callable[..., Any], bool]] = {
     "capitalize": (lambda v: _to_text(v)[:1].upper() + _to_text(v)[1:], False),
     "title": (lambda v: _to_text(v).title(), False),
     "trim": (lambda v: _to_text(v).strip(), False),
+    "text": (lambda v: _to_text(v), False),
 }
 
 
@@ -149,6 +130,8 @@ FILTERS: dict[str, tuple[Callable[..., Any], bool]] = {
 class Placeholder:
     path: tuple[str, ...]
     filters: tuple[tuple[str, Any], ...]
+    # A calculation (``vars.price * 0.9``) instead of a plain path; then ``path`` is ().
+    expression: tuple | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,27 +140,13 @@ class Template:
 
     @property
     def paths(self) -> list[tuple[str, ...]]:
-        return [p.path for p in self.parts if isinstance(p, Placeholder)]
+        return [p.path for p in self.parts if isinstance(p, Placeholder) and p.path]
 
 
 # Matched against a stripped piece, so no leading or trailing \s* can backtrack.
 FILTER_RE = re.compile(
     rf"""^(?P<name>{IDENT})(?:\s*:\s*(?P<arg>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?))?$"""
 )
-
-
-def path_check(path: tuple[str, ...]) -> str | None:
-    """Why ``path`` is not a known variable, or None when it is."""
-    root = path[0]
-    if root not in ROOTS:
-        known = ", ".join(f"{r}.…" for r in ROOTS)
-        return f"unknown variable '{'.'.join(path)}' (a name starts with {known})"
-    if len(path) == 1:
-        return f"'{root}' needs a field, e.g. {root}.{'city' if root == 'vars' else 'username'}"
-    fields = ROOTS[root]
-    if fields is not None and path[1] not in fields:
-        return f"unknown variable '{'.'.join(path)}' (known: {', '.join(sorted(fields))})"
-    return None
 
 
 def _parse_arg(raw: str | None) -> Any:
@@ -196,15 +165,21 @@ def _parse_placeholder(source: str) -> Placeholder:
     path_text = pieces[0].strip()
     if not path_text:
         raise TemplateError("empty placeholder {{ }}")
-    if not PATH_RE.match(path_text):
-        raise TemplateError(
-            f"'{path_text}' is not a variable name (use letters, digits and dots, "
-            "e.g. user.first_name)"
-        )
-    path = tuple(path_text.split("."))
-    problem = path_check(path)
-    if problem:
-        raise TemplateError(problem)
+    path: tuple[str, ...] = ()
+    expression = None
+    if PATH_RE.match(path_text):
+        path = tuple(path_text.split("."))
+        problem = path_check(path)
+        if problem:
+            raise TemplateError(problem)
+    else:
+        try:
+            expression = expression_parse(path_text)
+        except ExpressionError as exc:
+            raise TemplateError(
+                f"'{path_text[:40]}' is neither a variable name (e.g. user.first_name) "
+                f"nor a calculation: {exc}"
+            ) from None
     filters = []
     for piece in pieces[1:]:
         match = FILTER_RE.match(piece.strip())
@@ -217,7 +192,7 @@ def _parse_placeholder(source: str) -> Placeholder:
         if arg is not None and not FILTERS[name][1]:
             raise TemplateError(f"the filter '{name}' takes no argument")
         filters.append((name, arg))
-    return Placeholder(path=path, filters=tuple(filters))
+    return Placeholder(path=path, filters=tuple(filters), expression=expression)
 
 
 def _split_pipes(source: str) -> list[str]:
@@ -296,20 +271,18 @@ def _to_text(value: Any) -> str:
     return ""
 
 
-def value_resolve(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """Walk plain dict keys only; a missing or forbidden step yields None."""
-    current: Any = context
-    for name in path:
-        if name.startswith("_") or not isinstance(current, dict):
-            return None
-        current = current.get(name)
-        if isinstance(current, Lazy):
-            current = current.resolve()
-    if isinstance(current, Lazy):
-        current = current.resolve()
-    if current is None or isinstance(current, str | int | float | bool | list | Decimal):
-        return current
-    return None
+def _placeholder_value(part: Placeholder, context: Mapping[str, Any]) -> Any:
+    if part.expression is None:
+        value = value_resolve(context, part.path)
+    else:
+        try:
+            value = expression_plain(tree_evaluate(part.expression, context))
+        except ExpressionError as exc:
+            raise TemplateError(str(exc)) from None
+    for name, arg in part.filters:
+        func, takes_arg = FILTERS[name]
+        value = func(value, arg) if takes_arg and arg is not None else func(value)
+    return value
 
 
 def template_render(
@@ -326,16 +299,31 @@ def template_render(
         if isinstance(part, str):
             out.append(part)
             continue
-        value = value_resolve(context, part.path)
-        for name, arg in part.filters:
-            func, takes_arg = FILTERS[name]
-            value = func(value, arg) if takes_arg and arg is not None else func(value)
-        text = _to_text(value)
+        text = _to_text(_placeholder_value(part, context))
         if callable(escape):
             out.append(escape(text))
         else:
             out.append(html.escape(text, quote=False) if escape else text)
     return "".join(out)[:MAX_OUTPUT]
+
+
+def template_value(source: str, context: Mapping[str, Any]) -> Any:
+    """A template that is exactly one placeholder (``"{{ vars.age }}"``) as the value's own
+    type (a number, true/false, a list, null); any other template as its text, unescaped.
+
+    For JSON bodies: ``{"age": "{{ vars.age }}"}`` sends ``{"age": 31}``. The ``text``
+    filter keeps a text: ``"{{ vars.zip | text }}"``.
+    """
+    template = template_parse(source)
+    if len(template.parts) != 1 or not isinstance(template.parts[0], Placeholder):
+        return template_render(source, context, escape=False)
+    part = template.parts[0]
+    value = _placeholder_value(part, context)
+    if isinstance(value, Decimal):
+        value = number_plain(value)
+    if isinstance(value, str) and len(value) > MAX_OUTPUT:
+        value = value[:MAX_OUTPUT]
+    return value
 
 
 def template_check(source: Any) -> str | None:

@@ -19,7 +19,7 @@ from django.dispatch import receiver
 from botplatform import metrics
 from botplatform.cache import WORKFLOW_TRIGGERS_TTL, workflow_triggers_key
 from botplatform.conversation import InputEvent
-from workflows.engine.patterns import pattern_search
+from workflows.engine.patterns import pattern_captures, pattern_search
 from workflows.models import Workflow
 
 MAX_TRIGGER_TEXT = 4096  # a Telegram message is at most 4096 characters
@@ -31,6 +31,9 @@ class TriggerMatch:
     version_id: int
     slug: str
     interrupt: bool
+    # What the conversation sees as ``trigger.text`` and ``trigger.match.1`` (a regex's
+    # captures); None for a fallback.
+    trigger: dict | None = None
 
 
 def trigger_candidates(project_id: int) -> list[dict]:
@@ -128,6 +131,40 @@ def _matches(trigger: dict, event: InputEvent) -> bool:
     return False
 
 
+def trigger_context(trigger: dict, event: InputEvent) -> dict:
+    """``trigger.text`` (the message, a command's payload) and ``trigger.match`` (a regex
+    trigger's captures: ``trigger.match.1``, named groups by name)."""
+    text = event.text if event.kind == "text" else event.payload
+    context: dict = {"text": (text or "")[:MAX_TRIGGER_TEXT], "match": {}}
+    if trigger.get("type") == "regex" and event.kind == "text":
+        captures = pattern_captures(
+            str(trigger.get("pattern") or ""),
+            event.text[:MAX_TRIGGER_TEXT],
+            ignore_case=bool(trigger.get("ignore_case", True)),
+        )
+        context["match"] = captures or {}
+    return context
+
+
+def trigger_matches_all(candidates: list[dict], event: InputEvent) -> list[TriggerMatch]:
+    """Every workflow the event starts (``level_up``: all of them, by priority)."""
+    found = []
+    for workflow in candidates:
+        for trigger in workflow["triggers"] or []:
+            if isinstance(trigger, dict) and _matches(trigger, event):
+                found.append(
+                    TriggerMatch(
+                        workflow_id=workflow["id"],
+                        version_id=workflow["published_version_id"],
+                        slug=workflow["slug"],
+                        interrupt=False,
+                        trigger=trigger_context(trigger, event),
+                    )
+                )
+                break
+    return found
+
+
 def trigger_match(candidates: list[dict], event: InputEvent) -> TriggerMatch | None:
     """The workflow this event starts, or None."""
     fallback = None
@@ -141,6 +178,7 @@ def trigger_match(candidates: list[dict], event: InputEvent) -> TriggerMatch | N
                     version_id=workflow["published_version_id"],
                     slug=workflow["slug"],
                     interrupt=bool(trigger.get("interrupt", False)),
+                    trigger=trigger_context(trigger, event),
                 )
             if (
                 fallback is None

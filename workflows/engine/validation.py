@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workflows.engine.definition import definition_shape_problems
+from workflows.engine.loops import loop_problem
 from workflows.engine.patterns import pattern_problem
 from workflows.engine.schema import (
     step_shape_problems,
@@ -226,7 +227,7 @@ def workflow_validate(
         )
         if (
             known_workflows is not None
-            and step.get("type") == "start_workflow"
+            and step.get("type") in {"start_workflow", "call_workflow"}
             and isinstance(step.get("workflow"), str)
             and step["workflow"] not in known_workflows
         ):
@@ -258,12 +259,24 @@ def workflow_validate(
         if step_id not in reachable:
             errors.append(StepError(step_id, "unreachable: no path leads here from the start step"))
     for group in _cycles_without_wait(steps, edges):
-        errors.append(
-            StepError(
-                group[0],
-                "these steps form a loop that never waits for the user and would run "
-                f"forever: {' → '.join(group)}",
-            )
-        )
+        graph = {node: [t for _, t in edges[node] if isinstance(t, str)] for node in group}
+        problem = loop_problem(group, steps, graph)  # a counter and a maximum: finite
+        if problem:
+            errors.append(StepError(group[0], problem))
     if errors:
         raise WorkflowValidationError(errors)
+
+
+def workflow_warnings(definition: Any) -> list[StepError]:
+    """Likely mistakes that do not stop publishing, by step (e.g. an ``http_request``
+    ``save`` path that finds nothing in the step's example response)."""
+    if not isinstance(definition, dict) or not isinstance(definition.get("steps"), dict):
+        return []
+    if _too_deep(definition):
+        return []
+    found = []
+    for step_id, step in definition["steps"].items():
+        handler = _handler(step) if isinstance(step, dict) else None
+        if handler is not None:
+            found.extend(StepError(step_id, message) for message in handler.warnings(step))
+    return found

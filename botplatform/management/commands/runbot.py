@@ -16,7 +16,7 @@ def bots_resolve(names: list[str]) -> list[int]:
         value = name.lstrip("@")
         bot = (
             Bot.objects.filter(pk=int(value)).first()
-            if value.isdigit()
+            if value.isascii() and value.isdigit()
             else Bot.objects.filter(username__iexact=value).first()
         )
         if bot is None:

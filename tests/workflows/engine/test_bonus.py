@@ -148,6 +148,24 @@ def test_level_up_starts_the_level_up_workflow(project, user):
     assert texts(press(user, go)) == ["Done, balance 150", "Welcome to Silver!"]
 
 
+def test_every_level_up_workflow_starts(project, user):
+    """The docs say "the level_up workflows": all of them start, by priority (issue 17)."""
+    project.levels = [{"name": "Bronze", "threshold": 0}, {"name": "Silver", "threshold": 100}]
+    project.save(update_fields=["levels"])
+    publish(project, shop(operation="earn", amount=150))
+    for slug, priority, text_ in [("any", 0, "Level up!"), ("silver", 5, "Silver perks")]:
+        publish(
+            project,
+            {"start": "c", "steps": {"c": {"type": "message", "text": text_}}},
+            triggers=[{"type": "level_up", **({"level": "Silver"} if priority else {})}],
+            slug=slug,
+            priority=priority,
+        )
+    go = buttons(command(user, "start"))["Go"]
+    assert texts(press(user, go)) == ["Done, balance 150", "Silver perks", "Level up!"]
+    assert WorkflowExecution.objects.filter(workflow__slug__in=["any", "silver"]).count() == 2
+
+
 def test_the_demo_spend_button(project, user):
     """Covered end to end in test_demo; here the ledger side of a double tap."""
     fund(user, 100)

@@ -65,11 +65,18 @@ class Jump:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """Run another workflow as a sub-flow; this step's ``timer`` runs when it returns."""
+
+    workflow: str  # slug of another workflow of the project
+
+
+@dataclass(frozen=True, slots=True)
 class NotConsumed:
     """The waiting step does not take this input (e.g. text while buttons are shown)."""
 
 
-Outcome = Goto | Wait | Pending | Jump | NotConsumed
+Outcome = Goto | Wait | Pending | Jump | Call | NotConsumed
 
 
 # --- Runtime -----------------------------------------------------------------
@@ -90,7 +97,12 @@ class StepRuntime:
     edited: bool = False
 
     def context(self) -> dict[str, Any]:
-        return self.data.context()
+        """The user's tree, plus ``trigger`` (what started this execution) when known."""
+        context = self.data.context()
+        trigger = self.execution.context.get("trigger")
+        if isinstance(trigger, dict):
+            context = {**context, "trigger": trigger}
+        return context
 
     def render(self, source: str, *, escape: bool = True) -> str:
         try:
@@ -334,6 +346,10 @@ class StepType:
 
     def check(self, checker: Checker) -> None:
         """Add problems of the step's own fields."""
+
+    def warnings(self, step: dict) -> list[str]:
+        """Likely mistakes that do not stop publishing (shown to the operator)."""
+        return []
 
     def run(self, rt: StepRuntime) -> Outcome:
         raise NotImplementedError

@@ -46,13 +46,44 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+MAX_HEADERS = 50  # response headers kept for ``save_headers``
+MAX_HEADER_VALUE = 1000
+
+
 class _Failed(Exception):
     """One try failed; ``retry`` says whether another try may help."""
 
-    def __init__(self, error: str, *, retry: bool, status: int | None = None) -> None:
+    def __init__(
+        self, error: str, *, retry: bool, status: int | None = None, answer: dict | None = None
+    ) -> None:
         super().__init__(error)
         self.retry = retry
         self.status = status
+        self.answer = answer or {}  # an HTTP error's headers and JSON body, when readable
+
+
+def _headers(message: Any) -> dict[str, str]:
+    """Response headers by lower-case name (bounded), for ``save_headers``."""
+    found: dict[str, str] = {}
+    for name, value in list((message or {}).items())[: MAX_HEADERS * 2]:
+        key = str(name).lower()
+        if key not in found and len(found) < MAX_HEADERS:
+            found[key] = str(value)[:MAX_HEADER_VALUE]
+    return found
+
+
+def _error_answer(exc: urllib.error.HTTPError) -> dict:
+    """An error status's headers and, when it is JSON, its body (404 {"error": ...})."""
+    answer: dict = {"headers": _headers(exc.headers)}
+    try:
+        raw = exc.read(MAX_RESPONSE_BYTES + 1)
+    except (OSError, http.client.HTTPException, ValueError):
+        return answer
+    if raw and len(raw) <= MAX_RESPONSE_BYTES:
+        document, json_error = _json_parse(raw)
+        if json_error is None:
+            answer["json"] = document
+    return answer
 
 
 def _finite(text: str) -> float:
@@ -79,7 +110,12 @@ def _json_parse(raw: bytes) -> tuple[Any, str | None]:
 def _body_read(response: http.client.HTTPResponse) -> bytes:
     """The whole body, at most ``MAX_RESPONSE_BYTES``; a cut-off answer is an error."""
     length = response.getheader("Content-Length")
-    if length and length.strip().isdigit() and int(length) > MAX_RESPONSE_BYTES:
+    if (
+        length
+        and length.strip().isascii()
+        and length.strip().isdigit()
+        and int(length) > MAX_RESPONSE_BYTES
+    ):
         raise _Failed(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes", retry=False)
     chunks, size = [], 0
     while chunk := response.read(64 * 1024):
@@ -120,12 +156,14 @@ def _try(request: dict, addresses: list[str], data: bytes | None, headers: dict)
         try:
             with opener.open(req, timeout=timeout) as response:
                 status = response.status
+                headers = _headers(response.headers)
                 raw = _body_read(response)
         except urllib.error.HTTPError as exc:
-            exc.close()
             status = exc.code
+            answer = _error_answer(exc) if not deadline.expired else {}
+            exc.close()
             retry = status >= 500 or status == 429
-            raise _Failed(f"HTTP {status}", retry=retry, status=status) from None
+            raise _Failed(f"HTTP {status}", retry=retry, status=status, answer=answer) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             if deadline.expired:
                 raise _Failed(f"no complete answer within {timeout:g} s", retry=True) from None
@@ -134,7 +172,7 @@ def _try(request: dict, addresses: list[str], data: bytes | None, headers: dict)
         if deadline.expired:  # shut down mid-body: what was read may look complete
             raise _Failed(f"no complete answer within {timeout:g} s", retry=True, status=status)
     document, json_error = _json_parse(raw)
-    result = {"ok": 200 <= status < 300, "status": status, "json": document}
+    result = {"ok": 200 <= status < 300, "status": status, "json": document, "headers": headers}
     if json_error:
         result["json_error"] = json_error
     return result
@@ -180,7 +218,7 @@ def _perform(request: dict, *, allow_private: bool) -> dict:
         try:
             return _try(request, addresses, data, headers)
         except _Failed as exc:
-            result = {"ok": False, "error": str(exc)}
+            result = {"ok": False, "error": str(exc), **exc.answer}
             if exc.status is not None:
                 result["status"] = exc.status
             if not exc.retry:

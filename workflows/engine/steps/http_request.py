@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from workflows.engine.steps.base import (
     DESCRIPTION_FIELD,
+    STEP_REF,
     Checker,
     FieldSpec,
     Goto,
@@ -32,13 +33,18 @@ from workflows.engine.steps.base import (
     StepType,
     step_ref,
 )
-from workflows.engine.steps.set_variable import variable_name_problem
+from workflows.engine.steps.set_variable import (
+    VARIABLE_PROBLEM,
+    VARIABLE_SCHEMA,
+    variable_name_problem,
+)
 from workflows.engine.templating import (
     Placeholder,
     TemplateError,
     template_check,
     template_parse,
     template_render,
+    template_value,
 )
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -68,8 +74,10 @@ class RequestRefused(ValueError):
 
 
 def _render_tree(value: Any, context: Mapping[str, Any]) -> Any:
+    """Strings render as templates; one that is exactly a placeholder keeps its value's
+    JSON type (``"{{ vars.age }}"`` sends a number), see :func:`template_value`."""
     if isinstance(value, str):
-        return template_render(value, context, escape=False)
+        return template_value(value, context)
     if isinstance(value, dict):
         return {key: _render_tree(item, context) for key, item in value.items()}
     if isinstance(value, list):
@@ -236,11 +244,67 @@ def json_pick(document: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(current, dict):
             current = current.get(part)
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif (
+            isinstance(current, list)
+            and part.isascii()
+            and part.isdigit()
+            and int(part) < len(current)
+        ):
             current = current[int(part)]
         else:
             return None
     return current
+
+
+STATUS_RE = re.compile(r"^[1-5](?:\d\d|xx)$")
+STATUS_PROBLEM = "a status like 404 or a range like 2xx, 4xx, 5xx"
+
+
+def status_target(on_status: Any, status: Any) -> str | None:
+    """The step for ``status`` in ``on_status``: an exact code (404) before a range (4xx)."""
+    if not isinstance(on_status, dict) or not isinstance(status, int):
+        return None
+    exact = on_status.get(str(status))
+    if exact:
+        return exact
+    return on_status.get(f"{status // 100}xx") or None
+
+
+def _save_answer(rt: StepRuntime, data: dict, *, body: bool = True) -> None:
+    """``save`` (JSON paths from the answer's root), ``save_status``, ``save_headers``.
+
+    ``body`` false (a failure): the ``save`` variables keep their values.
+    """
+    step = rt.step
+    if body:
+        document = storable(data.get("json"))
+        for name, path in (step.get("save") or {}).items():
+            rt.data.variable_set(name, json_pick(document, path))
+    if step.get("save_status"):
+        rt.data.variable_set(step["save_status"], data.get("status"))
+    headers = data.get("headers") or {}
+    for name, header in (step.get("save_headers") or {}).items():
+        value = headers.get(str(header).lower()) if isinstance(headers, dict) else None
+        rt.data.variable_set(name, storable(value))
+
+
+def save_path_warnings(step: dict) -> list[str]:
+    """``save`` paths that find nothing in the step's ``example_response`` (a likely typo,
+    such as the ``data.`` prefix on an answer that has no ``data``)."""
+    example = step.get("example_response")
+    save = step.get("save")
+    if example is None or not isinstance(save, dict):
+        return []
+    warnings = []
+    for name, path in save.items():
+        if isinstance(path, str) and path and json_pick(example, path) is None:
+            top = ", ".join(sorted(example)[:8]) if isinstance(example, dict) else ""
+            hint = f" (the example's top-level fields: {top})" if top else ""
+            warnings.append(
+                f"'save' {name}: the path '{path[:100]}' finds nothing in the example "
+                f"response{hint}; paths start at the answer's root"
+            )
+    return warnings
 
 
 def request_budget(step: dict) -> float:
@@ -291,15 +355,66 @@ class HttpRequestStep(StepType):
             "save",
             "pairs",
             "Save from the answer",
-            "One per line: variable: path, e.g. “discount: data.discount”.",
+            "One per line: variable: path from the answer's root, e.g. “discount: discount” "
+            "or “first: items.0.id”. Numbers, true/false and lists keep their type.",
             schema={"type": "object", "additionalProperties": {"type": "string"}},
             problem="an object of variable name → JSON path",
+        ),
+        FieldSpec(
+            "save_status",
+            "line",
+            "Save the status code in",
+            "A variable name, e.g. order_status (gets 200, 404, …).",
+            schema=VARIABLE_SCHEMA,
+            problem=VARIABLE_PROBLEM,
+        ),
+        FieldSpec(
+            "save_headers",
+            "pairs",
+            "Save answer headers",
+            "One per line: variable: header name, e.g. “retry_after: Retry-After”.",
+            schema={"type": "object", "additionalProperties": {"type": "string"}},
+            problem="an object of variable name → header name",
+        ),
+        FieldSpec(
+            "save_error",
+            "line",
+            "Save the error text in",
+            f"A variable name; default {ERROR_VARIABLE}.",
+            schema=VARIABLE_SCHEMA,
+            problem=VARIABLE_PROBLEM,
+        ),
+        FieldSpec(
+            "example_response",
+            "json",
+            "Example answer (JSON)",
+            "Optional. Publishing warns about 'save' paths that find nothing in it.",
+        ),
+        FieldSpec(
+            "on_status",
+            "pairs",
+            "Go by status",
+            "One per line: status: step, e.g. “404: not_found” or “5xx: later”. "
+            "An exact status wins over a range; others use success/failure.",
+            schema={
+                "type": "object",
+                "propertyNames": {"pattern": STATUS_RE.pattern},
+                "additionalProperties": STEP_REF,
+            },
+            problem="an object of status (404, 2xx, 5xx) → step",
         ),
         step_ref("on_success", "On success go to"),
         step_ref("on_failure", "On failure go to"),
         DESCRIPTION_FIELD,
     )
     target_fields = ("on_success", "on_failure")
+
+    def targets(self, step: dict) -> list[tuple[str, Any]]:
+        found = super().targets(step)
+        on_status = step.get("on_status")
+        if isinstance(on_status, dict):
+            found.extend((f"status {code}", target) for code, target in on_status.items())
+        return found
 
     def check(self, checker: Checker) -> None:
         step = checker.step
@@ -337,7 +452,32 @@ class HttpRequestStep(StepType):
                 if problem:
                     checker.add(f"'save' {name}: {problem}")
                 if not isinstance(path, str) or not path:
-                    checker.add(f"'save' {name}: the JSON path must be a text like data.city")
+                    checker.add(f"'save' {name}: the JSON path must be a text like items.0.city")
+        for key in ("save_status", "save_error"):
+            if step.get(key) is not None:
+                problem = variable_name_problem(step[key])
+                if problem:
+                    checker.add(f"'{key}': {problem}")
+        save_headers = step.get("save_headers", {})
+        if not isinstance(save_headers, dict):
+            checker.add("'save_headers' must map variable names to header names")
+        else:
+            for name, header in save_headers.items():
+                problem = variable_name_problem(name)
+                if problem:
+                    checker.add(f"'save_headers' {name}: {problem}")
+                if not isinstance(header, str) or not HEADER_NAME_RE.match(header):
+                    checker.add(f"'save_headers' {name}: a header name like Retry-After")
+        on_status = step.get("on_status", {})
+        if not isinstance(on_status, dict):
+            checker.add("'on_status' must map statuses (404, 2xx, 5xx) to steps")
+        else:
+            for code in on_status:
+                if not STATUS_RE.match(str(code)):
+                    checker.add(f"'on_status' {str(code)[:20]}: {STATUS_PROBLEM}")
+
+    def warnings(self, step: dict) -> list[str]:
+        return save_path_warnings(step)
 
     def run(self, rt: StepRuntime) -> Outcome:
         step = rt.step
@@ -354,31 +494,48 @@ class HttpRequestStep(StepType):
 
     def timer(self, rt: StepRuntime, data: dict | None) -> Outcome:
         data = data or {"ok": False, "error": "the request did not finish in time"}
-        save = rt.step.get("save") or {}
+        step = rt.step
+        save = step.get("save") or {}
+        status = data.get("status")
+        by_status = status_target(step.get("on_status"), status)
         error = None
         if not data.get("ok"):
-            status = data.get("status")
             error = data.get("error") or (f"HTTP {status}" if status else "the request failed")
         elif save and data.get("json_error"):
             error = data["json_error"]
         rt.output["response"] = {key: data.get(key) for key in ("ok", "status") if key in data}
+        if by_status is not None and (not error or not data.get("ok")):
+            # The server answered with a status the step branches on (404, 5xx, …):
+            # save what the answer has and go there; an error status is still the error.
+            rt.output["response"]["branch"] = f"status {status}"
+            _save_answer(rt, data)
+            _error_set(rt, storable(str(error))[:ERROR_TEXT_LIMIT] if error else None)
+            return Goto(by_status)
         if error:
+            if status is not None:
+                _save_answer(rt, data, body=False)
             return _failed(rt, error)
-        document = storable(data.get("json"))
-        for name, path in save.items():
-            rt.data.variable_set(name, json_pick(document, path))
-        if ERROR_VARIABLE in rt.data.variables:
-            rt.data.variable_delete(ERROR_VARIABLE)
-        return Goto(rt.step.get("on_success"))
+        _save_answer(rt, data)
+        _error_set(rt, None)
+        return Goto(step.get("on_success"))
 
     atomic = True
+
+
+def _error_set(rt: StepRuntime, text: str | None) -> None:
+    """The error variable (``save_error``, default ``http_error``): the reason, or removed."""
+    name = rt.step.get("save_error") or ERROR_VARIABLE
+    if text is not None:
+        rt.data.variable_set(name, text)
+    elif name in rt.data.variables:
+        rt.data.variable_delete(name)
 
 
 def _failed(rt: StepRuntime, error: Any) -> Outcome:
     """``on_failure``, with the reason in ``vars.http_error`` (and the step log)."""
     text = storable(str(error))[:ERROR_TEXT_LIMIT]
     rt.output["response"] = {"ok": False, **rt.output.get("response", {}), "error": text}
-    rt.data.variable_set(ERROR_VARIABLE, text)
+    _error_set(rt, text)
     return Goto(rt.step.get("on_failure"))
 
 

@@ -56,6 +56,10 @@ class Invalid(ValueError):
     pass
 
 
+class OwnMessage(Invalid):
+    """The operator's own explanation (a regex rule's ``message``): shown as written."""
+
+
 def _date(text: str) -> date:
     if text == "today":
         return date.today()  # noqa: DTZ011 - a calendar date, not a moment
@@ -117,7 +121,9 @@ def answer_validate(rule: dict, text: str) -> Any:
         if len(text) > MAX_PATTERN_ANSWER:
             raise Invalid(f"the answer is longer than {MAX_PATTERN_ANSWER} characters")
         if not pattern_fullmatch(rule.get("pattern") or "", text):
-            raise Invalid(rule.get("message") or "the answer is not in the expected format")
+            if rule.get("message"):
+                raise OwnMessage(rule["message"])
+            raise Invalid("the answer is not in the expected format")
         return text
     if kind == "contact":
         raise Invalid("please press the button below to share your phone number")
@@ -263,17 +269,26 @@ class InputStep(StepType):
         kind = rule.get("type", "text")
         if kind not in KINDS:
             checker.add(f"'validate.type' must be one of: {', '.join(KINDS)}")
+        bounds: dict[str, Any] = {}
         for bound in ("min", "max"):
             value = rule.get(bound)
             if value is None:
                 continue
             if kind == "date":
                 try:
-                    _date(str(value))
+                    bounds[bound] = _date(str(value))
                 except Invalid:
                     checker.add(f"'validate.{bound}' must be a date like 1900-01-01 or 'today'")
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 checker.add(f"'validate.{bound}' must be a number")
+            else:
+                bounds[bound] = value
+        if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+            relation = "later than" if kind == "date" else "greater than"
+            checker.add(
+                f"'validate.min' ({rule['min']}) is {relation} 'validate.max' ({rule['max']}): "
+                "no answer could pass; swap them"
+            )
         if kind == "regex":
             problem = pattern_problem(rule.get("pattern"))
             if problem:
@@ -320,7 +335,12 @@ class InputStep(StepType):
                 rt.output["gave_up"] = True
                 return Goto(step.get("on_fail"))
             retry = step.get("retry_text")
-            text = rt.render(retry) if retry else f"That does not look right: {exc}."
+            if retry:
+                text = rt.render(retry)
+            elif isinstance(exc, OwnMessage):
+                text = str(exc)
+            else:
+                text = f"That does not look right: {str(exc).rstrip('.')}."
             return self._ask(rt, text, attempts)
         rt.data.variable_set(step["variable"], value)
         rt.output["value"] = value

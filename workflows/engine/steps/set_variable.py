@@ -1,9 +1,14 @@
-"""``set_variable``: set, increment, decrement or delete one of the user's variables."""
+"""``set_variable``: set, calculate, increment, decrement or delete a user's variable.
+
+``calculate`` stores the typed value of an expression (expressions.py): a number
+stays a number, a date becomes ISO text (``2026-12-31``), a list stays a list.
+"""
 
 from __future__ import annotations
 
 import re
 
+from workflows.engine.expressions import ExpressionError, expression_check, expression_evaluate
 from workflows.engine.numbers import NumberError, number_parse, number_plain
 from workflows.engine.steps.base import (
     DESCRIPTION_FIELD,
@@ -20,7 +25,7 @@ from workflows.engine.templating import template_check
 
 VARIABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 RESERVED = frozenset({"balance", "level", "referrals"})
-OPERATIONS = ("set", "increment", "decrement", "delete")
+OPERATIONS = ("set", "calculate", "increment", "decrement", "delete")
 VARIABLE_SCHEMA = {
     "type": "string",
     "pattern": VARIABLE_RE.pattern,
@@ -67,14 +72,19 @@ class SetVariableStep(StepType):
             "choice",
             "Operation",
             choices=tuple(
-                zip(OPERATIONS, ("Set to", "Increase by", "Decrease by", "Delete"), strict=True)
+                zip(
+                    OPERATIONS,
+                    ("Set to", "Calculate", "Increase by", "Decrease by", "Delete"),
+                    strict=True,
+                )
             ),
         ),
         FieldSpec(
             "value",
             "value",
             "Value",
-            "A text (templates work) or a number; for increase/decrease a number (default 1).",
+            "A text (templates work) or a number; for increase/decrease a number (default 1); "
+            "for calculate an expression such as vars.price * 0.9 or age(vars.birthday).",
         ),
         step_ref("next", "Then go to"),
         DESCRIPTION_FIELD,
@@ -89,9 +99,15 @@ class SetVariableStep(StepType):
         checker.choice("operation", OPERATIONS, default="set")
         operation = step.get("operation", "set")
         value = step.get("value")
-        if operation == "set" and "value" not in step:
+        if operation in {"set", "calculate"} and "value" not in step:
             checker.add("'value' is missing")
-        if isinstance(value, str):
+        if operation == "calculate":
+            problem = expression_check(value) if isinstance(value, str) else None
+            if not isinstance(value, str):
+                checker.add("'value' must be an expression such as vars.price * 0.9")
+            elif problem:
+                checker.add(f"'value': {problem}")
+        elif isinstance(value, str):
             problem = template_check(value)
             if problem:
                 checker.add(f"'value': {problem}")
@@ -107,6 +123,14 @@ class SetVariableStep(StepType):
         name = step["variable"]
         operation = step.get("operation", "set")
         value = step.get("value")
+        if operation == "calculate":
+            try:
+                value = expression_evaluate(value, rt.context())
+            except ExpressionError as exc:
+                raise StepFailure(f"'value': {exc}") from exc
+            rt.data.variable_set(name, value)
+            rt.output.update(variable=name, operation=operation, value=value)
+            return Goto(step.get("next"))
         if isinstance(value, str):
             value = rt.render(value, escape=False)
         if operation == "delete":
