@@ -261,6 +261,13 @@ CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
 # --- Engine --------------------------------------------------------------------
 # A wait for the user without its own "timeout" ends after this many seconds.
 WORKFLOW_WAIT_TIMEOUT = env_int("WORKFLOW_WAIT_TIMEOUT", 86400)
+# Wait timeouts and delays are fired by a poller this often (seconds; 0 turns it off,
+# leaving the once-a-minute sweep). The bot runner runs it, and `manage.py runtimers`
+# where no runner does (webhook-only setups). See workflows/timers.py.
+WORKFLOW_TIMER_POLL_INTERVAL = float(env_str("WORKFLOW_TIMER_POLL_INTERVAL", "0.5") or 0)
+WORKFLOW_TIMER_TASK = "workflows.tasks.timers_fire"
+# Threads firing one poll's due timers side by side (each holds a database connection).
+WORKFLOW_TIMER_THREADS = env_int("WORKFLOW_TIMER_THREADS", 4)
 CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "task": "workflows.tasks.executions_sweep",
     "schedule": 60.0,
