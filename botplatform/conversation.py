@@ -2,7 +2,8 @@
 
 A transport (Telegram, the simulator, tests) turns what happened into an
 :class:`InputEvent`; the application (the workflows handler and the engine) answers
-with actions (:class:`SendMessage`, :class:`EditMessage`, :class:`AnswerCallback`),
+with actions (:class:`SendMessage`, :class:`EditMessage`, :class:`AnswerCallback`,
+:class:`SendMedia` for photos, documents, ... and albums, :class:`SendLocation`),
 which the transport performs. Actions are stored as JSON between the two (the update
 journal's outbox, deferred sends): :func:`actions_to_json` / :func:`actions_from_json`.
 
@@ -66,7 +67,61 @@ class AnswerCallback:
     show_alert: bool = False
 
 
-Action = SendMessage | EditMessage | AnswerCallback
+# What a media message can carry; "album" is not a kind (several media in one SendMedia).
+MEDIA_KINDS = ("photo", "document", "video", "animation", "audio", "voice", "sticker")
+# Kinds Telegram takes in an album (sendMediaGroup).
+ALBUM_KINDS = ("photo", "video", "document", "audio")
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One file to send. ``ref`` says where it is:
+
+    - ``stored:<id>``: a file uploaded in the admin (``botplatform.models.MediaFile``);
+      the transport uploads it once per bot, then sends Telegram's ``file_id``;
+    - ``https://...``: a URL Telegram fetches itself;
+    - ``data:<content type>;base64,<bytes>``: bytes made on the spot (a QR card),
+      uploaded each time (keep them small: they travel in the outbox's JSON);
+    - anything else: a Telegram ``file_id`` (e.g. a photo a user sent).
+    """
+
+    kind: str  # one of MEDIA_KINDS
+    ref: str
+    caption: str = ""  # HTML, at most 1024 characters
+    filename: str = ""  # the name a document is shown with
+
+
+@dataclass(frozen=True, slots=True)
+class SendMedia:
+    """A photo, document, video, ... (one ``media``) or an album (several).
+
+    Buttons go with a single medium (Telegram has none on albums: the transport sends
+    them in a message after the album, with ``text`` or a neutral text).
+    """
+
+    chat_id: int
+    media: tuple[Media, ...]
+    parse_mode: str = "HTML"
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    text: str = ""  # for an album with buttons: the message carrying them
+
+
+@dataclass(frozen=True, slots=True)
+class SendLocation:
+    """A point on the map; with ``title`` and ``address`` a venue."""
+
+    chat_id: int
+    latitude: float
+    longitude: float
+    title: str = ""
+    address: str = ""
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+
+Action = SendMessage | EditMessage | AnswerCallback | SendMedia | SendLocation
+_ACTION_TYPES = {
+    cls.__name__: cls for cls in (SendMessage, EditMessage, AnswerCallback, SendMedia, SendLocation)
+}
 
 
 def actions_to_json(actions: Iterable[Action]) -> list[dict]:
@@ -86,6 +141,8 @@ def actions_from_json(data: list[dict]) -> list[Action]:
             )
         if "reply_keyboard" in fields:
             fields["reply_keyboard"] = tuple(tuple(row) for row in fields["reply_keyboard"])
-        cls = {"SendMessage": SendMessage, "EditMessage": EditMessage}.get(kind, AnswerCallback)
+        if "media" in fields:
+            fields["media"] = tuple(Media(**medium) for medium in fields["media"])
+        cls = _ACTION_TYPES.get(kind, AnswerCallback)
         result.append(cls(**fields))
     return result

@@ -146,6 +146,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files operators upload for message steps (botplatform/media.py). Not served by the
+# app: the bots upload them to Telegram. Any storage backend works (set STORAGES).
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "media/"
+MEDIA_UPLOAD_MAX_MB = env_int("MEDIA_UPLOAD_MAX_MB", 50)  # Telegram's own bot upload limit
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

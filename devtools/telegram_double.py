@@ -1,6 +1,8 @@
 """A Bot API server of our own, over real HTTP on loopback, for tests and ``bench``.
 
 It speaks enough of the Bot API for the platform (getMe, getUpdates, sendMessage,
+sendPhoto and the other media sends with multipart uploads and per-bot file_ids,
+sendMediaGroup, sendLocation, sendVenue,
 editMessageText, editMessageReplyMarkup, answerCallbackQuery, setWebhook,
 deleteWebhook, getWebhookInfo), records every call, and can inject failures:
 429 with ``retry_after``, 5xx, 401 (revoked token), 403 (user blocked the bot) and
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
+
+from devtools.telegram_double_media import MediaApi, multipart_parse
 
 _TAG = re.compile(r"<(/?)([a-zA-Z-]*)(?:\s[^<>]*)?>")
 _HTML_TAGS = {
@@ -112,7 +116,7 @@ class BotState:
     poll_generation: int = 0
 
 
-class TelegramDouble:
+class TelegramDouble(MediaApi):
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.bots: dict[str, BotState] = {}
@@ -122,6 +126,10 @@ class TelegramDouble:
         self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
         self.last_message: dict[int, int] = {}  # chat_id -> the newest message_id sent
         self.conflicts = 0
+        self.files: dict[str, bytes] = {}  # file_id -> the uploaded bytes
+        self.bot_file_ids: dict[str, set[str]] = {}  # token -> the file_ids it may use
+        self.uploads: list[tuple[str, str, str, str, int]] = []  # token, method, field, name, size
+        self._file_ids = itertools.count(1)
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -376,6 +384,8 @@ class TelegramDouble:
                 if body:
                     if b"json" in content_type:
                         params.update(json.loads(body))
+                    elif b"multipart/form-data" in content_type:
+                        params.update(multipart_parse(content_type, body))
                     else:
                         params.update(parse_qsl(body.decode()))
                 segments = path.strip("/").split("/")

@@ -30,6 +30,8 @@ from botplatform.conversation import (
     Action,
     AnswerCallback,
     EditMessage,
+    SendLocation,
+    SendMedia,
     SendMessage,
     actions_from_json,
     actions_to_json,
@@ -39,6 +41,7 @@ from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.client import ApiError, api, error_classify
 from botplatform.telegram.handler import handler_get
+from botplatform.telegram.media import MediaUnavailable, location_send, media_send
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def _cut_outside_markup(text: str, cut: int) -> int:
     return max(cut, 1)
 
 
-def markup_build(action: SendMessage | EditMessage):
+def markup_build(action: SendMessage | EditMessage | SendMedia | SendLocation):
     """The reply_markup for an action (inline keyboard, reply keyboard, removal, None)."""
     if action.buttons:
         markup = types.InlineKeyboardMarkup()
@@ -277,6 +280,26 @@ def action_send(*, bot: Bot, action: Action) -> None:
         _send_message(bot, action)
     elif isinstance(action, EditMessage):
         _edit_message(bot, action)
+    elif isinstance(action, SendMedia):
+        try:
+            media_send(
+                bot,
+                action,
+                call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
+                api=api(),
+                markup_build=markup_build,
+                send_message=_send_message,
+            )
+        except MediaUnavailable as exc:
+            logger.error("Bot %s: media not sent: %s", bot.pk, exc)
+    elif isinstance(action, SendLocation):
+        location_send(
+            bot,
+            action,
+            call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
+            api=api(),
+            markup=markup_build(action),
+        )
     else:
         _answer_callback(bot, action)
 
