@@ -24,7 +24,14 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from botplatform.conversation import AnswerCallback, EditMessage, InputEvent, SendMessage
+from botplatform.conversation import (
+    AnswerCallback,
+    EditMessage,
+    InputEvent,
+    SendLocation,
+    SendMedia,
+    SendMessage,
+)
 from users.models import BotUser
 from users.selectors import user_state_get
 from users.services import bot_user_upsert, user_state_changed
@@ -98,6 +105,16 @@ def _buttons_json(rows) -> list[list[dict]]:
     ]
 
 
+def _media_text(action) -> str:
+    """How the simulator shows a photo, file, album or location (it sends no files)."""
+    if isinstance(action, SendLocation):
+        place = " ".join(part for part in (action.title, action.address) if part)
+        return f"📍 {place} ({action.latitude:g}, {action.longitude:g})".replace("  ", " ")
+    kinds = ", ".join(medium.kind for medium in action.media)
+    captions = [medium.caption for medium in action.media if medium.caption]
+    return f"[{kinds}] " + (captions[0] if captions else action.text)
+
+
 def transcript_record(*, user: BotUser, actions: list) -> None:
     """Write what the bot would have sent to the test user's transcript."""
     for action in actions:
@@ -122,6 +139,13 @@ def transcript_record(*, user: BotUser, actions: list) -> None:
                     text=action.text,
                     buttons=_buttons_json(action.buttons),
                 )
+        elif isinstance(action, SendMedia | SendLocation):
+            SimulatorMessage.objects.create(
+                user=user,
+                direction=SimulatorMessage.Direction.BOT,
+                text=_media_text(action),
+                buttons=_buttons_json(action.buttons),
+            )
         elif isinstance(action, AnswerCallback) and action.text:
             SimulatorMessage.objects.create(
                 user=user, direction=SimulatorMessage.Direction.NOTICE, text=action.text
