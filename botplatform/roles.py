@@ -51,6 +51,7 @@ EXECUTION = "workflows.workflowexecution"
 STEP_LOG = "workflows.executionsteplog"
 BROADCAST = "workflows.broadcast"
 DELIVERY = "workflows.broadcastdelivery"
+MEDIA_FILE = "botplatform.mediafile"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -86,6 +87,7 @@ _READ_ALL = {
         STEP_LOG,
         BROADCAST,
         DELIVERY,
+        MEDIA_FILE,
     )
 }
 
@@ -102,6 +104,7 @@ GRANTS: dict[str, Grants] = {
             WORKFLOW: RACD,
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
+            MEDIA_FILE: RACD,
         },
         named=frozenset(
             {
@@ -120,7 +123,13 @@ GRANTS: dict[str, Grants] = {
         unlisted_models=frozenset(MODEL_ACTIONS),
     ),
     Role.EDITOR: Grants(
-        models={**_READ_ALL, WORKFLOW: RACD, EXECUTION: RC, BROADCAST: RACD},
+        models={
+            **_READ_ALL,
+            WORKFLOW: RACD,
+            EXECUTION: RC,
+            BROADCAST: RACD,
+            MEDIA_FILE: RACD,  # the photos and files their workflows send
+        },
         named=frozenset({PUBLISH, RESTORE, SEND_BROADCAST, SIMULATE, IMPORT, EXPORT, DASHBOARD}),
     ),
     Role.ANALYST: Grants(models=_READ_ALL, named=frozenset({EXPORT, DASHBOARD})),

@@ -45,6 +45,7 @@ MODELS = {
     "workflows.executionsteplog": ("v", "v", "v", "v"),
     "workflows.broadcast": ("vacd", "vacd", "v", ""),
     "workflows.broadcastdelivery": ("v", "v", "v", ""),
+    "botplatform.mediafile": ("vacd", "vacd", "v", ""),
     "auth.user": ("", "", "", ""),  # accounts: superusers only
     "auth.group": ("", "", "", ""),
 }
@@ -86,6 +87,7 @@ ACTIONS = {
     ("workflows.workflowexecution", "retry_executions"): {"owner", "editor"},
     ("workflows.workflowexecution", "delete_selected"): set(),  # history stays
     ("workflows.broadcast", "delete_selected"): {"owner", "editor"},
+    ("botplatform.mediafile", "delete_selected"): {"owner", "editor"},
     ("auth.user", "delete_selected"): set(),
     ("auth.user", "deactivate_accounts"): set(),
     ("auth.group", "delete_selected"): set(),

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from botplatform.models import DeferredSend, TelegramUpdate
+from botplatform.models import DeferredSend, MediaFile, TelegramUpdate
 from tests.admin.conftest import operator_create
 from tests.factories import (
     bot_create,
@@ -63,7 +63,11 @@ def _populate(project, tag: str) -> dict:
         actions=[{"type": "SendMessage", "chat_id": user.chat_id, "text": f"{tag} later"}],
         due_at=timezone.now(),
     )
+    media = MediaFile.objects.create(
+        project=project, kind="photo", title=f"{tag} photo", file=f"media/{tag}.png", size=10
+    )
     return {
+        "media": media,
         "deferred": deferred,
         "update": update,
         "project": project,
