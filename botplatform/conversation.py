@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 # "level_up": the engine itself, after a bonus operation moved the user up a level.
-EventKind = Literal["command", "text", "callback", "timer", "level_up"]
+# "photo", "document", "location": the user sent one (an ``input`` step may take it).
+EventKind = Literal[
+    "command", "text", "callback", "timer", "level_up", "photo", "document", "location"
+]
+# Events an ``input`` step may take as the answer.
+ANSWER_KINDS = frozenset({"text", "command", "photo", "document", "location"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,11 @@ class InputEvent:
     # Unique per delivered event (e.g. "bot:42:update:1001"); retries reuse it, so
     # operations it triggers (a bonus spend) are applied once.
     event_id: str = ""
+    # A photo or document the user sent: Telegram's file_id (for this bot) and name.
+    file_id: str = ""
+    file_name: str = ""
+    latitude: float | None = None  # a location the user sent
+    longitude: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

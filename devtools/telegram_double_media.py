@@ -151,3 +151,45 @@ class MediaApi:
             "address": params.get("address", ""),
         }
         return status, payload
+
+    # --- The user sends media ----------------------------------------------------------
+
+    def _user_message(self, chat_id: int, **content) -> dict:
+        return {
+            "message_id": next(self._message_ids),
+            "from": self._user(chat_id),
+            "chat": {"id": chat_id, "type": "private"},
+            "date": 1700000000,
+            **content,
+        }
+
+    def user_file(self, token: str, data: bytes) -> str:
+        """A file the user sent: a new file_id the bot may use (as Telegram gives it)."""
+        with self._cond:
+            file_id = f"user-{next(self._file_ids)}"
+            self.files[file_id] = data
+            self.bot_file_ids.setdefault(token, set()).add(file_id)
+        return file_id
+
+    def photo(self, token: str, chat_id: int, data: bytes = b"photo", caption: str = "") -> str:
+        """The user sends a photo; returns its file_id."""
+        file_id = self.user_file(token, data)
+        sizes = [
+            {"file_id": f"{file_id}-thumb", "file_unique_id": "t", "width": 9, "height": 9},
+            {"file_id": file_id, "file_unique_id": "p", "width": 90, "height": 90},
+        ]
+        content = {"photo": sizes, **({"caption": caption} if caption else {})}
+        self.enqueue(token, {"message": self._user_message(chat_id, **content)})
+        return file_id
+
+    def document(self, token: str, chat_id: int, name: str, data: bytes = b"doc") -> str:
+        """The user sends a document; returns its file_id."""
+        file_id = self.user_file(token, data)
+        document = {"file_id": file_id, "file_unique_id": "d", "file_name": name}
+        self.enqueue(token, {"message": self._user_message(chat_id, document=document)})
+        return file_id
+
+    def location(self, token: str, chat_id: int, latitude: float, longitude: float) -> None:
+        """The user shares a location."""
+        location = {"latitude": latitude, "longitude": longitude}
+        self.enqueue(token, {"message": self._user_message(chat_id, location=location)})

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from botplatform import batchscope
 from botplatform.cache import workflow_waiting_key
-from botplatform.conversation import AnswerCallback, InputEvent
+from botplatform.conversation import ANSWER_KINDS, AnswerCallback, InputEvent
 from botplatform.locks import session_lock
 from botplatform.queueing import task_named
 from users.selectors import user_state_prefetched, user_state_read
@@ -204,11 +204,7 @@ def _dispatch(state: RunState, waiting: WorkflowExecution | None) -> bool:
     if event.kind == "command" and match is not None and match.interrupt:
         _start(state, match, waiting)
         return True
-    if (
-        waiting is not None
-        and event.kind in {"text", "command"}
-        and execution_resume(state, waiting)
-    ):
+    if waiting is not None and event.kind in ANSWER_KINDS and execution_resume(state, waiting):
         return True
     if match is not None:
         _start(state, match, waiting)

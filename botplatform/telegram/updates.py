@@ -10,6 +10,7 @@ cannot see into).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from telebot import types
@@ -116,9 +117,11 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
             if sender is None:
                 raise UnsupportedUpdate("a message without a sender (channel post)")
             text = _text(message.text, "text")
-            if message.content_type != "text" or not text:
+            if message.content_type in _ATTACHMENTS:
+                event = _attachment_event(message, event_id)
+            elif message.content_type != "text" or not text:
                 raise UnsupportedUpdate(f"a {message.content_type} message")
-            if text.startswith("/"):
+            elif text.startswith("/"):
                 head, _, payload = text.partition(" ")
                 command = head[1:].split("@", 1)[0].lower()
                 event = InputEvent(
@@ -169,6 +172,45 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
         event=event,
         chat_type=chat_type if isinstance(chat_type, str) else "private",
     )
+
+
+_ATTACHMENTS = ("photo", "document", "location")
+
+
+def _attachment_event(message, event_id: str) -> InputEvent:
+    """A photo (its largest size), document or location the user sent."""
+    caption = _text(message.caption, "caption")
+    if message.content_type == "location":
+        location = message.location
+        latitude, longitude = location.latitude, location.longitude
+        if (
+            not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in (latitude, longitude)
+            )
+            or abs(latitude) > 90
+            or abs(longitude) > 180
+        ):
+            raise MalformedUpdate("a location without valid coordinates")
+        return InputEvent(
+            kind="location", text=caption, latitude=float(latitude), longitude=float(longitude),
+            message_id=message.message_id, event_id=event_id,
+        )  # fmt: skip
+    if message.content_type == "photo":
+        sizes = message.photo or []
+        if not sizes:
+            raise MalformedUpdate("a photo without sizes")
+        file, name = sizes[-1], ""
+    else:
+        file = message.document
+        name = _text(getattr(file, "file_name", None), "file name")[:255]
+    file_id = _text(getattr(file, "file_id", None), "file id")
+    if not file_id or len(file_id) > 300:
+        raise MalformedUpdate(f"a {message.content_type} without a valid file_id")
+    return InputEvent(
+        kind=message.content_type, text=caption, file_id=file_id, file_name=name,
+        message_id=message.message_id, event_id=event_id,
+    )  # fmt: skip
 
 
 def _text(value: object, what: str) -> str:
