@@ -18,8 +18,19 @@ from typing import Literal
 
 # "level_up": the engine itself, after a bonus operation moved the user up a level.
 # "photo", "document", "location": the user sent one (an ``input`` step may take it).
+# "pre_checkout": Telegram asks whether a payment may go ahead (answer within 10 s);
+# "payment": a successful payment of an invoice.
 EventKind = Literal[
-    "command", "text", "callback", "timer", "level_up", "photo", "document", "location"
+    "command",
+    "text",
+    "callback",
+    "timer",
+    "level_up",
+    "photo",
+    "document",
+    "location",
+    "pre_checkout",
+    "payment",
 ]
 # Events an ``input`` step may take as the answer.
 ANSWER_KINDS = frozenset({"text", "command", "photo", "document", "location"})
@@ -42,6 +53,14 @@ class InputEvent:
     file_name: str = ""
     latitude: float | None = None  # a location the user sent
     longitude: float | None = None
+    # Payments: the invoice's payload, the price (in the currency's smallest unit;
+    # Stars for XTR), and for "payment" Telegram's charge id (refunds use it).
+    invoice_payload: str = ""
+    currency: str = ""
+    total_amount: int = 0
+    charge_id: str = ""
+    provider_charge_id: str = ""
+    pre_checkout_query_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +147,49 @@ class SendLocation:
     buttons: tuple[tuple[Button, ...], ...] = ()
 
 
-Action = SendMessage | EditMessage | AnswerCallback | SendMedia | SendLocation
+@dataclass(frozen=True, slots=True)
+class SendInvoice:
+    """An invoice (Telegram Payments). ``currency`` "XTR" is Telegram Stars (no
+    provider token); ``amount`` is in the currency's smallest unit (Stars for XTR)."""
+
+    chat_id: int
+    title: str
+    description: str
+    payload: str  # comes back in the pre-checkout query and the payment
+    currency: str
+    amount: int
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPreCheckout:
+    """The answer to a pre-checkout query: go ahead, or why not."""
+
+    pre_checkout_query_id: str
+    ok: bool
+    error_message: str = ""
+
+
+Action = (
+    SendMessage
+    | EditMessage
+    | AnswerCallback
+    | SendMedia
+    | SendLocation
+    | SendInvoice
+    | AnswerPreCheckout
+)
 _ACTION_TYPES = {
-    cls.__name__: cls for cls in (SendMessage, EditMessage, AnswerCallback, SendMedia, SendLocation)
+    cls.__name__: cls
+    for cls in (
+        SendMessage,
+        EditMessage,
+        AnswerCallback,
+        SendMedia,
+        SendLocation,
+        SendInvoice,
+        AnswerPreCheckout,
+    )
 }
 
 

@@ -52,6 +52,7 @@ STEP_LOG = "workflows.executionsteplog"
 BROADCAST = "workflows.broadcast"
 DELIVERY = "workflows.broadcastdelivery"
 MEDIA_FILE = "botplatform.mediafile"
+PAYMENT = "users.payment"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -88,6 +89,7 @@ _READ_ALL = {
         BROADCAST,
         DELIVERY,
         MEDIA_FILE,
+        PAYMENT,
     )
 }
 
@@ -105,6 +107,7 @@ GRANTS: dict[str, Grants] = {
             EXECUTION: RC,  # cancel and retry conversations
             BROADCAST: RACD,
             MEDIA_FILE: RACD,
+            PAYMENT: RC,  # change = refund (payments themselves are read-only)
         },
         named=frozenset(
             {
@@ -141,6 +144,7 @@ GRANTS: dict[str, Grants] = {
             LEDGER: R,
             EXECUTION: R,
             STEP_LOG: R,
+            PAYMENT: R,  # "did my payment go through?"
         },
         named=frozenset({ADJUST_BALANCE}),
     ),

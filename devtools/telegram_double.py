@@ -2,7 +2,8 @@
 
 It speaks enough of the Bot API for the platform (getMe, getUpdates, sendMessage,
 sendPhoto and the other media sends with multipart uploads and per-bot file_ids,
-sendMediaGroup, sendLocation, sendVenue,
+sendMediaGroup, sendLocation, sendVenue, sendInvoice, answerPreCheckoutQuery,
+refundStarPayment (users pay with :meth:`pre_checkout` and :meth:`paid`),
 editMessageText, editMessageReplyMarkup, answerCallbackQuery, setWebhook,
 deleteWebhook, getWebhookInfo), records every call, and can inject failures:
 429 with ``retry_after``, 5xx, 401 (revoked token), 403 (user blocked the bot) and
@@ -130,6 +131,10 @@ class TelegramDouble(MediaApi):
         self.bot_file_ids: dict[str, set[str]] = {}  # token -> the file_ids it may use
         self.uploads: list[tuple[str, str, str, str, int]] = []  # token, method, field, name, size
         self._file_ids = itertools.count(1)
+        self.invoices: list[dict] = []  # sendInvoice parameters
+        self.pre_checkout_answers: dict[str, tuple[bool, str]] = {}  # query id -> (ok, error)
+        self.charges: set[str] = set()  # charge ids of payments made
+        self.refunded: set[str] = set()
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
         self._cond = threading.Condition()

@@ -193,3 +193,81 @@ class MediaApi:
         """The user shares a location."""
         location = {"latitude": latitude, "longitude": longitude}
         self.enqueue(token, {"message": self._user_message(chat_id, location=location)})
+
+    # --- Payments (Telegram Stars and others) ---------------------------------------
+
+    def _api_sendInvoice(self, bot, params: dict):
+        chat_id = int(params["chat_id"])
+        try:
+            prices = json.loads(params.get("prices") or "[]")
+        except ValueError:
+            return self._error(400, "Bad Request: can't parse prices JSON object")
+        if params.get("currency") == "XTR" and (params.get("provider_token") or "") != "":
+            return self._error(400, "Bad Request: provider_token must be empty for XTR")
+        if not prices or not all(int(p.get("amount", 0)) > 0 for p in prices):
+            return self._error(400, "Bad Request: wrong prices")
+        with self._cond:
+            message = self._message_new(chat_id, "", params.get("reply_markup"))
+            del message["text"]
+            message["invoice"] = {
+                "title": params.get("title", ""),
+                "description": params.get("description", ""),
+                "currency": params.get("currency", ""),
+                "total_amount": sum(int(p["amount"]) for p in prices),
+                "start_parameter": "",
+            }
+            self.invoices.append(dict(params))
+            return self._ok(message)
+
+    def _api_answerPreCheckoutQuery(self, bot, params: dict):
+        with self._cond:
+            self.pre_checkout_answers[params.get("pre_checkout_query_id", "")] = (
+                str(params.get("ok")).lower() == "true",
+                params.get("error_message", ""),
+            )
+        return self._ok(True)
+
+    def _api_refundStarPayment(self, bot, params: dict):
+        charge_id = params.get("telegram_payment_charge_id", "")
+        with self._cond:
+            if charge_id not in self.charges or charge_id in self.refunded:
+                return self._error(400, "Bad Request: CHARGE_NOT_FOUND")
+            self.refunded.add(charge_id)
+        return self._ok(True)
+
+    def pre_checkout(
+        self, token: str, chat_id: int, payload: str, amount: int, currency: str = "XTR"
+    ) -> str:
+        """The user confirms paying an invoice: Telegram asks the bot; returns the query id."""
+        query_id = f"pcq-{next(self._file_ids)}"
+        query = {
+            "id": query_id,
+            "from": self._user(chat_id),
+            "currency": currency,
+            "total_amount": amount,
+            "invoice_payload": payload,
+        }
+        self.enqueue(token, {"pre_checkout_query": query})
+        return query_id
+
+    def paid(
+        self,
+        token: str,
+        chat_id: int,
+        payload: str,
+        amount: int,
+        currency: str = "XTR",
+        charge_id: str | None = None,
+    ) -> str:
+        """The payment went through: the successful_payment message; returns its charge id."""
+        charge_id = charge_id or f"stxCharge{next(self._file_ids)}"
+        self.charges.add(charge_id)
+        payment = {
+            "currency": currency,
+            "total_amount": amount,
+            "invoice_payload": payload,
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": "",
+        }
+        self.enqueue(token, {"message": self._user_message(chat_id, successful_payment=payment)})
+        return charge_id

@@ -418,3 +418,7 @@ class BonusTransactionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     search_fields = ("user__username", "user__telegram_id", "reason", "idempotency_key")
     list_select_related = ("user", "project", "created_by")
     date_hierarchy = "created_at"
+
+
+# Registered here so the admin site sees it.
+from users import admin_payments  # noqa: E402, F401

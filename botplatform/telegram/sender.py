@@ -29,7 +29,9 @@ from botplatform import metrics, ratelimit
 from botplatform.conversation import (
     Action,
     AnswerCallback,
+    AnswerPreCheckout,
     EditMessage,
+    SendInvoice,
     SendLocation,
     SendMedia,
     SendMessage,
@@ -42,6 +44,7 @@ from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.client import ApiError, api, error_classify
 from botplatform.telegram.handler import handler_get
 from botplatform.telegram.media import MediaUnavailable, location_send, media_send
+from botplatform.telegram.payments import invoice_send, pre_checkout_answer
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +295,14 @@ def action_send(*, bot: Bot, action: Action) -> None:
             )
         except MediaUnavailable as exc:
             logger.error("Bot %s: media not sent: %s", bot.pk, exc)
+    elif isinstance(action, SendInvoice):
+        invoice_send(
+            bot, action, call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True)
+        )
+    elif isinstance(action, AnswerPreCheckout):
+        pre_checkout_answer(
+            bot, action, call=lambda fn: _call(bot, fn, chat_id=None, is_message=False)
+        )
     elif isinstance(action, SendLocation):
         location_send(
             bot,

@@ -46,6 +46,7 @@ MODELS = {
     "workflows.broadcast": ("vacd", "vacd", "v", ""),
     "workflows.broadcastdelivery": ("v", "v", "v", ""),
     "botplatform.mediafile": ("vacd", "vacd", "v", ""),
+    "users.payment": ("vc", "v", "v", "v"),
     "auth.user": ("", "", "", ""),  # accounts: superusers only
     "auth.group": ("", "", "", ""),
 }
@@ -88,6 +89,7 @@ ACTIONS = {
     ("workflows.workflowexecution", "delete_selected"): set(),  # history stays
     ("workflows.broadcast", "delete_selected"): {"owner", "editor"},
     ("botplatform.mediafile", "delete_selected"): {"owner", "editor"},
+    ("users.payment", "refund_payments"): {"owner"},
     ("auth.user", "delete_selected"): set(),
     ("auth.user", "deactivate_accounts"): set(),
     ("auth.group", "delete_selected"): set(),

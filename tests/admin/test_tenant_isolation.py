@@ -22,7 +22,7 @@ from tests.factories import (
     project_create,
     workflow_create,
 )
-from users.models import BonusTransaction, UserVariable
+from users.models import BonusTransaction, Payment, UserVariable
 from workflows.models import Broadcast, ExecutionStepLog, Workflow, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +66,11 @@ def _populate(project, tag: str) -> dict:
     media = MediaFile.objects.create(
         project=project, kind="photo", title=f"{tag} photo", file=f"media/{tag}.png", size=10
     )
+    payment = Payment.objects.create(
+        project=project, user=user, bot=bot, charge_id=f"{tag}-charge", currency="XTR", amount=5
+    )
     return {
+        "payment": payment,
         "media": media,
         "deferred": deferred,
         "update": update,
