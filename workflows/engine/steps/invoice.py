@@ -12,6 +12,7 @@ at ``next``.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from botplatform.conversation import SendInvoice
@@ -35,6 +36,8 @@ from workflows.engine.steps.base import (
 CURRENCIES = ("XTR",)
 MAX_STARS = 100_000
 PAYLOAD_PREFIX = "inv:"
+# execution id, seq (ASCII digits, no leading zero: one spelling per invoice), step id.
+_PAYLOAD_RE = re.compile(r"([1-9][0-9]{0,18}|0):([1-9][0-9]{0,8}|0):([^\x00]{1,64})", re.ASCII)
 
 
 def invoice_payload(execution_id: int, seq: int, step_id: str) -> str:
@@ -45,12 +48,10 @@ def invoice_payload_parse(payload: str) -> tuple[int, int, str] | None:
     """(execution id, seq, step id) of an invoice payload, None if it is not ours."""
     if not payload.startswith(PAYLOAD_PREFIX):
         return None
-    parts = payload[len(PAYLOAD_PREFIX) :].split(":", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    match = _PAYLOAD_RE.fullmatch(payload[len(PAYLOAD_PREFIX) :])
+    if match is None:
         return None
-    if len(parts[0]) > 19 or len(parts[1]) > 9:
-        return None
-    return int(parts[0]), int(parts[1]), parts[2]
+    return int(match[1]), int(match[2]), match[3]
 
 
 class InvoiceStep(StepType):
