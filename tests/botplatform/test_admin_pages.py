@@ -35,6 +35,15 @@ def populated(db):
 
     broadcast = Broadcast.objects.create(project=bot.project, title="News", text="Hi")
     broadcast.deliveries.create(user=user)
+    from botplatform.models import MediaFile
+    from users.models import Payment
+
+    MediaFile.objects.create(
+        project=bot.project, kind="photo", title="Menu", file="media/menu.png", size=9
+    )
+    Payment.objects.create(
+        project=bot.project, user=user, bot=bot, charge_id="c1", currency="XTR", amount=5
+    )
     return bot
 
 
