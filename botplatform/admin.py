@@ -625,4 +625,5 @@ class DeferredSendAdmin(ProjectScopedAdmin):
         return False
 
 
-from botplatform import admin_accounts  # noqa: E402, F401 - registers the accounts admin
+# Registered here so the admin site sees them (imported last: they use the classes above).
+from botplatform import admin_accounts, admin_media  # noqa: E402, F401

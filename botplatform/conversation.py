@@ -2,7 +2,8 @@
 
 A transport (Telegram, the simulator, tests) turns what happened into an
 :class:`InputEvent`; the application (the workflows handler and the engine) answers
-with actions (:class:`SendMessage`, :class:`EditMessage`, :class:`AnswerCallback`),
+with actions (:class:`SendMessage`, :class:`EditMessage`, :class:`AnswerCallback`,
+:class:`SendMedia` for photos, documents, ... and albums, :class:`SendLocation`),
 which the transport performs. Actions are stored as JSON between the two (the update
 journal's outbox, deferred sends): :func:`actions_to_json` / :func:`actions_from_json`.
 
@@ -19,7 +20,25 @@ from typing import Literal
 # "event": an API event (POST /api/v1/customers/{id}/events): ``payload`` is its name,
 # ``text`` its JSON payload.
 # "contact": the user shared a contact (the "share my phone" button sends their own).
-EventKind = Literal["command", "text", "callback", "timer", "level_up", "event", "contact"]
+# "photo", "document", "location": the user sent one (an ``input`` step may take it).
+# "pre_checkout": Telegram asks whether a payment may go ahead (answer within 10 s);
+# "payment": a successful payment of an invoice.
+EventKind = Literal[
+    "command",
+    "text",
+    "callback",
+    "timer",
+    "level_up",
+    "event",
+    "contact",
+    "photo",
+    "document",
+    "location",
+    "pre_checkout",
+    "payment",
+]
+# Events an ``input`` step may take as the answer.
+ANSWER_KINDS = frozenset({"text", "command", "contact", "photo", "document", "location"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +59,19 @@ class InputEvent:
     contact_phone: str = ""
     contact_user_id: int | None = None
     forwarded: bool = False
+    # A photo or document the user sent: Telegram's file_id (for this bot) and name.
+    file_id: str = ""
+    file_name: str = ""
+    latitude: float | None = None  # a location the user sent
+    longitude: float | None = None
+    # Payments: the invoice's payload, the price (in the currency's smallest unit;
+    # Stars for XTR), and for "payment" Telegram's charge id (refunds use it).
+    invoice_payload: str = ""
+    currency: str = ""
+    total_amount: int = 0
+    charge_id: str = ""
+    provider_charge_id: str = ""
+    pre_checkout_query_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +127,103 @@ class AnswerCallback:
     show_alert: bool = False
 
 
-Action = SendMessage | EditMessage | AnswerCallback | SendPhoto
+# What a media message can carry; "album" is not a kind (several media in one SendMedia).
+MEDIA_KINDS = ("photo", "document", "video", "animation", "audio", "voice", "sticker")
+# Kinds Telegram takes in an album (sendMediaGroup).
+ALBUM_KINDS = ("photo", "video", "document", "audio")
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One file to send. ``ref`` says where it is:
+
+    - ``stored:<id>``: a file uploaded in the admin (``botplatform.models.MediaFile``);
+      the transport uploads it once per bot, then sends Telegram's ``file_id``;
+    - ``https://...``: a URL Telegram fetches itself;
+    - ``data:<content type>;base64,<bytes>``: bytes made on the spot (a QR card),
+      uploaded each time (keep them small: they travel in the outbox's JSON);
+    - anything else: a Telegram ``file_id`` (e.g. a photo a user sent).
+    """
+
+    kind: str  # one of MEDIA_KINDS
+    ref: str
+    caption: str = ""  # HTML, at most 1024 characters
+    filename: str = ""  # the name a document is shown with
+
+
+@dataclass(frozen=True, slots=True)
+class SendMedia:
+    """A photo, document, video, ... (one ``media``) or an album (several).
+
+    Buttons go with a single medium (Telegram has none on albums: the transport sends
+    them in a message after the album, with ``text`` or a neutral text).
+    """
+
+    chat_id: int
+    media: tuple[Media, ...]
+    parse_mode: str = "HTML"
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    text: str = ""  # for an album with buttons: the message carrying them
+
+
+@dataclass(frozen=True, slots=True)
+class SendLocation:
+    """A point on the map; with ``title`` and ``address`` a venue."""
+
+    chat_id: int
+    latitude: float
+    longitude: float
+    title: str = ""
+    address: str = ""
+    buttons: tuple[tuple[Button, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendInvoice:
+    """An invoice (Telegram Payments). ``currency`` "XTR" is Telegram Stars (no
+    provider token); ``amount`` is in the currency's smallest unit (Stars for XTR)."""
+
+    chat_id: int
+    title: str
+    description: str
+    payload: str  # comes back in the pre-checkout query and the payment
+    currency: str
+    amount: int
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPreCheckout:
+    """The answer to a pre-checkout query: go ahead, or why not."""
+
+    pre_checkout_query_id: str
+    ok: bool
+    error_message: str = ""
+
+
+Action = (
+    SendMessage
+    | EditMessage
+    | AnswerCallback
+    | SendMedia
+    | SendLocation
+    | SendInvoice
+    | AnswerPreCheckout
+    | SendPhoto
+)
+_ACTION_TYPES = {
+    cls.__name__: cls
+    for cls in (
+        SendMessage,
+        EditMessage,
+        AnswerCallback,
+        SendMedia,
+        SendLocation,
+        SendInvoice,
+        AnswerPreCheckout,
+        SendPhoto,
+    )
+}
 
 
 def actions_to_json(actions: Iterable[Action]) -> list[dict]:
@@ -115,10 +243,8 @@ def actions_from_json(data: list[dict]) -> list[Action]:
             )
         if "reply_keyboard" in fields:
             fields["reply_keyboard"] = tuple(tuple(row) for row in fields["reply_keyboard"])
-        cls = {
-            "SendMessage": SendMessage,
-            "EditMessage": EditMessage,
-            "SendPhoto": SendPhoto,
-        }.get(kind, AnswerCallback)
+        if "media" in fields:
+            fields["media"] = tuple(Media(**medium) for medium in fields["media"])
+        cls = _ACTION_TYPES.get(kind, AnswerCallback)
         result.append(cls(**fields))
     return result

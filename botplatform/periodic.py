@@ -73,3 +73,41 @@ class InProcessBeat:
                 logger.exception("Periodic task %s failed; retried next interval", name)
             ran.append(name)
         return ran
+
+
+class TimerLoop:
+    """Runs the timer task (``WORKFLOW_TIMER_TASK``) in this process every
+    ``WORKFLOW_TIMER_POLL_INTERVAL`` seconds, so waits and delays fire within about a
+    second of their time instead of at the next minute's sweep.
+
+    The task is named, not imported (infrastructure knows nothing of workflows). It
+    reads what is due from the database each time, so nothing is lost when this
+    process stops; any number of loops may run (the task fires each timer once).
+    """
+
+    def __init__(self, *, interval: float | None = None, task: str | None = None) -> None:
+        self.interval = settings.WORKFLOW_TIMER_POLL_INTERVAL if interval is None else interval
+        self.task = task or settings.WORKFLOW_TIMER_TASK
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def run_once(self) -> int:
+        """One poll: the number of timers fired. Never raises."""
+        from botplatform.queueing import task_named
+
+        try:
+            return int(task_named(self.task).apply(throw=True).result or 0)
+        except Exception:
+            logger.exception("Timer poll failed; retried at the next one")
+            return 0
+
+    def run(self, stop) -> None:
+        """Poll until ``stop`` (a ``threading.Event``) is set."""
+        from django.db import close_old_connections
+
+        while not stop.wait(self.interval):
+            close_old_connections()
+            self.run_once()
+        close_old_connections()

@@ -61,6 +61,8 @@ PURCHASE = "users.purchase"
 HOLD = "users.hold"
 WEBHOOK_ENDPOINT = "users.webhookendpoint"  # owners only: carries the signing secret
 WEBHOOK_DELIVERY = "users.webhookdelivery"
+MEDIA_FILE = "botplatform.mediafile"
+PAYMENT = "users.payment"
 
 # Apps whose models are project data: only the roles grant anything in them.
 PROJECT_APPS = ("botplatform", "users", "workflows")
@@ -101,6 +103,8 @@ _READ_ALL = {
         PURCHASE,
         HOLD,
         WEBHOOK_DELIVERY,
+        MEDIA_FILE,
+        PAYMENT,
     )
 }
 
@@ -121,6 +125,8 @@ GRANTS: dict[str, Grants] = {
             EARN_RULE: RACD,
             CASHIER: RACD,
             WEBHOOK_ENDPOINT: RACD,
+            MEDIA_FILE: RACD,
+            PAYMENT: RC,  # change = refund (payments themselves are read-only)
         },
         named=frozenset(
             {
@@ -141,7 +147,13 @@ GRANTS: dict[str, Grants] = {
         unlisted_models=frozenset(MODEL_ACTIONS),
     ),
     Role.EDITOR: Grants(
-        models={**_READ_ALL, WORKFLOW: RACD, EXECUTION: RC, BROADCAST: RACD},
+        models={
+            **_READ_ALL,
+            WORKFLOW: RACD,
+            EXECUTION: RC,
+            BROADCAST: RACD,
+            MEDIA_FILE: RACD,  # the photos and files their workflows send
+        },
         named=frozenset({PUBLISH, RESTORE, SEND_BROADCAST, SIMULATE, IMPORT, EXPORT, DASHBOARD}),
     ),
     Role.ANALYST: Grants(models=_READ_ALL, named=frozenset({EXPORT, DASHBOARD})),
@@ -155,6 +167,7 @@ GRANTS: dict[str, Grants] = {
             STEP_LOG: R,
             PURCHASE: R,
             HOLD: R,
+            PAYMENT: R,  # "did my payment go through?"
         },
         named=frozenset({ADJUST_BALANCE, ROTATE_CARD}),
     ),

@@ -149,6 +149,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files operators upload for message steps (botplatform/media.py). Not served by the
+# app: the bots upload them to Telegram. Any storage backend works (set STORAGES).
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "media/"
+MEDIA_UPLOAD_MAX_MB = env_int("MEDIA_UPLOAD_MAX_MB", 50)  # Telegram's own bot upload limit
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -298,6 +303,13 @@ CELERY_BEAT_SCHEDULE["users.bonuses_expire"] = {
 # --- Engine --------------------------------------------------------------------
 # A wait for the user without its own "timeout" ends after this many seconds.
 WORKFLOW_WAIT_TIMEOUT = env_int("WORKFLOW_WAIT_TIMEOUT", 86400)
+# Wait timeouts and delays are fired by a poller this often (seconds; 0 turns it off,
+# leaving the once-a-minute sweep). The bot runner runs it, and `manage.py runtimers`
+# where no runner does (webhook-only setups). See workflows/timers.py.
+WORKFLOW_TIMER_POLL_INTERVAL = float(env_str("WORKFLOW_TIMER_POLL_INTERVAL", "0.5") or 0)
+WORKFLOW_TIMER_TASK = "workflows.tasks.timers_fire"
+# Threads firing one poll's due timers side by side (each holds a database connection).
+WORKFLOW_TIMER_THREADS = env_int("WORKFLOW_TIMER_THREADS", 4)
 CELERY_BEAT_SCHEDULE["workflows-executions-sweep"] = {
     "task": "workflows.tasks.executions_sweep",
     "schedule": 60.0,

@@ -1,6 +1,9 @@
 """A Bot API server of our own, over real HTTP on loopback, for tests and ``bench``.
 
 It speaks enough of the Bot API for the platform (getMe, getUpdates, sendMessage,
+sendPhoto and the other media sends with multipart uploads and per-bot file_ids,
+sendMediaGroup, sendLocation, sendVenue, sendInvoice, answerPreCheckoutQuery,
+refundStarPayment (users pay with :meth:`pre_checkout` and :meth:`paid`),
 editMessageText, editMessageReplyMarkup, answerCallbackQuery, setWebhook,
 deleteWebhook, getWebhookInfo), records every call, and can inject failures:
 429 with ``retry_after``, 5xx, 401 (revoked token), 403 (user blocked the bot) and
@@ -13,17 +16,17 @@ end the older with 409, as Telegram does; :attr:`conflicts` counts them.
 
 from __future__ import annotations
 
-import email.policy
 import itertools
 import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
+
+from devtools.telegram_double_media import MediaApi, multipart_parse
 
 _TAG = re.compile(r"<(/?)([a-zA-Z-]*)(?:\s[^<>]*)?>")
 _HTML_TAGS = {
@@ -63,22 +66,6 @@ def _html_ok(text: str) -> bool:
         else:
             stack.append(name)
     return "<" not in text[position:] and not stack
-
-
-def _multipart_parse(content_type: bytes, body: bytes) -> dict:
-    """A multipart/form-data body (an upload): text fields as str, files as bytes."""
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type + b"\r\n\r\n" + body
-    )
-    fields: dict = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        data = part.get_payload(decode=True) or b""
-        is_file = part.get_param("filename", header="content-disposition") is not None
-        fields[name] = data if is_file else data.decode()
-    return fields
 
 
 def _status_line(status: int) -> bytes:
@@ -130,7 +117,7 @@ class BotState:
     poll_generation: int = 0
 
 
-class TelegramDouble:
+class TelegramDouble(MediaApi):
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.bots: dict[str, BotState] = {}
@@ -139,8 +126,15 @@ class TelegramDouble:
         self.blocked_chats: set[int] = set()
         self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
         self.last_message: dict[int, int] = {}  # chat_id -> the newest message_id sent
-        self.files: dict[str, bytes] = {}  # file_id -> what the bot uploaded (sendPhoto)
         self.conflicts = 0
+        self.files: dict[str, bytes] = {}  # file_id -> the uploaded bytes
+        self.bot_file_ids: dict[str, set[str]] = {}  # token -> the file_ids it may use
+        self.uploads: list[tuple[str, str, str, str, int]] = []  # token, method, field, name, size
+        self._file_ids = itertools.count(1)
+        self.invoices: list[dict] = []  # sendInvoice parameters
+        self.pre_checkout_answers: dict[str, tuple[bool, str]] = {}  # query id -> (ok, error)
+        self.charges: set[str] = set()  # charge ids of payments made
+        self.refunded: set[str] = set()
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -428,8 +422,8 @@ class TelegramDouble:
                 if body:
                     if b"json" in content_type:
                         params.update(json.loads(body))
-                    elif content_type.startswith(b"multipart/form-data"):
-                        params.update(_multipart_parse(content_type, body))
+                    elif b"multipart/form-data" in content_type:
+                        params.update(multipart_parse(content_type, body))
                     else:
                         params.update(parse_qsl(body.decode()))
                 segments = path.strip("/").split("/")
@@ -595,29 +589,6 @@ class TelegramDouble:
 
     def _api_editMessageReplyMarkup(self, bot: BotState, params: dict):
         return self._edit(params, text=None)
-
-    def _api_sendPhoto(self, bot: BotState, params: dict):
-        chat_id = int(params["chat_id"])
-        if chat_id in self.blocked_chats:
-            return self._error(403, "Forbidden: bot was blocked by the user")
-        photo = params.get("photo")
-        with self._cond:
-            if isinstance(photo, bytes):
-                if not photo.startswith(b"\x89PNG") and not photo.startswith(b"\xff\xd8"):
-                    return self._error(400, "Bad Request: IMAGE_PROCESS_FAILED")
-                file_id = f"photo-{bot.bot_id}-{len(self.files) + 1}"
-                self.files[file_id] = photo
-            elif isinstance(photo, str) and photo in self.files:
-                file_id = photo
-            else:
-                return self._error(400, "Bad Request: wrong file identifier/HTTP URL specified")
-            message = self._message_new(chat_id, "", params.get("reply_markup"))
-            del message["text"]
-            message["caption"] = params.get("caption", "")
-            message["photo"] = [
-                {"file_id": file_id, "file_unique_id": file_id, "width": 320, "height": 320}
-            ]
-            return self._ok(message)
 
     def _api_answerCallbackQuery(self, bot: BotState, params: dict):
         return self._ok(True)

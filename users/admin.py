@@ -423,5 +423,6 @@ class BonusTransactionAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     date_hierarchy = "created_at"
 
 
-# The POS/CRM API's screens (API keys, earn rules, cashiers, purchases, holds).
-from users import admin_pos  # noqa: E402, F401
+# The POS/CRM API's screens (API keys, earn rules, cashiers, purchases, holds) and
+# payments, registered here so the admin site sees them.
+from users import admin_payments, admin_pos  # noqa: E402, F401

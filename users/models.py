@@ -208,6 +208,41 @@ class BonusTransaction(models.Model):
         return f"{self.amount:+d} ({self.get_kind_display()})"
 
 
+class Payment(models.Model):
+    """A payment a user made through an ``invoice`` step (Telegram Payments, Stars).
+
+    One row per Telegram charge (``charge_id`` is unique), so a replayed
+    ``successful_payment`` records and credits nothing twice.
+    """
+
+    class Status(models.TextChoices):
+        PAID = "paid", "Paid"
+        REFUNDED = "refunded", "Refunded"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="payments")
+    user = models.ForeignKey(BotUser, on_delete=models.PROTECT, related_name="payments")
+    bot = models.ForeignKey(
+        "botplatform.Bot", on_delete=models.SET_NULL, null=True, related_name="payments"
+    )
+    charge_id = models.CharField(max_length=255, unique=True, help_text="Telegram's charge id.")
+    provider_charge_id = models.CharField(max_length=255, blank=True)
+    currency = models.CharField(max_length=8, help_text="XTR is Telegram Stars.")
+    amount = models.BigIntegerField(help_text="In the currency's smallest unit (Stars for XTR).")
+    item = models.CharField(max_length=64, blank=True, help_text="The invoice step's item.")
+    payload = models.CharField(max_length=128, blank=True)
+    bonus = models.BigIntegerField(default=0, help_text="Bonuses credited for it.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PAID)
+    created_at = models.DateTimeField(auto_now_add=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "item", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} by {self.user_id} ({self.get_status_display()})"
+
+
 # The POS/CRM API's models (issue 16) live in their own module; importing them here
 # makes them models of this app.
 from users.models_pos import (  # noqa: E402
@@ -230,6 +265,7 @@ __all__ = [
     "Cashier",
     "EarnRule",
     "Hold",
+    "Payment",
     "Purchase",
     "Refund",
     "UserVariable",

@@ -148,6 +148,12 @@ class WorkflowExecution(models.Model):
                 condition=Q(status="waiting"),
                 name="execution_waiting_due_idx",
             ),
+            # Paused executions (a delay, an HTTP call) by due time: the timer poller.
+            models.Index(
+                fields=["wait_until"],
+                condition=Q(status="running"),
+                name="execution_paused_due_idx",
+            ),
             models.Index(fields=["session_key", "status"]),
         ]
 

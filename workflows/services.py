@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from botplatform.cache import workflow_waiting_key
-from botplatform.conversation import AnswerCallback, InputEvent
+from botplatform.conversation import ANSWER_KINDS, AnswerCallback, InputEvent
 from botplatform.locks import session_lock
 from botplatform.queueing import task_named
 from users.selectors import user_state_read
@@ -259,20 +259,37 @@ def _dispatch(state: RunState, waiting: WorkflowExecution | None) -> bool:
         return _press(state, waiting)
     if event.kind == "timer":
         return False
+    if event.kind in {"pre_checkout", "payment"}:
+        return _payment_event(state, waiting)
     match = trigger_match(trigger_candidates(state.user.project_id), event)
     if event.kind == "command" and match is not None and match.interrupt:
         _start(state, match, waiting)
         return True
-    if (
-        waiting is not None
-        and event.kind in {"text", "command", "contact"}
-        and execution_resume(state, waiting)
-    ):
+    if waiting is not None and event.kind in ANSWER_KINDS and execution_resume(state, waiting):
         return True
     if match is not None:
         _start(state, match, waiting)
         return True
     return False
+
+
+def _payment_event(state: RunState, waiting: WorkflowExecution | None) -> bool:
+    """A pre-checkout query is answered at once; a payment is recorded (and its bonus
+    credited) once per charge, then continues the invoice step that waits for it."""
+    from workflows import payments
+
+    event = state.event
+    if event.kind == "pre_checkout":
+        state.actions.append(payments.pre_checkout_decide(user=state.user, event=event))
+        return True
+    _payment, credit = payments.payment_record(user=state.user, bot=state.bot, event=event)
+    if credit is not None and credit.status == "ok" and not credit.replayed:
+        state.data.balance_update(balance=credit.balance, level=credit.new_level)
+        if credit.new_level:
+            state.level_ups.append(credit.new_level)
+    if waiting is not None:
+        execution_resume(state, waiting)
+    return True
 
 
 def _press(state: RunState, waiting: WorkflowExecution | None) -> bool:

@@ -28,6 +28,8 @@ from botplatform.conversation import (
     AnswerCallback,
     EditMessage,
     InputEvent,
+    SendLocation,
+    SendMedia,
     SendMessage,
     SendPhoto,
 )
@@ -101,6 +103,16 @@ def _buttons_json(rows) -> list[list[dict]]:
     ]
 
 
+def _media_text(action) -> str:
+    """How the simulator shows a photo, file, album or location (it sends no files)."""
+    if isinstance(action, SendLocation):
+        place = " ".join(part for part in (action.title, action.address) if part)
+        return f"📍 {place} ({action.latitude:g}, {action.longitude:g})".replace("  ", " ")
+    kinds = ", ".join(medium.kind for medium in action.media)
+    captions = [medium.caption for medium in action.media if medium.caption]
+    return f"[{kinds}] " + (captions[0] if captions else action.text)
+
+
 def transcript_record(*, user: BotUser, actions: list) -> None:
     """Write what the bot would have sent to the test user's transcript."""
     for action in actions:
@@ -130,6 +142,12 @@ def transcript_record(*, user: BotUser, actions: list) -> None:
                 user=user,
                 direction=SimulatorMessage.Direction.BOT,
                 text=f"[picture] {action.caption}".strip(),
+            )
+        elif isinstance(action, SendMedia | SendLocation):
+            SimulatorMessage.objects.create(
+                user=user,
+                direction=SimulatorMessage.Direction.BOT,
+                text=_media_text(action),
                 buttons=_buttons_json(action.buttons),
             )
         elif isinstance(action, AnswerCallback) and action.text:

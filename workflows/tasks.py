@@ -22,6 +22,7 @@ from workflows import services
 from workflows.engine.steps.http_client import http_perform
 from workflows.engine.steps.http_request import request_budget
 from workflows.models import WorkflowExecution
+from workflows.timers import timers_fire_due
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ def delay_continue(execution_id: int, seq: int) -> None:
 @shared_task(base=BrokerSafeTask, ignore_result=True)
 def execution_expire(execution_id: int) -> None:
     services.execution_expire(execution_id=execution_id)
+
+
+@shared_task(base=BrokerSafeTask, ignore_result=True)
+def timers_fire() -> int:
+    """Fire due wait timeouts and delays now (run in-process by the timer poller,
+    ``botplatform.periodic.TimerLoop``; see workflows/timers.py)."""
+    return timers_fire_due()
 
 
 @shared_task(base=BrokerSafeTask, ignore_result=True)

@@ -35,7 +35,7 @@ from telebot import apihelper
 
 from botplatform.bots import bots_changed_read
 from botplatform.models import Bot, TelegramUpdate
-from botplatform.periodic import InProcessBeat
+from botplatform.periodic import InProcessBeat, TimerLoop
 from botplatform.telegram import budget, leases
 from botplatform.telegram.batch import updates_run_batch
 from botplatform.telegram.botstatus import bot_mark_unauthorized, bot_status_set
@@ -359,6 +359,8 @@ class Runner:
         # No broker means no Celery beat either (the embedded default): this process
         # runs the periodic sweeps, or delays and timeouts would never come due.
         self.beat = InProcessBeat() if settings.CELERY_TASK_ALWAYS_EAGER else None
+        # Wait timeouts and delays within about a second (botplatform/periodic.py).
+        self.timers = TimerLoop()
         self.heartbeat = budget.Heartbeat()
 
     # --- signals -----------------------------------------------------------------------
@@ -390,6 +392,10 @@ class Runner:
         self.heartbeat.start()
         if self.beat is not None:
             threading.Thread(target=self._beat_loop, name="beat", daemon=True).start()
+        if self.timers.enabled:
+            threading.Thread(
+                target=self.timers.run, args=(self.stop_event,), name="timers", daemon=True
+            ).start()
         while not self.stop_event.is_set():
             close_old_connections()
             try:

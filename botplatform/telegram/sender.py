@@ -32,7 +32,11 @@ from botplatform.cache import photo_file_id_get, photo_file_id_remember
 from botplatform.conversation import (
     Action,
     AnswerCallback,
+    AnswerPreCheckout,
     EditMessage,
+    SendInvoice,
+    SendLocation,
+    SendMedia,
     SendMessage,
     SendPhoto,
     actions_from_json,
@@ -43,6 +47,8 @@ from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.client import ApiError, api, error_classify
 from botplatform.telegram.handler import handler_get
+from botplatform.telegram.media import MediaUnavailable, location_send, media_send
+from botplatform.telegram.payments import invoice_send, pre_checkout_answer
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +120,7 @@ def _cut_outside_markup(text: str, cut: int) -> int:
     return max(cut, 1)
 
 
-def markup_build(action: SendMessage | EditMessage | SendPhoto):
+def markup_build(action: SendMessage | EditMessage | SendPhoto | SendMedia | SendLocation):
     """The reply_markup for an action (inline keyboard, reply keyboard, removal, None).
 
     A "share my phone" button (``contact_button``) is a reply keyboard of its own first
@@ -327,6 +333,34 @@ def action_send(*, bot: Bot, action: Action) -> None:
         _send_photo(bot, action)
     elif isinstance(action, EditMessage):
         _edit_message(bot, action)
+    elif isinstance(action, SendMedia):
+        try:
+            media_send(
+                bot,
+                action,
+                call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
+                api=api(),
+                markup_build=markup_build,
+                send_message=_send_message,
+            )
+        except MediaUnavailable as exc:
+            logger.error("Bot %s: media not sent: %s", bot.pk, exc)
+    elif isinstance(action, SendInvoice):
+        invoice_send(
+            bot, action, call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True)
+        )
+    elif isinstance(action, AnswerPreCheckout):
+        pre_checkout_answer(
+            bot, action, call=lambda fn: _call(bot, fn, chat_id=None, is_message=False)
+        )
+    elif isinstance(action, SendLocation):
+        location_send(
+            bot,
+            action,
+            call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
+            api=api(),
+            markup=markup_build(action),
+        )
     else:
         _answer_callback(bot, action)
 

@@ -10,6 +10,7 @@ cannot see into).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from telebot import types
@@ -18,7 +19,7 @@ from botplatform.conversation import InputEvent
 from botplatform.telegram.journal_clean import INT64_MAX, INT64_MIN, text_clean, update_id_valid
 
 # What the platform handles; Telegram is asked not to send the rest.
-ALLOWED_UPDATES = ["message", "callback_query"]
+ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
 
 
 class MalformedUpdate(ValueError):
@@ -66,6 +67,7 @@ def update_chat_id(update: object) -> int | None:
     message = update.get("message") or query.get("message")
     if isinstance(message, dict) and isinstance(message.get("chat"), dict):
         return _id(message["chat"].get("id"))
+    query = query or _object(update.get("pre_checkout_query"))  # answered in the private chat
     return _id(_object(query.get("from")).get("id"))
 
 
@@ -80,7 +82,7 @@ def update_chat_type(update: object) -> str:
 def update_sender_id(update: object) -> int | None:
     """The Telegram user an update comes from, without full parsing."""
     update = _object(update)
-    for kind in ("message", "callback_query"):
+    for kind in ("message", "callback_query", "pre_checkout_query"):
         body = update.get(kind)
         if isinstance(body, dict) and isinstance(body.get("from"), dict):
             return _id(body["from"].get("id"))
@@ -118,6 +120,10 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
             text = _text(message.text, "text")
             if message.content_type == "contact":
                 event = _contact_event(message, event_id)
+            elif message.content_type == "successful_payment":
+                event = _payment_event(message, event_id)
+            elif message.content_type in _ATTACHMENTS:
+                event = _attachment_event(message, event_id)
             elif message.content_type != "text" or not text:
                 raise UnsupportedUpdate(f"a {message.content_type} message")
             elif text.startswith("/"):
@@ -149,6 +155,20 @@ def update_parse(*, bot_id: int, update: dict) -> ParsedUpdate:
                 callback_data=_text(query.data, "callback data"),
                 callback_query_id=text_clean(query.id),
                 message_id=getattr(message, "message_id", None),
+                event_id=event_id,
+            )
+        elif parsed.pre_checkout_query is not None:
+            query = parsed.pre_checkout_query
+            sender = query.from_user
+            chat_id, chat_type = sender.id, "private"
+            if not isinstance(query.id, str) or not query.id:
+                raise MalformedUpdate("a pre-checkout query without an id")
+            event = InputEvent(
+                kind="pre_checkout",
+                pre_checkout_query_id=text_clean(query.id),
+                invoice_payload=_text(query.invoice_payload, "invoice payload")[:128],
+                currency=_text(query.currency, "currency")[:8],
+                total_amount=_amount(query.total_amount),
                 event_id=event_id,
             )
         else:
@@ -201,6 +221,69 @@ def _contact_event(message: types.Message, event_id: str) -> InputEvent:
         message_id=message.message_id,
         event_id=event_id,
     )
+
+
+_ATTACHMENTS = ("photo", "document", "location")
+
+
+def _amount(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10**12:
+        raise MalformedUpdate("a payment amount that is not a positive whole number")
+    return value
+
+
+def _payment_event(message, event_id: str) -> InputEvent:
+    """A successful payment (Telegram Payments, Stars included)."""
+    payment = message.successful_payment
+    charge_id = _text(payment.telegram_payment_charge_id, "charge id")
+    if not charge_id or len(charge_id) > 255:
+        raise MalformedUpdate("a payment without a valid charge id")
+    return InputEvent(
+        kind="payment",
+        invoice_payload=_text(payment.invoice_payload, "invoice payload")[:128],
+        currency=_text(payment.currency, "currency")[:8],
+        total_amount=_amount(payment.total_amount),
+        charge_id=charge_id,
+        provider_charge_id=_text(payment.provider_payment_charge_id, "charge id")[:255],
+        message_id=message.message_id,
+        event_id=event_id,
+    )
+
+
+def _attachment_event(message, event_id: str) -> InputEvent:
+    """A photo (its largest size), document or location the user sent."""
+    caption = _text(message.caption, "caption")
+    if message.content_type == "location":
+        location = message.location
+        latitude, longitude = location.latitude, location.longitude
+        if (
+            not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in (latitude, longitude)
+            )
+            or abs(latitude) > 90
+            or abs(longitude) > 180
+        ):
+            raise MalformedUpdate("a location without valid coordinates")
+        return InputEvent(
+            kind="location", text=caption, latitude=float(latitude), longitude=float(longitude),
+            message_id=message.message_id, event_id=event_id,
+        )  # fmt: skip
+    if message.content_type == "photo":
+        sizes = message.photo or []
+        if not sizes:
+            raise MalformedUpdate("a photo without sizes")
+        file, name = sizes[-1], ""
+    else:
+        file = message.document
+        name = _text(getattr(file, "file_name", None), "file name")[:255]
+    file_id = _text(getattr(file, "file_id", None), "file id")
+    if not file_id or len(file_id) > 300:
+        raise MalformedUpdate(f"a {message.content_type} without a valid file_id")
+    return InputEvent(
+        kind=message.content_type, text=caption, file_id=file_id, file_name=name,
+        message_id=message.message_id, event_id=event_id,
+    )  # fmt: skip
 
 
 def _text(value: object, what: str) -> str:

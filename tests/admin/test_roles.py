@@ -52,6 +52,8 @@ MODELS = {
     "users.hold": ("v", "v", "v", "v"),
     "users.webhookendpoint": ("vacd", "", "", ""),  # carries the signing secret
     "users.webhookdelivery": ("v", "v", "v", ""),
+    "botplatform.mediafile": ("vacd", "vacd", "v", ""),
+    "users.payment": ("vc", "v", "v", "v"),
     "auth.user": ("", "", "", ""),  # accounts: superusers only
     "auth.group": ("", "", "", ""),
 }
@@ -100,6 +102,8 @@ ACTIONS = {
     ("users.cashier", "delete_selected"): {"owner"},
     ("users.webhookendpoint", "delete_selected"): {"owner"},
     ("users.webhookdelivery", "replay"): {"owner"},
+    ("botplatform.mediafile", "delete_selected"): {"owner", "editor"},
+    ("users.payment", "refund_payments"): {"owner"},
     ("auth.user", "delete_selected"): set(),
     ("auth.user", "deactivate_accounts"): set(),
     ("auth.group", "delete_selected"): set(),

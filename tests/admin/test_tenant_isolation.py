@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from botplatform.models import DeferredSend, TelegramUpdate
+from botplatform.models import DeferredSend, MediaFile, TelegramUpdate
 from tests.admin.conftest import operator_create
 from tests.factories import (
     bot_create,
@@ -22,7 +22,7 @@ from tests.factories import (
     project_create,
     workflow_create,
 )
-from users.models import BonusTransaction, UserVariable
+from users.models import BonusTransaction, Payment, UserVariable
 from workflows.models import Broadcast, ExecutionStepLog, Workflow, WorkflowExecution
 
 pytestmark = pytest.mark.django_db
@@ -100,8 +100,16 @@ def _populate(project, tag: str) -> dict:
         due_at=timezone.now(),
     )
     pos = _populate_pos(project, user, tag)
+    media = MediaFile.objects.create(
+        project=project, kind="photo", title=f"{tag} photo", file=f"media/{tag}.png", size=10
+    )
+    payment = Payment.objects.create(
+        project=project, user=user, bot=bot, charge_id=f"{tag}-charge", currency="XTR", amount=5
+    )
     return {
         **pos,
+        "payment": payment,
+        "media": media,
         "deferred": deferred,
         "update": update,
         "project": project,

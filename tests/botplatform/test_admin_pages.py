@@ -39,6 +39,15 @@ def populated(db):
     from tests.admin.test_tenant_isolation import _populate_pos
 
     _populate_pos(bot.project, user, "Pos")
+    from botplatform.models import MediaFile
+    from users.models import Payment
+
+    MediaFile.objects.create(
+        project=bot.project, kind="photo", title="Menu", file="media/menu.png", size=9
+    )
+    Payment.objects.create(
+        project=bot.project, user=user, bot=bot, charge_id="c1", currency="XTR", amount=5
+    )
     return bot
 
 

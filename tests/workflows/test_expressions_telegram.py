@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from tests.workflows.conftest import publish
 from tests.workflows.tgpath import Chat, chat, double, tg_bot  # noqa: F401 (fixtures)
+from users.ledger import bonus_earn
 from users.models import BotUser, UserVariable
-from users.services import bonus_earn
 from users.variables import user_variable_set
 from workflows.models import WorkflowExecution
 

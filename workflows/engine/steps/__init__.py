@@ -10,6 +10,7 @@ from workflows.engine.steps.delay import DelayStep
 from workflows.engine.steps.end import EndStep
 from workflows.engine.steps.http_request import HttpRequestStep
 from workflows.engine.steps.input import InputStep
+from workflows.engine.steps.invoice import InvoiceStep
 from workflows.engine.steps.message import MessageStep
 from workflows.engine.steps.random_split import RandomSplitStep
 from workflows.engine.steps.set_variable import SetVariableStep
@@ -25,6 +26,7 @@ STEP_TYPES: dict[str, StepType] = {
         SetVariableStep(),
         BonusStep(),
         HttpRequestStep(),
+        InvoiceStep(),
         DelayStep(),
         StartWorkflowStep(),
         ShowCardStep(),

@@ -44,6 +44,10 @@ from workflows.engine.steps.set_variable import (
 
 KINDS = ("text", "number", "integer", "phone", "email", "date", "regex", "contact")
 DEFAULT_CONTACT_BUTTON = "📱 Share my phone number"
+# Answers that are not typed: the stored value is Telegram's file_id (photo,
+# document) or "latitude,longitude" (location).
+ATTACHMENT_KINDS = ("photo", "document", "location")
+ALL_KINDS = KINDS + ATTACHMENT_KINDS
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 PHONE_RE = re.compile(r"^\+?\d{7,15}$")
 DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y")
@@ -186,7 +190,7 @@ class InputStep(StepType):
                     "Expected answer",
                     choices=tuple(
                         zip(
-                            KINDS,
+                            ALL_KINDS,
                             (
                                 "Any text",
                                 "A number",
@@ -196,6 +200,9 @@ class InputStep(StepType):
                                 "A date",
                                 "Text matching a pattern",
                                 "The user's own phone (the “share my phone” button)",
+                                "A photo (stores its file_id)",
+                                "A document (stores its file_id)",
+                                "A location (stores “latitude,longitude”)",
                             ),
                             strict=True,
                         )
@@ -267,8 +274,8 @@ class InputStep(StepType):
             checker.add('\'validate\' must be an object like {"type": "date"}')
             return
         kind = rule.get("type", "text")
-        if kind not in KINDS:
-            checker.add(f"'validate.type' must be one of: {', '.join(KINDS)}")
+        if kind not in ALL_KINDS:
+            checker.add(f"'validate.type' must be one of: {', '.join(ALL_KINDS)}")
         bounds: dict[str, Any] = {}
         for bound in ("min", "max"):
             value = rule.get(bound)
@@ -314,6 +321,9 @@ class InputStep(StepType):
     def resume(self, rt: StepRuntime, event: InputEvent) -> Outcome:
         step = rt.step
         rule = step.get("validate") or {"type": "text"}
+        kind = rule.get("type", "text")
+        if kind in ATTACHMENT_KINDS:
+            return self._attachment(rt, event, kind)
         if event.kind == "text":
             answer = event.text
         elif event.kind == "command":
@@ -346,4 +356,27 @@ class InputStep(StepType):
         rt.output["value"] = value
         if event.kind == "contact":
             rt.execution.context[KEYBOARD_REMOVE] = True
+        return Goto(step.get("next"))
+
+    def _attachment(self, rt: StepRuntime, event: InputEvent, kind: str) -> Outcome:
+        """A photo, document or location answer: stored as a reference, not as bytes."""
+        step = rt.step
+        if event.kind == "command":
+            return NotConsumed()  # a command is not an answer to "send a photo"
+        if event.kind != kind:
+            attempts = int(rt.execution.context.get("wait", {}).get("attempts", 0)) + 1
+            rt.output["invalid"] = f"expected a {kind}, got {event.kind}"
+            if attempts >= int(step.get("max_attempts", DEFAULT_ATTEMPTS)):
+                rt.output["gave_up"] = True
+                return Goto(step.get("on_fail"))
+            retry = step.get("retry_text")
+            text = rt.render(retry) if retry else f"Please send a {kind}."
+            return self._ask(rt, text, attempts)
+        if kind == "location":
+            value = f"{event.latitude:.6f},{event.longitude:.6f}"
+        else:
+            value = event.file_id
+            rt.output["file_name"] = event.file_name[:200]
+        rt.data.variable_set(step["variable"], value)
+        rt.output["value"] = value
         return Goto(step.get("next"))

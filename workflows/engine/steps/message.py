@@ -1,4 +1,5 @@
-"""``message``: send a templated text, optionally with inline buttons or a reply keyboard.
+"""``message``: send a templated text, optionally with inline buttons or a reply keyboard,
+or a photo, file, album or location with the text as caption (``steps/media.py``).
 
 A message with buttons that lead to steps waits for a press; buttons that open a URL
 or carry free callback data (handled by a trigger) do not make it wait.
@@ -30,6 +31,7 @@ from workflows.engine.steps.base import (
     step_ref,
     wait_timeout,
 )
+from workflows.engine.steps.media import MEDIA_FIELDS, has_media, media_check, media_send
 from workflows.engine.templating import template_check
 
 
@@ -74,9 +76,9 @@ class MessageStep(StepType):
             "template",
             "Text",
             "Telegram HTML (<b>, <i>, <a href=…>). Insert values with {{ user.first_name }}, "
-            "{{ user.balance }}, {{ vars.city }}.",
+            "{{ user.balance }}, {{ vars.city }}. With a photo or file: its caption (at most "
+            "1024 characters; may then be empty).",
             schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
-            required=True,
         ),
         FieldSpec(
             "buttons",
@@ -95,6 +97,7 @@ class MessageStep(StepType):
             },
             problem="a list of rows of buttons",
         ),
+        *MEDIA_FIELDS,
         KEYBOARD_FIELD,
         CONTACT_BUTTON_FIELD,
         FieldSpec(
@@ -134,7 +137,8 @@ class MessageStep(StepType):
 
     def check(self, checker: Checker) -> None:
         step = checker.step
-        checker.template("text", required=True, limit=TELEGRAM_TEXT_LIMIT)
+        checker.template("text", required=not has_media(step), limit=TELEGRAM_TEXT_LIMIT)
+        media_check(checker)
         raw = step.get("buttons")
         if raw is not None and not isinstance(raw, list):
             checker.add("'buttons' must be a list of rows")
@@ -185,7 +189,7 @@ class MessageStep(StepType):
 
     def run(self, rt: StepRuntime) -> Outcome:
         step = rt.step
-        text = rt.render(step["text"])
+        text = rt.render(step.get("text") or "")
         waits = self.waits_for(step)
         seq = rt.next_seq() if waits else 0
         rows = []
@@ -209,14 +213,17 @@ class MessageStep(StepType):
             if built:
                 rows.append(tuple(built))
         keyboard = tuple(tuple(row) for row in step.get("reply_keyboard") or () if row)
-        rt.send(
-            text,
-            buttons=tuple(rows),
-            reply_keyboard=keyboard,
-            remove_reply_keyboard=bool(step.get("remove_keyboard")),
-            edit=bool(step.get("edit")),
-            contact_button=contact_button_label(rt, step),
-        )
+        if has_media(step):
+            media_send(rt, text, tuple(rows))
+        else:
+            rt.send(
+                text,
+                buttons=tuple(rows),
+                reply_keyboard=keyboard,
+                remove_reply_keyboard=bool(step.get("remove_keyboard")),
+                edit=bool(step.get("edit")),
+                contact_button=contact_button_label(rt, step),
+            )
         rt.output["text"] = text
         if waits:
             until = rt.now + timedelta(seconds=wait_timeout(step))

@@ -1,0 +1,236 @@
+"""Send photos, documents, videos, ..., albums and locations: each stored file is
+uploaded to Telegram once per bot, then sent by its ``file_id``.
+
+A medium's ``ref`` (see :class:`botplatform.conversation.Media`): ``stored:<id>``
+(an admin upload, ``botplatform.models.MediaFile``), a URL, ``data:`` bytes, or a
+``file_id``. For a stored file the bot's cached ``file_id``
+(:class:`botplatform.models.MediaFileId`) is used when there is one; otherwise the
+bytes are uploaded (multipart) and the ``file_id`` Telegram answers with is kept, so
+the next send of that file by that bot carries only the id. If Telegram no longer
+knows a cached id ("wrong file identifier"), the id is forgotten and the file
+uploaded again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+from collections.abc import Callable
+
+from django.db import IntegrityError, transaction
+from telebot import types
+
+from botplatform.conversation import Media, SendLocation, SendMedia, SendMessage
+from botplatform.models import Bot, MediaFile, MediaFileId
+
+logger = logging.getLogger(__name__)
+
+CAPTION_LIMIT = 1024
+STORED = "stored:"
+_INPUT_MEDIA = {
+    "photo": types.InputMediaPhoto,
+    "video": types.InputMediaVideo,
+    "document": types.InputMediaDocument,
+    "audio": types.InputMediaAudio,
+}
+
+
+class MediaUnavailable(Exception):
+    """A stored file that is gone (deleted in the admin, storage lost)."""
+
+
+def stored_id(ref: str) -> int | None:
+    if not ref.startswith(STORED):
+        return None
+    try:
+        return int(ref[len(STORED) :])
+    except ValueError:
+        return None
+
+
+def _cached_file_id(bot: Bot, media_id: int) -> str | None:
+    return (
+        MediaFileId.objects.filter(media_id=media_id, bot=bot)
+        .values_list("file_id", flat=True)
+        .first()
+    )
+
+
+def file_id_remember(*, bot: Bot, media_id: int, file_id: str) -> None:
+    """Keep the bot's ``file_id`` of a stored file (the first one wins a race)."""
+    if not file_id:
+        return
+    try:
+        with transaction.atomic():
+            MediaFileId.objects.get_or_create(
+                media_id=media_id, bot=bot, defaults={"file_id": file_id[:300]}
+            )
+    except IntegrityError:  # the file was deleted meanwhile
+        logger.info("Bot %s: file_id of stored:%s not kept", bot.pk, media_id)
+
+
+def file_id_forget(*, bot: Bot, media_id: int) -> None:
+    MediaFileId.objects.filter(media_id=media_id, bot=bot).delete()
+
+
+def _payload(bot: Bot, medium: Media) -> tuple[object, int | None]:
+    """(what to hand to telebot, the stored file's id when it must be uploaded).
+
+    Called again for each attempt, so a retried upload reads the file from the start.
+    """
+    media_id = stored_id(medium.ref)
+    if media_id is not None:
+        cached = _cached_file_id(bot, media_id)
+        if cached:
+            return cached, None
+        stored = MediaFile.objects.filter(pk=media_id).first()
+        if stored is None:
+            raise MediaUnavailable(f"stored:{media_id} does not exist")
+        handle = io.BytesIO(stored.file.open("rb").read())
+        stored.file.close()
+        handle.name = medium.filename or stored.file.name.rsplit("/", 1)[-1]
+        return handle, media_id
+    if medium.ref.startswith("data:"):
+        header, _, encoded = medium.ref.partition(",")
+        try:
+            handle = io.BytesIO(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            raise MediaUnavailable("inline data is not base64") from None
+        extension = "png" if "png" in header else "jpg" if "jpeg" in header else "bin"
+        handle.name = medium.filename or f"file.{extension}"
+        return handle, None
+    return medium.ref, None
+
+
+def _file_id_of(message: dict, kind: str) -> str:
+    """The ``file_id`` in Telegram's answer to a send of ``kind``."""
+    if not isinstance(message, dict):
+        return ""
+    value = message.get(kind)
+    if kind == "photo" and isinstance(value, list) and value:
+        value = value[-1]  # the largest size
+    if not isinstance(value, dict) and kind in {"animation", "sticker"}:
+        value = message.get("document")
+    return value.get("file_id", "") if isinstance(value, dict) else ""
+
+
+def _send_one(api, bot: Bot, chat_id: int, medium: Media, data, markup, parse_mode) -> dict:
+    caption = medium.caption[:CAPTION_LIMIT] or None
+    token = bot.token
+    if medium.kind == "photo":
+        return api.send_photo(token, chat_id, data, caption=caption, reply_markup=markup,
+                              parse_mode=parse_mode)  # fmt: skip
+    if medium.kind == "video":
+        return api.send_video(token, chat_id, data, caption=caption, reply_markup=markup,
+                              parse_mode=parse_mode)  # fmt: skip
+    if medium.kind == "animation":
+        return api.send_animation(token, chat_id, data, caption=caption, reply_markup=markup,
+                                  parse_mode=parse_mode)  # fmt: skip
+    if medium.kind == "audio":
+        return api.send_audio(token, chat_id, data, caption=caption, reply_markup=markup,
+                              parse_mode=parse_mode)  # fmt: skip
+    if medium.kind == "voice":
+        return api.send_voice(token, chat_id, data, caption=caption, reply_markup=markup,
+                              parse_mode=parse_mode)  # fmt: skip
+    if medium.kind == "sticker":
+        return api.send_data(token, chat_id, data, "sticker", reply_markup=markup)
+    return api.send_data(token, chat_id, data, "document", reply_markup=markup,
+                         parse_mode=parse_mode, caption=caption)  # fmt: skip
+
+
+def media_send(
+    bot: Bot,
+    action: SendMedia,
+    *,
+    call: Callable,
+    api,
+    markup_build: Callable,
+    send_message: Callable,
+) -> None:
+    """Perform a :class:`SendMedia` (one medium, or an album) through ``call`` (the
+    sender's rate-limited, retrying call) and keep uploaded files' ids."""
+    if not action.media:
+        return
+    parse_mode = action.parse_mode or None
+    if len(action.media) == 1:
+        medium = action.media[0]
+        markup = markup_build(action)
+        for attempt in (1, 2):
+            state: dict = {}
+
+            def send(medium=medium, state=state):
+                data, upload_of = _payload(bot, medium)
+                state["upload_of"] = upload_of
+                return _send_one(api, bot, action.chat_id, medium, data, markup, parse_mode)
+
+            try:
+                message = call(send)
+            except Exception as exc:
+                media_id = stored_id(medium.ref)
+                if attempt == 1 and media_id is not None and _stale_file_id(exc):
+                    file_id_forget(bot=bot, media_id=media_id)
+                    continue
+                raise
+            if state.get("upload_of") is not None:
+                file_id_remember(
+                    bot=bot,
+                    media_id=state["upload_of"],
+                    file_id=_file_id_of(message, medium.kind),
+                )
+            return
+        return
+    state = {}
+
+    def send_album():
+        items, uploads = [], []
+        for index, medium in enumerate(action.media[:10]):
+            data, upload_of = _payload(bot, medium)
+            uploads.append((index, medium, upload_of))
+            cls = _INPUT_MEDIA.get(medium.kind, types.InputMediaDocument)
+            items.append(
+                cls(data, caption=medium.caption[:CAPTION_LIMIT] or None, parse_mode=parse_mode)
+            )
+        state["uploads"] = uploads
+        return api.send_media_group(bot.token, action.chat_id, items)
+
+    messages = call(send_album)
+    for index, medium, upload_of in state.get("uploads", []):
+        if upload_of is not None and isinstance(messages, list) and index < len(messages):
+            file_id_remember(
+                bot=bot, media_id=upload_of, file_id=_file_id_of(messages[index], medium.kind)
+            )
+    if action.buttons:  # an album takes no keyboard: the buttons come in a message after it
+        send_message(
+            bot,
+            SendMessage(
+                chat_id=action.chat_id,
+                text=action.text or "⬆️",
+                parse_mode=action.parse_mode,
+                buttons=action.buttons,
+            ),
+        )
+
+
+def _stale_file_id(exc: Exception) -> bool:
+    error = getattr(exc, "error", None)
+    description = (getattr(error, "description", "") or "").lower()
+    return "file identifier" in description or "wrong file_id" in description
+
+
+def location_send(bot: Bot, action: SendLocation, *, call: Callable, api, markup) -> None:
+    """Perform a :class:`SendLocation`: a venue when it has a title and an address."""
+    if action.title and action.address:
+        call(
+            lambda: api.send_venue(
+                bot.token, action.chat_id, action.latitude, action.longitude,
+                action.title, action.address, reply_markup=markup,
+            )
+        )  # fmt: skip
+        return
+    call(
+        lambda: api.send_location(
+            bot.token, action.chat_id, action.latitude, action.longitude, reply_markup=markup
+        )
+    )
