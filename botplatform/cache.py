@@ -181,3 +181,12 @@ CACHE_PROCESS_LOCAL_SKIP_PREFIXES = (*CACHE_SHARED_PREFIXES, "workflow:triggers:
 # not invalidate them there. (workflow:version entries are immutable per version id
 # and checked against the workflow row, so they stay.)
 CACHE_RECOVERY_FLUSH_PATTERNS = ("user:*", "workflow:waiting:*")
+
+
+# --- Background work: the Celery queue the health report measures ---------------------
+# Celery (kombu's Redis transport) keeps a queue as a Redis list named after the queue,
+# newest message pushed on the left: the oldest waiting message is at index -1.
+
+
+def celery_queue_key(queue: str) -> str:
+    return queue
