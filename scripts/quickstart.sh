@@ -48,6 +48,11 @@ pids+=($!)
 $PY manage.py runbot --all &
 pids+=($!)
 
+if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
+  BOT_LINE="the demo bot answers in Telegram now"
+else
+  BOT_LINE="set TELEGRAM_BOT_TOKEN to connect the demo to a real bot"
+fi
 cat <<MSG
 
   Bot platform is running (Ctrl-C stops it).
@@ -55,7 +60,7 @@ cat <<MSG
     Username: ${ADMIN_USER}
     Password: ${ADMIN_PASSWORD}
     Health:   http://127.0.0.1:${PORT}/healthz
-    Bot:      ${TELEGRAM_BOT_TOKEN:+the demo bot answers in Telegram now}${TELEGRAM_BOT_TOKEN:-set TELEGRAM_BOT_TOKEN to connect the demo to a real bot}
+    Bot:      ${BOT_LINE}
 
 MSG
 # Either one ending (a crash, a wrong setting) stops the other: the trap runs.

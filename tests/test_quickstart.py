@@ -26,7 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "777001:AAH" + "q" * 32
 CHAT = 515151
 # The test process's own settings must not leak into the clone.
-DROP = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
+DROP = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "DEBUG",
+    "SECRET_KEY",
+    "BOT_TOKEN_KEYS",
+    "SECURE_SSL_REDIRECT",
+)
 
 
 def _free_port() -> int:
