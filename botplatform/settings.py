@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "botplatform",
     "users",
     "workflows",
+    "analytics",
 ]
 
 MIDDLEWARE = [
@@ -295,3 +296,10 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 HEALTH_WORKER_STALE_SECONDS = env_int("HEALTH_WORKER_STALE_SECONDS", 300)
 HEALTH_SCHEDULER_STALE_SECONDS = env_int("HEALTH_SCHEDULER_STALE_SECONDS", 300)
 HEALTH_QUEUE_AGE_SECONDS = env_int("HEALTH_QUEUE_AGE_SECONDS", 120)
+
+# --- Programme analytics (analytics/) -----------------------------------------------
+# The daily figures are recomputed (today, yesterday and days with late data) this often.
+CELERY_BEAT_SCHEDULE["analytics.rollup"] = {
+    "task": "analytics.rollup",
+    "schedule": env_int("ANALYTICS_ROLLUP_INTERVAL", 300),
+}

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("botplatform", "workflows", "users")
+PACKAGES = ("botplatform", "workflows", "users", "analytics")
 
 INFRASTRUCTURE = [
     f"botplatform.{name}"
@@ -26,6 +26,7 @@ INFRASTRUCTURE = [
         "logging",
         "queueing",
         "periodic",
+        "heartbeat",
         "conversation",
     )
 ]
@@ -106,6 +107,19 @@ RULES = {
     "models import no services, selectors or engine": (
         _is_model_module,
         ("workflows.engine", "workflows.services", "users.services", "users.selectors"),
+    ),
+    "analytics only reads: no engine, services, transport or admin of the others": (
+        lambda m: _under(m, "analytics"),
+        (
+            "workflows.engine",
+            "workflows.services",
+            "workflows.tasks",
+            "workflows.broadcasts",
+            "workflows.admin",
+            "users.services",
+            "users.admin",
+            "botplatform.telegram",
+        ),
     ),
     "infrastructure imports nothing from workflows or users": (
         lambda m: any(_under(m, infra) for infra in INFRASTRUCTURE),
