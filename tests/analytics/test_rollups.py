@@ -16,7 +16,6 @@ from workflows.models import WorkflowExecution
 pytestmark = pytest.mark.django_db
 
 
-
 def _rows(project_id: int) -> dict[date, dict]:
     keys = None
     out = {}
@@ -96,9 +95,7 @@ def test_late_events_are_corrected_by_the_next_run():
     # finishes now, and a step reached late by a conversation of 5 days ago.
     ledger_add(user, 40, "earn", at(old, 8), "late-ledger")
     ledger_add(user, -10, "spend", at(old, 9), "late-spend")
-    waiting = execution_add(
-        workflow, user, today - timedelta(days=8), reached=1, status="waiting"
-    )
+    waiting = execution_add(workflow, user, today - timedelta(days=8), reached=1, status="waiting")
     rollup_run()
     WorkflowExecution.objects.filter(pk=waiting.pk).update(
         status="completed", finished_at=timezone.now()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from tests.factories import bot_user_create, execution_create, project_create, workflow_create
 from users.models import BonusTransaction, BotUser
@@ -28,7 +27,7 @@ DEFINITION = {
 
 
 def at(day: date, hour: int = 12) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=dt_timezone.utc)
+    return datetime.combine(day, time(hour), tzinfo=UTC)
 
 
 def ledger_add(user: BotUser, amount: int, kind: str, when: datetime, key: str) -> None:
@@ -78,15 +77,26 @@ def generate(*, seed: int, today: date, days: int = 20, members: int = 25):
             n += 1
             day = user.joined + timedelta(days=rng.randrange((today - user.joined).days + 1))
             kind, amount = rng.choice(
-                [("earn", 30), ("spend", -20), ("expiry", -5), ("adjust", -7), ("adjust", 9),
-                 ("referral", 15)]
+                [
+                    ("earn", 30),
+                    ("spend", -20),
+                    ("expiry", -5),
+                    ("adjust", -7),
+                    ("adjust", 9),
+                    ("referral", 15),
+                ]
             )
             ledger_add(user, amount, kind, at(day, rng.randrange(24)), f"k-{seed}-{n}")
         for _ in range(rng.randrange(3)):
             day = user.joined + timedelta(days=rng.randrange((today - user.joined).days + 1))
             status, error = rng.choice(
-                [("completed", ""), ("failed", "boom"), ("waiting", ""),
-                 ("cancelled", "timed out waiting for the user"), ("cancelled", "superseded")]
+                [
+                    ("completed", ""),
+                    ("failed", "boom"),
+                    ("waiting", ""),
+                    ("cancelled", "timed out waiting for the user"),
+                    ("cancelled", "superseded"),
+                ]
             )
             reached = 4 if status == "completed" else rng.randrange(1, 4)
             execution_add(workflow, user, day, reached=reached, status=status, error=error)
@@ -101,7 +111,9 @@ def oracle(project_id: int, first: date, last: date) -> dict[date, dict]:
     """What the ProjectDay rows of [first, last] must say, from the raw rows."""
     users = list(BotUser.objects.filter(project_id=project_id, is_test=False))
     real = {u.pk for u in users}
-    ledger = [t for t in BonusTransaction.objects.filter(project_id=project_id) if t.user_id in real]
+    ledger = [
+        t for t in BonusTransaction.objects.filter(project_id=project_id) if t.user_id in real
+    ]
     executions = [
         e for e in WorkflowExecution.objects.filter(project_id=project_id) if e.user_id in real
     ]
@@ -165,6 +177,4 @@ def funnel_oracle(workflow_id: int) -> dict:
             figures[i] += hit
         for log in e.step_logs.all():
             figures[6][log.step].add(e.pk)
-    return {
-        key: (*f[:6], {step: len(ids) for step, ids in f[6].items()}) for key, f in out.items()
-    }
+    return {key: (*f[:6], {step: len(ids) for step, ids in f[6].items()}) for key, f in out.items()}
