@@ -87,7 +87,10 @@ def _change(now, before) -> str:
         return "n/a"
     if before == 0:
         return "new" if now else "0 %"
-    return f"{100 * (now - before) / abs(before):+.0f} %"
+    pct = 100 * (now - before) / abs(before)
+    if round(pct) == 0:
+        return "no change"
+    return f"{'up' if pct > 0 else 'down'} {abs(pct):.0f} %"
 
 
 def summary_table(project_id: int, period: Period) -> tuple[Table, list[dict]]:

@@ -6,6 +6,7 @@ raw rows) so that a wrong aggregation there fails the comparison.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
@@ -14,6 +15,7 @@ from tests.factories import bot_user_create, execution_create, project_create, w
 from users.models import BonusTransaction, BotUser
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
+_sessions = itertools.count(1)
 STEPS = ["ask", "offer", "confirm", "done"]
 DEFINITION = {
     "start": "ask",
@@ -43,7 +45,13 @@ def ledger_add(user: BotUser, amount: int, kind: str, when: datetime, key: str) 
 
 
 def execution_add(workflow, user, day: date, *, reached: int, status: str, error: str = ""):
-    execution = execution_create(workflow=workflow, user=user, status=status, error=error)
+    execution = execution_create(
+        workflow=workflow,
+        user=user,
+        status=status,
+        error=error,
+        session_key=f"{user.project_id}:{user.chat_id}:{next(_sessions)}",
+    )
     started = at(day, 10)
     WorkflowExecution.objects.filter(pk=execution.pk).update(
         started_at=started,
