@@ -7,7 +7,7 @@ from xml.sax.saxutils import escape
 
 from django.utils.safestring import SafeString, mark_safe
 
-W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 220, 64, 16, 34, 40
+W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 236, 64, 16, 50, 40
 COLORS = ("#417690", "#c0392b", "#27ae60", "#8e44ad")
 
 
@@ -100,10 +100,10 @@ def time_chart(
             parts.append(
                 f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>'
             )
-        lx = LEFT + 140 * k + 200
+        lx = LEFT + 110 * k
         parts.append(
-            f'<rect x="{lx}" y="6" width="10" height="10" fill="{color}"/>'
-            f'<text x="{lx + 14}" y="15">{escape(name)}</text>'
+            f'<rect x="{lx}" y="24" width="10" height="10" fill="{color}"/>'
+            f'<text x="{lx + 14}" y="33">{escape(name)}</text>'
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped

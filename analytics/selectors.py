@@ -269,6 +269,20 @@ def workflows_table(project_id: int, period: Period, names: dict[int, str]) -> T
     )
 
 
+def busiest_workflow(project_id: int, period: Period) -> int | None:
+    """The workflow with the most conversations started in the period."""
+    return (
+        WorkflowDay.objects.filter(
+            project_id=project_id, day__gte=period.start, day__lte=period.end
+        )
+        .values("workflow_id")
+        .annotate(n=Sum("started"))
+        .order_by("-n")
+        .values_list("workflow_id", flat=True)
+        .first()
+    )
+
+
 def funnel(
     project_id: int, workflow_id: int, version_id: int | None, period: Period, order: list[str]
 ) -> tuple[Table, dict[str, int], int]:
@@ -314,7 +328,8 @@ def funnel(
         "Funnel: conversations started in the period, by the steps they reached",
         ["Step", "Conversations", "% of started", "Drop-off from the step before %"],
         rows,
-        note="Steps in the order of the flow; a step reached by a branch can have more "
-        "than the step before it (no drop-off then).",
+        note="Steps in the order of the flow (steps no conversation reached are left "
+        "out); on a branching flow the step before is the row above, so read drop-off "
+        "along one path. Timed out: no answer before the wait's timeout.",
     )
     return table, reached, started

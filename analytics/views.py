@@ -161,8 +161,9 @@ def _funnel_parts(request: HttpRequest, project, period):
     workflows = list(Workflow.objects.filter(project=project).order_by("name"))
     chosen = _int(request.GET.get("workflow"))
     workflow = next((w for w in workflows if w.pk == chosen), None)
-    if workflow is None and workflows:
-        workflow = workflows[0]
+    if workflow is None and workflows:  # the busiest of the period first
+        busiest = selectors.busiest_workflow(project.pk, period)
+        workflow = next((w for w in workflows if w.pk == busiest), workflows[0])
     if workflow is None:
         return workflows, None, [], None, None, "", 0
     versions = list(
