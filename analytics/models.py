@@ -64,7 +64,10 @@ class UserDay(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project_id", "day", "user_id"], name="userday_unique"),
         ]
-        indexes = [models.Index(fields=["project_id", "cohort_week", "day"])]
+        indexes = [
+            models.Index(fields=["project_id", "cohort_week", "day"]),
+            models.Index(fields=["day"]),  # the active-in-N-days counts of a day
+        ]
 
     def __str__(self) -> str:
         return f"user {self.user_id} active {self.day}"
