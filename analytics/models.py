@@ -73,6 +73,26 @@ class UserDay(models.Model):
         return f"user {self.user_id} active {self.day}"
 
 
+class CohortWeek(models.Model):
+    """Members who joined in one week and were active in another (weekly retention)."""
+
+    project_id = models.IntegerField()
+    cohort_week = models.DateField(help_text="Monday of the week the members joined.")
+    active_week = models.DateField(help_text="Monday of the week they were active.")
+    users = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project_id", "active_week", "cohort_week"], name="cohortweek_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["project_id", "cohort_week"])]
+
+    def __str__(self) -> str:
+        return f"joined {self.cohort_week}, active {self.active_week}: {self.users}"
+
+
 class WorkflowDay(models.Model):
     """Conversations of one workflow version started on one day, by how they ended."""
 

@@ -20,10 +20,10 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import transaction
 from django.db.models import Count, Max, Min, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import TruncDate, TruncWeek
 from django.utils import timezone
 
-from analytics.models import ProjectDay, RollupState, StepDay, UserDay, WorkflowDay
+from analytics.models import CohortWeek, ProjectDay, RollupState, StepDay, UserDay, WorkflowDay
 from botplatform.locks import ROLLUP_LOCK, LockNotAcquired, advisory_lock
 from users.models import BonusTransaction, BotUser
 from workflows.models import ExecutionStepLog, WorkflowExecution
@@ -199,6 +199,33 @@ def _write_user_days(first: date, last: date) -> None:
     )
 
 
+def _write_cohort_weeks(first: date, last: date) -> None:
+    """Recompute the retention rows of every week that [first, last] touches."""
+    first_week, last_week = week_of(first), week_of(last)
+    rows = (
+        UserDay.objects.filter(day__gte=first_week, day__lt=last_week + timedelta(days=7))
+        .annotate(active_week=TruncWeek("day"))
+        .values("project_id", "cohort_week", "active_week")
+        .annotate(users=Count("user_id", distinct=True))
+    )
+    CohortWeek.objects.filter(active_week__gte=first_week, active_week__lte=last_week).delete()
+    CohortWeek.objects.bulk_create(
+        [
+            CohortWeek(
+                project_id=row["project_id"],
+                cohort_week=row["cohort_week"],
+                active_week=row["active_week"]
+                if isinstance(row["active_week"], date)
+                and not isinstance(row["active_week"], datetime)
+                else _day_of(row["active_week"]),
+                users=row["users"],
+            )
+            for row in rows
+        ],
+        batch_size=5000,
+    )
+
+
 def _active_counts(first: date, last: date) -> dict:
     """{(project, day): (1-day, 7-day, 30-day active)} from UserDay."""
     out = {}
@@ -336,6 +363,7 @@ def rollup_days(days: Iterable[date], *, today: date | None = None) -> int:
             chunk_last = min(chunk_first + timedelta(days=CHUNK_DAYS - 1), last)
             with transaction.atomic():
                 _write_user_days(chunk_first, chunk_last)
+                _write_cohort_weeks(chunk_first, chunk_last)
                 _write_workflow_days(chunk_first, chunk_last)
             chunk_first = chunk_last + timedelta(days=1)
         # The active counts read the user days of the 29 days before: a late activity

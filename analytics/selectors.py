@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, timedelta
 
-from django.db import connection
 from django.db.models import Sum
 
-from analytics.models import ProjectDay, StepDay, UserDay, WorkflowDay
+from analytics.models import CohortWeek, ProjectDay, StepDay, WorkflowDay
 from analytics.periods import Period
 from analytics.tables import Table
 
@@ -175,22 +174,11 @@ def retention_table(project_id: int, period: Period) -> Table:
     """Weekly cohorts (members by the week they joined): share active N weeks later."""
     last_week = period.end - timedelta(days=period.end.weekday())
     first_week = last_week - timedelta(weeks=RETENTION_WEEKS - 1)
-    if connection.vendor == "postgresql":
-        offset = "(day - cohort_week) / 7"
-    else:
-        offset = "CAST((julianday(day) - julianday(cohort_week)) / 7 AS INTEGER)"
-    table_name = UserDay._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT cohort_week, {offset} AS week, COUNT(DISTINCT user_id) FROM {table_name} "  # noqa: S608 - fixed names
-            "WHERE project_id = %s AND cohort_week >= %s AND cohort_week <= %s AND day <= %s "
-            "GROUP BY cohort_week, week",
-            [project_id, first_week, last_week, period.end],
-        )
-        active = defaultdict(dict)
-        for cohort, week, users in cursor.fetchall():
-            cohort = cohort if isinstance(cohort, date) else date.fromisoformat(str(cohort))
-            active[cohort][int(week)] = users
+    active = defaultdict(dict)
+    for cohort, week, users in CohortWeek.objects.filter(
+        project_id=project_id, cohort_week__gte=first_week, cohort_week__lte=last_week
+    ).values_list("cohort_week", "active_week", "users"):
+        active[cohort][(week - cohort).days // 7] = users
     joined = defaultdict(int)
     for day, n in ProjectDay.objects.filter(
         project_id=project_id,

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
-from analytics.models import ProjectDay, StepDay, UserDay, WorkflowDay
+from analytics.models import CohortWeek, ProjectDay, StepDay, UserDay, WorkflowDay
 from analytics.rollups import rollup_days, rollup_rebuild, rollup_run, runs_of
 from tests.analytics.traffic import at, execution_add, funnel_oracle, generate, ledger_add, oracle
 from users.models import BotUser
@@ -60,7 +60,7 @@ def _snapshot() -> list:
             tuple(v for k, v in row.items() if k not in ("id", "computed_at"))
             for row in model.objects.values()
         )
-        for model in (ProjectDay, UserDay, WorkflowDay, StepDay)
+        for model in (ProjectDay, UserDay, WorkflowDay, StepDay, CohortWeek)
     ]
 
 
@@ -128,3 +128,31 @@ def test_levels_snapshot_is_taken_for_today_and_kept_for_past_days():
     BotUser.objects.filter(project=project).update(level="gold")
     rollup_run(now=at(today + timedelta(days=1), 1))
     assert ProjectDay.objects.get(project=project, day=today).levels == counts
+
+
+def test_weekly_cohorts_match_the_raw_activity():
+    from collections import defaultdict
+
+    from analytics.models import CohortWeek
+    from analytics.rollups import week_of
+    from users.models import BonusTransaction
+
+    today = timezone.now().date()
+    project, _workflow = generate(seed=5, today=today, days=30, members=30)
+    rollup_rebuild()
+    joined = {
+        u.pk: week_of(u.first_seen_at.date())
+        for u in BotUser.objects.filter(project=project, is_test=False)
+    }
+    expected = defaultdict(set)
+    for user_id, moment in [
+        *BonusTransaction.objects.filter(project=project).values_list("user_id", "created_at"),
+        *WorkflowExecution.objects.filter(project=project).values_list("user_id", "started_at"),
+    ]:
+        if user_id in joined:
+            expected[(joined[user_id], week_of(moment.date()))].add(user_id)
+    got = {
+        (row.cohort_week, row.active_week): row.users
+        for row in CohortWeek.objects.filter(project_id=project.pk)
+    }
+    assert got == {key: len(users) for key, users in expected.items()}
