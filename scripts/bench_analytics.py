@@ -196,7 +196,7 @@ def main() -> None:
         user=user,
         amount=10,
         kind="earn",
-        idempotency_key="bench-late",
+        idempotency_key=f"bench-late-{time.time()}",
         balance_after=10,
     )
     BonusTransaction.objects.filter(pk=late.pk).update(

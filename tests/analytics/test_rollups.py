@@ -156,3 +156,17 @@ def test_weekly_cohorts_match_the_raw_activity():
         for row in CohortWeek.objects.filter(project_id=project.pk)
     }
     assert got == {key: len(users) for key, users in expected.items()}
+
+
+def test_the_portable_path_writes_the_same_user_days_as_the_sql_one(monkeypatch):
+    """SQLite (the embedded default) takes the ORM path; PostgreSQL one INSERT … SELECT."""
+    from django.db import connection
+
+    today = timezone.now().date()
+    generate(seed=9, today=today, days=10, members=12)
+    rollup_rebuild()
+    fast = sorted(UserDay.objects.values_list("project_id", "user_id", "day", "cohort_week"))
+    monkeypatch.setattr(connection, "vendor", "sqlite")  # only the branch, not the SQL
+    rollup_rebuild()
+    portable = sorted(UserDay.objects.values_list("project_id", "user_id", "day", "cohort_week"))
+    assert portable == fast and fast
