@@ -26,8 +26,8 @@ JOURNAL_LAG = timedelta(minutes=1)  # updates waiting longer than this...
 JOURNAL_BACKLOG = 20  # ...and more of them than this: the journal is backing up
 
 
-def _warnings(project: Project, bots: list[Bot], *, now) -> list[str]:
-    warnings = list(background_report(now=now)["warnings"])
+def _warnings(project: Project, bots: list[Bot], background: dict, *, now) -> list[str]:
+    warnings = list(background["warnings"])
     for bot in bots:
         if bot.status == Bot.Status.UNAUTHORIZED:
             warnings.append(
@@ -147,6 +147,7 @@ def home_context(user, project_id: object = None) -> dict:
     may_bots = roles.may(user, roles.VIEW, Bot, project_id=chosen.pk)
     may_figures = roles.may(user, roles.DASHBOARD, project_id=chosen.pk)
     may_workflows = roles.may(user, roles.VIEW, Workflow, project_id=chosen.pk)
+    background = background_report(now=now)
     return {
         "projects": projects,
         "project": chosen,
@@ -154,8 +155,8 @@ def home_context(user, project_id: object = None) -> dict:
         "workflows": _workflows(chosen, now=now) if may_workflows else None,
         "today": _today(chosen, today=now.date()) if may_figures else None,
         "shortcuts": _shortcuts(user, chosen),
-        "warnings": _warnings(chosen, bots, now=now),
-        "background": background_report(now=now),
+        "warnings": _warnings(chosen, bots, background, now=now),
+        "background": background,
     }
 
 
