@@ -51,6 +51,13 @@ def test_a_scheduler_silent_too_long_is_reported_in_minutes(client, db):
     assert any("has not run for 12 minutes" in w for w in warnings), warnings
 
 
+def _send(queue: str) -> None:
+    """Publish to the test Redis explicitly: the app's producer pool may still hold an
+    earlier test's broker."""
+    with app.connection_for_write(REDIS) as connection:
+        app.send_task("telegram.deferred_sends_sweep", queue=queue, connection=connection)
+
+
 def _broker(queue: str):
     return override_settings(
         CELERY_TASK_ALWAYS_EAGER=False,
@@ -66,7 +73,7 @@ def test_no_worker_the_queue_ages_and_healthz_says_so(client, db):
     app.conf.broker_url = REDIS
     try:
         with _broker(queue):
-            app.send_task("telegram.deferred_sends_sweep", queue=queue)
+            _send(queue)
             time.sleep(1.1)
             body = client.get("/healthz").json()
     finally:
@@ -106,7 +113,7 @@ def test_a_real_worker_taking_a_task_records_its_heartbeat():
     app.conf.broker_url = REDIS
     try:
         with _broker(queue):
-            app.send_task("telegram.deferred_sends_sweep", queue=queue)
+            _send(queue)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and not Heartbeat.objects.filter(name="worker").exists():
             time.sleep(0.3)
