@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Sum
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from analytics.models import ProjectDay
+from analytics.models import ProjectDay, WorkflowDay
 from botplatform import roles
 from botplatform.bots import bot_live_state
 from botplatform.heartbeat import background_report
 from botplatform.models import Bot, Project, TelegramUpdate
-from workflows.models import Broadcast, Workflow, WorkflowExecution
+from workflows.models import Broadcast, Workflow
 from workflows.publishing import draft_has_unpublished_changes, workflow_validate_for
 
 STALLED_AFTER = timedelta(minutes=5)  # a sending broadcast that moved no further
@@ -56,12 +56,14 @@ def _warnings(project: Project, bots: list[Bot], background: dict, *, now) -> li
 
 
 def _workflows(project: Project, *, now) -> list[dict]:
+    # From the rollup (conversations started yesterday or today), not the raw rows:
+    # a project's failed executions are too many to count on every home page.
     failed = dict(
-        WorkflowExecution.objects.filter(
-            project=project, status="failed", finished_at__gte=now - timedelta(days=1)
+        WorkflowDay.objects.filter(
+            project_id=project.pk, day__gte=now.date() - timedelta(days=1), failed__gt=0
         )
         .values("workflow_id")
-        .annotate(n=Count("id"))
+        .annotate(n=Sum("failed"))
         .values_list("workflow_id", "n")
     )
     out = []
@@ -79,7 +81,7 @@ def _workflows(project: Project, *, now) -> list[dict]:
                 errors = getattr(exc, "errors", None) or [exc]
                 problems.append(f"the draft cannot be published: {str(errors[0])[:160]}")
         if failed.get(workflow.pk):
-            problems.append(f"{failed[workflow.pk]} conversation(s) failed in the last 24 hours")
+            problems.append(f"{failed[workflow.pk]} conversation(s) started since yesterday failed")
         out.append(
             {
                 "workflow": workflow,

@@ -124,6 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1 = 200k members, 10M step logs")
     parser.add_argument("--keep", action="store_true", help="reuse the data already generated")
+    parser.add_argument(
+        "--pages-only", action="store_true", help="with --keep: only the page times"
+    )
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
@@ -132,10 +135,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
     from django.utils import timezone
 
     from analytics.models import ProjectDay, StepDay, UserDay, WorkflowDay
@@ -182,6 +183,8 @@ def main() -> None:
         for table, n in counts.items():
             print(f"  {table:<40} {n:>12,}")
 
+    if args.pages_only:
+        return _pages(project, workflow, results)
     timed("full rebuild (every day of the year)", rollup_rebuild, results=results)
     print(
         f"  rollup rows: {ProjectDay.objects.count():,} project days, "
@@ -203,6 +206,14 @@ def main() -> None:
         created_at=timezone.now() - timezone.timedelta(days=40)
     )
     timed("one run with a late entry (+ its 30 days)", rollup_run, results=results)
+
+    _pages(project, workflow, results)
+
+
+def _pages(project, workflow, results: dict) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.utils import timezone
 
     User.objects.filter(username="bench").delete()
     admin = User.objects.create_superuser("bench", password="bench")
