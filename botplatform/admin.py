@@ -247,12 +247,15 @@ class ProjectAdmin(ProjectScopedAdmin):
                 raise PermissionDenied
             return project_dashboard_view(request, project_id, self.admin_site)
 
+        from analytics.views import project_urls
+
         return [
             path(
                 "<int:project_id>/dashboard/",
                 self.admin_site.admin_view(view),
                 name="botplatform_project_dashboard",
             ),
+            *project_urls(self),  # the programme dashboard, funnels, broadcast results
             *super().get_urls(),
         ]
 
@@ -262,7 +265,8 @@ class ProjectAdmin(ProjectScopedAdmin):
         from django.utils.html import format_html
 
         url = reverse("admin:botplatform_project_dashboard", args=[obj.pk])
-        return format_html('<a href="{}">Dashboard</a>', url)
+        programme = reverse("admin:botplatform_project_programme", args=[obj.pk])
+        return format_html('<a href="{}">Programme</a> · <a href="{}">Live</a>', programme, url)
 
     @admin.display(description="bots", ordering="_bots")
     def bot_count(self, obj: Project) -> int:

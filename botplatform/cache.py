@@ -221,3 +221,12 @@ CASHIER_STATE_TTL = 15 * 60
 
 def cashier_state_key(bot_id: int, telegram_id: int) -> str:
     return f"cashier:{bot_id}:{telegram_id}"
+
+
+# --- Background work: the Celery queue the health report measures ---------------------
+# Celery (kombu's Redis transport) keeps a queue as a Redis list named after the queue,
+# newest message pushed on the left: the oldest waiting message is at index -1.
+
+
+def celery_queue_key(queue: str) -> str:
+    return queue

@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from botplatform.cache_backend import ResilientRedisCache, cache_status
+from botplatform.heartbeat import background_report
 
 KIND_REDIS = "redis"
 KIND_IN_PROCESS = "in-process"
@@ -100,8 +101,15 @@ def health_report() -> dict:
         checks["cache"]["redis"] = "not configured"
         checks["cache"]["since"] = None
         degraded = False
+    # Worker, scheduler and queue age: a stopped worker does not make the instance
+    # unfit to serve (the load balancer must keep it), so it degrades, never fails.
+    try:
+        background = background_report()
+    except Exception as exc:  # the database is down: the database check says so
+        background = {"ok": False, "warnings": [], "error": f"{type(exc).__name__}"}
     return {
         "ok": all(c["ok"] for c in checks.values()),
-        "degraded": degraded,
+        "degraded": degraded or not background["ok"],
         "checks": checks,
+        "background": background,
     }

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 SESSION_LOCK_SEED = 7411
 # First half of a journal row's two-int claim key ``(namespace, claim key)``.
 JOURNAL_CLAIM_NAMESPACE = 7467
+# One programme-figures rollup at a time (analytics.rollups): a second one skips.
+ROLLUP_LOCK = "analytics:rollup"
 
 # KEYS[1] = lock key, ARGV[1] = the holder's token. Deletes only our own lock.
 _RELEASE_SCRIPT = """

@@ -396,3 +396,22 @@ class MediaFileId(models.Model):
 
     def __str__(self) -> str:
         return f"stored:{self.media_id} for bot {self.bot_id}"
+
+
+class Heartbeat(models.Model):
+    """When a background part (a Celery worker, the scheduler) last showed it works.
+
+    One row per part, overwritten at most every few seconds per process
+    (``botplatform.heartbeat``). In the database, not in Redis, so the embedded
+    default (no Redis: the web and the bot runner share no memory) sees it too.
+    """
+
+    name = models.CharField(max_length=32, primary_key=True)
+    at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -54,8 +54,10 @@ class InProcessBeat:
 
     def run_due(self) -> list[str]:
         """Run every entry whose time has come; returns their names. Never raises."""
+        from botplatform import heartbeat
         from botplatform.celery import app
 
+        heartbeat.beat(heartbeat.SCHEDULER, detail={"mode": "in-process"})
         if not self._imported:
             app.loader.import_default_modules()  # registers every app's tasks
             self._imported = True

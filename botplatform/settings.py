@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "botplatform",
     "users",
     "workflows",
+    "analytics",
 ]
 
 MIDDLEWARE = [
@@ -337,3 +338,17 @@ CELERY_BEAT_SCHEDULE["workflows-broadcasts-due"] = {
 # After a Redis failure, skip Redis for this many seconds, then probe it (breaker.py).
 REDIS_BREAKER_SECONDS = env_int("REDIS_BREAKER_SECONDS", 5)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+
+# --- Background work you can see (botplatform/heartbeat.py) ---------------------------
+# The home page and /healthz warn when no worker took a task, or the scheduler sent
+# none, for this long, or the oldest queued task waits longer than this.
+HEALTH_WORKER_STALE_SECONDS = env_int("HEALTH_WORKER_STALE_SECONDS", 300)
+HEALTH_SCHEDULER_STALE_SECONDS = env_int("HEALTH_SCHEDULER_STALE_SECONDS", 300)
+HEALTH_QUEUE_AGE_SECONDS = env_int("HEALTH_QUEUE_AGE_SECONDS", 120)
+
+# --- Programme analytics (analytics/) -----------------------------------------------
+# The daily figures are recomputed (today, yesterday and days with late data) this often.
+CELERY_BEAT_SCHEDULE["analytics.rollup"] = {
+    "task": "analytics.rollup",
+    "schedule": env_int("ANALYTICS_ROLLUP_INTERVAL", 300),
+}

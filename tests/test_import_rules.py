@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("botplatform", "workflows", "users")
+PACKAGES = ("botplatform", "workflows", "users", "analytics")
 
 INFRASTRUCTURE = [
     f"botplatform.{name}"
@@ -26,6 +26,7 @@ INFRASTRUCTURE = [
         "logging",
         "queueing",
         "periodic",
+        "heartbeat",
         "conversation",
     )
 ]
@@ -119,6 +120,19 @@ RULES = {
             "users.variables",
             "users.invalidation",
             "users.selectors",
+        ),
+    ),
+    "analytics only reads: no engine, services, transport or admin of the others": (
+        lambda m: _under(m, "analytics"),
+        (
+            "workflows.engine",
+            "workflows.services",
+            "workflows.tasks",
+            "workflows.broadcasts",
+            "workflows.admin",
+            "users.services",
+            "users.admin",
+            "botplatform.telegram",
         ),
     ),
     "infrastructure imports nothing from workflows or users": (

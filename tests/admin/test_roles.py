@@ -61,6 +61,11 @@ MODELS = {
 # Custom pages (GET) in the own project: the roles that may open them.
 CUSTOM = {
     "botplatform_project_dashboard": {"owner", "editor", "analyst"},
+    "botplatform_project_programme": {"owner", "editor", "analyst"},
+    "botplatform_project_funnel": {"owner", "editor", "analyst"},
+    "botplatform_project_broadcast_results": {"owner", "editor", "analyst"},
+    # Without ?table= the export gives the summary as CSV.
+    "botplatform_project_programme_export": {"owner", "editor", "analyst"},
     "botplatform_bot_rotate_webhook_secret": {"owner"},  # GET only goes back to the bot
     "workflows_workflow_import": {"owner", "editor"},
     "workflows_simulator_index": {"owner", "editor"},

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import pytest
 from django.test import override_settings
 
 from botplatform.env import cache_config
+from botplatform.models import Heartbeat
+
+
+@pytest.fixture(autouse=True)
+def _scheduler_ran(db):
+    """The periodic scheduler has just run (its absence is tested apart)."""
+    from django.utils import timezone
+
+    Heartbeat.objects.create(name="scheduler", at=timezone.now())
 
 
 def test_healthz_reports_every_dependency(client, db):

@@ -55,6 +55,11 @@ def test_cache_falls_back_to_memory_on_sigkill_and_returns_to_redis(
     assert cache.get(waiting) is None
     assert cache.get_many([waiting, "plain"]) == {"plain": 2}
 
+    from django.utils import timezone
+
+    from botplatform.models import Heartbeat
+
+    Heartbeat.objects.create(name="scheduler", at=timezone.now())  # only Redis is down
     body = client.get("/healthz").json()
     assert body["ok"] is True and body["degraded"] is True
     assert body["checks"]["cache"]["redis_available"] is False
