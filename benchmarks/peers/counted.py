@@ -19,8 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout whose runner is measured: this one, or another (``run.py --runner-root``,
+# e.g. an older commit exported with ``git archive``), to compare before and after.
+ROOT = Path(os.environ.get("PEER_RUNNER_ROOT") or Path(__file__).resolve().parents[2])
 COUNTS = {"statements": 0, "transaction_statements": 0}
+TEXTS: dict[str, int] = {}  # the statements by their first 90 characters
 _lock = threading.Lock()
 
 
@@ -35,7 +38,10 @@ def install() -> None:
     from django.db.backends.signals import connection_created
 
     def counter(execute, sql, params, many, context):
-        _count("statements")
+        head = " ".join(str(sql).split())[:90]
+        with _lock:
+            COUNTS["statements"] += 1
+            TEXTS[head] = TEXTS.get(head, 0) + 1
         return execute(sql, params, many, context)
 
     def created(sender, connection, **kwargs):
@@ -62,7 +68,7 @@ def install() -> None:
         def write() -> None:
             while True:
                 with _lock:
-                    data = json.dumps({**COUNTS, "pid": os.getpid()})
+                    data = json.dumps({**COUNTS, "pid": os.getpid(), "texts": TEXTS})
                 Path(f"{path}.tmp").write_text(data)
                 os.replace(f"{path}.tmp", path)
                 time.sleep(0.2)

@@ -72,7 +72,7 @@ async def poll(token: str, **deps) -> None:
     http, api = deps["http"], deps["api"]
     while True:
         async with http.post(
-            f"{api}/bot{token}/getUpdates", json={"offset": offset, "timeout": 1}
+            f"{api}/bot{token}/getUpdates", json={"offset": offset, "timeout": 10}
         ) as response:
             updates = (await response.json())["result"]
         for update in updates:

@@ -42,6 +42,7 @@ class Snapshot:
     redis_calls: dict[str, int] = field(default_factory=dict)
     statements: int = 0
     transaction_statements: int = 0
+    texts: dict[str, int] = field(default_factory=dict)
 
 
 class Meter:
@@ -72,8 +73,9 @@ class Meter:
             xacts, writes, _returned, fetched = cur.fetchone()
         return {"transactions": xacts, "tuple_writes": writes, "tuples_read": fetched}
 
-    def counts(self) -> tuple[int, int]:
+    def counts(self) -> tuple[int, int, dict[str, int]]:
         statements = transactions = 0
+        texts: dict[str, int] = {}
         for path in glob.glob(self.count_glob):
             if path.endswith(".tmp"):
                 continue
@@ -83,7 +85,9 @@ class Meter:
                 continue
             statements += data["statements"]
             transactions += data["transaction_statements"]
-        return statements, transactions
+            for text, n in data.get("texts", {}).items():
+                texts[text] = texts.get(text, 0) + n
+        return statements, transactions, texts
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
@@ -98,7 +102,7 @@ class Meter:
         snap.redis_calls = {
             name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()
         }
-        snap.statements, snap.transaction_statements = self.counts()
+        snap.statements, snap.transaction_statements, snap.texts = self.counts()
         return snap
 
 
@@ -121,6 +125,11 @@ def delta(before: Snapshot, after: Snapshot) -> dict:
         "redis_by_command": {k: v for k, v in sorted(calls.items()) if v},
         "statements": after.statements - before.statements,
         "transaction_statements": after.transaction_statements - before.transaction_statements,
+        "texts": {
+            text: n - before.texts.get(text, 0)
+            for text, n in after.texts.items()
+            if n - before.texts.get(text, 0)
+        },
     }
 
 

@@ -38,6 +38,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 WELCOME_BONUS = 100
 SPEND = 100
 COUNTS = {"statements": 0, "transaction_statements": 0}
+TEXTS: dict[str, int] = {}  # the statements by their first 90 characters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peer_user (
@@ -62,9 +63,11 @@ class CountingConnection(asyncpg.Connection):
     """Counts what is sent (BEGIN/COMMIT apart), as the driver counts the runner's."""
 
     def _count(self, sql: str) -> None:
-        word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        word = sql.lstrip().split(None, 1)[0].upper().rstrip(";") if sql.strip() else ""
         key = "transaction_statements" if word in ("BEGIN", "COMMIT", "ROLLBACK") else "statements"
         COUNTS[key] += 1
+        head = " ".join(sql.split())[:90]
+        TEXTS[head] = TEXTS.get(head, 0) + 1
 
     async def execute(self, query, *args, **kwargs):
         self._count(query)
@@ -271,7 +274,7 @@ async def counts_write(path: str) -> None:
     while True:
         tmp = f"{path}.tmp"
         with open(tmp, "w") as out:
-            json.dump({**COUNTS, "pid": os.getpid()}, out)
+            json.dump({**COUNTS, "pid": os.getpid(), "texts": TEXTS}, out)
         os.replace(tmp, path)
         await asyncio.sleep(0.2)
 
@@ -318,7 +321,7 @@ async def main() -> None:
         setup_application(app, dp)
         await web._run_app(app, host="127.0.0.1", port=options.webhook_port, print=None)
     else:
-        await dp.start_polling(*bots, polling_timeout=1, handle_signals=True)
+        await dp.start_polling(*bots, polling_timeout=10, handle_signals=True)
 
 
 if __name__ == "__main__":

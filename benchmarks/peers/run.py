@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -40,8 +41,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botplatform.settings")
 PEER_PYTHON = HERE / ".venv" / "bin" / "python"
+POLL_TIMEOUT = 10  # s, getUpdates long poll, every contender (aiogram's default)
 PG_SETTLE = 10.5  # s: idle backends flush their statistics within 10 s (PostgreSQL 15)
 REPLIES = ("sendMessage", "editMessageText")
+RUNNERS = ("runner", "before")  # this checkout's runner; the one of --runner-root
 
 
 def free_port() -> int:
@@ -154,17 +157,26 @@ class Contender:
         )
         self.procs: list[subprocess.Popen] = []
         self.count_glob = f"{tmp}/counts.{kind}.*"
+        self.log_path = f"{tmp}/{kind}.log"
+        self.log = open(self.log_path, "ab")  # the contender's stderr; shown if it fails
+
+    def runner_env(self) -> dict:
+        env = {**self.env, "PEER_COUNT_FILE": f"{self.tmp}/counts.{self.kind}"}
+        if self.kind == "runner":
+            env.pop("PEER_RUNNER_ROOT", None)  # "before" runs the other checkout
+        return env
 
     def start_polling(self, double) -> None:
-        if self.kind == "runner":
-            env = {**self.env, "PEER_COUNT_FILE": f"{self.tmp}/counts.runner"}
+        if self.kind in RUNNERS:
+            env = self.runner_env()
             for _ in range(self.processes):
                 self.procs.append(
                     subprocess.Popen(
                         [sys.executable, str(HERE / "counted.py"), "runbot", "--all"],
-                        cwd=ROOT,
+                        cwd=env.get("PEER_RUNNER_ROOT") or ROOT,
                         env=env,
                         stdout=subprocess.DEVNULL,
+                        stderr=self.log,
                     )
                 )
         else:
@@ -191,6 +203,7 @@ class Contender:
                         cwd=HERE,
                         env=self.env,
                         stdout=subprocess.DEVNULL,
+                        stderr=self.log,
                     )
                 )
         deadline = time.monotonic() + 90
@@ -201,11 +214,11 @@ class Contender:
             if polled >= set(self.tokens):
                 return
             time.sleep(0.2)
-        raise SystemExit(f"{self.kind}: not every bot was polled within 90 s")
+        self.fail("not every bot was polled within 90 s")
 
     def start_webhook(self, port: int) -> None:
-        if self.kind == "runner":
-            env = {**self.env, "PEER_COUNT_FILE": f"{self.tmp}/counts.runner"}
+        if self.kind in RUNNERS:
+            env = self.runner_env()
             command = [
                 str(Path(sys.executable).parent / "gunicorn"),
                 "--pythonpath",
@@ -223,7 +236,13 @@ class Contender:
                 "wsgi_counted:application",
             ]
             self.procs.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+                subprocess.Popen(
+                    command,
+                    cwd=env.get("PEER_RUNNER_ROOT") or ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=self.log,
+                )
             )
         else:
             tokens_file = f"{self.tmp}/tokens.{self.kind}.webhook"
@@ -249,6 +268,7 @@ class Contender:
                     cwd=HERE,
                     env=self.env,
                     stdout=subprocess.DEVNULL,
+                    stderr=self.log,
                 )
             )
         deadline = time.monotonic() + 60
@@ -259,12 +279,17 @@ class Contender:
                 return
             except OSError:
                 time.sleep(0.2)
-        raise SystemExit(f"{self.kind}: the webhook did not listen within 60 s")
+        self.fail("the webhook did not listen within 60 s")
 
     def check(self) -> None:
         for proc in self.procs:
             if proc.poll() is not None:
-                raise SystemExit(f"{self.kind}: a process exited with {proc.returncode}")
+                self.fail(f"a process exited with {proc.returncode}")
+
+    def fail(self, why: str) -> None:
+        self.log.flush()
+        tail = Path(self.log_path).read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{self.kind}: {why}\n--- its stderr, last lines ---\n{tail}")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -275,6 +300,34 @@ class Contender:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.procs = []
+
+
+def spread(double, redis_client, tokens: list[str], *, since: float) -> dict:
+    """How the bots were shared out: the lease holders in Redis (runner only), bots
+    polled by two at once (the double's conflicts), and each bot's polls since
+    ``since``: every bot polled, and the longest gap between two of its polls."""
+    holders: dict[str, int] = {}
+    for key in redis_client.scan_iter(match="telegram:lease:*", count=1000):
+        holder = (redis_client.get(key) or b"").decode()
+        holders[holder] = holders.get(holder, 0) + 1
+    with double._cond:
+        polls = [
+            (c.token, c.at) for c in double.calls if c.method == "getUpdates" and c.at >= since
+        ]
+        conflicts = double.conflicts
+    times: dict[str, list[float]] = {token: [] for token in tokens}
+    for token, at in polls:
+        times[token].append(at)
+    gaps = [
+        max((b - a for a, b in itertools.pairwise(ts)), default=0.0) for ts in times.values() if ts
+    ]
+    return {
+        "bots_per_runner": sorted(holders.values(), reverse=True),
+        "bots_polled_by_two_at_once": conflicts,
+        "bots_never_polled": sum(1 for ts in times.values() if not ts),
+        "polls_per_bot_min_max": [min(map(len, times.values())), max(map(len, times.values()))],
+        "longest_gap_between_polls_s": round(max(gaps, default=0.0), 2),
+    }
 
 
 def phase_costs(meter, before, after, pg_before, pg_after, messages: int) -> dict:
@@ -293,6 +346,11 @@ def phase_costs(meter, before, after, pg_before, pg_after, messages: int) -> dic
         "tuple_writes": (pg_after["tuple_writes"] - pg_before["tuple_writes"]) / messages,
         "redis_commands": d["redis_commands"] / messages,
         "redis_by_command": {k: round(v / messages, 2) for k, v in d["redis_by_command"].items()},
+        "statements_by_text": {
+            text: round(n / messages, 2)
+            for text, n in sorted(d["texts"].items(), key=lambda item: -item[1])
+            if n / messages >= 0.05
+        },
     }
 
 
@@ -301,6 +359,9 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
 
     tokens = [token for _, token in bots]
     double = make_double()
+    # Update ids unique over runs, as Telegram's are per bot: the runner's journal and
+    # the reference bot's idempotency keys would take a repeated id for a redelivery.
+    double._update_ids = itertools.count(run_no * 10_000_000)
     for token in tokens:
         double.bot_add(token)
     env = {**env, "TELEGRAM_API_URL": double.url}
@@ -320,7 +381,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
                 double.move(token, chat, steps[chat])
                 steps[chat] += 1
         if not double.wait_replied(120):
-            raise SystemExit(f"{kind}: {len(double.pending)} moves without a reply")
+            contender.fail(f"{len(double.pending)} moves without a reply")
         return time.perf_counter() - started
 
     try:
@@ -350,6 +411,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         # Paced: one move every 1/rate s, round-robin (a user still waiting is skipped).
         snap0, pg0 = meter.snapshot(), pg1
         interval, count, n = 1 / options.rate, int(options.rate * options.paced_seconds), 0
+        paced_since = time.monotonic()
         started = time.perf_counter()
         for k in range(count):
             delay = started + k * interval - time.perf_counter()
@@ -363,6 +425,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
             double.move(token, chat, steps[chat])
             steps[chat] += 1
         offered = time.perf_counter() - started
+        result["spread"] = spread(double, redis_client, tokens, since=paced_since)
         if not double.wait_replied(60):
             lost += len(double.pending)
         time.sleep(0.5)
@@ -381,7 +444,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         }
     finally:
         contender.stop()
-    if options.webhook and kind in ("runner", "aiogram"):
+    if options.webhook and kind in (*RUNNERS, "aiogram"):
         result["webhook"] = webhook_phase(
             kind,
             options=options,
@@ -391,6 +454,8 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
             env=env,
             tmp=tmp,
             bots=bots,
+            pg=pg,
+            redis_client=redis_client,
         )
         extra += result["webhook"].pop("extra")
         lost += result["webhook"].pop("lost")
@@ -399,7 +464,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
     return result
 
 
-def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots) -> dict:
+def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots, pg, redis_client) -> dict:
     """Concurrent clients post the users' next moves to the webhook, as Telegram does;
     a move counts when its reply reached the double."""
     import http.client
@@ -413,6 +478,10 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots) -> dic
     bot_of = {token: bot_id for bot_id, token in bots}
     secret = "peer-bench-secret"
     contender.start_webhook(port)
+    from measure import Meter
+
+    meter = Meter(pg=pg, redis=redis_client, count_glob=contender.count_glob)
+    meter.app_pids = [p.pid for p in contender.procs]
     queue = list(users)
     lock = threading.Lock()
     statuses: dict[int, int] = {}
@@ -432,9 +501,7 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots) -> dic
                 update = double.move(token, chat, steps[chat])
                 double.bots[token].queue.remove(update)
             steps[chat] += 1
-            path = (
-                f"/telegram/webhook/{bot_of[token]}/" if kind == "runner" else f"/webhook/{token}"
-            )
+            path = f"/telegram/webhook/{bot_of[token]}/" if kind in RUNNERS else f"/webhook/{token}"
             body = json.dumps(update)
             conn.request(
                 "POST",
@@ -455,6 +522,9 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots) -> dic
     try:
         for warm in (True, False):
             double.take()
+            if not warm:
+                time.sleep(PG_SETTLE)
+                pg0, snap0 = meter.pg_counters(), meter.snapshot()
             deadline[0] = time.perf_counter() + (3 if warm else options.webhook_seconds)
             started = time.perf_counter()
             threads = [threading.Thread(target=client) for _ in range(options.webhook_clients)]
@@ -464,11 +534,16 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots) -> dic
                 thread.join()
             double.wait_replied(60)
             seconds = time.perf_counter() - started
+        time.sleep(0.5)
+        snap1 = meter.snapshot()
         latencies, extra, _batches = double.take()
+        time.sleep(PG_SETTLE)
+        pg1 = meter.pg_counters()
     finally:
         contender.stop()
     return {
         "requests_per_second": len(latencies) / seconds,
+        **phase_costs(meter, snap0, snap1, pg0, pg1, len(latencies)),
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "statuses": statuses,
@@ -496,6 +571,7 @@ def table(results: dict[str, list[dict]]) -> str:
     ]
     names = {
         "runner": "this runner (`runbot --all`)",
+        "before": "this runner before (`--runner-root`)",
         "aiogram": "aiogram 3 + RedisStorage + asyncpg",
         "floor": "floor: asyncio, 1 Redis GET, 1 SQL, 1 send",
     }
@@ -525,6 +601,33 @@ def table(results: dict[str, list[dict]]) -> str:
             f"{'—' if webhook != webhook else f'{webhook:.0f}'} | "
             f"{sum(r['lost'] for r in runs)} / {sum(r['doubled'] for r in runs)} |"
         )
+    if any("webhook" in r for runs in results.values() for r in runs):
+        lines += [
+            "",
+            "| webhook (same workers) | req/s | reply p50 / p99 | CPU ms/req (app + PG + Redis) | "
+            "SQL statements/req (+ BEGIN/COMMIT) | PG transactions / tuple writes per req | Redis commands/req |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for kind, runs in results.items():
+            if not any("webhook" in r for r in runs):
+                continue
+
+            def w(key: str, runs: list[dict] = runs) -> float:
+                return median_of(runs, "webhook", key)
+
+            lines.append(
+                f"| {names[kind]} | {w('requests_per_second'):.0f} | "
+                f"{w('p50_ms'):.1f} / {w('p99_ms'):.1f} ms | {w('cpu_ms'):.2f} ({w('app_cpu_ms'):.2f} + "
+                f"{w('postgres_cpu_ms'):.2f} + {w('redis_cpu_ms'):.2f}) | {w('statements'):.2f} "
+                f"(+{w('transaction_statements'):.2f}) | {w('pg_transactions'):.2f} / "
+                f"{w('tuple_writes'):.2f} | {w('redis_commands'):.2f} |"
+            )
+    for kind, runs in results.items():
+        if kind in RUNNERS:
+            for r in runs:
+                lines.append(
+                    f"\n{kind} spread over its processes (paced phase): {json.dumps(r['spread'])}"
+                )
     return "\n".join(lines)
 
 
@@ -545,6 +648,11 @@ def main() -> None:
         "--quick", action="store_true", help="1 repetition, 3 burst rounds, 12 s paced, 8 s webhook"
     )
     parser.add_argument("--json", default="", help="also write the raw results here")
+    parser.add_argument(
+        "--runner-root",
+        default="",
+        help="run the runner of another checkout (e.g. `git archive` of an older commit)",
+    )
     options = parser.parse_args()
     if options.quick:
         options.reps, options.rounds, options.paced_seconds = 1, 3, 12
@@ -564,7 +672,7 @@ def main() -> None:
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
-        "TELEGRAM_POLL_TIMEOUT": "1",
+        "TELEGRAM_POLL_TIMEOUT": str(POLL_TIMEOUT),
         "TELEGRAM_DISCOVERY_INTERVAL": "2",
         "LOG_LEVEL": "WARNING",
         "ALLOWED_HOSTS": "localhost,127.0.0.1",
@@ -607,7 +715,7 @@ def main() -> None:
         redis_client = redis.Redis.from_url(redis_url)
         kinds = [k.strip() for k in options.contenders.split(",") if k.strip()]
         results: dict[str, list[dict]] = {kind: [] for kind in kinds}
-        run_no = int(time.time()) % 500 * 10
+        run_no = int(time.time()) % 100_000 * 10
         for rep in range(options.reps):
             order = kinds if rep % 2 == 0 else kinds[::-1]
             for kind in order:
