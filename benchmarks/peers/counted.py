@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(os.environ.get("PEER_RUNNER_ROOT") or Path(__file__).resolve().parents[2])
 COUNTS = {"statements": 0, "transaction_statements": 0}
 TEXTS: dict[str, int] = {}  # the statements by their first 90 characters
+HEALTH_CHECK = "SELECT 1 (Django's connection health check; not in the statement count)"
 _lock = threading.Lock()
 
 
@@ -61,6 +62,19 @@ def install() -> None:
 
     BaseDatabaseWrapper._commit = counted_commit
     BaseDatabaseWrapper._rollback = counted_rollback
+
+    # Django's connection health check (CONN_HEALTH_CHECKS) sends its SELECT 1 on the
+    # driver's connection directly, past the execute wrappers: counted apart.
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    is_usable = DatabaseWrapper.is_usable
+
+    def counted_is_usable(self):
+        with _lock:
+            TEXTS[HEALTH_CHECK] = TEXTS.get(HEALTH_CHECK, 0) + 1
+        return is_usable(self)
+
+    DatabaseWrapper.is_usable = counted_is_usable
     path = os.environ.get("PEER_COUNT_FILE")
     if path:
         path = f"{path}.{os.getpid()}"
