@@ -355,7 +355,7 @@ def phase_costs(meter, before, after, pg_before, pg_after, messages: int) -> dic
 
 
 def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_client) -> dict:
-    from measure import Meter, percentile
+    from measure import Meter, delta, percentile
 
     tokens = [token for _, token in bots]
     double = make_double()
@@ -390,7 +390,17 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         burst_round()  # warm-up: every user's /start (user, welcome bonus)
         time.sleep(1)
         double.take()
-        time.sleep(PG_SETTLE)
+        idle0, idle_started = meter.snapshot(), time.perf_counter()
+        time.sleep(PG_SETTLE)  # also what the contender costs with no traffic at all
+        idle1, idle_seconds = meter.snapshot(), time.perf_counter() - idle_started
+        d = delta(idle0, idle1)
+        result["idle"] = {
+            "app_cpu_ms_per_s": d["app_cpu"] * 1000 / idle_seconds,
+            "postgres_cpu_ms_per_s": d["postgres_cpu"] * 1000 / idle_seconds,
+            "redis_cpu_ms_per_s": d["redis_cpu"] * 1000 / idle_seconds,
+            "statements_per_s": d["statements"] / idle_seconds,
+            "redis_commands_per_s": d["redis_commands"] / idle_seconds,
+        }
         pg0, snap0 = meter.pg_counters(), meter.snapshot()
         seconds = sum(burst_round() for _ in range(options.rounds))
         time.sleep(0.5)  # the count files are rewritten 5 times a second
@@ -623,6 +633,14 @@ def table(results: dict[str, list[dict]]) -> str:
                 f"{w('tuple_writes'):.2f} | {w('redis_commands'):.2f} |"
             )
     for kind, runs in results.items():
+        idle = [r["idle"] for r in runs if "idle" in r]
+        if idle:
+            lines.append(
+                f"\n{kind} with no traffic: "
+                + ", ".join(
+                    f"{key} {statistics.median(i[key] for i in idle):.2f}" for key in idle[0]
+                )
+            )
         if kind in RUNNERS:
             for r in runs:
                 lines.append(
@@ -683,6 +701,10 @@ def main() -> None:
             "BOT_TOKEN_KEYS", base64.urlsafe_b64encode(b"peer-benchmark-key-32-bytes-long").decode()
         ),
     }
+    if options.runner_root:
+        env["PEER_RUNNER_ROOT"] = str(Path(options.runner_root).resolve())
+    # SIGTERM (or Ctrl-C) still stops the contender's processes and the private Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.update(
         {
             k: env[k]
