@@ -302,7 +302,11 @@ async def main() -> None:
         options.redis_url, max_connections=32, timeout=None
     )
     storage = RedisStorage(Redis(connection_pool=pool_redis))
-    session = AiohttpSession(api=TelegramAPIServer.from_base(options.api))
+    # One HTTP session for all the bots, with room for every bot's long poll plus the
+    # replies (aiohttp's default of 100 connections starves the sends of 100 bots).
+    session = AiohttpSession(
+        api=TelegramAPIServer.from_base(options.api), limit=2 * len(tokens) + 100
+    )
     props = DefaultBotProperties(parse_mode="HTML")
     bots = [Bot(token, session=session, default=props) for token in tokens]
     me = {bot.id: f"bench_{n}_bot" for n, bot in enumerate(bots)}
