@@ -121,8 +121,8 @@ def make_double():
         def move(self, token: str, chat: int, step: int) -> dict:
             with self.done:
                 self.pending[chat] = time.monotonic()
-            _next_update(self, token, chat, step)
-            with self._cond:
+            with self._cond:  # a fast poller could take it (and trim the queue) at once
+                _next_update(self, token, chat, step)
                 return self.bots[token].queue[-1]
 
         def wait_replied(self, timeout: float) -> bool:
