@@ -421,7 +421,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         # Paced: one move every 1/rate s, round-robin (a user still waiting is skipped).
         snap0, pg0 = meter.snapshot(), pg1
         interval, count, n = 1 / options.rate, int(options.rate * options.paced_seconds), 0
-        paced_since = time.monotonic()
+        paced_since, skipped = time.monotonic(), 0
         started = time.perf_counter()
         for k in range(count):
             delay = started + k * interval - time.perf_counter()
@@ -431,10 +431,13 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
                 token, chat = users[n % len(users)]
                 n += 1
                 if chat not in double.pending:
+                    double.move(token, chat, steps[chat])
+                    steps[chat] += 1
                     break
-            double.move(token, chat, steps[chat])
-            steps[chat] += 1
+            else:  # every user still waits for a reply: this tick offers nothing
+                skipped += 1
         offered = time.perf_counter() - started
+        count -= skipped
         result["spread"] = spread(double, redis_client, tokens, since=paced_since)
         if not double.wait_replied(60):
             lost += len(double.pending)
@@ -447,6 +450,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         result["paced"] = {
             "messages": count,
             "offered_per_second": count / offered,
+            "ticks_skipped_all_users_waiting": skipped,
             "p50_ms": percentile(latencies, 0.5) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
             "updates_per_poll": statistics.mean(batches) if batches else 0,
