@@ -94,8 +94,11 @@ def telegram_bots_changed_key() -> str:
 
 
 def rate_limit_user_key(project_id: int, telegram_id: int) -> str:
-    """Sliding-window log (sorted set) of one user's incoming updates in a project."""
-    return rate_limit_key("user", f"{project_id}:{telegram_id}", "60s")
+    """GCRA TAT (a string, ms) of one user's incoming updates in a project.
+
+    Named apart from the sorted sets of the sliding-window log it replaced, so a
+    runner of either version never reads the other's type (WRONGTYPE)."""
+    return rate_limit_key("user", f"{project_id}:{telegram_id}", "60s:tat")
 
 
 def rate_limit_notice_key(project_id: int, telegram_id: int) -> str:
@@ -104,12 +107,13 @@ def rate_limit_notice_key(project_id: int, telegram_id: int) -> str:
 
 
 def rate_limit_bot_send_key(bot_id: int) -> str:
-    """Sliding-window log of one bot's outgoing messages, shared by every process."""
-    return rate_limit_key("bot_send", bot_id, "1s")
+    """GCRA TAT of one bot's outgoing messages, shared by every process."""
+    return rate_limit_key("bot_send", bot_id, "1s:tat")
 
 
 def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
-    return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window")
+    """GCRA TAT of one bot's outgoing messages to one chat."""
+    return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window:tat")
 
 
 def rate_limit_api_key_key(api_key_id: int) -> str:

@@ -55,7 +55,7 @@ def env_list(
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_config(url: str, base_dir: str) -> dict:
+def database_config(url: str, base_dir: str, *, health_checks: bool = True) -> dict:
     """DATABASES['default'] for a URL; an empty URL means the embedded SQLite file.
 
     PostgreSQL gets persistent connections with health checks so that long-running
@@ -74,7 +74,12 @@ def database_config(url: str, base_dir: str) -> dict:
         raise ImproperlyConfigured(
             f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {scheme!r}"
         )
-    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    # Health checks cost a `SELECT 1` round trip on the first query after each request
+    # (the webhook: one per update; the runner: at most one a second per worker, see
+    # lanes.ConnectionCheck). Without them a connection the server dropped fails the
+    # one request or update that finds it (the webhook answers 503 and Telegram
+    # retries; the runner retries the update) and Django closes it after the error.
+    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=health_checks)
     if config["ENGINE"] == "django.db.backends.postgresql":
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("connect_timeout", 5)

@@ -91,7 +91,12 @@ TEMPLATES = [
 # --- Data stores -----------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL")
-DATABASES = {"default": database_config(DATABASE_URL, str(BASE_DIR))}
+# DATABASE_HEALTH_CHECKS=false saves one `SELECT 1` per webhook request (see env.py).
+DATABASES = {
+    "default": database_config(
+        DATABASE_URL, str(BASE_DIR), health_checks=env_bool("DATABASE_HEALTH_CHECKS", True)
+    )
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Staff permissions come from project roles (botplatform/roles.py), never from

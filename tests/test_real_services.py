@@ -46,8 +46,8 @@ def test_the_embedded_default_runs_a_spend_without_redis(tmp_path):
         "bonus_earn(user_id=u.pk, amount=150, idempotency_key='e');"
         "print(bonus_spend(user_id=u.pk, amount=100, idempotency_key='s').status,"
         " bonus_spend(user_id=u.pk, amount=100, idempotency_key='t').status,"
-        " ratelimit.sliding_log_hit([('rate_limit:t:1:w', 1, 60000)]) == 0,"
-        " ratelimit.sliding_log_hit([('rate_limit:t:1:w', 1, 60000)]) == 0)"
+        " ratelimit.rate_hit([('rate_limit:t:1:w', 1, 60000)]) == 0,"
+        " ratelimit.rate_hit([('rate_limit:t:1:w', 1, 60000)]) == 0)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],

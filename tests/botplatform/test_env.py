@@ -44,6 +44,56 @@ def test_database_postgres_url_uses_persistent_checked_connections():
     assert config["CONN_HEALTH_CHECKS"] is True
 
 
+def test_database_health_checks_can_be_turned_off():
+    url = "postgres://bp:pw@db.internal:5433/botplatform"
+    config = database_config(url, "/tmp", health_checks=False)
+    assert config["CONN_HEALTH_CHECKS"] is False
+    assert config["CONN_MAX_AGE"] == 600  # still persistent
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("health_checks", [True, False])
+def test_a_dropped_connection_with_and_without_health_checks(health_checks):
+    """What DATABASE_HEALTH_CHECKS=false trades: the server drops the connection; with
+    checks the next request's SELECT 1 notices and reconnects; without, its first
+    query fails, Django closes the connection after the error, and the next request
+    works on a new one."""
+    from django.db import OperationalError, close_old_connections, connection
+    from django.db.utils import InterfaceError
+
+    old = connection.settings_dict["CONN_HEALTH_CHECKS"], connection.settings_dict["CONN_MAX_AGE"]
+    connection.close()
+    connection.settings_dict["CONN_HEALTH_CHECKS"] = health_checks
+    connection.settings_dict["CONN_MAX_AGE"] = 600  # persistent, as in production
+    connection.ensure_connection()
+    try:
+        pid = connection.connection.info.backend_pid
+        import psycopg
+        from django.conf import settings
+
+        params = {**connection.get_connection_params()}
+        with psycopg.connect(**params, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        close_old_connections()  # a request starts
+        if health_checks:
+            with connection.cursor() as cursor:  # SELECT 1 first, fails, reconnects
+                cursor.execute("SELECT 1")
+        else:
+            with pytest.raises((OperationalError, InterfaceError)), connection.cursor() as cur:
+                cur.execute("SELECT 1")
+        close_old_connections()  # the request ends: a broken connection is closed
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 2")
+            assert cursor.fetchone() == (2,)
+        assert connection.connection.info.backend_pid != pid
+        assert settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    finally:
+        connection.close()
+        connection.settings_dict["CONN_HEALTH_CHECKS"], connection.settings_dict["CONN_MAX_AGE"] = (
+            old
+        )
+
+
 def test_database_rejects_unknown_scheme():
     with pytest.raises(ImproperlyConfigured, match="mysql"):
         database_config("mysql://x@y/z", "/tmp")
