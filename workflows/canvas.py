@@ -319,10 +319,13 @@ SAMPLE_USER = {
 }
 
 
-def message_preview(*, project_id: int, text: Any, buttons: Any) -> dict[str, Any]:
+def message_preview(
+    *, project_id: int, text: Any, buttons: Any, variables: Any = None
+) -> dict[str, Any]:
     """A message as a sample user would see it: rendered with the real template engine.
 
-    Each project variable gets a sample value (its name), so every placeholder shows
+    Each variable of the project (and each name the editor sends in ``variables``:
+    the draft being edited) gets the sample value 7, so every placeholder shows
     something. Returns the Telegram-safe HTML, the button labels, or the problem.
     """
     from workflows.engine.templating import TemplateError, template_render
@@ -330,9 +333,16 @@ def message_preview(*, project_id: int, text: Any, buttons: Any) -> dict[str, An
 
     if not isinstance(text, str) or len(text) > MAX_STRING or "\x00" in text:
         return {"html": "", "buttons": [], "problem": "the text cannot be previewed"}
+    names = set(project_variables(project_id=project_id))
+    if isinstance(variables, list):
+        names.update(
+            name
+            for name in variables[:500]
+            if isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name)
+        )
     context = {
         "user": dict(SAMPLE_USER),
-        "vars": {name: 7 for name in project_variables(project_id=project_id)},
+        "vars": dict.fromkeys(names, 7),
         "bot": {"username": "your_bot", "link": "https://t.me/your_bot"},
     }
     try:

@@ -75,8 +75,6 @@ def playwright_browser(empty_workflow, live_server, settings):
 def _page(browser, base: str, username: str = "ann"):
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.set_default_timeout(15000)
-    page.on("console", lambda m: print("CONSOLE", m.type, m.text))
-    page.on("pageerror", lambda e: print("PAGEERROR", e))
     browser_log_in(page, base, username)
     return page
 
@@ -100,6 +98,7 @@ def _drag(page, source, target, *, to: tuple[float, float] | None = None) -> Non
 
 def _drop_step(page, step_type: str, x: float, y: float) -> str:
     """Drag a step type from the palette onto the canvas; returns the new step's id."""
+    _close_panel(page, fit=False)
     before = set(page.eval_on_selector_all("[data-step-id]", "ns => ns.map(n => n.dataset.stepId)"))
     stage = page.locator("#cv-drawflow").bounding_box()
     _drag(
@@ -118,24 +117,22 @@ def _drop_step(page, step_type: str, x: float, y: float) -> str:
 
 def _connect(page, source: str, port: str, target: str) -> None:
     _close_panel(page)
-    print("PORTS", page.eval_on_selector_all(".output", "ns => ns.map(n => n.outerHTML)"))
     _drag(
         page,
         page.locator(f'[data-step-id="{source}"] .output[data-port="{port}"]'),
         page.locator(f'[data-step-id="{target}"] .cv-node-head'),
     )
-    page.screenshot(path="/tmp/dbg.png")
-    print("EDGES", page.eval_on_selector_all("svg.connection", "ns => ns.map(n => n.outerHTML)"))
     page.wait_for_selector(
         f'[data-edge-from="{source}"][data-edge-to="{target}"]', state="attached"
     )
 
 
-def _close_panel(page) -> None:
-    """The side panel narrows the canvas: close it and fit the flow to the screen."""
+def _close_panel(page, *, fit: bool = True) -> None:
+    """The side panel narrows the canvas: close it (and fit the flow to the screen)."""
     if page.locator("#cv-panel:not([hidden])").count():
         page.click("#cv-panel .cv-close")
-    page.click("#cv-fit")
+    if fit:
+        page.click("#cv-fit")
 
 
 def _type(locator, text: str) -> None:
@@ -175,10 +172,10 @@ def test_build_the_stamp_card_on_the_canvas_publish_and_earn_the_reward(
     page.click("text=+ Add a trigger")
     _type(page.get_by_label("Command"), "stamp")
 
-    count = _drop_step(page, "set_variable", 260, 60)
-    check = _drop_step(page, "condition", 540, 60)
-    reward = _drop_step(page, "message", 820, 20)
-    progress = _drop_step(page, "message", 820, 260)
+    count = _drop_step(page, "set_variable", 280, 60)
+    check = _drop_step(page, "condition", 560, 60)
+    reward = _drop_step(page, "message", 870, 20)
+    progress = _drop_step(page, "message", 870, 300)
 
     _connect(page, "@start", "start", count)
     _connect(page, count, "next", check)

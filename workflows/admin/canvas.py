@@ -147,7 +147,7 @@ class CanvasViews:
     def canvas_preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """A message as a sample user sees it (the real template renderer)."""
         workflow = self._workflow(request, object_id, change=False)
-        text, buttons = request.GET.get("text", "Hello {{ user.first_name }}!"), []
+        text, buttons, names = request.GET.get("text", "Hello {{ user.first_name }}!"), [], []
         if request.method == "POST":
             if len(request.body) > PREVIEW_MAX:
                 return _problem("The message is too long to preview.")
@@ -157,9 +157,11 @@ class CanvasViews:
                 return _problem("The preview needs JSON: {text, buttons}.")
             if not isinstance(data, dict):
                 return _problem("The preview needs JSON: {text, buttons}.")
-            text, buttons = data.get("text"), data.get("buttons")
+            text, buttons, names = data.get("text"), data.get("buttons"), data.get("vars")
         return JsonResponse(
-            message_preview(project_id=workflow.project_id, text=text, buttons=buttons)
+            message_preview(
+                project_id=workflow.project_id, text=text, buttons=buttons, variables=names
+            )
         )
 
     def gallery_view(self, request: HttpRequest) -> HttpResponse:

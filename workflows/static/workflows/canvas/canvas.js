@@ -63,7 +63,7 @@
     type.fields.forEach(function (spec) {
       if (spec.kind === "branches") {
         (step.branches || []).forEach(function (branch, i) {
-          out.push({ key: "branch:" + i, label: "if " + (short(branch["if"], 22) || "…"), target: branch.next });
+          out.push({ key: "branch:" + i, label: "if " + (short(conditionWords(branch["if"]), 24) || "…"), target: branch.next });
         });
       } else if (spec.kind === "buttons") {
         flatButtons(step).forEach(function (entry, i) {
@@ -120,6 +120,21 @@
   }
 
   // --- Drawing ---------------------------------------------------------------------
+  // How operators read a template or a condition on a node: no braces, no "vars.".
+  function words(text) {
+    return String(text || "").replace(/\{\{\s*(?:vars|user|bot)\.([A-Za-z0-9_]+)[^}]*\}\}/g, "‹$1›").replace(/<[^>]*>/g, "");
+  }
+  function conditionWords(expression) {
+    var groups = window.BPCondition.parse(expression);
+    if (!groups) return expression;
+    var names = {};
+    window.BPCondition.OPS.forEach(function (op) { names[op[0]] = op[1]; });
+    return groups.map(function (g) {
+      return g.map(function (c) {
+        return c.left.replace(/^(vars|user|bot)\./, "") + " " + names[c.op] + (c.value === "" ? "" : " " + c.value);
+      }).join(" and ");
+    }).join(" or ");
+  }
   function nodeHtml(id, step) {
     if (id === ENTRY) {
       var names = (S.triggers || []).map(function (t) {
@@ -129,7 +144,7 @@
         '<div class="cv-node-text">' + esc(names.length ? names.join(", ") : "no trigger yet") + "</div>";
     }
     var type = registry[step.type] || { label: step.type };
-    var preview = step.text || step.description || (step.branches ? step.branches.map(function (b) { return b["if"]; }).join(" / ") : "") ||
+    var preview = words(step.text) || step.description || (step.branches ? step.branches.map(function (b) { return conditionWords(b["if"]); }).join(" / ") : "") ||
       (step.variable ? step.variable + " " + (step.operation || "set") + " " + (step.value === undefined ? "" : step.value) : "") ||
       (step.url || step.workflow || step.amount || "");
     var count = (problems[id] || []).length;
@@ -261,7 +276,10 @@
       return fetch(config.urls.preview, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
-        body: JSON.stringify({ text: text, buttons: buttonRows })
+        body: JSON.stringify({
+          text: text, buttons: buttonRows,
+          vars: variables().filter(function (v) { return v.indexOf("vars.") === 0; }).map(function (v) { return v.slice(5); })
+        })
       }).then(function (r) { return r.json(); });
     }
   };
@@ -384,7 +402,7 @@
     s.layout = { "@start": { x: 20, y: 40 } };
     Object.keys(columns).forEach(function (l) {
       columns[l].forEach(function (id, row) {
-        s.layout[id] = { x: 40 + Number(l) * 270, y: 40 + row * 190 + (Number(l) === 0 ? 240 : 0) };
+        s.layout[id] = { x: 40 + Number(l) * 320, y: 40 + row * 190 + (Number(l) === 0 ? 240 : 0) };
       });
     });
   }
@@ -465,7 +483,8 @@
         node.querySelector(".drawflow_content_node").innerHTML = nodeHtml(id, S.definition.steps[id]);
         node.classList.toggle("cv-has-problem", !!(problems[id] || []).length);
       });
-      if (selected && panel.contains(document.activeElement) === false) showPanel();
+      if (selected) window.BPPanel.showProblems(problems[selected === ENTRY ? "" : selected] || []);
+      minimap();
     });
   }
   function reload() {
@@ -561,12 +580,15 @@
   }
   function fit() {
     var b = bounds(), box = $("cv-drawflow");
-    var zoom = Math.min(1.2, Math.max(editor.zoom_min, Math.min((box.clientWidth - 60) / b.w, (box.clientHeight - 60) / b.h)));
+    var width = b.w + 90; // the port labels right of the last column
+    var zoom = Math.min(1.2, Math.max(editor.zoom_min, Math.min((box.clientWidth - 40) / width, (box.clientHeight - 40) / b.h)));
     editor.zoom = editor.zoom_last_value = zoom;
-    // Drawflow scales around the precanvas centre.
-    var cw = editor.precanvas.clientWidth, ch = editor.precanvas.clientHeight;
-    editor.canvas_x = 30 - (b.x * zoom) - (cw - cw * zoom) / 2;
-    editor.canvas_y = 30 - (b.y * zoom) - (ch - ch * zoom) / 2;
+    // canvas.css scales the precanvas from its top left corner; measure where it sits.
+    editor.canvas_x = editor.canvas_y = 0;
+    applyView();
+    var pre = editor.precanvas.getBoundingClientRect(), stage = box.getBoundingClientRect();
+    editor.canvas_x = stage.left + 20 - (pre.left + b.x * zoom);
+    editor.canvas_y = stage.top + 20 - (pre.top + b.y * zoom);
     applyView();
   }
   function minimap() {
@@ -604,6 +626,7 @@
     var dock = $("cv-sim"), button = $("cv-sim-toggle");
     dock.hidden = !dock.hidden;
     button.setAttribute("aria-expanded", String(!dock.hidden));
+    setTimeout(fit, 0); // the stage changed width
     if (!dock.hidden && !$("sim-root").innerHTML.trim()) {
       fetch(config.urls.simulator, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
         .then(function (r) { return r.text(); }).then(function (html) { $("sim-root").innerHTML = html; highlight(); });
@@ -622,6 +645,7 @@
     return target && (/^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName) || target.isContentEditable);
   }
   function keys(e) {
+    if (e.key === "Escape" && panel.contains(e.target)) { e.target.blur(); select(null); return; }
     if (typing(e.target)) return;
     var ctrl = e.ctrlKey || e.metaKey, k = e.key;
     if (ctrl && (k === "z" || k === "Z")) { e.preventDefault(); if (e.shiftKey) redoOnce(); else undoOnce(); }
@@ -662,7 +686,12 @@
     if (!config.can_change) editor.editor_mode = "fixed";
     var missing = Object.keys(S.definition.steps).some(function (id) { return !S.layout[id]; });
     if (missing) autoLayout(S);
-    editor.on("nodeSelected", function (df) { if (!rendering) select(dfToStep[df]); });
+    editor.on("nodeSelected", function (df) {
+      // Pressing a port starts a link: that is not opening the step.
+      var pressed = editor.ele_selected;
+      if (rendering || (pressed && pressed.classList && pressed.classList.contains("output"))) return;
+      select(dfToStep[df]);
+    });
     editor.on("nodeUnselected", function () { });
     editor.on("nodeMoved", function (df) {
       var id = dfToStep[df], node = editor.drawflow.drawflow.Home.data[df];

@@ -429,11 +429,9 @@
       name.addEventListener("change", function () { api.rename(stepId, name.value.trim()); });
       labelled(panel, { name: "step-name", kind: "line", label: "Step name", help: "Letters, digits, _ or -. Links follow a rename." }, name);
     }
-    if (problems.length) {
-      var list = el("ul", { "class": "cv-panel-problems errorlist", "aria-label": "Problems of this step" });
-      problems.forEach(function (p) { list.appendChild(el("li", {}, p)); });
-      panel.appendChild(list);
-    }
+    var list = el("ul", { "class": "cv-panel-problems errorlist", id: "cv-panel-problems", "aria-label": "Problems of this step", "aria-live": "polite" });
+    panel.appendChild(list);
+    showProblems(problems);
     if (stepId === "@start") {
       triggers(api, panel);
     } else {
@@ -444,5 +442,14 @@
     }
   }
 
-  window.BPPanel = { render: render };
+  // The step's problems, refreshed in place after every check (the fields keep focus).
+  function showProblems(problems) {
+    var list = document.getElementById("cv-panel-problems");
+    if (!list) return;
+    list.innerHTML = "";
+    problems.forEach(function (p) { list.appendChild(el("li", {}, p)); });
+    list.hidden = !problems.length;
+  }
+
+  window.BPPanel = { render: render, showProblems: showProblems };
 })();
