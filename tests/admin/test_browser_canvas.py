@@ -286,3 +286,42 @@ def test_two_sessions_editing_one_draft_see_who_changed_it(
     assert ann.locator('[data-step-id="message_1"]').count() == 0
     ann.keyboard.press("Control+z")  # her own version is one undo away: nothing lost
     ann.wait_for_selector('[data-step-id="message_1"]')
+
+
+def test_a_broadcast_segment_is_built_with_the_same_builder(playwright_browser, live_server):
+    base = live_server.url
+    page = _page(playwright_browser, base)
+    page.goto(f"{base}/admin/workflows/broadcast/add/")
+    page.select_option("#id_project", label="Coffee Club")
+    page.fill("#id_title", "Big spenders")
+    page.fill("#id_text", "Thank you!")
+    page.select_option("#id_segment", "condition")
+    assert page.locator("#id_condition").is_hidden()  # the builder writes it
+    page.click(".cb-segment >> text=+ add a condition")
+    page.locator(".cb-segment .cb-var").select_option(label="user: balance")
+    page.locator(".cb-segment .cb-op").select_option(label="is at least")
+    _type(page.locator(".cb-segment .cb-value"), "100")
+    _shot(page, "broadcast-segment-builder", ".field-condition")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=user(s) right now")
+
+    import threading
+
+    from django.db import connection
+
+    from workflows.models import Broadcast
+
+    found = []
+
+    def read() -> None:
+        try:
+            found.append(Broadcast.objects.get(title="Big spenders").condition)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join(30)
+    assert found == ["user.balance >= 100"]
+    # Reopened, the saved condition shows in the builder again.
+    assert page.locator(".cb-segment .cb-value").input_value() == "100"
