@@ -37,6 +37,7 @@ def empty_workflow(coffee_club):  # noqa: F811
     from workflows.models import Workflow
 
     operator_create("bea", coffee_club, role="editor")
+    operator_create("ada", coffee_club, role="analyst")
     return Workflow.objects.create(project=coffee_club, name="Stamp card", slug="stamp-card")
 
 
@@ -216,8 +217,8 @@ def test_build_the_stamp_card_on_the_canvas_publish_and_earn_the_reward(
     page.click("#confirm-publish")
     page.wait_for_selector("text=is live as version 1")
 
-    # Back on the canvas, the simulator docked beside it.
-    page.goto(f"{base}/admin/workflows/workflow/{empty_workflow.pk}/canvas/")
+    # Back on the canvas (publishing returns there), the simulator docked beside it.
+    assert page.url.endswith(f"/{empty_workflow.pk}/canvas/")
     page.click("#cv-sim-toggle")
     page.wait_for_selector("#sim-text")
     for number in range(1, 11):
@@ -325,3 +326,52 @@ def test_a_broadcast_segment_is_built_with_the_same_builder(playwright_browser, 
     assert found == ["user.balance >= 100"]
     # Reopened, the saved condition shows in the builder again.
     assert page.locator(".cb-segment .cb-value").input_value() == "100"
+
+
+def test_a_template_from_the_gallery_opens_laid_out_on_the_canvas(playwright_browser, live_server):
+    base = live_server.url
+    page = _page(playwright_browser, base)
+    page.goto(f"{base}/admin/workflows/workflow/")
+    page.click("text=Start from a template")
+    page.wait_for_selector(".cv-gallery")
+    _shot(page, "canvas-gallery")
+    page.click("[aria-label='Add “Order status (HTTP call)”']")
+    page.wait_for_selector('[data-step-id="lookup"]')
+    assert "added as a draft" in page.locator(".messagelist").inner_text()
+    steps = ["ask", "lookup", "status", "failed"]
+    boxes = [page.locator(f'[data-step-id="{step}"]').bounding_box() for step in steps]
+    for index, one in enumerate(boxes):  # auto-layout: no node on top of another
+        for other in boxes[index + 1 :]:
+            apart = (
+                one["x"] + one["width"] <= other["x"]
+                or other["x"] + other["width"] <= one["x"]
+                or one["y"] + one["height"] <= other["y"]
+                or other["y"] + other["height"] <= one["y"]
+            )
+            assert apart, (one, other)
+    edges = page.eval_on_selector_all(
+        "svg.connection",
+        "es => es.map(e => [e.dataset.edgeFrom, e.dataset.edgePort, e.dataset.edgeTo])",
+    )
+    assert sorted(edges) == [
+        ["@start", "start", "ask"],
+        ["ask", "next", "lookup"],
+        ["lookup", "on_failure", "failed"],
+        ["lookup", "on_success", "status"],
+    ]
+    page.wait_for_selector("#cv-problems-toggle:has-text('Ready to publish')")
+
+
+def test_an_analyst_sees_the_canvas_read_only(playwright_browser, live_server, empty_workflow):
+    base = live_server.url
+    page = _page(playwright_browser, base, "ada")
+    page.goto(f"{base}/admin/workflows/workflow/{empty_workflow.pk}/canvas/")
+    page.wait_for_selector('[data-step-id="start"]')
+    assert page.locator(".cv-palette").count() == 0
+    assert page.locator("#cv-publish").count() == 0
+    assert "Read only" in page.locator("#cv-status").inner_text()
+    page.locator('[data-step-id="start"] .cv-node-head').click()
+    page.wait_for_selector("#cv-panel:not([hidden])")
+    assert page.locator("#cv-panel input:enabled, #cv-panel select:enabled").count() == 0
+    page.keyboard.press("Delete")
+    assert page.locator('[data-step-id="start"]').count() == 1

@@ -84,7 +84,8 @@ class CanvasViews:
                 "draft": reverse("admin:workflows_workflow_canvas_draft", args=[workflow.pk]),
                 "check": reverse("admin:workflows_workflow_canvas_check", args=[workflow.pk]),
                 "preview": reverse("admin:workflows_workflow_canvas_preview", args=[workflow.pk]),
-                "publish": reverse("admin:workflows_workflow_publish", args=[workflow.pk]),
+                "publish": reverse("admin:workflows_workflow_publish", args=[workflow.pk])
+                + "?from=canvas",
                 "simulator": (
                     reverse("admin:workflows_simulator", args=[project_id])
                     + f"?workflow={workflow.pk}"

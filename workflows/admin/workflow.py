@@ -351,7 +351,8 @@ class WorkflowAdmin(CanvasViews, ProjectScopedAdmin):
                         f"“{workflow.name}” is live as version {version.number}. "
                         "Conversations in flight finish on the version they started.",
                     )
-                    return redirect("admin:workflows_workflow_editor", workflow.pk)
+                    back = "canvas" if request.GET.get("from") == "canvas" else "editor"
+                    return redirect(f"admin:workflows_workflow_{back}", workflow.pk)
         else:
             try:
                 workflow_validate_for(workflow=workflow)

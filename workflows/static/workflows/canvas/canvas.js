@@ -683,7 +683,13 @@
     editor.force_first_input = true;
     editor.key = function () {}; // our own shortcuts, on our state
     editor.start();
-    if (!config.can_change) editor.editor_mode = "fixed";
+    if (!config.can_change) {
+      editor.editor_mode = "fixed"; // Drawflow ignores clicks on nodes then: open them here
+      host.addEventListener("click", function (e) {
+        var node = e.target.closest && e.target.closest("[data-step-id]");
+        if (node) select(node.getAttribute("data-step-id"));
+      });
+    }
     var missing = Object.keys(S.definition.steps).some(function (id) { return !S.layout[id]; });
     if (missing) autoLayout(S);
     editor.on("nodeSelected", function (df) {
