@@ -81,7 +81,12 @@ def _page(browser, base: str, username: str = "ann"):
 
 
 def _center(locator) -> tuple[float, float]:
-    box = locator.bounding_box()
+    box = None
+    for _ in range(10):  # a live check may be redrawing the node's text right now
+        box = locator.bounding_box()
+        if box:
+            break
+        locator.page.wait_for_timeout(100)
     assert box, "the element is not on screen"
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
@@ -173,12 +178,20 @@ def test_build_the_stamp_card_on_the_canvas_publish_and_earn_the_reward(
     page.click("text=+ Add a trigger")
     _type(page.get_by_label("Command"), "stamp")
 
-    count = _drop_step(page, "set_variable", 280, 60)
-    check = _drop_step(page, "condition", 560, 60)
-    reward = _drop_step(page, "message", 870, 20)
-    progress = _drop_step(page, "message", 870, 300)
+    ask = _drop_step(page, "message", 280, 60)
+    count = _drop_step(page, "set_variable", 580, 60)
+    check = _drop_step(page, "condition", 880, 60)
+    reward = _drop_step(page, "message", 580, 330)
+    progress = _drop_step(page, "message", 880, 330)
 
-    _connect(page, "@start", "start", count)
+    # The customer shows the phone; a staff member presses the button.
+    _select_node(page, ask)
+    _type(page.locator(".cv-compose-text"), "Show this to the barista.")
+    page.click("text=+ Add a button")
+    _type(page.get_by_label("Button 1 text"), "Staff: confirm stamp")
+
+    _connect(page, "@start", "start", ask)
+    _connect(page, ask, "button:0", count)
     _connect(page, count, "next", check)
     _connect(page, check, "branch:0", reward)
     _connect(page, check, "default", progress)
@@ -224,6 +237,10 @@ def test_build_the_stamp_card_on_the_canvas_publish_and_earn_the_reward(
     for number in range(1, 11):
         page.fill("#sim-text", "/stamp")
         page.press("#sim-text", "Enter")
+        page.wait_for_function(
+            "n => document.querySelectorAll('#sim-chat .sim-button').length === n", arg=number
+        )
+        page.locator("#sim-chat .sim-button").last.click()  # the staff confirms
         expected = "Free coffee" if number == 10 else f"Stamps so far: {number}"
         page.wait_for_selector(f"#sim-chat .sim-msg.bot:has-text('{expected}')")
     assert page.locator(f'[data-step-id="{reward}"].cv-current').count() == 1

@@ -480,7 +480,8 @@
       Object.keys(stepToDf).forEach(function (id) {
         var node = $("node-" + stepToDf[id]);
         if (!node || id === ENTRY) return;
-        node.querySelector(".drawflow_content_node").innerHTML = nodeHtml(id, S.definition.steps[id]);
+        var content = node.querySelector(".drawflow_content_node"), html = nodeHtml(id, S.definition.steps[id]);
+        if (content.innerHTML !== html) content.innerHTML = html; // only what changed: less churn
         node.classList.toggle("cv-has-problem", !!(problems[id] || []).length);
       });
       if (selected) window.BPPanel.showProblems(problems[selected === ENTRY ? "" : selected] || []);
