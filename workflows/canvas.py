@@ -134,8 +134,9 @@ def canvas_payload_parse(body: bytes) -> CanvasPayload:
         raise CanvasPayloadError("the draft is not UTF-8 text") from None
     except RecursionError:
         raise CanvasPayloadError(f"the draft nests more than {MAX_DEPTH} levels deep") from None
-    except ValueError as exc:
-        raise CanvasPayloadError(f"the draft is not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of thousands of digits
+        reason = getattr(exc, "msg", None) or "a number is too long"
+        raise CanvasPayloadError(f"the draft is not valid JSON ({reason})") from None
     if not isinstance(data, dict):
         raise CanvasPayloadError("the draft must be an object")
     _clean(data, 0, "the draft")

@@ -290,6 +290,7 @@ def _nested(depth: int):
         (b"\xff\xfe", "not UTF-8"),
         (b"{", "not valid JSON"),
         (b"[]", "must be an object"),
+        (b'{"definition": ' + b"1" * 5000 + b"}", "too long"),
         (b'{"definition": {"steps": {"a": {"type": "end", "t": "\\u0000"}}}}', "NUL"),
         (b'{"definition": {"steps": {"a": {"type": "end", "t": "\\ud800"}}}}', "surrogate"),
         (
