@@ -270,6 +270,22 @@ def test_drag_connect_then_undo_and_redo(playwright_browser, live_server, empty_
     draft = _draft(empty_workflow.pk)
     assert draft["steps"][hello]["next"] == "start"
 
+    # Undo is at least 50 deep: 60 keyboard moves, 60 undos, back where it was.
+    node = page.locator(f'[data-step-id="{hello}"]')
+    _select_node(page, hello)
+    page.click("#cv-panel .cv-close")
+    _select_node(page, hello)  # closed, then opened again with a click
+    before = node.bounding_box()
+    for _ in range(60):
+        page.keyboard.press("ArrowRight")
+    moved = node.bounding_box()
+    assert moved["x"] > before["x"] + 100
+    for _ in range(60):
+        page.keyboard.press("Control+z")
+    back = node.bounding_box()
+    assert abs(back["x"] - before["x"]) < 1 and abs(back["y"] - before["y"]) < 1
+    assert page.locator(edge).count() == 1  # the link made before the moves is still there
+
 
 def test_two_sessions_editing_one_draft_see_who_changed_it(
     playwright_browser, live_server, empty_workflow

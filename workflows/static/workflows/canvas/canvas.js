@@ -684,20 +684,20 @@
     editor.force_first_input = true;
     editor.key = function () {}; // our own shortcuts, on our state
     editor.start();
-    if (!config.can_change) {
-      editor.editor_mode = "fixed"; // Drawflow ignores clicks on nodes then: open them here
-      host.addEventListener("click", function (e) {
-        var node = e.target.closest && e.target.closest("[data-step-id]");
-        if (node) select(node.getAttribute("data-step-id"));
-      });
-    }
+    if (!config.can_change) editor.editor_mode = "fixed";
+    // A click on a node opens it (Drawflow's own "selected" event does not fire again
+    // for the node it still thinks is selected, nor in read-only mode).
+    host.addEventListener("click", function (e) {
+      var node = e.target.closest && e.target.closest("[data-step-id]");
+      if (node && !e.target.closest(".output")) select(node.getAttribute("data-step-id"));
+    });
     var missing = Object.keys(S.definition.steps).some(function (id) { return !S.layout[id]; });
     if (missing) autoLayout(S);
     editor.on("nodeSelected", function (df) {
       // Pressing a port starts a link: that is not opening the step.
       var pressed = editor.ele_selected;
       if (rendering || (pressed && pressed.classList && pressed.classList.contains("output"))) return;
-      select(dfToStep[df]);
+      if (selected !== dfToStep[df]) select(dfToStep[df]);
     });
     editor.on("nodeUnselected", function () { });
     editor.on("nodeMoved", function (df) {
