@@ -32,6 +32,19 @@ class Workflow(models.Model):
         default=empty_definition,
         help_text="The definition being edited. Users only ever see published versions.",
     )
+    layout = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where the visual editor draws each step: layout only, never behaviour.",
+    )
+    draft_saved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last saved the draft in the visual editor (named in a conflict).",
+    )
     is_active = models.BooleanField(default=True)
     priority = models.IntegerField(
         default=0, help_text="When several workflows match a message, the highest wins."

@@ -7,7 +7,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from botplatform.cache import rate_limit_api_key_key
-from botplatform.ratelimit import sliding_log_hit
+from botplatform.ratelimit import rate_hit
 from users.apikeys import apikey_authenticate, apikey_touch
 from users.models_pos import ApiKey
 
@@ -40,7 +40,7 @@ class BearerKeyAuthentication(authentication.BaseAuthentication):
         api_key = apikey_authenticate(plain.strip())
         if api_key is None:
             raise exceptions.AuthenticationFailed("unknown or revoked API key")
-        wait_ms = sliding_log_hit(
+        wait_ms = rate_hit(
             [(rate_limit_api_key_key(api_key.pk), api_key.rate_limit_per_minute, 60_000)]
         )
         if wait_ms:

@@ -71,6 +71,11 @@ CUSTOM = {
     "workflows_simulator_index": {"owner", "editor"},
     "workflows_simulator": {"owner", "editor"},
     "workflows_workflow_editor": {"owner", "editor", "analyst"},  # analysts read it
+    "workflows_workflow_canvas": {"owner", "editor", "analyst"},  # analysts read it
+    "workflows_workflow_canvas_draft": {"owner", "editor", "analyst"},  # GET reads
+    "workflows_workflow_canvas_check": {"owner", "editor", "analyst"},
+    "workflows_workflow_canvas_preview": {"owner", "editor", "analyst"},
+    "workflows_workflow_gallery": {"owner", "editor"},
     "workflows_workflow_versions": {"owner", "editor", "analyst"},
     "workflows_workflow_export": {"owner", "editor", "analyst"},
     "workflows_workflow_publish": {"owner", "editor"},

@@ -19,6 +19,7 @@ from django.utils.text import slugify
 from botplatform import roles
 from botplatform.admin_scoping import ProjectScopedAdmin, project_or_404, projects_for
 from workflows import simulator
+from workflows.admin.canvas import CanvasViews
 from workflows.admin.forms import (
     ImportForm,
     PublishForm,
@@ -56,7 +57,7 @@ from workflows.version_diff import version_diff
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(ProjectScopedAdmin):
+class WorkflowAdmin(CanvasViews, ProjectScopedAdmin):
     form = WorkflowForm
     list_display = (
         "name",
@@ -94,7 +95,9 @@ class WorkflowAdmin(ProjectScopedAdmin):
     @admin.display(description="")
     def tools(self, obj: Workflow) -> str:
         return format_html(
-            '<a href="{}">Edit steps</a> · <a href="{}">Publish…</a> · <a href="{}">Versions</a>',
+            '<a href="{}">Edit on the canvas</a> · <a href="{}">Edit steps (form)</a> · '
+            '<a href="{}">Publish…</a> · <a href="{}">Versions</a>',
+            reverse("admin:workflows_workflow_canvas", args=[obj.pk]),
             reverse("admin:workflows_workflow_editor", args=[obj.pk]),
             reverse("admin:workflows_workflow_publish", args=[obj.pk]),
             reverse("admin:workflows_workflow_versions", args=[obj.pk]),
@@ -146,6 +149,7 @@ class WorkflowAdmin(ProjectScopedAdmin):
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_view), name="workflows_workflow_import"),
+            *self.canvas_urls(),
             path("simulator/", view(self.simulator_index_view), name="workflows_simulator_index"),
             path(
                 "simulator/<int:project_id>/",
@@ -349,7 +353,8 @@ class WorkflowAdmin(ProjectScopedAdmin):
                     )
                     for warning in workflow_warnings(version.definition):
                         messages.warning(request, f"Check: {warning}")
-                    return redirect("admin:workflows_workflow_editor", workflow.pk)
+                    back = "canvas" if request.GET.get("from") == "canvas" else "editor"
+                    return redirect(f"admin:workflows_workflow_{back}", workflow.pk)
         else:
             try:
                 workflow_validate_for(workflow=workflow)
