@@ -15,7 +15,7 @@ from botplatform.telegram.journal import updates_record
 from tests.workflows.conftest import publish
 from workflows.engine.validation import WorkflowValidationError
 from workflows.models import Workflow
-from workflows.services import workflow_publish
+from workflows.publishing import workflow_publish
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 100
 CHAT = 9401
