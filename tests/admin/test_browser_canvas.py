@@ -208,6 +208,8 @@ def test_build_the_stamp_card_on_the_canvas_publish_and_earn_the_reward(
     page.locator(".cb-var").select_option(label="stamps (variable)")
     page.locator(".cb-op").select_option(label="is at least")
     _type(page.locator(".cb-value"), "10")
+    # The live check follows: the panel's "expression is empty" goes away by itself.
+    page.wait_for_selector("#cv-panel-problems li:has-text('empty')", state="detached")
     _shot(page, "canvas-builder", "#cv-panel")
 
     # The two messages; the progress one inserts the counter from the picker.
