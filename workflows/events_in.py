@@ -6,6 +6,7 @@ templates of that run (a later step after a delay no longer sees it)."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from django.db import transaction
@@ -16,6 +17,8 @@ from users.models import BotUser
 from workflows.delivery import actions_deliver
 from workflows.engine.triggers import trigger_candidates, trigger_match
 from workflows.services import event_process
+
+logger = logging.getLogger(__name__)
 
 
 def customer_event(*, user: BotUser, name: str, payload: dict) -> bool:
@@ -40,3 +43,30 @@ def customer_event(*, user: BotUser, name: str, payload: dict) -> bool:
                 lambda: actions_deliver(bot_id=bot.pk, chat_id=user.chat_id, actions=actions)
             )
     return result.handled
+
+
+PURCHASE_EVENT = "purchase"
+
+
+def purchase_event(purchase) -> bool:
+    """A purchase was recorded (once per order, never for a replay): start the
+    workflow listening to the ``purchase`` event, e.g. a stamp card's "add a stamp".
+    Customers can never send it themselves, so stamps follow real purchases only."""
+    user = purchase.customer
+    if user.telegram_id is None:
+        return False
+    try:
+        return customer_event(
+            user=user,
+            name=PURCHASE_EVENT,
+            payload={
+                "order_id": purchase.order_id,
+                "amount": str(purchase.amount),
+                "currency": purchase.currency,
+                "accrued": purchase.accrued,
+                "store": purchase.store,
+            },
+        )
+    except Exception:  # the purchase stands; a broken workflow must not undo it
+        logger.exception("purchase event for order %s failed", purchase.order_id)
+        return False

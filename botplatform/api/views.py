@@ -225,6 +225,10 @@ class PurchasesView(ApiView):
             store=values["store"],
             api_key_id=request.auth.pk,
         )
+        if result.created:
+            from workflows.events_in import purchase_event
+
+            purchase_event(result.purchase)
         return Response(
             purchase_data(result.purchase, result.balance),
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

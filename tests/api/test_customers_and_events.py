@@ -252,3 +252,30 @@ def test_old_idempotency_records_are_pruned():
     ApiIdempotency.objects.create(api_key=key, key="new", request_hash="x")
     assert api_idempotency_prune() == 1
     assert list(ApiIdempotency.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_each_recorded_purchase_sends_the_purchase_event_once(
+    delivery_to, django_capture_on_commit_callbacks
+):
+    """A stamp card: stamps follow real purchases, and a retried order adds none."""
+    project = project_with_rules()
+    bot_create(project=project)
+    workflow = workflow_create(
+        project=project,
+        definition={
+            "start": "stamp",
+            "steps": {"stamp": {"type": "message", "text": "Stamp for {{ event.order_id }}"}},
+        },
+    )
+    version = workflow.published_version
+    version.triggers = [{"type": "event", "name": "purchase"}]
+    version.save()
+    sent = []
+    delivery_to(lambda *, bot_id, chat_id, actions: sent.append(actions[0].text))
+    user = customer(project)
+    api = api_for(project)
+    body = {"customer_id": user.pk, "order_id": "S-1", "amount": "10"}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("purchases", body).status_code == 201
+        assert api.post("purchases", body).status_code == 200
+    assert sent == ["Stamp for S-1"]

@@ -35,10 +35,10 @@ def populated(db):
 
     broadcast = Broadcast.objects.create(project=bot.project, title="News", text="Hi")
     broadcast.deliveries.create(user=user)
-    # The till's models (API keys, earn rules, cashiers, purchases, holds, webhooks).
+    # --- The POS/CRM API's screens ---
     from tests.admin.test_tenant_isolation import _populate_pos
 
-    _populate_pos(bot.project, user, "T")
+    _populate_pos(bot.project, user, "Pos")
     return bot
 
 
