@@ -277,6 +277,7 @@ def _redeem(turn: Turn, customer_id: int, text: str) -> list[Action]:
             store=turn.cashier.store_name,
             cashier_id=turn.cashier.pk,
             order_id=f"tg-{turn.bot.pk}-{turn.update_id}",
+            require_approval=True,  # the customer says Yes in their own chat
         )
     except HoldError as exc:
         return [turn.say(f"Not possible: {html.escape(str(exc))}.", NEXT_ROW)]

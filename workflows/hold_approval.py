@@ -53,9 +53,6 @@ def hold_request(hold: Hold, *, chat_id: int) -> SendMessage:
 
 def hold_approval_message(hold: Hold, *, cashier_chat_id: int) -> list[Action]:
     """For the cashier menu: ask the customer (in their chat) and tell the cashier."""
-    if not hold.needs_customer_approval:  # the cashier menu always asks
-        Hold.objects.filter(pk=hold.pk).update(needs_customer_approval=True)
-        hold.needs_customer_approval = True
     customer = BotUser.objects.only("chat_id").get(pk=hold.customer_id)
     return [
         hold_request(hold, chat_id=customer.chat_id),

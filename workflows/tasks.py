@@ -129,23 +129,12 @@ from workflows.webhooks_send import webhook_deliver, webhooks_due  # noqa: E402,
 
 @shared_task(base=BrokerSafeTask, ignore_result=True)
 def purchase_event(purchase_id: int) -> None:
-    """A purchase recorded in the cashier menu starts the customer's workflows with an
-    ``event`` trigger named "purchase" (stamp cards: a stamp per confirmed purchase).
-    Queued after the purchase commits; at most once (a broker outage loses it)."""
+    """A purchase recorded in the cashier menu starts the customer's ``purchase`` event
+    workflow (stamp cards), as one recorded through the API does. Queued after the
+    purchase commits; at most once (a broker outage loses it)."""
     from users.models import Purchase
-    from workflows.events_in import customer_event
+    from workflows.events_in import purchase_event as purchase_event_start
 
     purchase = Purchase.objects.select_related("customer").filter(pk=purchase_id).first()
-    if purchase is None:
-        return
-    customer_event(
-        user=purchase.customer,
-        name="purchase",
-        payload={
-            "order_id": purchase.order_id,
-            "amount": str(purchase.amount),
-            "currency": purchase.currency,
-            "accrued": purchase.accrued,
-            "store": purchase.store,
-        },
-    )
+    if purchase is not None:
+        purchase_event_start(purchase)

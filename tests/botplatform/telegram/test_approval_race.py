@@ -34,6 +34,7 @@ def _hold(bot) -> tuple[BotUser, Hold]:
         amount=200,
         cashier_id=cashier.pk,
         order_id="tg-race-1",
+        require_approval=True,
     )
     hold_approval_message(hold, cashier_chat_id=CASHIER)
     return customer, hold
