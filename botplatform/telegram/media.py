@@ -112,24 +112,24 @@ def _file_id_of(message: dict, kind: str) -> str:
     return value.get("file_id", "") if isinstance(value, dict) else ""
 
 
+# Kinds telebot sends with a method of their own, all taking a caption and a markup.
+_SEND_METHODS = {
+    "photo": "send_photo",
+    "video": "send_video",
+    "animation": "send_animation",
+    "audio": "send_audio",
+    "voice": "send_voice",
+}
+
+
 def _send_one(api, bot: Bot, chat_id: int, medium: Media, data, markup, parse_mode) -> dict:
     caption = medium.caption[:CAPTION_LIMIT] or None
     token = bot.token
-    if medium.kind == "photo":
-        return api.send_photo(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "video":
-        return api.send_video(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "animation":
-        return api.send_animation(token, chat_id, data, caption=caption, reply_markup=markup,
-                                  parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "audio":
-        return api.send_audio(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "voice":
-        return api.send_voice(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
+    method = _SEND_METHODS.get(medium.kind)
+    if method is not None:
+        return getattr(api, method)(
+            token, chat_id, data, caption=caption, reply_markup=markup, parse_mode=parse_mode
+        )
     if medium.kind == "sticker":
         return api.send_data(token, chat_id, data, "sticker", reply_markup=markup)
     return api.send_data(token, chat_id, data, "document", reply_markup=markup,

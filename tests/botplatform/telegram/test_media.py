@@ -150,6 +150,27 @@ def test_a_url_and_inline_bytes_are_sent_without_caching(double, tg_bot):
     assert double.calls_of("sendPhoto", tg_bot.token)[0].params["photo"].startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize(
+    "kind, method",
+    [
+        ("photo", "sendPhoto"),
+        ("video", "sendVideo"),
+        ("animation", "sendAnimation"),
+        ("audio", "sendAudio"),
+        ("voice", "sendVoice"),
+        ("document", "sendDocument"),
+        ("sticker", "sendSticker"),
+    ],
+)
+def test_each_kind_goes_by_its_own_method_with_its_caption(double, tg_bot, kind, method):
+    medium = Media(kind=kind, ref="data:application/octet-stream;base64,aGk=", caption="<b>c</b>")
+    _send(tg_bot, SendMedia(chat_id=507, media=(medium,), buttons=((Button("Go", "g"),),)))
+    [call] = double.calls_of(method, tg_bot.token)
+    assert "Go" in call.params["reply_markup"]
+    if kind != "sticker":  # Telegram shows no caption on a sticker
+        assert (call.params["caption"], call.params["parse_mode"]) == ("<b>c</b>", "HTML")
+
+
 def test_media_actions_survive_the_json_outbox():
     actions = [
         SendMedia(
