@@ -60,7 +60,9 @@ def cache_name(medium: Media) -> str | None:
     return None
 
 
-def _data_file(medium: Media) -> io.BytesIO:
+def data_file(medium: Media) -> io.BytesIO:
+    """The bytes of a ``data:`` ref as a named file for telebot's multipart upload;
+    :class:`MediaUnavailable` when they are not base64 or empty."""
     header, _, encoded = medium.ref.partition(",")
     try:
         handle = io.BytesIO(base64.b64decode(encoded, validate=True))
@@ -96,7 +98,7 @@ def _payload(bot: Bot, medium: Media) -> tuple[object, str | None]:
         cached = media_file_id_get(bot_id=bot.pk, name=name) if name else None
         if cached:
             return cached, None
-        return _data_file(medium), name
+        return data_file(medium), name
     return medium.ref, None
 
 

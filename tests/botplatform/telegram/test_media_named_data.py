@@ -7,9 +7,13 @@ from __future__ import annotations
 import base64
 import io
 
+import pytest
 import segno
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from botplatform.cache import media_file_id_get
+from botplatform.cache import media_file_id_forget, media_file_id_get, media_file_id_remember
 from botplatform.conversation import (
     Button,
     Media,
@@ -18,6 +22,7 @@ from botplatform.conversation import (
     actions_from_json,
     actions_to_json,
 )
+from botplatform.telegram.media import MediaUnavailable, cache_name, data_file
 from botplatform.telegram.sender import actions_deliver
 from tests.factories import bot_create
 
@@ -100,3 +105,43 @@ def test_a_photo_without_usable_bytes_is_dropped_and_the_rest_still_goes(double,
 def test_a_named_medium_survives_the_outbox_json():
     photo = _card(1, "data:image/png;base64,aGk=", "card:x", caption="c")
     assert actions_from_json(actions_to_json([photo])) == [photo]
+
+
+_ODD = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    body=_ODD | st.binary(max_size=300).map(lambda b: base64.b64encode(b).decode()),
+    header=_ODD,
+    name=_ODD,
+)
+def test_hostile_data_refs_decode_or_are_refused_clearly(body, header, name):
+    medium = Media(kind="photo", ref=f"data:{header},{body}", cache_name=name)
+    try:
+        handle = data_file(medium)
+    except MediaUnavailable as exc:
+        assert str(exc) in {"inline data is not base64", "inline data is empty"}
+    else:
+        assert handle.getvalue() == base64.b64decode(body) and handle.name
+    assert cache_name(medium) == (f"name:{name}" if name else None)
+
+
+def test_huge_data_decodes_in_one_piece():
+    medium = Media(kind="document", ref="data:;base64," + "QUJD" * 2_000_000)
+    assert data_file(medium).getbuffer().nbytes == 6_000_000
+    with pytest.raises(MediaUnavailable):
+        data_file(Media(kind="document", ref="data:;base64," + "QUJD" * 2_000_000 + "\x00"))
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(names=st.lists(_ODD | st.text(min_size=5000, max_size=6000), min_size=2, max_size=2))
+def test_odd_cache_names_are_kept_apart_in_redis(names):
+    first, second = names
+    media_file_id_remember(bot_id=-7, name=first, file_id="A")
+    media_file_id_remember(bot_id=-7, name=second, file_id="B")
+    assert media_file_id_get(bot_id=-7, name=second) == "B"
+    assert media_file_id_get(bot_id=-7, name=first) == ("B" if first == second else "A")
+    media_file_id_forget(bot_id=-7, name=first)
+    media_file_id_forget(bot_id=-7, name=second)
+    assert media_file_id_get(bot_id=-7, name=first) is None
