@@ -192,28 +192,37 @@ CACHE_PROCESS_LOCAL_SKIP_PREFIXES = (*CACHE_SHARED_PREFIXES, "workflow:triggers:
 CACHE_RECOVERY_FLUSH_PATTERNS = ("user:*", "workflow:waiting:*")
 
 
-# --- Photos a bot uploaded --------------------------------------------------------
+# --- Telegram file ids of files a bot uploaded -------------------------------------
 
-# The file id Telegram gave a bot for an image it uploaded (a customer card's QR
-# code), so the same image sent again by that bot goes by id instead of a new upload.
-# File ids stay valid for the bot; the TTL only bounds how long the entry of a
-# rotated card (a name nobody asks for any more) lingers.
-PHOTO_FILE_ID_TTL = 30 * 86400
+# The one cache of Telegram's ``file_id`` for a file a bot uploaded (an admin's stored
+# file, ``stored:<id>``; a customer card's QR code, its ``Media.cache_name``), so the
+# same file sent again by that bot goes by id instead of a new upload. Kept in Redis,
+# not the database: an id is only a saving (a lost one costs one upload, a stale one
+# Telegram refuses and the transport uploads again), and the cards make one entry per
+# customer and bot that a rotated code leaves behind: the TTL clears those without a
+# clean-up job. File ids stay valid for the bot; the TTL only bounds the leftovers.
+MEDIA_FILE_ID_TTL = 30 * 86400
 
 
-def photo_file_id_key(bot_id: int, name: str) -> str:
-    return f"photo:{bot_id}:{name}"
+def media_file_id_key(bot_id: int, name: str) -> str:
+    return f"file_id:{bot_id}:{name}"
 
 
-def photo_file_id_get(*, bot_id: int, name: str) -> str | None:
-    """The cached file id of the image ``name`` for this bot, or None (never sent)."""
-    value = cache.get(photo_file_id_key(bot_id, name))
+def media_file_id_get(*, bot_id: int, name: str) -> str | None:
+    """This bot's cached file id of the file ``name``, or None (never uploaded)."""
+    value = cache.get(media_file_id_key(bot_id, name))
     return value if isinstance(value, str) and value else None
 
 
-def photo_file_id_remember(*, bot_id: int, name: str, file_id: str) -> None:
-    """Called by the transport after an upload: Telegram's id for the image."""
-    cache.set(photo_file_id_key(bot_id, name), file_id, PHOTO_FILE_ID_TTL)
+def media_file_id_remember(*, bot_id: int, name: str, file_id: str) -> None:
+    """Called by the transport after an upload: Telegram's id for the file."""
+    if file_id:
+        cache.set(media_file_id_key(bot_id, name), file_id[:300], MEDIA_FILE_ID_TTL)
+
+
+def media_file_id_forget(*, bot_id: int, name: str) -> None:
+    """Telegram no longer knows the id: the next send uploads again."""
+    cache.delete(media_file_id_key(bot_id, name))
 
 
 # --- The cashier menu -------------------------------------------------------------

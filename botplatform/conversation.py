@@ -95,23 +95,6 @@ class SendMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class SendPhoto:
-    """A picture with a caption. ``photo`` is a Telegram file id (or an https URL) to
-    send again; otherwise ``upload`` holds the image itself (PNG, base64). After an
-    upload the transport remembers the file id Telegram gave it under ``cache_as``
-    (per bot, ``botplatform.cache.photo_file_id_key``), so the next send of the same
-    image reuses it instead of uploading again."""
-
-    chat_id: int
-    caption: str = ""
-    photo: str = ""
-    upload: str = ""
-    cache_as: str = ""
-    parse_mode: str = "HTML"
-    buttons: tuple[tuple[Button, ...], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class EditMessage:
     chat_id: int
     message_id: int
@@ -140,15 +123,21 @@ class Media:
     - ``stored:<id>``: a file uploaded in the admin (``botplatform.models.MediaFile``);
       the transport uploads it once per bot, then sends Telegram's ``file_id``;
     - ``https://...``: a URL Telegram fetches itself;
-    - ``data:<content type>;base64,<bytes>``: bytes made on the spot (a QR card),
-      uploaded each time (keep them small: they travel in the outbox's JSON);
+    - ``data:<content type>;base64,<bytes>``: bytes made on the spot (a card's QR
+      code), keep them small: they travel in the outbox's JSON. Without
+      ``cache_name`` they are uploaded each time; with it, once per bot: the
+      transport keeps Telegram's ``file_id`` under that name and sends the id after;
     - anything else: a Telegram ``file_id`` (e.g. a photo a user sent).
+
+    ``cache_name`` must name the bytes themselves (``card:<code>``): other bytes under
+    the same name would never be uploaded.
     """
 
     kind: str  # one of MEDIA_KINDS
     ref: str
     caption: str = ""  # HTML, at most 1024 characters
     filename: str = ""  # the name a document is shown with
+    cache_name: str = ""  # for data: bytes, upload once per bot (see above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +198,6 @@ Action = (
     | SendLocation
     | SendInvoice
     | AnswerPreCheckout
-    | SendPhoto
 )
 _ACTION_TYPES = {
     cls.__name__: cls
@@ -221,7 +209,6 @@ _ACTION_TYPES = {
         SendLocation,
         SendInvoice,
         AnswerPreCheckout,
-        SendPhoto,
     )
 }
 

@@ -358,8 +358,8 @@ class MediaFile(models.Model):
     """A file uploaded in the admin for message steps (``stored:<id>`` in a step).
 
     The bytes live in Django's storage (local ``MEDIA_ROOT`` by default, any backend in
-    production); :class:`MediaFileId` remembers Telegram's ``file_id`` per bot, so each
-    bot uploads a file once.
+    production); the transport keeps Telegram's ``file_id`` of it per bot
+    (``botplatform.cache.media_file_id_get``), so each bot uploads a file once.
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="media_files")
@@ -379,23 +379,6 @@ class MediaFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.kind}, stored:{self.pk})"
-
-
-class MediaFileId(models.Model):
-    """Telegram's ``file_id`` of a :class:`MediaFile` for one bot (file ids are per bot)."""
-
-    media = models.ForeignKey(MediaFile, on_delete=models.CASCADE, related_name="file_ids")
-    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="media_file_ids")
-    file_id = models.CharField(max_length=300)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["media", "bot"], name="media_file_id_one_per_bot")
-        ]
-
-    def __str__(self) -> str:
-        return f"stored:{self.media_id} for bot {self.bot_id}"
 
 
 class Heartbeat(models.Model):

@@ -8,6 +8,7 @@ it holds the bare code. The code itself is made and rotated by ``users.customers
 
 from __future__ import annotations
 
+import functools
 import io
 
 import segno
@@ -22,6 +23,10 @@ def card_link(*, bot_username: str, code: str) -> str:
     return f"https://t.me/{bot_username}?start={CARD_START_PREFIX}{code}"
 
 
+# Remembered per process (about 0.5 KB each): ``show_card`` hands the transport the
+# card's bytes on every send (the transport sends them by file id after the first
+# upload), and drawing one costs ~10 ms, so a card shown again is not drawn again.
+@functools.lru_cache(maxsize=1024)
 def card_qr_png(text: str, *, scale: int = 8) -> bytes:
     """The QR code of ``text`` as a PNG (error correction M, a quiet zone of 4)."""
     out = io.BytesIO()

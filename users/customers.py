@@ -141,27 +141,19 @@ def card_code_ensure(user: BotUser) -> str:
 
 
 def card_code_rotate(user: BotUser) -> str:
-    """A new card code (the old one stops working at once); the cached QR is dropped."""
+    """A new card code (the old one stops working at once). The QR picture is named
+    after the code, so the next card sent is a new upload (``show_card``)."""
     for _attempt in range(_CARD_CODE_ATTEMPTS):
         code = generate_card_code()
         try:
             with transaction.atomic():
-                BotUser.objects.filter(pk=user.pk).update(card_code=code, card_file_ids={})
+                BotUser.objects.filter(pk=user.pk).update(card_code=code)
         except IntegrityError:
             continue
-        user.card_code, user.card_file_ids = code, {}
+        user.card_code = code
         user_state_changed(user_id=user.pk, project_id=user.project_id)
         return code
     raise RuntimeError("could not draw a free card code; try again")
-
-
-def card_file_id_remember(*, user_id: int, bot_id: int, file_id: str) -> None:
-    """Cache the Telegram file id of the card's QR photo for one bot (set after sending)."""
-    with transaction.atomic():
-        user = BotUser.objects.select_for_update().only("card_file_ids").get(pk=user_id)
-        ids = dict(user.card_file_ids or {})
-        ids[str(bot_id)] = file_id[:200]
-        BotUser.objects.filter(pk=user_id).update(card_file_ids=ids)
 
 
 def customer_create(

@@ -47,11 +47,6 @@ class BotUser(models.Model):
         blank=True,
         help_text="The code on the customer's card (QR); unique in the project, rotatable.",
     )
-    card_file_ids = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="Telegram file id of the card's QR photo per bot id (cleared on rotation).",
-    )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.TELEGRAM)
     merged_into = models.ForeignKey(
         "self",

@@ -31,7 +31,6 @@ from botplatform.conversation import (
     SendLocation,
     SendMedia,
     SendMessage,
-    SendPhoto,
 )
 from users.botusers import bot_user_upsert
 from users.invalidation import user_state_changed
@@ -137,12 +136,6 @@ def transcript_record(*, user: BotUser, actions: list) -> None:
                     text=action.text,
                     buttons=_buttons_json(action.buttons),
                 )
-        elif isinstance(action, SendPhoto):  # the transcript shows text: say a picture came
-            SimulatorMessage.objects.create(
-                user=user,
-                direction=SimulatorMessage.Direction.BOT,
-                text=f"[picture] {action.caption}".strip(),
-            )
         elif isinstance(action, SendMedia | SendLocation):
             SimulatorMessage.objects.create(
                 user=user,

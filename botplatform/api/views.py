@@ -28,7 +28,7 @@ from botplatform.api.serializers import (
     RefundCreateSerializer,
     RefundSerializer,
 )
-from users.customers import customer_create, customer_find
+from users.customers import customer_create, customer_find, customer_payload
 from users.holds import available_balance, hold_confirm, hold_create, hold_release
 from users.models import BonusTransaction, BotUser
 from users.models_pos import Hold
@@ -65,18 +65,7 @@ class ApiView(APIView):
 
 def customer_data(user: BotUser) -> dict:
     return CustomerSerializer(
-        {
-            "id": user.pk,
-            "telegram_id": user.telegram_id,
-            "phone": user.phone or None,
-            "card_code": user.card_code or None,
-            "first_name": user.first_name,
-            "last_name": user.last_name,
-            "level": user.level,
-            "balance": user.balance,
-            "available": available_balance(user.pk),
-            "source": user.source,
-        }
+        {**customer_payload(user), "available": available_balance(user.pk)}
     ).data
 
 

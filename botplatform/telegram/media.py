@@ -3,12 +3,11 @@ uploaded to Telegram once per bot, then sent by its ``file_id``.
 
 A medium's ``ref`` (see :class:`botplatform.conversation.Media`): ``stored:<id>``
 (an admin upload, ``botplatform.models.MediaFile``), a URL, ``data:`` bytes, or a
-``file_id``. For a stored file the bot's cached ``file_id``
-(:class:`botplatform.models.MediaFileId`) is used when there is one; otherwise the
-bytes are uploaded (multipart) and the ``file_id`` Telegram answers with is kept, so
-the next send of that file by that bot carries only the id. If Telegram no longer
-knows a cached id ("wrong file identifier"), the id is forgotten and the file
-uploaded again.
+``file_id``. A stored file, and ``data:`` bytes with a ``cache_name`` (a customer
+card's QR code), are uploaded once per bot: the ``file_id`` Telegram answers with is
+kept (``botplatform.cache.media_file_id_get``, the one file id cache) and the next
+send by that bot carries only the id. If Telegram no longer knows a cached id
+("wrong file identifier"), the id is forgotten and the file uploaded again.
 """
 
 from __future__ import annotations
@@ -19,11 +18,11 @@ import io
 import logging
 from collections.abc import Callable
 
-from django.db import IntegrityError, transaction
 from telebot import types
 
+from botplatform.cache import media_file_id_forget, media_file_id_get, media_file_id_remember
 from botplatform.conversation import Media, SendLocation, SendMedia, SendMessage
-from botplatform.models import Bot, MediaFile, MediaFileId
+from botplatform.models import Bot, MediaFile
 
 logger = logging.getLogger(__name__)
 
@@ -50,57 +49,56 @@ def stored_id(ref: str) -> int | None:
         return None
 
 
-def _cached_file_id(bot: Bot, media_id: int) -> str | None:
-    return (
-        MediaFileId.objects.filter(media_id=media_id, bot=bot)
-        .values_list("file_id", flat=True)
-        .first()
-    )
+def cache_name(medium: Media) -> str | None:
+    """The name this medium's ``file_id`` is cached under (per bot), or None: a URL,
+    a ``file_id`` and bytes without a ``cache_name`` are sent as they are."""
+    media_id = stored_id(medium.ref)
+    if media_id is not None:
+        return f"{STORED}{media_id}"
+    if medium.ref.startswith("data:") and medium.cache_name:
+        return f"name:{medium.cache_name}"
+    return None
 
 
-def file_id_remember(*, bot: Bot, media_id: int, file_id: str) -> None:
-    """Keep the bot's ``file_id`` of a stored file (the first one wins a race)."""
-    if not file_id:
-        return
+def data_file(medium: Media) -> io.BytesIO:
+    """The bytes of a ``data:`` ref as a named file for telebot's multipart upload;
+    :class:`MediaUnavailable` when they are not base64 or empty."""
+    header, _, encoded = medium.ref.partition(",")
     try:
-        with transaction.atomic():
-            MediaFileId.objects.get_or_create(
-                media_id=media_id, bot=bot, defaults={"file_id": file_id[:300]}
-            )
-    except IntegrityError:  # the file was deleted meanwhile
-        logger.info("Bot %s: file_id of stored:%s not kept", bot.pk, media_id)
+        handle = io.BytesIO(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError):
+        raise MediaUnavailable("inline data is not base64") from None
+    if not handle.getbuffer().nbytes:
+        raise MediaUnavailable("inline data is empty")
+    extension = "png" if "png" in header else "jpg" if "jpeg" in header else "bin"
+    handle.name = medium.filename or f"file.{extension}"
+    return handle
 
 
-def file_id_forget(*, bot: Bot, media_id: int) -> None:
-    MediaFileId.objects.filter(media_id=media_id, bot=bot).delete()
-
-
-def _payload(bot: Bot, medium: Media) -> tuple[object, int | None]:
-    """(what to hand to telebot, the stored file's id when it must be uploaded).
+def _payload(bot: Bot, medium: Media) -> tuple[object, str | None]:
+    """(what to hand to telebot, the cache name to keep the ``file_id`` under when it
+    is an upload).
 
     Called again for each attempt, so a retried upload reads the file from the start.
     """
+    name = cache_name(medium)
     media_id = stored_id(medium.ref)
     if media_id is not None:
-        cached = _cached_file_id(bot, media_id)
+        stored = MediaFile.objects.filter(pk=media_id).first()
+        if stored is None:  # deleted in the admin: its cached id must not be sent
+            raise MediaUnavailable(f"stored:{media_id} does not exist")
+        cached = media_file_id_get(bot_id=bot.pk, name=name)
         if cached:
             return cached, None
-        stored = MediaFile.objects.filter(pk=media_id).first()
-        if stored is None:
-            raise MediaUnavailable(f"stored:{media_id} does not exist")
         handle = io.BytesIO(stored.file.open("rb").read())
         stored.file.close()
         handle.name = medium.filename or stored.file.name.rsplit("/", 1)[-1]
-        return handle, media_id
+        return handle, name
     if medium.ref.startswith("data:"):
-        header, _, encoded = medium.ref.partition(",")
-        try:
-            handle = io.BytesIO(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError):
-            raise MediaUnavailable("inline data is not base64") from None
-        extension = "png" if "png" in header else "jpg" if "jpeg" in header else "bin"
-        handle.name = medium.filename or f"file.{extension}"
-        return handle, None
+        cached = media_file_id_get(bot_id=bot.pk, name=name) if name else None
+        if cached:
+            return cached, None
+        return data_file(medium), name
     return medium.ref, None
 
 
@@ -116,24 +114,24 @@ def _file_id_of(message: dict, kind: str) -> str:
     return value.get("file_id", "") if isinstance(value, dict) else ""
 
 
+# Kinds telebot sends with a method of their own, all taking a caption and a markup.
+_SEND_METHODS = {
+    "photo": "send_photo",
+    "video": "send_video",
+    "animation": "send_animation",
+    "audio": "send_audio",
+    "voice": "send_voice",
+}
+
+
 def _send_one(api, bot: Bot, chat_id: int, medium: Media, data, markup, parse_mode) -> dict:
     caption = medium.caption[:CAPTION_LIMIT] or None
     token = bot.token
-    if medium.kind == "photo":
-        return api.send_photo(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "video":
-        return api.send_video(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "animation":
-        return api.send_animation(token, chat_id, data, caption=caption, reply_markup=markup,
-                                  parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "audio":
-        return api.send_audio(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
-    if medium.kind == "voice":
-        return api.send_voice(token, chat_id, data, caption=caption, reply_markup=markup,
-                              parse_mode=parse_mode)  # fmt: skip
+    method = _SEND_METHODS.get(medium.kind)
+    if method is not None:
+        return getattr(api, method)(
+            token, chat_id, data, caption=caption, reply_markup=markup, parse_mode=parse_mode
+        )
     if medium.kind == "sticker":
         return api.send_data(token, chat_id, data, "sticker", reply_markup=markup)
     return api.send_data(token, chat_id, data, "document", reply_markup=markup,
@@ -161,22 +159,22 @@ def media_send(
             state: dict = {}
 
             def send(medium=medium, state=state):
-                data, upload_of = _payload(bot, medium)
-                state["upload_of"] = upload_of
+                data, upload_as = _payload(bot, medium)
+                state["upload_as"] = upload_as
                 return _send_one(api, bot, action.chat_id, medium, data, markup, parse_mode)
 
             try:
                 message = call(send)
             except Exception as exc:
-                media_id = stored_id(medium.ref)
-                if attempt == 1 and media_id is not None and _stale_file_id(exc):
-                    file_id_forget(bot=bot, media_id=media_id)
+                name = cache_name(medium)
+                if attempt == 1 and name and _stale_file_id(exc):
+                    media_file_id_forget(bot_id=bot.pk, name=name)
                     continue
                 raise
-            if state.get("upload_of") is not None:
-                file_id_remember(
-                    bot=bot,
-                    media_id=state["upload_of"],
+            if state.get("upload_as"):
+                media_file_id_remember(
+                    bot_id=bot.pk,
+                    name=state["upload_as"],
                     file_id=_file_id_of(message, medium.kind),
                 )
             return
@@ -186,8 +184,8 @@ def media_send(
     def send_album():
         items, uploads = [], []
         for index, medium in enumerate(action.media[:10]):
-            data, upload_of = _payload(bot, medium)
-            uploads.append((index, medium, upload_of))
+            data, upload_as = _payload(bot, medium)
+            uploads.append((index, medium, upload_as))
             cls = _INPUT_MEDIA.get(medium.kind, types.InputMediaDocument)
             items.append(
                 cls(data, caption=medium.caption[:CAPTION_LIMIT] or None, parse_mode=parse_mode)
@@ -196,10 +194,10 @@ def media_send(
         return api.send_media_group(bot.token, action.chat_id, items)
 
     messages = call(send_album)
-    for index, medium, upload_of in state.get("uploads", []):
-        if upload_of is not None and isinstance(messages, list) and index < len(messages):
-            file_id_remember(
-                bot=bot, media_id=upload_of, file_id=_file_id_of(messages[index], medium.kind)
+    for index, medium, upload_as in state.get("uploads", []):
+        if upload_as and isinstance(messages, list) and index < len(messages):
+            media_file_id_remember(
+                bot_id=bot.pk, name=upload_as, file_id=_file_id_of(messages[index], medium.kind)
             )
     if action.buttons:  # an album takes no keyboard: the buttons come in a message after it
         send_message(

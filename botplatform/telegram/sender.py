@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 import time
@@ -28,7 +26,6 @@ from django.utils import timezone
 from telebot import types
 
 from botplatform import metrics, ratelimit
-from botplatform.cache import photo_file_id_get, photo_file_id_remember
 from botplatform.conversation import (
     Action,
     AnswerCallback,
@@ -38,7 +35,6 @@ from botplatform.conversation import (
     SendLocation,
     SendMedia,
     SendMessage,
-    SendPhoto,
     actions_from_json,
     actions_to_json,
 )
@@ -53,7 +49,6 @@ from botplatform.telegram.payments import invoice_send, pre_checkout_answer
 logger = logging.getLogger(__name__)
 
 TEXT_LIMIT = 4096
-CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
 
 
@@ -120,7 +115,7 @@ def _cut_outside_markup(text: str, cut: int) -> int:
     return max(cut, 1)
 
 
-def markup_build(action: SendMessage | EditMessage | SendPhoto | SendMedia | SendLocation):
+def markup_build(action: SendMessage | EditMessage | SendMedia | SendLocation):
     """The reply_markup for an action (inline keyboard, reply keyboard, removal, None).
 
     A "share my phone" button (``contact_button``) is a reply keyboard of its own first
@@ -289,48 +284,10 @@ def _answer_callback(bot: Bot, action: AnswerCallback) -> None:
         logger.info("Bot %s: callback answer not accepted: %s", bot.pk, exc.error.description)
 
 
-def _send_photo(bot: Bot, action: SendPhoto) -> None:
-    """By file id when this bot has sent the image before (``cache_as``), else upload it
-    and remember the id Telegram gives it."""
-    photo: str | tuple[str, bytes, str] = action.photo
-    if not photo and action.cache_as:
-        photo = photo_file_id_get(bot_id=bot.pk, name=action.cache_as) or ""
-    if not photo:
-        try:
-            image = base64.b64decode(action.upload or "", validate=True)
-        except (binascii.Error, ValueError):
-            image = b""
-        if not image:
-            logger.error("Bot %s: a photo without an image or file id dropped", bot.pk)
-            return
-        photo = ("image.png", image, "image/png")
-    caption = action.caption[:CAPTION_LIMIT]
-    message = _call(
-        bot,
-        lambda: api().send_photo(
-            bot.token,
-            action.chat_id,
-            photo,
-            caption=caption or None,
-            reply_markup=markup_build(action),
-            parse_mode=(action.parse_mode or None) if caption else None,
-        ),
-        chat_id=action.chat_id,
-        is_message=True,
-    )
-    if isinstance(photo, tuple) and action.cache_as:
-        sizes = (message or {}).get("photo") if isinstance(message, dict) else None
-        file_id = sizes[-1].get("file_id") if isinstance(sizes, list) and sizes else None
-        if isinstance(file_id, str) and file_id:
-            photo_file_id_remember(bot_id=bot.pk, name=action.cache_as, file_id=file_id)
-
-
 def action_send(*, bot: Bot, action: Action) -> None:
     """Perform one action. Raises BotUnauthorized, SendDeferred or TelegramCallError."""
     if isinstance(action, SendMessage):
         _send_message(bot, action)
-    elif isinstance(action, SendPhoto):
-        _send_photo(bot, action)
     elif isinstance(action, EditMessage):
         _edit_message(bot, action)
     elif isinstance(action, SendMedia):

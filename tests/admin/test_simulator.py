@@ -390,3 +390,16 @@ def test_a_users_value_is_escaped_once_not_twice(operator_client, project, teleg
     assert "&amp;lt;" not in transcript  # (the step log shows the raw Telegram HTML)
     shown = telegram_html("Hi &lt;b&gt;x&lt;/b&gt; &#169; &quot;q&quot; <i>y</i> &bogus;")
     assert shown == "Hi &lt;b&gt;x&lt;/b&gt; &#169; &quot;q&quot; <i>y</i> &amp;bogus;"
+
+
+def test_the_customer_card_shows_as_a_photo_line_in_the_transcript(
+    operator_client, project, telegram
+):
+    publish(
+        project, {"start": "card", "steps": {"card": {"type": "show_card", "caption": "Yours"}}}
+    )
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    [card] = _bot_messages(user)
+    assert card.text.startswith("[photo] Yours\n<code>") and user.card_code[:4] in card.text
+    assert telegram == []

@@ -69,13 +69,11 @@ def test_card_codes_are_made_once_and_rotate():
     user = customer(project)
     code = card_code_ensure(user)
     assert card_code_ensure(user) == code and len(code) == 12
-    BotUser.objects.filter(pk=user.pk).update(card_file_ids={"1": "file"})
-    user.refresh_from_db()
     new = card_code_rotate(user)
     assert new != code
     assert customer_find(project_id=project.pk, card_code=code) is None
     assert customer_find(project_id=project.pk, card_code=new).pk == user.pk
-    assert BotUser.objects.get(pk=user.pk).card_file_ids == {}
+    assert BotUser.objects.get(pk=user.pk).card_code == new
 
 
 def test_a_cashiers_daily_limit_stops_accruals():

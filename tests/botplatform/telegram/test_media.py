@@ -12,16 +12,17 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from botplatform.cache import media_file_id_get
 from botplatform.conversation import (
     Button,
     Media,
     SendLocation,
     SendMedia,
+    SendMessage,
     actions_from_json,
     actions_to_json,
 )
 from botplatform.media import media_file_create, media_upload_check
-from botplatform.models import MediaFileId
 from botplatform.telegram.sender import actions_deliver
 from tests.factories import bot_create
 
@@ -43,6 +44,10 @@ def _photo(project, name="card.png", data=PNG):
     )
 
 
+def _file_id(media, bot) -> str | None:
+    return media_file_id_get(bot_id=bot.pk, name=f"stored:{media.pk}")
+
+
 def _send(bot, *actions):
     actions_deliver(bot_id=bot.pk, chat_id=actions[0].chat_id, actions=list(actions))
 
@@ -60,7 +65,7 @@ def test_a_stored_photo_is_uploaded_once_per_bot_then_sent_by_file_id(double, tg
     assert len(calls) == 2
     assert [u[:4] for u in double.uploads] == [(tg_bot.token, "sendPhoto", "photo", "card.png")]
     assert double.uploads[0][4] == len(PNG)
-    file_id = MediaFileId.objects.get(media=photo, bot=tg_bot).file_id
+    file_id = _file_id(photo, tg_bot)
     assert "__files__" in calls[0].params and calls[1].params["photo"] == file_id
     assert calls[1].params["caption"] == "<b>Hi</b> Ann"
     assert json.loads(calls[1].params["reply_markup"])["inline_keyboard"][0][0]["text"] == "Next"
@@ -70,7 +75,7 @@ def test_a_stored_photo_is_uploaded_once_per_bot_then_sent_by_file_id(double, tg
     _send(other, action)
     _send(other, action)
     assert len(double.uploads) == 2
-    assert MediaFileId.objects.filter(media=photo).count() == 2
+    assert _file_id(photo, other) not in (None, file_id)
 
 
 def test_a_file_id_telegram_forgot_is_replaced_by_a_new_upload(double, tg_bot, media_root):
@@ -80,8 +85,19 @@ def test_a_file_id_telegram_forgot_is_replaced_by_a_new_upload(double, tg_bot, m
     double.bot_file_ids[tg_bot.token].clear()  # Telegram no longer knows it
     _send(tg_bot, action)
     assert len(double.uploads) == 2
-    kept = MediaFileId.objects.get(media=photo, bot=tg_bot).file_id
+    kept = _file_id(photo, tg_bot)
     assert kept in double.bot_file_ids[tg_bot.token]
+
+
+def test_a_deleted_file_is_not_sent_by_its_cached_file_id(double, tg_bot, media_root):
+    photo = _photo(tg_bot.project)
+    action = SendMedia(chat_id=506, media=(Media(kind="photo", ref=f"stored:{photo.pk}"),))
+    _send(tg_bot, action)
+    assert _file_id(photo, tg_bot) is not None
+    photo.delete()
+    _send(tg_bot, action, SendMessage(chat_id=506, text="after"))
+    assert len(double.calls_of("sendPhoto", tg_bot.token)) == 1
+    assert double.sent_texts(tg_bot.token, 506) == ["after"]
 
 
 def test_an_album_uploads_each_file_once_and_its_buttons_follow_it(double, tg_bot, media_root):
@@ -101,8 +117,8 @@ def test_an_album_uploads_each_file_once_and_its_buttons_follow_it(double, tg_bo
     assert len(groups) == 2 and len(double.uploads) == 2
     second_media = json.loads(groups[1].params["media"])
     assert [item["media"] for item in second_media] == [
-        MediaFileId.objects.get(media=first, bot=tg_bot).file_id,
-        MediaFileId.objects.get(media=second, bot=tg_bot).file_id,
+        _file_id(first, tg_bot),
+        _file_id(second, tg_bot),
     ]
     assert double.sent_texts(tg_bot.token, 503) == ["Which one?", "Which one?"]
 
@@ -131,7 +147,28 @@ def test_a_url_and_inline_bytes_are_sent_without_caching(double, tg_bot):
     )
     assert double.calls_of("sendDocument", tg_bot.token)[0].params["document"].startswith("https")
     assert [u[1] for u in double.uploads] == ["sendPhoto"]
-    assert not MediaFileId.objects.exists()
+    assert double.calls_of("sendPhoto", tg_bot.token)[0].params["photo"].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "kind, method",
+    [
+        ("photo", "sendPhoto"),
+        ("video", "sendVideo"),
+        ("animation", "sendAnimation"),
+        ("audio", "sendAudio"),
+        ("voice", "sendVoice"),
+        ("document", "sendDocument"),
+        ("sticker", "sendSticker"),
+    ],
+)
+def test_each_kind_goes_by_its_own_method_with_its_caption(double, tg_bot, kind, method):
+    medium = Media(kind=kind, ref="data:application/octet-stream;base64,aGk=", caption="<b>c</b>")
+    _send(tg_bot, SendMedia(chat_id=507, media=(medium,), buttons=((Button("Go", "g"),),)))
+    [call] = double.calls_of(method, tg_bot.token)
+    assert "Go" in call.params["reply_markup"]
+    if kind != "sticker":  # Telegram shows no caption on a sticker
+        assert (call.params["caption"], call.params["parse_mode"]) == ("<b>c</b>", "HTML")
 
 
 def test_media_actions_survive_the_json_outbox():

@@ -43,6 +43,7 @@ def test_the_card_is_a_qr_of_its_deep_link_uploaded_once(double, carding):
     assert link == f"https://t.me/{bot.username}?start=card_{user.card_code}"
     assert first.params["photo"] == card_qr_png(link)  # the QR says the link
     assert isinstance(second.params["photo"], str) and second.params["photo"] in double.files
+    assert len(double.uploads) == 1
     caption = first.params["caption"]
     assert caption == f"Hello User{CHAT}!\n<code>{card_code_display(user.card_code)}</code>"
     assert first.params["parse_mode"] == "HTML"

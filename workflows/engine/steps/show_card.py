@@ -3,9 +3,9 @@
 A step of its own rather than an option of ``message``: the picture is made per user
 (their card code, drawn on first use) rather than chosen by the operator, and the
 card always carries the code as text too, for a till without a camera. The picture
-is uploaded once per bot and card; Telegram's file id is cached
-(``botplatform.cache.photo_file_id_key``, remembered by the transport after the
-upload), so later sends of the same card go by id. A rotated code is a new picture.
+is a :class:`~botplatform.conversation.Media` of ``data:`` bytes named after the code
+(``cache_name``): the transport uploads it once per bot and sends Telegram's file id
+after. A rotated code is a new name, so a new picture.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from __future__ import annotations
 import base64
 import html
 
-from botplatform.cache import photo_file_id_get
-from botplatform.conversation import SendPhoto
+from botplatform.conversation import Media, SendMedia
 from users.cards import card_code_display, card_link, card_qr_png
 from users.customers import card_code_ensure
 from workflows.engine.steps.base import (
@@ -63,20 +62,19 @@ class ShowCardStep(StepType):
         caption = rt.render(rt.step.get("caption") or DEFAULT_CAPTION)[:CAPTION_LIMIT]
         caption = f"{caption}\n<code>{html.escape(card_code_display(code))}</code>"
         bot = rt.data.bot
-        name = card_photo_name(code)
-        file_id = photo_file_id_get(bot_id=bot.pk, name=name) if bot is not None else None
-        upload = ""
-        if file_id is None:
-            link = card_link(bot_username=bot.username if bot else "", code=code)
-            upload = base64.b64encode(card_qr_png(link)).decode()
+        link = card_link(bot_username=bot.username if bot else "", code=code)
+        picture = base64.b64encode(card_qr_png(link)).decode()
         rt.actions.append(
-            SendPhoto(
+            SendMedia(
                 chat_id=rt.chat_id,
-                caption=caption,
-                photo=file_id or "",
-                upload=upload,
-                cache_as=name if bot is not None else "",
+                media=(
+                    Media(
+                        kind="photo",
+                        ref=f"data:image/png;base64,{picture}",
+                        caption=caption,
+                        cache_name=card_photo_name(code),
+                    ),
+                ),
             )
         )
-        rt.output["card"] = "by file id" if file_id else "uploaded"
         return Goto(rt.step.get("next"))
