@@ -27,17 +27,4 @@ class Migration(migrations.Migration):
                 'ordering': ['-created_at'],
             },
         ),
-        migrations.CreateModel(
-            name='MediaFileId',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file_id', models.CharField(max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('bot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='media_file_ids', to='botplatform.bot')),
-                ('media', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='file_ids', to='botplatform.mediafile')),
-            ],
-            options={
-                'constraints': [models.UniqueConstraint(fields=('media', 'bot'), name='media_file_id_one_per_bot')],
-            },
-        ),
     ]

@@ -185,11 +185,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='botuser',
-            name='card_file_ids',
-            field=models.JSONField(blank=True, default=dict, help_text="Telegram file id of the card's QR photo per bot id (cleared on rotation)."),
-        ),
-        migrations.AddField(
-            model_name='botuser',
             name='merged_into',
             field=models.ForeignKey(blank=True, help_text='A till customer whose balance moved to this Telegram user (same phone).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='users.botuser'),
         ),
