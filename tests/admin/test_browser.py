@@ -183,7 +183,7 @@ def test_build_publish_and_talk_in_the_browser(browser_page, live_server, coffee
 
     # The project's dashboard: the last hour as charts drawn on the server.
     page.goto(f"{base}/admin/botplatform/project/")
-    page.click("#result_list a:has-text('Dashboard')")
+    page.click("#result_list a:has-text('Live')")
     page.wait_for_selector("#content svg")
     assert "Coffee Club" in page.locator("#content").inner_text()
     _shot(page, "dashboard")
