@@ -170,6 +170,16 @@ class ProjectAdmin(ProjectScopedAdmin):
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active")}),
         (
+            "Languages",
+            {
+                "fields": ("languages", "default_language"),
+                "description": (
+                    "Step texts may have a version per language; users get theirs, "
+                    "else the default."
+                ),
+            },
+        ),
+        (
             "Texts the bot sends on its own",
             {
                 "fields": ("fallback_message", "rate_limited_message", "stale_button_message"),

@@ -19,9 +19,11 @@ from datetime import datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import get_language
 
 from botplatform.conversation import InputEvent, SendMessage
+from botplatform.languages import system_text
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import (
     deferred_flush,
@@ -265,6 +267,8 @@ def _fail(
         .first()
     )
     if fallback:
+        language = state.data.language[0] if state.data.language else get_language()
+        fallback = system_text(fallback, language)
         state.actions.append(SendMessage(chat_id=state.chat_id, text=html.escape(fallback)))
 
 
@@ -287,10 +291,12 @@ StepCall = Callable[[StepType, StepRuntime], Outcome]
 
 
 def _run_step(handler: StepType, rt: StepRuntime, call: StepCall) -> Outcome:
-    if handler.atomic:
-        with transaction.atomic():
-            return call(handler, rt)
-    return call(handler, rt)
+    # System texts (retry prompts...) come out in the user's language.
+    with translation.override(rt.language()):
+        if handler.atomic:
+            with transaction.atomic():
+                return call(handler, rt)
+        return call(handler, rt)
 
 
 def drive(
