@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 
 from django.db import DatabaseError, transaction
 from django.db.models import F, Func, JSONField, Value
-from django.utils import timezone, translation
-from django.utils.translation import get_language
+from django.utils import timezone
 
 from botplatform.conversation import InputEvent, SendMessage
 from botplatform.languages import system_text
@@ -43,6 +42,7 @@ from workflows.engine.steps.base import (
     StepRuntime,
     StepType,
     Wait,
+    data_language,
 )
 from workflows.engine.subflows import call_return, callers_end, workflow_target
 from workflows.engine.userdata import UserData, event_data
@@ -267,8 +267,7 @@ def _fail(
         .first()
     )
     if fallback:
-        language = state.data.language[0] if state.data.language else get_language()
-        fallback = system_text(fallback, language)
+        fallback = system_text(fallback, data_language(state.data, execution.project_id))
         state.actions.append(SendMessage(chat_id=state.chat_id, text=html.escape(fallback)))
 
 
@@ -291,12 +290,10 @@ StepCall = Callable[[StepType, StepRuntime], Outcome]
 
 
 def _run_step(handler: StepType, rt: StepRuntime, call: StepCall) -> Outcome:
-    # System texts (retry prompts...) come out in the user's language.
-    with translation.override(rt.language()):
-        if handler.atomic:
-            with transaction.atomic():
-                return call(handler, rt)
-        return call(handler, rt)
+    if handler.atomic:
+        with transaction.atomic():
+            return call(handler, rt)
+    return call(handler, rt)
 
 
 def drive(

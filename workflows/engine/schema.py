@@ -276,6 +276,8 @@ def _where(path: list) -> str:
     """``'validate.min'``, or ``'branches' item 2 'next'`` inside a list."""
     words: list[str] = []
     for part in path:
+        if isinstance(part, str) and len(part) > 40:  # a pasted key: say which, briefly
+            part = part[:40] + "…"
         if isinstance(part, int):
             words.append(f"item {part + 1}")
         elif words and words[-1].endswith("'"):

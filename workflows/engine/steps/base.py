@@ -18,6 +18,7 @@ from botplatform.conversation import Button, EditMessage, InputEvent, SendMessag
 from botplatform.languages import (
     LANGUAGE_CODE_PATTERN,
     MAX_LANGUAGES,
+    language_list,
     normalize_code,
     pick_text,
     user_language,
@@ -89,6 +90,29 @@ Outcome = Goto | Wait | Pending | Jump | Call | NotConsumed
 # --- Runtime -----------------------------------------------------------------
 
 
+def data_language(data: UserData, project_id: int) -> str:
+    """The user's language for this event, kept on ``data`` (one lookup per event, and
+    none when the bot's project is loaded already): see botplatform/languages.py."""
+    if data.language:
+        return data.language[0]
+    from botplatform.models import Bot, Project
+
+    bot = data.bot
+    if bot is not None and Bot.project.is_cached(bot):
+        languages, default = bot.project.languages, bot.project.default_language
+    else:
+        languages, default = Project.objects.values_list("languages", "default_language").get(
+            pk=project_id
+        )
+    spoken = language_list(languages, default)
+    user = data.user
+    chosen = user_language(
+        getattr(user, "language", ""), getattr(user, "language_code", ""), spoken, default
+    )
+    data.language = (chosen, normalize_code(default) or chosen, spoken)
+    return chosen
+
+
 @dataclass
 class StepRuntime:
     execution: WorkflowExecution
@@ -114,21 +138,7 @@ class StepRuntime:
     def language(self) -> str:
         """The language to talk to this user in (their choice, Telegram's, or the
         project's default); looked up once per event and kept on ``data``."""
-        cached = getattr(self.data, "language", None)
-        if cached:
-            return cached[0]
-        from botplatform.models import Project
-
-        languages, default = Project.objects.values_list("languages", "default_language").get(
-            pk=self.execution.project_id
-        )
-        spoken = Project(languages=languages, default_language=default).language_list
-        user = self.data.user
-        chosen = user_language(
-            getattr(user, "language", ""), getattr(user, "language_code", ""), spoken, default
-        )
-        self.data.language = (chosen, normalize_code(default) or chosen, spoken)
-        return chosen
+        return data_language(self.data, self.execution.project_id)
 
     def languages(self) -> list[str]:
         """The project's language codes, the default first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.utils import translation
 from django.utils.translation import gettext
 
 from botplatform.conversation import Button, InputEvent
@@ -77,7 +78,11 @@ class ChooseLanguageStep(StepType):
 
     def run(self, rt: StepRuntime) -> Outcome:
         text = rt.step.get("text")
-        text = rt.render(text) if text else gettext("Choose your language")
+        if text:
+            text = rt.render(text)
+        else:
+            with translation.override(rt.language()):
+                text = gettext("Choose your language")
         seq = rt.next_seq()
         buttons = tuple(
             (
