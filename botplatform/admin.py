@@ -84,6 +84,8 @@ class ProjectForm(forms.ModelForm):
             "name",
             "slug",
             "is_active",
+            "languages",
+            "default_language",
             "fallback_message",
             "rate_limited_message",
             "stale_button_message",
