@@ -163,7 +163,7 @@ def _parse_buttons(post, prefix: str, errors: dict) -> list[list[dict]]:
         except ValueError:
             errors[f"{base}-row"] = "The row is a number: 1, 2, 3…"
             continue
-        button = {"text": text}
+        button = {"text": _localized(text)}
         if target:
             button[kind if kind in {"next", "url", "data"} else "next"] = target
         rows.setdefault(row, []).append(button)

@@ -100,3 +100,28 @@ def test_project_languages_are_set_in_the_admin_and_bad_codes_explained(admin_cl
         assert response.status_code == 200 and message in response.content.decode()
     project.refresh_from_db()
     assert project.language_list == ["ru", "en"]
+
+
+def test_the_step_editor_keeps_per_language_texts():
+    from workflows.editor_form import editor_parse
+
+    post = {
+        "s0-_type": "message",
+        "s0-_id": "hi",
+        "s0-_orig": "",
+        "s0-text": '{"en": "Hello", "ru": "Привет"}',
+        "s0-btn0-text": '{"en": "Go", "ru": "Вперёд"}',
+        "s0-btn0-kind": "url",
+        "s0-btn0-value": "https://example.com",
+        "s1-_type": "message",
+        "s1-_id": "plain",
+        "s1-_orig": "",
+        "s1-text": "{{ user.first_name }}, {not json",
+    }
+    parsed = editor_parse(post, draft={}, triggers=[])
+    steps = parsed.definition["steps"]
+    assert steps["hi"]["text"] == {"en": "Hello", "ru": "Привет"}
+    assert steps["hi"]["buttons"] == [
+        [{"text": {"en": "Go", "ru": "Вперёд"}, "url": "https://example.com"}]
+    ]
+    assert steps["plain"]["text"] == "{{ user.first_name }}, {not json"

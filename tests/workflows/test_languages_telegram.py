@@ -126,3 +126,31 @@ def test_a_number_retry_explanation_is_translated(bilingual, chat: Chat):  # noq
     assert chat.say("/start") == ["Age?"]
     [reply] = chat.say("abc")
     assert reply.startswith("Похоже, что-то не так: ")
+
+
+def test_stale_button_and_rate_limit_notices_are_translated(bilingual, chat: Chat):  # noqa: F811
+    publish(bilingual, GREETING)
+    chat.double.language_codes[chat.chat_id] = "ru"
+    chat.say("/start")
+    message = chat.double.messages[(chat.chat_id, chat.double.last_message[chat.chat_id])]
+    data = message["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    assert chat.press("Дальше") == ["Пока"]
+    chat.double.callback(chat.bot.token, chat.chat_id, data, message_id=message["message_id"])
+    chat.run()
+    answers = [call.params.get("text") for call in chat.double.calls_of("answerCallbackQuery")]
+    assert answers[-1] == "Эта кнопка больше не действует."
+
+    bilingual.user_rate_limit_per_minute = 1
+    bilingual.save(update_fields=["user_rate_limit_per_minute"])
+    sent = [text for _ in range(3) for text in chat.say("/start")]
+    assert "Слишком много сообщений. Пожалуйста, подождите минуту." in sent
+
+
+def test_an_operators_own_wording_is_sent_as_written(bilingual, chat: Chat):  # noqa: F811
+    bilingual.rate_limited_message = "Slow down, friend"
+    bilingual.user_rate_limit_per_minute = 1
+    bilingual.save(update_fields=["rate_limited_message", "user_rate_limit_per_minute"])
+    publish(bilingual, GREETING)
+    chat.double.language_codes[chat.chat_id] = "ru"
+    sent = [text for _ in range(3) for text in chat.say("/start")]
+    assert "Slow down, friend" in sent
