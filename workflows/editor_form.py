@@ -128,7 +128,7 @@ def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> No
             if value is None:
                 return
         else:
-            value = raw
+            value = _localized(raw) if getattr(spec, "localized", False) else raw
     except json.JSONDecodeError as exc:
         errors[key] = f"This is not valid JSON: {exc.msg} (line {exc.lineno})."
         return

@@ -113,6 +113,7 @@ def test_the_step_editor_keeps_per_language_texts():
         "s0-btn0-text": '{"en": "Go", "ru": "Вперёд"}',
         "s0-btn0-kind": "url",
         "s0-btn0-value": "https://example.com",
+        "s0-request_contact": '{"en": "Share", "ru": "Поделиться"}',
         "s1-_type": "message",
         "s1-_id": "plain",
         "s1-_orig": "",
@@ -125,3 +126,4 @@ def test_the_step_editor_keeps_per_language_texts():
         [{"text": {"en": "Go", "ru": "Вперёд"}, "url": "https://example.com"}]
     ]
     assert steps["plain"]["text"] == "{{ user.first_name }}, {not json"
+    assert steps["hi"]["request_contact"] == {"en": "Share", "ru": "Поделиться"}

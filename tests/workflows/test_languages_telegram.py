@@ -154,3 +154,25 @@ def test_an_operators_own_wording_is_sent_as_written(bilingual, chat: Chat):  # 
     chat.double.language_codes[chat.chat_id] = "ru"
     sent = [text for _ in range(3) for text in chat.say("/start")]
     assert "Slow down, friend" in sent
+
+
+def test_a_patterns_own_explanation_has_a_version_per_language(bilingual, chat: Chat):  # noqa: F811
+    flow = {
+        "start": "ask",
+        "steps": {
+            "ask": {
+                "type": "input",
+                "text": "Code?",
+                "variable": "code",
+                "validate": {
+                    "type": "regex",
+                    "pattern": "[A-Z]{3}",
+                    "message": {"en": "Three capital letters", "ru": "Три заглавные буквы"},
+                },
+            },
+        },
+    }
+    publish(bilingual, flow)
+    chat.double.language_codes[chat.chat_id] = "ru"
+    assert chat.say("/start") == ["Code?"]
+    assert chat.say("abc") == ["Три заглавные буквы"]

@@ -76,7 +76,8 @@ class OwnMessage(Invalid):
     """The operator's own explanation (a regex rule's ``message``): shown as written."""
 
     def __str__(self) -> str:
-        return str(self.args[0])
+        message = self.args[0]
+        return str(next(iter(message.values()), "") if isinstance(message, dict) else message)
 
 
 def _date(text: str) -> date:
@@ -151,7 +152,7 @@ def answer_validate(rule: dict, text: str) -> Any:
             raise _longer(MAX_PATTERN_ANSWER)
         if not pattern_fullmatch(rule.get("pattern") or "", text):
             if rule.get("message"):
-                raise OwnMessage(str(rule["message"]))
+                raise OwnMessage(rule["message"])  # may have a version per language
             raise Invalid(gettext_noop("the answer is not in the expected format"))
         return text
     if kind == "contact":
@@ -260,7 +261,11 @@ class InputStep(StepType):
                     schema={"type": "string"},
                 ),
                 FieldSpec(
-                    "message", "line", "Explanation of the pattern", schema={"type": "string"}
+                    "message",
+                    "line",
+                    "Explanation of the pattern",
+                    schema={"type": "string"},
+                    localized=True,
                 ),
             ),
         ),
@@ -385,7 +390,8 @@ class InputStep(StepType):
             if retry:
                 text = rt.render(retry)
             elif isinstance(exc, OwnMessage):
-                text = str(exc)
+                own = rt.text(exc.args[0])
+                text = own if isinstance(own, str) else str(exc)
             else:
                 with translation.override(rt.language()):  # the user's, not the log's
                     problem = str(exc).rstrip(".")
