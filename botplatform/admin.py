@@ -84,6 +84,8 @@ class ProjectForm(forms.ModelForm):
             "name",
             "slug",
             "is_active",
+            "languages",
+            "default_language",
             "fallback_message",
             "rate_limited_message",
             "stale_button_message",
@@ -169,6 +171,16 @@ class ProjectAdmin(ProjectScopedAdmin):
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "is_active")}),
+        (
+            "Languages",
+            {
+                "fields": ("languages", "default_language"),
+                "description": (
+                    "Step texts may have a version per language; users get theirs, "
+                    "else the default."
+                ),
+            },
+        ),
         (
             "Texts the bot sends on its own",
             {

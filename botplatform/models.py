@@ -12,6 +12,7 @@ from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThan
 
 from botplatform.encryption import EncryptedTokenField, TokenDigestField, token_digest
+from botplatform.languages import language_list, validate_language_code, validate_language_list
 
 BOT_TOKEN_VALIDATOR = RegexValidator(
     r"^\d{3,}:[A-Za-z0-9_-]{20,}$",
@@ -81,6 +82,27 @@ class Project(models.Model):
         ),
     )
 
+    # Languages (workflows/engine/texts.py resolves a step's per-language texts)
+    languages = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_language_list],
+        help_text=(
+            "The languages your bot speaks, as codes separated by commas, e.g. “en, ru”. "
+            "Texts in workflow steps may then have a version per language. Empty: only the "
+            "default language."
+        ),
+    )
+    default_language = models.CharField(
+        max_length=16,
+        default="en",
+        validators=[validate_language_code],
+        help_text=(
+            "Used when a text has no version in the user's language, e.g. “en”. "
+            "Users whose Telegram language is not one of yours get this one."
+        ),
+    )
+
     # Loyalty
     referral_reward = models.PositiveIntegerField(
         default=50, help_text="Bonuses the referrer earns once an invited user qualifies."
@@ -133,6 +155,11 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def language_list(self) -> list[str]:
+        """The project's language codes, the default first."""
+        return language_list(self.languages, self.default_language)
 
 
 class BotQuerySet(models.QuerySet):

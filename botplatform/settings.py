@@ -151,6 +151,10 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The bot's own texts in Russian (locale/ru/LC_MESSAGES/django.po; the English msgids
+# are the source). The admin stays in LANGUAGE_CODE; the engine activates each bot
+# user's language while it handles their update.
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -124,6 +124,7 @@ class TelegramDouble(MediaApi):
         self.faults: list[Fault] = []
         self.delays: dict[str, tuple[float, int]] = {}
         self.blocked_chats: set[int] = set()
+        self.language_codes: dict[int, str] = {}  # user_id -> the language_code updates carry
         self.messages: dict[tuple[int, int], dict] = {}  # (chat_id, message_id) -> message
         self.last_message: dict[int, int] = {}  # chat_id -> the newest message_id sent
         self.conflicts = 0
@@ -212,12 +213,15 @@ class TelegramDouble(MediaApi):
     # --- user updates -------------------------------------------------------------------
 
     def _user(self, user_id: int) -> dict:
-        return {
+        user = {
             "id": user_id,
             "is_bot": False,
             "first_name": f"User{user_id}",
             "username": f"u{user_id}",
         }
+        if user_id in self.language_codes:
+            user["language_code"] = self.language_codes[user_id]
+        return user
 
     def enqueue(self, token: str, update: dict) -> dict:
         """Queue a raw update (gets an update_id unless it has one)."""

@@ -112,3 +112,9 @@ def last_seen_writes(ahead: UsersAhead | None) -> list[tuple[str, list]]:
     )
     ahead.last_seen = set()
     return [statement]
+
+
+def bot_user_language_set(user: BotUser, code: str) -> None:
+    """Store the language a user chose ("" to go back to Telegram's)."""
+    user.language = code[:16]
+    BotUser.objects.filter(pk=user.pk).update(language=user.language)

@@ -60,6 +60,14 @@ class BotUser(models.Model):
     first_name = models.CharField(max_length=128, blank=True)
     last_name = models.CharField(max_length=128, blank=True)
     language_code = models.CharField(max_length=16, blank=True)
+    language = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text=(
+            "The language the user chose in a “choose language” step. Empty: their "
+            "Telegram language, if the project speaks it, else the project's default."
+        ),
+    )
     referrer = models.ForeignKey(
         "self",
         null=True,

@@ -329,9 +329,15 @@ def message_preview(
     the draft being edited) gets the sample value 7, so every placeholder shows
     something. Returns the Telegram-safe HTML, the button labels, or the problem.
     """
+    from botplatform.languages import pick_text
+    from botplatform.models import Project
     from workflows.engine.templating import TemplateError, template_render
     from workflows.simulator import telegram_html
 
+    if isinstance(text, dict) or isinstance(buttons, list):  # per-language: the default's
+        project = Project.objects.only("languages", "default_language").get(pk=project_id)
+        spoken = project.language_list
+        text = pick_text(text, spoken[0], spoken[0], spoken)
     if not isinstance(text, str) or len(text) > MAX_STRING or "\x00" in text:
         return {"html": "", "buttons": [], "problem": "the text cannot be previewed"}
     names = set(project_variables(project_id=project_id))
@@ -356,6 +362,7 @@ def message_preview(
         shown = []
         for button in row[:8]:
             label = button.get("text") if isinstance(button, dict) else None
+            label = pick_text(label, spoken[0], spoken[0], spoken)
             if isinstance(label, str) and "\x00" not in label and len(label) < 200:
                 try:
                     shown.append(template_render(label, context, escape=False))

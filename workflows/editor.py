@@ -131,6 +131,11 @@ def _textarea(name: str, value: str, rows: int = 3) -> str:
     )
 
 
+def _display_text(value: Any) -> Any:
+    """A per-language label as its JSON object (parsed back by the form), not a repr."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+
+
 def _display(spec: Field, value: Any) -> Any:
     if value is None:
         return ""
@@ -185,7 +190,12 @@ def _buttons_html(prefix: str, step: dict, ctx: dict, errors: dict) -> SafeStrin
         lines.append(
             format_html(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
-                _input(f"{base}-text", button.get("text", ""), size=18, placeholder="Label"),
+                _input(
+                    f"{base}-text",
+                    _display_text(button.get("text", "")),
+                    size=18,
+                    placeholder="Label",
+                ),
                 _input(f"{base}-row", row, kind="number", size=3),
                 _select(f"{base}-kind", BUTTON_KINDS, kind, attrs=' class="btn-kind"'),
                 _select(

@@ -53,6 +53,18 @@ def _number(raw: str, *, integer: bool) -> int | float:
     return number_plain(number)
 
 
+def _localized(raw: str) -> str | dict:
+    """A text written as a JSON object ({"en": ..., "ru": ...}) is its per-language
+    versions (the editor shows it the same way); anything else is the text itself."""
+    if not raw.lstrip().startswith("{") or json_text_problem(raw):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
 def _set_nested(step: dict, name: str, value: Any) -> None:
     if "." in name:
         head, tail = name.split(".", 1)
@@ -79,7 +91,7 @@ def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> No
     if spec.kind == "template":
         raw = raw.replace("\r\n", "\n")
         if raw.strip():
-            step[spec.name] = raw
+            step[spec.name] = _localized(raw) if getattr(spec, "localized", False) else raw
         return
     if not raw:
         return
@@ -116,7 +128,7 @@ def _parse_field(post, prefix: str, spec: Field, step: dict, errors: dict) -> No
             if value is None:
                 return
         else:
-            value = raw
+            value = _localized(raw) if getattr(spec, "localized", False) else raw
     except json.JSONDecodeError as exc:
         errors[key] = f"This is not valid JSON: {exc.msg} (line {exc.lineno})."
         return
@@ -151,7 +163,7 @@ def _parse_buttons(post, prefix: str, errors: dict) -> list[list[dict]]:
         except ValueError:
             errors[f"{base}-row"] = "The row is a number: 1, 2, 3…"
             continue
-        button = {"text": text}
+        button = {"text": _localized(text)}
         if target:
             button[kind if kind in {"next", "url", "data"} else "next"] = target
         rows.setdefault(row, []).append(button)

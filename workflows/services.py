@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import ANSWER_KINDS, AnswerCallback, InputEvent
+from botplatform.languages import system_text, user_language
 from botplatform.locks import session_lock
 from botplatform.queueing import task_named
 from users.selectors import user_state_read
@@ -319,7 +320,11 @@ def _stale_button_text(state: RunState) -> str:
     """The project's own wording (the bot's project is loaded already; the simulator's
     test user fetches it: a stale press is rare)."""
     project = state.bot.project if state.bot is not None else state.user.project
-    return project.stale_button_message
+    user = state.user
+    language = user_language(
+        user.language, user.language_code, project.language_list, project.default_language
+    )
+    return system_text(project.stale_button_message, language)
 
 
 def _level_ups(state: RunState) -> None:

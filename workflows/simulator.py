@@ -32,7 +32,7 @@ from botplatform.conversation import (
     SendMedia,
     SendMessage,
 )
-from users.botusers import bot_user_upsert
+from users.botusers import bot_user_language_set, bot_user_upsert
 from users.invalidation import user_state_changed
 from users.models import BotUser
 from users.selectors import user_state_get
@@ -360,6 +360,26 @@ def readable_fields(data: Any, prefix: str = "") -> list[tuple[str, str]]:
     if data in (None, "", [], {}):
         return []
     return [(prefix or "value", readable_value(data))]
+
+
+def simulator_language_set(*, user: BotUser, code: str) -> bool:
+    """Talk to the test user in ``code`` (one of the project's languages), as if they
+    had chosen it in a ``choose_language`` step; "" goes back to the default.
+    False when the project does not speak ``code``."""
+    if code and code not in user.project.language_list:
+        return False
+    bot_user_language_set(user, code)
+    return True
+
+
+def simulator_languages(user: BotUser) -> dict[str, Any]:
+    """The language select of the simulator: the project's languages, the chosen one."""
+    from workflows.engine.steps.choose_language import language_name
+
+    return {
+        "sim_languages": [(code, language_name(code)) for code in user.project.language_list],
+        "sim_language": user.language,
+    }
 
 
 def simulator_view_get(*, user: BotUser) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from botplatform.conversation import (
     actions_from_json,
     actions_to_json,
 )
+from botplatform.languages import system_text, user_language
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
@@ -179,7 +180,11 @@ def row_decide(
     if verdict == "ok":
         actions = list(batch.handle(bot=bot, parsed=parsed))
     elif verdict == "notify":
-        actions = [SendMessage(chat_id=parsed.chat_id, text=project.rate_limited_message)]
+        language = user_language(
+            "", parsed.language_code, project.language_list, project.default_language
+        )
+        notice = system_text(project.rate_limited_message, language)
+        actions = [SendMessage(chat_id=parsed.chat_id, text=notice)]
     else:
         actions = []
     if verdict != "ok":
@@ -239,9 +244,12 @@ def _give_up(update_pk: int, *, note: str) -> None:
     actions: list[Action] = []
     try:
         parsed = update_parse(bot_id=row.bot_id, update=row.payload)
-        actions = _callback_answered(
-            [SendMessage(chat_id=parsed.chat_id, text=row.bot.project.fallback_message)], parsed
+        project = row.bot.project
+        language = user_language(
+            "", parsed.language_code, project.language_list, project.default_language
         )
+        text = system_text(project.fallback_message, language)
+        actions = _callback_answered([SendMessage(chat_id=parsed.chat_id, text=text)], parsed)
     except (MalformedUpdate, UnsupportedUpdate):
         pass
     TelegramUpdate.objects.filter(pk=update_pk, status=Status.PENDING).update(

@@ -221,6 +221,19 @@ def test_the_preview_renders_with_a_sample_user_and_escapes_html(operator_client
     assert _post(operator_client, url, b"\xff").status_code == 400
 
 
+def test_the_preview_shows_a_per_language_text_in_the_default_language(
+    operator_client, workflow, project
+):
+    project.languages, project.default_language = "en, ru", "ru"
+    project.save(update_fields=["languages", "default_language"])
+    body = {
+        "text": {"en": "Hi {{ user.first_name }}", "ru": "Привет, {{ user.first_name }}"},
+        "buttons": [[{"text": {"en": "Go", "ru": "Вперёд"}, "next": "a"}]],
+    }
+    data = _post(operator_client, _url("canvas_preview", workflow), body).json()
+    assert data["html"] == "Привет, Anna" and data["buttons"] == [["Вперёд"]]
+
+
 def test_an_analyst_reads_the_canvas_but_cannot_save(client, workflow, project):
     client.force_login(operator_create("ada", project, role="analyst"))
     page = client.get(_url("canvas", workflow))

@@ -79,3 +79,51 @@ def test_the_step_editor_refuses_absurd_numbers_and_deep_json_readably():
     assert parsed.errors["s0-retries"].startswith("The number is too large")
     assert parsed.errors["s0-body"].startswith(f"The JSON is nested more than {MAX_JSON_DEPTH}")
     assert "timeout" not in parsed.definition["steps"]["call"]
+
+
+def test_project_languages_are_set_in_the_admin_and_bad_codes_explained(admin_client, project):
+    url = reverse("admin:botplatform_project_change", args=[project.pk])
+    data = form_data(admin_client.get(url).content.decode(), "project_form")
+    response = admin_client.post(url, {**data, "languages": "en, ru", "default_language": "ru"})
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.language_list == ["ru", "en"]
+    for languages, default, message in (
+        ("en, Русский", "en", "Not language codes: Русский"),
+        ("en, ru\x00", "en", "Null characters are not allowed"),
+        ("x" * 150, "en", "Not language codes: xxxx"),
+        ("en", "english", "is not a language code"),
+    ):
+        response = admin_client.post(
+            url, {**data, "languages": languages, "default_language": default}
+        )
+        assert response.status_code == 200 and message in response.content.decode()
+    project.refresh_from_db()
+    assert project.language_list == ["ru", "en"]
+
+
+def test_the_step_editor_keeps_per_language_texts():
+    from workflows.editor_form import editor_parse
+
+    post = {
+        "s0-_type": "message",
+        "s0-_id": "hi",
+        "s0-_orig": "",
+        "s0-text": '{"en": "Hello", "ru": "Привет"}',
+        "s0-btn0-text": '{"en": "Go", "ru": "Вперёд"}',
+        "s0-btn0-kind": "url",
+        "s0-btn0-value": "https://example.com",
+        "s0-request_contact": '{"en": "Share", "ru": "Поделиться"}',
+        "s1-_type": "message",
+        "s1-_id": "plain",
+        "s1-_orig": "",
+        "s1-text": "{{ user.first_name }}, {not json",
+    }
+    parsed = editor_parse(post, draft={}, triggers=[])
+    steps = parsed.definition["steps"]
+    assert steps["hi"]["text"] == {"en": "Hello", "ru": "Привет"}
+    assert steps["hi"]["buttons"] == [
+        [{"text": {"en": "Go", "ru": "Вперёд"}, "url": "https://example.com"}]
+    ]
+    assert steps["plain"]["text"] == "{{ user.first_name }}, {not json"
+    assert steps["hi"]["request_contact"] == {"en": "Share", "ru": "Поделиться"}

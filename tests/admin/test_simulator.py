@@ -403,3 +403,32 @@ def test_the_customer_card_shows_as_a_photo_line_in_the_transcript(
     [card] = _bot_messages(user)
     assert card.text.startswith("[photo] Yours\n<code>") and user.card_code[:4] in card.text
     assert telegram == []
+
+
+def test_the_simulator_switches_the_test_users_language(operator_client, project, telegram):
+    project.languages, project.default_language = "en, ru", "en"
+    project.save(update_fields=["languages", "default_language"])
+    publish(
+        project,
+        {
+            "start": "hi",
+            "steps": {"hi": {"type": "message", "text": {"en": "Hello", "ru": "Привет"}}},
+        },
+    )
+    page = operator_client.get(_url(project)).content.decode()
+    assert 'id="sim-language"' in page and ">Русский</option>" in page
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    user = BotUser.objects.get(project=project, is_test=True)
+    assert [m.text for m in _bot_messages(user)] == ["Hello"]
+    operator_client.post(_url(project), {"action": "language", "language": "ru"})
+    operator_client.post(_url(project), {"action": "send", "text": "/start"})
+    assert [m.text for m in _bot_messages(user)] == ["Hello", "Привет"]
+    assert BotUser.objects.get(pk=user.pk).language == "ru"
+    page = operator_client.get(_url(project)).content.decode()
+    assert '<option value="ru" selected>' in page
+    # A language the project does not speak is refused readably; nothing changes.
+    response = operator_client.post(
+        _url(project), {"action": "language", "language": "de\x00"}, follow=True
+    )
+    assert "This project does not speak that language." in response.content.decode()
+    assert BotUser.objects.get(pk=user.pk).language == "ru"

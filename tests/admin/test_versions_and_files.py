@@ -154,3 +154,30 @@ def test_the_version_list_counts_conversations_in_one_query(operator_client, pro
     with CaptureQueriesContext(connection) as many:
         operator_client.get(url)
     assert len(many) == len(few)
+
+
+def test_admin_export_and_import_carry_every_language(operator_client, project, other_project):
+    from tests.admin.conftest import operator_create
+
+    bilingual = {
+        "start": "hi",
+        "steps": {
+            "hi": {
+                "type": "message",
+                "text": {"en": "Hello", "ru": "Привет"},
+                "buttons": [{"text": {"en": "Go", "ru": "Вперёд"}, "next": "bye"}],
+            },
+            "bye": {"type": "message", "text": {"ru": "Пока", "en": "Bye"}},
+        },
+    }
+    workflow = publish(project, bilingual, triggers=[{"type": "command", "command": "hi"}])
+    response = operator_client.get(reverse("admin:workflows_workflow_export", args=[workflow.pk]))
+    assert json.loads(response.content)["definition"] == bilingual
+    operator_client.force_login(operator_create("both", project, other_project))
+    upload = SimpleUploadedFile("w.json", response.content, content_type="application/json")
+    operator_client.post(
+        reverse("admin:workflows_workflow_import"),
+        {"project": other_project.pk, "file": upload, "publish": "on", "note": "copy"},
+    )
+    copy = Workflow.objects.get(project=other_project, slug=workflow.slug)
+    assert copy.published_version.definition == bilingual

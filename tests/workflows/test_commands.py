@@ -114,3 +114,56 @@ def test_import_without_publish_only_drafts_and_a_publish_carries_its_note(proje
     assert workflow.published_version.number == 2
     assert workflow.published_version.note == "fallback on"
     assert workflow.published_version.triggers == [{"type": "fallback"}]
+
+
+BILINGUAL = {
+    **FILE,
+    "slug": "city-bilingual",
+    "definition": {
+        "start": "lang",
+        "steps": {
+            "lang": {
+                "type": "choose_language",
+                "text": {"en": "Language?", "ru": "Язык?"},
+                "next": "ask",
+            },
+            "ask": {
+                "type": "input",
+                "text": {"en": "City?", "ru": "Город?", "pt-br": "Cidade?"},
+                "retry_text": {"ru": "Ещё раз, пожалуйста"},
+                "variable": "city",
+                "next": "ok",
+            },
+            "ok": {
+                "type": "message",
+                "text": {"en": "{{ vars.city }} it is", "ru": "Итак, {{ vars.city }}"},
+                "buttons": [{"text": {"en": "Again", "ru": "Ещё"}, "next": "ask"}],
+            },
+        },
+    },
+}
+
+
+def test_import_and_export_carry_every_language(project, tmp_path):
+    jsonschema.validate(BILINGUAL, SCHEMA)
+    path = tmp_path / "bilingual.json"
+    path.write_text(json.dumps(BILINGUAL, ensure_ascii=False))
+    call_command(
+        "importworkflow", str(path), project=project.slug, publish=True, stdout=io.StringIO()
+    )
+    workflow = Workflow.objects.get(project=project, slug="city-bilingual")
+    assert workflow.published_version.definition == BILINGUAL["definition"]
+    exported = io.StringIO()
+    call_command("exportworkflow", project=project.slug, workflow="city-bilingual", stdout=exported)
+    assert json.loads(exported.getvalue()) == BILINGUAL
+
+
+def test_import_refuses_a_bad_language_code_readably(project, tmp_path):
+    bad = json.loads(json.dumps(BILINGUAL))
+    bad["definition"]["steps"]["ok"]["text"] = {"EN": "x"}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(CommandError) as info:
+        call_command("importworkflow", str(path), project=project.slug, publish=True)
+    assert "'EN' is not a language code" in str(info.value)
+    assert not Workflow.objects.filter(slug="city-bilingual").exists()

@@ -514,6 +514,11 @@ class WorkflowAdmin(CanvasViews, ProjectScopedAdmin):
                             text=f"The draft of “{workflow.name}” cannot run yet: "
                             + "; ".join(str(error) for error in exc.errors),
                         )
+            elif action == "language":
+                if not simulator.simulator_language_set(
+                    user=user, code=request.POST.get("language", "")
+                ):
+                    messages.error(request, "This project does not speak that language.")
             elif action == "press":
                 try:
                     message_id = int(request.POST.get("message_id", ""))
@@ -541,6 +546,7 @@ class WorkflowAdmin(CanvasViews, ProjectScopedAdmin):
             chosen_workflow=int(chosen) if chosen.isascii() and chosen.isdigit() else None,
             is_fetch=request.headers.get("x-requested-with") == "fetch",
             **simulator.simulator_view_get(user=user),
+            **simulator.simulator_languages(user),
         )
         if request.headers.get("x-requested-with") == "fetch":
             return TemplateResponse(request, "admin/workflows/simulator_panel.html", context)

@@ -22,6 +22,7 @@ from django.db.models import F, Func, JSONField, Value
 from django.utils import timezone
 
 from botplatform.conversation import InputEvent, SendMessage
+from botplatform.languages import system_text
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import (
     deferred_flush,
@@ -41,6 +42,7 @@ from workflows.engine.steps.base import (
     StepRuntime,
     StepType,
     Wait,
+    data_language,
 )
 from workflows.engine.subflows import call_return, callers_end, workflow_target
 from workflows.engine.userdata import UserData, event_data
@@ -265,6 +267,7 @@ def _fail(
         .first()
     )
     if fallback:
+        fallback = system_text(fallback, data_language(state.data, execution.project_id))
         state.actions.append(SendMessage(chat_id=state.chat_id, text=html.escape(fallback)))
 
 

@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from workflows.engine.definition import STEP_ID_RE
 from workflows.engine.steps import STEP_TYPES
-from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, FieldSpec
+from workflows.engine.steps.base import CALLBACK_DATA_LIMIT, FieldSpec, localized_schema
 
 SCHEMA_ID = "https://botplatform.example/workflow.schema.json"
 MAX_PROBLEMS_PER_STEP = 20
@@ -124,7 +124,7 @@ def _button_schema() -> dict[str, Any]:
             "trigger, at most 64 bytes, not starting with w:)"
         ),
         "properties": {
-            "text": {"type": "string", "minLength": 1},
+            "text": localized_schema({"type": "string", "minLength": 1}),
             "next": {"$ref": "#/$defs/stepRef"},
             "url": {
                 "type": "string",
@@ -276,6 +276,8 @@ def _where(path: list) -> str:
     """``'validate.min'``, or ``'branches' item 2 'next'`` inside a list."""
     words: list[str] = []
     for part in path:
+        if isinstance(part, str) and len(part) > 40:  # a pasted key: say which, briefly
+            part = part[:40] + "…"
         if isinstance(part, int):
             words.append(f"item {part + 1}")
         elif words and words[-1].endswith("'"):

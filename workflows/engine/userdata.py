@@ -68,6 +68,9 @@ class UserData:
         self._cached: dict | None = None
         self._ahead: UsersAhead | None = None
         self.event_data: dict = {}  # an API event's name and payload (templates: event.*)
+        # (the user's language, the project's default, the project's languages), once
+        # known (StepRuntime.language); cleared when the user chooses another language
+        self.language: tuple[str, str, list[str]] | None = None
 
     def prime(self, cached: dict | None, ahead: UsersAhead | None = None) -> None:
         """Serve the first load from ``cached`` (the caller's one cache round trip,

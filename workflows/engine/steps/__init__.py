@@ -5,6 +5,7 @@ from __future__ import annotations
 from workflows.engine.steps.base import StepType
 from workflows.engine.steps.bonus import BonusStep
 from workflows.engine.steps.call_workflow import CallWorkflowStep
+from workflows.engine.steps.choose_language import ChooseLanguageStep
 from workflows.engine.steps.condition import ConditionStep
 from workflows.engine.steps.delay import DelayStep
 from workflows.engine.steps.end import EndStep
@@ -32,6 +33,7 @@ STEP_TYPES: dict[str, StepType] = {
         ShowCardStep(),
         CallWorkflowStep(),
         RandomSplitStep(),
+        ChooseLanguageStep(),
         EndStep(),
     )
 }

@@ -15,6 +15,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from botplatform.conversation import Button, EditMessage, InputEvent, SendMessage
+from botplatform.languages import (
+    LANGUAGE_CODE_PATTERN,
+    MAX_LANGUAGES,
+    language_list,
+    normalize_code,
+    pick_text,
+    user_language,
+)
 from workflows.engine.templating import TemplateError, template_check, template_render
 
 if TYPE_CHECKING:
@@ -82,6 +90,29 @@ Outcome = Goto | Wait | Pending | Jump | Call | NotConsumed
 # --- Runtime -----------------------------------------------------------------
 
 
+def data_language(data: UserData, project_id: int) -> str:
+    """The user's language for this event, kept on ``data`` (one lookup per event, and
+    none when the bot's project is loaded already): see botplatform/languages.py."""
+    if data.language:
+        return data.language[0]
+    from botplatform.models import Bot, Project
+
+    bot = data.bot
+    if bot is not None and Bot.project.is_cached(bot):
+        languages, default = bot.project.languages, bot.project.default_language
+    else:
+        languages, default = Project.objects.values_list("languages", "default_language").get(
+            pk=project_id
+        )
+    spoken = language_list(languages, default)
+    user = data.user
+    chosen = user_language(
+        getattr(user, "language", ""), getattr(user, "language_code", ""), spoken, default
+    )
+    data.language = (chosen, normalize_code(default) or chosen, spoken)
+    return chosen
+
+
 @dataclass
 class StepRuntime:
     execution: WorkflowExecution
@@ -104,7 +135,26 @@ class StepRuntime:
             context = {**context, "trigger": trigger}
         return context
 
-    def render(self, source: str, *, escape: bool = True) -> str:
+    def language(self) -> str:
+        """The language to talk to this user in (their choice, Telegram's, or the
+        project's default); looked up once per event and kept on ``data``."""
+        return data_language(self.data, self.execution.project_id)
+
+    def languages(self) -> list[str]:
+        """The project's language codes, the default first."""
+        self.language()
+        return list(self.data.language[2])
+
+    def text(self, value: Any) -> Any:
+        """A per-language text's version for this user (a plain string as is): THE place
+        texts are resolved, so every step and every text field behaves the same."""
+        if not isinstance(value, dict):
+            return value
+        language = self.language()
+        return pick_text(value, language, self.data.language[1], self.data.language[2])
+
+    def render(self, source: str | dict, *, escape: bool = True) -> str:
+        source = self.text(source)
         try:
             return template_render(source, self.context(), escape=escape)
         except TemplateError as exc:
@@ -164,6 +214,52 @@ class StepRuntime:
 # --- Validation helpers --------------------------------------------------------
 
 
+def text_versions(value: Any, where: str, add: Callable[[str], None]) -> list[tuple[str, str]]:
+    """(where, text) for each version of a text that may have one per language;
+    reports a wrong shape through ``add`` (e.g. a bad language code) and skips it."""
+    if isinstance(value, str):
+        return [(where, value)]
+    if not isinstance(value, dict):
+        add(f"{where} must be a text, or an object with a text per language")
+        return []
+    if not value:
+        add(f'{where} has no language: give at least one, e.g. {{"en": "..."}}')
+        return []
+    if len(value) > MAX_LANGUAGES:
+        add(f"{where} has {len(value)} languages; at most {MAX_LANGUAGES}")
+        return []
+    found = []
+    for code, text in value.items():
+        shown = repr(code[:20]) if isinstance(code, str) else "?"
+        if not isinstance(code, str) or normalize_code(code) != code:
+            add(
+                f"{where}: {shown} is not a language code; use lower-case codes such as "
+                '"en" or "ru"'
+            )
+        elif not isinstance(text, str):
+            add(f"{where} in {shown} must be a text")
+        else:
+            found.append((f"{where} ({code})", text))
+    return found
+
+
+def localized_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A text's schema that also takes one version per language: ``{"en": ..., "ru": ...}``."""
+    return {
+        "anyOf": [
+            schema,
+            {
+                "type": "object",
+                "propertyNames": {"pattern": LANGUAGE_CODE_PATTERN},
+                "additionalProperties": schema,
+                "minProperties": 1,
+                "maxProperties": MAX_LANGUAGES,
+                "description": 'one version per language code, e.g. {"en": "Hi", "ru": "Привет"}',
+            },
+        ]
+    }
+
+
 class Checker:
     """Collects problems of one step for :mod:`workflows.engine.validation`."""
 
@@ -181,11 +277,12 @@ class Checker:
             if required:
                 self.add(f"'{key}' is missing: fill it in")
             return
-        problem = template_check(value)
-        if problem:
-            self.add(f"'{key}': {problem}")
-        elif limit and len(value) > limit:
-            self.add(f"'{key}' is {len(value)} characters long; Telegram allows at most {limit}")
+        for where, text in text_versions(value, f"'{key}'", self.add):
+            problem = template_check(text)
+            if problem:
+                self.add(f"{where}: {problem}")
+            elif limit and len(text) > limit:
+                self.add(f"{where} is {len(text)} characters long; Telegram allows at most {limit}")
 
     def number(
         self, key: str, *, required: bool = False, minimum: float | None = None
@@ -235,6 +332,8 @@ class FieldSpec:
     choices: tuple[tuple[str, str], ...] = ()
     parts: tuple[FieldSpec, ...] = ()
     problem: str = ""
+    # A user-facing text: may be an object with a version per language.
+    localized: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """The field's JSON Schema, with the label and help as title and description."""
@@ -247,6 +346,8 @@ class FieldSpec:
                 properties={part.name: part.json_schema() for part in self.parts},
                 additionalProperties=False,
             )
+        if self.localized:
+            schema = localized_schema(schema)
         schema["title"] = self.label
         if self.help:
             schema["description"] = self.help
@@ -282,6 +383,7 @@ CONTACT_BUTTON_FIELD = FieldSpec(
     "The label of a reply-keyboard button that sends the user's own phone number, "
     "e.g. “📱 Share my phone”. Empty: no such button.",
     schema={"type": "string", "maxLength": KEYBOARD_BUTTON_LIMIT},
+    localized=True,
 )
 DESCRIPTION_FIELD = FieldSpec(
     "description",

@@ -11,6 +11,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.utils import translation
+from django.utils.translation import gettext, gettext_noop
+
 from botplatform.conversation import InputEvent
 from users.customers import CustomerError, phone_normalize
 from users.e164 import PhoneInvalid, phone_e164, phone_masked
@@ -57,11 +60,24 @@ DEFAULT_ATTEMPTS = 3
 
 
 class Invalid(ValueError):
-    pass
+    """Why an answer is refused. Translated when shown (``str``), in the language active
+    then: the step activates the user's language only on this rare path."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.params = params
+
+    def __str__(self) -> str:
+        text = gettext(self.args[0])
+        return text % self.params if self.params else text
 
 
 class OwnMessage(Invalid):
     """The operator's own explanation (a regex rule's ``message``): shown as written."""
+
+    def __str__(self) -> str:
+        message = self.args[0]
+        return str(next(iter(message.values()), "") if isinstance(message, dict) else message)
 
 
 def _date(text: str) -> date:
@@ -72,65 +88,75 @@ def _date(text: str) -> date:
             return datetime.strptime(text, fmt).date()  # noqa: DTZ007
         except ValueError:
             continue
-    raise Invalid("please send a date like 31.12.1990")
+    raise Invalid(gettext_noop("please send a date like 31.12.1990"))
+
+
+def _longer(limit: int) -> Invalid:
+    return Invalid(gettext_noop("the answer is longer than %(n)s characters"), n=limit)
 
 
 def answer_validate(rule: dict, text: str) -> Any:
     """The stored value for ``text`` under ``rule``, or :class:`Invalid` saying why."""
     text = text.strip()
     if not text:
-        raise Invalid("the answer is empty")
+        raise Invalid(gettext_noop("the answer is empty"))
     if len(text) > MAX_ANSWER:
-        raise Invalid(f"the answer is longer than {MAX_ANSWER} characters")
+        raise _longer(MAX_ANSWER)
     kind = rule.get("type", "text")
     low, high = rule.get("min"), rule.get("max")
     if kind == "text":
         if low is not None and len(text) < low:
-            raise Invalid(f"at least {low} characters, please")
+            raise Invalid(gettext_noop("at least %(n)s characters, please"), n=low)
         if high is not None and len(text) > high:
-            raise Invalid(f"at most {high} characters, please")
+            raise Invalid(gettext_noop("at most %(n)s characters, please"), n=high)
         return text
     if kind in {"number", "integer"}:
         try:
             number = number_parse(text.replace(",", ".").replace(" ", ""))
         except NumberError as exc:
             reason = exc.args[0]
-            raise Invalid(
-                "please send a number" if reason == NOT_A_NUMBER else f"the number {reason}"
-            ) from None
+            if reason == NOT_A_NUMBER:
+                raise Invalid(gettext_noop("please send a number")) from None
+            raise Invalid(gettext_noop("the number %(reason)s"), reason=reason) from None
         if kind == "integer" and number != number.to_integral_value():
-            raise Invalid("please send a whole number")
+            raise Invalid(gettext_noop("please send a whole number"))
         if low is not None and number < Decimal(str(low)):
-            raise Invalid(f"the number must be at least {low}")
+            raise Invalid(gettext_noop("the number must be at least %(n)s"), n=low)
         if high is not None and number > Decimal(str(high)):
-            raise Invalid(f"the number must be at most {high}")
+            raise Invalid(gettext_noop("the number must be at most %(n)s"), n=high)
         return int(number) if kind == "integer" else float(number)
     if kind == "phone":
         phone = re.sub(r"[\s()\-]", "", text)
         if not PHONE_RE.match(phone):
-            raise Invalid("please send a phone number like +44 20 7946 0958")
+            raise Invalid(gettext_noop("please send a phone number like +44 20 7946 0958"))
         return phone
     if kind == "email":
         if not EMAIL_RE.match(text):
-            raise Invalid("please send an e-mail address like name@example.com")
+            raise Invalid(gettext_noop("please send an e-mail address like name@example.com"))
         return text.lower()
     if kind == "date":
         value = _date(text)
         if low is not None and value < _date(str(low)):
-            raise Invalid(f"the date must not be before {_date(str(low)):%d.%m.%Y}")
+            raise Invalid(
+                gettext_noop("the date must not be before %(date)s"),
+                date=f"{_date(str(low)):%d.%m.%Y}",
+            )
         if high is not None and value > _date(str(high)):
-            raise Invalid(f"the date must not be after {_date(str(high)):%d.%m.%Y}")
+            raise Invalid(
+                gettext_noop("the date must not be after %(date)s"),
+                date=f"{_date(str(high)):%d.%m.%Y}",
+            )
         return value.isoformat()
     if kind == "regex":
         if len(text) > MAX_PATTERN_ANSWER:
-            raise Invalid(f"the answer is longer than {MAX_PATTERN_ANSWER} characters")
+            raise _longer(MAX_PATTERN_ANSWER)
         if not pattern_fullmatch(rule.get("pattern") or "", text):
             if rule.get("message"):
-                raise OwnMessage(rule["message"])
-            raise Invalid("the answer is not in the expected format")
+                raise OwnMessage(rule["message"])  # may have a version per language
+            raise Invalid(gettext_noop("the answer is not in the expected format"))
         return text
     if kind == "contact":
-        raise Invalid("please press the button below to share your phone number")
+        raise Invalid(gettext_noop("please press the button below to share your phone number"))
     raise Invalid(f"unknown validation type {kind}")
 
 
@@ -157,6 +183,16 @@ def contact_validate(event: InputEvent, *, telegram_id: int) -> str:
         raise Invalid(str(exc)) from None
 
 
+def attachment_prompt(kind: str) -> str:
+    """The system's retry text for a missing photo, document or location (translated)."""
+    prompts = {
+        "photo": gettext("Please send a photo."),
+        "document": gettext("Please send a document."),
+        "location": gettext("Please send a location."),
+    }
+    return prompts.get(kind) or gettext("Please send a %(kind)s.") % {"kind": kind}
+
+
 class InputStep(StepType):
     type = "input"
     label = "Ask a question"
@@ -168,6 +204,7 @@ class InputStep(StepType):
             "Question",
             schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
             required=True,
+            localized=True,
         ),
         FieldSpec(
             "variable",
@@ -224,7 +261,11 @@ class InputStep(StepType):
                     schema={"type": "string"},
                 ),
                 FieldSpec(
-                    "message", "line", "Explanation of the pattern", schema={"type": "string"}
+                    "message",
+                    "line",
+                    "Explanation of the pattern",
+                    schema={"type": "string"},
+                    localized=True,
                 ),
             ),
         ),
@@ -234,6 +275,7 @@ class InputStep(StepType):
             "On an invalid answer say",
             "Empty: an explanation.",
             schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
+            localized=True,
         ),
         FieldSpec(
             "max_attempts",
@@ -348,9 +390,12 @@ class InputStep(StepType):
             if retry:
                 text = rt.render(retry)
             elif isinstance(exc, OwnMessage):
-                text = str(exc)
+                own = rt.text(exc.args[0])
+                text = own if isinstance(own, str) else str(exc)
             else:
-                text = f"That does not look right: {str(exc).rstrip('.')}."
+                with translation.override(rt.language()):  # the user's, not the log's
+                    problem = str(exc).rstrip(".")
+                    text = gettext("That does not look right: %(problem)s.") % {"problem": problem}
             return self._ask(rt, text, attempts)
         rt.data.variable_set(step["variable"], value)
         rt.output["value"] = value
@@ -370,7 +415,11 @@ class InputStep(StepType):
                 rt.output["gave_up"] = True
                 return Goto(step.get("on_fail"))
             retry = step.get("retry_text")
-            text = rt.render(retry) if retry else f"Please send a {kind}."
+            if retry:
+                text = rt.render(retry)
+            else:
+                with translation.override(rt.language()):
+                    text = attachment_prompt(kind)
             return self._ask(rt, text, attempts)
         if kind == "location":
             value = f"{event.latitude:.6f},{event.longitude:.6f}"

@@ -65,6 +65,7 @@ class InvoiceStep(StepType):
             "What is paid for, at most 32 characters.",
             schema={"type": "string", "maxLength": 32},
             required=True,
+            localized=True,
         ),
         FieldSpec(
             "text",
@@ -73,6 +74,7 @@ class InvoiceStep(StepType):
             "Shown on the invoice, at most 255 characters.",
             schema={"type": "string", "maxLength": 255},
             required=True,
+            localized=True,
         ),
         FieldSpec(
             "currency",

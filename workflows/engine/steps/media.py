@@ -23,7 +23,13 @@ from botplatform.conversation import (
     SendMedia,
     SendMessage,
 )
-from workflows.engine.steps.base import Checker, FieldSpec, StepRuntime
+from workflows.engine.steps.base import (
+    Checker,
+    FieldSpec,
+    StepRuntime,
+    localized_schema,
+    text_versions,
+)
 from workflows.engine.templating import template_check
 
 CAPTION_LIMIT = 1024
@@ -36,7 +42,7 @@ _ITEM: dict[str, Any] = {
         "file": {"type": "integer", "minimum": 1},
         "url": {"type": "string", "maxLength": 2000},
         "file_id": {"type": "string", "maxLength": 500},
-        "caption": {"type": "string", "maxLength": CAPTION_LIMIT},
+        "caption": localized_schema({"type": "string", "maxLength": CAPTION_LIMIT}),
         "filename": {"type": "string", "maxLength": 150},
     },
     "required": ["type"],
@@ -107,12 +113,16 @@ def _item_check(checker: Checker, item: Any, where: str, *, album: bool) -> None
     url = item.get("url")
     if url is not None and (not isinstance(url, str) or not url.startswith("https://")):
         checker.add(f"{where}: 'url' must start with https://")
-    for key in ("file_id", "caption"):
-        value = item.get(key)
-        if value is not None:
-            problem = template_check(value) if isinstance(value, str) else "must be a text"
+    value = item.get("file_id")
+    if value is not None:
+        problem = template_check(value) if isinstance(value, str) else "must be a text"
+        if problem:
+            checker.add(f"{where} file_id: {problem}")
+    if item.get("caption") is not None:
+        for place, text in text_versions(item["caption"], f"{where} caption", checker.add):
+            problem = template_check(text)
             if problem:
-                checker.add(f"{where} {key}: {problem}")
+                checker.add(f"{place}: {problem}")
 
 
 def media_check(checker: Checker) -> None:

@@ -29,6 +29,7 @@ from workflows.engine.steps.base import (
     StepType,
     Wait,
     step_ref,
+    text_versions,
     wait_timeout,
 )
 from workflows.engine.steps.media import MEDIA_FIELDS, has_media, media_check, media_send
@@ -60,7 +61,7 @@ def engine_callback_data(execution_id: int, seq: int, index: int) -> str:
 
 def contact_button_label(rt: StepRuntime, step: dict) -> str:
     """The rendered "share my phone" label of a step (plain text, bounded), or ""."""
-    label = step.get("request_contact")
+    label = rt.text(step.get("request_contact"))
     if not isinstance(label, str) or not label.strip():
         return ""
     return rt.render(label, escape=False).strip()[:KEYBOARD_BUTTON_LIMIT]
@@ -79,6 +80,7 @@ class MessageStep(StepType):
             "{{ user.balance }}, {{ vars.city }}. With a photo or file: its caption (at most "
             "1024 characters; may then be empty).",
             schema={"type": "string", "maxLength": TELEGRAM_TEXT_LIMIT},
+            localized=True,
         ),
         FieldSpec(
             "buttons",
@@ -145,7 +147,13 @@ class MessageStep(StepType):
         for index, button in enumerate(flat_buttons(step), start=1):
             label = button.get("text")
             where = f"button {index}"
-            if not isinstance(label, str) or not label.strip():
+            if isinstance(label, dict) and label:
+                for place, version in text_versions(label, f"{where} text", checker.add):
+                    problem = template_check(version) if version.strip() else "is empty"
+                    if problem:
+                        checker.add(f"{place}: {problem}")
+                label = next(iter(label.values()))
+            elif not isinstance(label, str) or not label.strip():
                 checker.add(f"{where} has no text")
             else:
                 problem = template_check(label)
