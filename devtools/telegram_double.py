@@ -117,6 +117,13 @@ class BotState:
     poll_generation: int = 0
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a hundred bots connecting at once
+    # overflow it, and the dropped SYNs are retried after 1, 3, 7… s, so clients time
+    # out at start-up (aiogram's getMe did in the peer benchmark).
+    request_queue_size = 1024
+
+
 class TelegramDouble(MediaApi):
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -141,7 +148,7 @@ class TelegramDouble(MediaApi):
         self._cond = threading.Condition()
         self._cpu_lock = threading.Lock()
         self.cpu_seconds = 0.0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
