@@ -113,7 +113,9 @@ def test_quickstart_from_a_fresh_clone_answers_and_stops_on_ctrl_c(tmp_path):
         ), log_path.read_text(errors="replace")
 
         os.killpg(pgid, signal.SIGINT)  # Ctrl-C
-        assert proc.wait(40) == 0 or True  # the exit code of a stop by Ctrl-C is not the point
+        # Raises TimeoutExpired if Ctrl-C does not stop it; the exit code of a stop by
+        # Ctrl-C is not the point.
+        proc.wait(60)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and _group_alive(pgid):
             time.sleep(0.2)
