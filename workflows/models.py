@@ -337,3 +337,30 @@ class BroadcastDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broadcast} → {self.user_id} ({self.status})"
+
+
+class BroadcastMessage(models.Model):
+    """A Telegram message a broadcast sent to one recipient (so that presses of its
+    buttons can be counted per broadcast: ``analytics.presses``).
+
+    Message ids are per chat and per bot, hence the unique (bot, chat, message).
+    Written in bulk, once per batch of deliveries.
+    """
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="messages")
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="+")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="+")
+    chat_id = models.BigIntegerField()
+    message_id = models.BigIntegerField()
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["broadcast", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot", "chat_id", "message_id"], name="broadcastmessage_unique_message"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id}: message {self.message_id} in chat {self.chat_id}"

@@ -87,7 +87,7 @@ def test_every_csv_export_equals_the_table_on_the_page(client, traffic, period):
     page = client.get(_url("programme", project, **query))
     assert page.status_code == 200
     shown = _page_tables(page)
-    assert set(shown) == {"summary", "daily", "levels", "retention", "workflows"}
+    assert set(shown) == {"summary", "daily", "levels", "level_moves", "retention", "workflows"}
     for key, rows in shown.items():
         response = client.get(_url("programme_export", project, table=key, format="csv", **query))
         assert response.status_code == 200
