@@ -244,8 +244,8 @@ class LevelChange(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["project", "at"]),
-            models.Index(fields=["user", "-at"]),
+            models.Index(fields=["at"]),  # the daily rollup reads a range of days
+            models.Index(fields=["user", "-at"]),  # a member's history
         ]
 
     def __str__(self) -> str:

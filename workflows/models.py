@@ -168,6 +168,10 @@ class WorkflowExecution(models.Model):
                 name="execution_paused_due_idx",
             ),
             models.Index(fields=["session_key", "status"]),
+            # The daily rollups: conversations started in a range of days, and those
+            # finished since the last run (workflows/migrations/0007: built concurrently).
+            models.Index(fields=["started_at"], name="execution_started_idx"),
+            models.Index(fields=["finished_at"], name="execution_finished_idx"),
         ]
 
     def __str__(self) -> str:
