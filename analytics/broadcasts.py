@@ -1,26 +1,25 @@
 """Broadcast results: delivered, blocked, failed, button presses, and who came back.
 
-"Came back" reads the daily activity rollup (``UserDay``: a conversation or a bonus
-entry): a recipient came back when they were active after their message was
-delivered and within N days of the send, the same day included (``UserDay.last_at``,
-their last activity of the day, later than the delivery's ``finished_at``). Button
-presses read ``BroadcastPress`` (callback queries on the broadcast's own messages,
-``analytics.presses``). A conversion to one chosen workflow reads that workflow's
-executions of the broadcast's recipients only (bounded by the broadcast's size).
+Presses and "came back" read the broadcast's rollup row (``BroadcastResult``, kept
+by ``analytics.broadcast_results``): a recipient came back when they were active (a
+conversation or a bonus entry) after their message was delivered and within N days
+of the send, the same day included; presses are callback queries on the broadcast's
+own messages (``analytics.presses``). A conversion to one chosen workflow reads that
+workflow's executions of the broadcast's recipients only (bounded by the broadcast's
+size).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Exists, OuterRef, Q
-
-from analytics.models import BroadcastPress, UserDay
+from analytics.broadcast_results import RETURN_DAYS, came_back_within
+from analytics.models import BroadcastResult
 from analytics.periods import Period
 from analytics.tables import Table
 from workflows.models import Broadcast, BroadcastDelivery, WorkflowExecution
 
-MAX_DAYS = 90
+MAX_DAYS = RETURN_DAYS
 
 
 def _pct(part: int, whole: int) -> float:
@@ -28,55 +27,32 @@ def _pct(part: int, whole: int) -> float:
 
 
 def came_back_count(broadcast: Broadcast, *, days: int) -> int:
-    """Recipients active after their delivery, up to ``days`` days after the send day.
-
-    Rows written before ``last_at`` existed count from the day after the send (the
-    old rule) until a rebuild (``manage.py rollup --rebuild``) fills the time in.
-    """
-    sent_day = broadcast.started_at.date()
-    last_day = sent_day + timedelta(days=days)
-    activity = UserDay.objects.filter(
-        project_id=broadcast.project_id,
-        user_id=OuterRef("user_id"),
-        day__gte=sent_day,
-        day__lte=last_day,
-    ).filter(Q(last_at__gt=OuterRef("finished_at")) | Q(last_at__isnull=True, day__gt=sent_day))
-    return (
-        BroadcastDelivery.objects.filter(broadcast=broadcast, status="sent")
-        .filter(Exists(activity))
-        .count()
-    )
+    """Recipients active after their delivery, up to ``days`` days after the send day
+    (from the rollup: ``analytics.broadcast_results``)."""
+    return came_back_within(BroadcastResult.objects.filter(broadcast_id=broadcast.pk).first(), days)
 
 
 def broadcasts_table(
     project_id: int, period: Period, *, days: int = 7, workflow_id: int | None = None
 ) -> Table:
     days = min(max(days, 1), MAX_DAYS)
+    # The delivery figures are the broadcast's own counters (recounted from its
+    # delivery rows after every batch: workflows.broadcasts.broadcast_counters_refresh).
     broadcasts = list(
         Broadcast.objects.filter(
             project_id=project_id,
             started_at__date__gte=period.start,
             started_at__date__lte=period.end,
-        )
-        .order_by("-started_at")
-        .annotate(
-            n_sent=Count("deliveries", filter=Q(deliveries__status="sent")),
-            n_blocked=Count("deliveries", filter=Q(deliveries__status="blocked")),
-            n_failed=Count("deliveries", filter=Q(deliveries__status="failed")),
-            n_total=Count("deliveries"),
-        )[:50]
+        ).order_by("-started_at")[:50]
     )
-    presses = {
-        row["broadcast_id"]: (row["presses"], row["members"])
-        for row in BroadcastPress.objects.filter(
-            project_id=project_id, broadcast_id__in=[b.pk for b in broadcasts]
-        )
-        .values("broadcast_id")
-        .annotate(presses=Count("id"), members=Count("user_id", distinct=True))
+    results = {
+        r.broadcast_id: r
+        for r in BroadcastResult.objects.filter(broadcast_id__in=[b.pk for b in broadcasts])
     }
     rows = []
     for b in broadcasts:
-        came_back = came_back_count(b, days=days)
+        result = results.get(b.pk)
+        came_back = came_back_within(result, days)
         converted = None
         if workflow_id is not None:
             recipients = BroadcastDelivery.objects.filter(broadcast=b, status="sent").values(
@@ -94,16 +70,16 @@ def broadcasts_table(
                 .distinct()
                 .count()
             )
-        delivered = b.n_sent
-        pressed, members_pressed = presses.get(b.pk, (0, 0))
+        delivered = b.sent
+        pressed, members_pressed = (result.presses, result.members_pressed) if result else (0, 0)
         rows.append(
             [
                 b.title,
                 b.started_at.date(),
-                b.n_total,
+                b.total,
                 delivered,
-                b.n_blocked,
-                b.n_failed,
+                b.blocked,
+                b.failed,
                 pressed,
                 members_pressed,
                 _pct(members_pressed, delivered),

@@ -193,6 +193,25 @@ class BroadcastPress(models.Model):
         return f"broadcast {self.broadcast_id}: press by {self.user_id}"
 
 
+class BroadcastResult(models.Model):
+    """A broadcast's presses and returns (``analytics.broadcast_results``)."""
+
+    broadcast_id = models.IntegerField(unique=True)
+    project_id = models.IntegerField(db_index=True)
+    presses = models.IntegerField(default=0)
+    members_pressed = models.IntegerField(default=0)
+    returned = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Recipients by the first day (0 = the send day) they were active after "
+        "their delivery.",
+    )
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"broadcast {self.broadcast_id}: {self.presses} presses"
+
+
 class RollupState(models.Model):
     """How far the rollup has read each source (one row): what arrived since is new."""
 

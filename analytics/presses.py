@@ -30,10 +30,12 @@ _CHAT = "payload__callback_query__message__chat__id"
 _MESSAGE = "payload__callback_query__message__message_id"
 
 
-def presses_collect(*, since_id: int, now: datetime) -> int:
+def presses_collect(*, since_id: int, now: datetime) -> tuple[int, set[int]]:
     """Store the broadcast presses among the updates after ``since_id``; returns the
-    watermark to keep (the last update received before ``now`` less the margin)."""
+    watermark to keep (the last update received before ``now`` less the margin) and
+    the broadcasts pressed."""
     mark = since_id
+    pressed: set[int] = set()
     while True:
         rows = list(
             TelegramUpdate.objects.filter(pk__gt=mark, payload__has_key="callback_query")
@@ -42,28 +44,28 @@ def presses_collect(*, since_id: int, now: datetime) -> int:
         )
         if not rows:
             break
-        _presses_store(rows)
+        pressed |= _presses_store(rows)
         mark = rows[-1][0]
         if len(rows) < SCAN_BATCH:
             break
     settled = TelegramUpdate.objects.filter(
         pk__gt=since_id, received_at__lt=now - SETTLE_MARGIN
     ).aggregate(top=Max("pk"))["top"]
-    return max(since_id, settled or 0)
+    return max(since_id, settled or 0), pressed
 
 
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _presses_store(rows: list[tuple]) -> int:
+def _presses_store(rows: list[tuple]) -> set[int]:
     wanted = {
         (bot_id, chat_id, message_id)
         for _pk, bot_id, _update, _at, chat_id, message_id in rows
         if _whole(chat_id) and _whole(message_id)
     }
     if not wanted:
-        return 0
+        return set()
     sent = {
         (bot_id, chat_id, message_id): (broadcast_id, project_id, user_id)
         for bot_id, chat_id, message_id, broadcast_id, project_id, user_id in (
@@ -99,4 +101,4 @@ def _presses_store(rows: list[tuple]) -> int:
             )
         )
     BroadcastPress.objects.bulk_create(presses, batch_size=2000, ignore_conflicts=True)
-    return len(presses)
+    return {press.broadcast_id for press in presses}

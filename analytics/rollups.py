@@ -25,8 +25,17 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate, TruncWeek
 from django.utils import timezone
 
+from analytics.broadcast_results import broadcast_results_write, broadcasts_in_window
 from analytics.level_moves import level_moves_dirty, level_moves_first, level_moves_write
-from analytics.models import CohortWeek, ProjectDay, RollupState, StepDay, UserDay, WorkflowDay
+from analytics.models import (
+    BroadcastPress,
+    CohortWeek,
+    ProjectDay,
+    RollupState,
+    StepDay,
+    UserDay,
+    WorkflowDay,
+)
 from analytics.presses import presses_collect
 from botplatform.locks import ROLLUP_LOCK, LockNotAcquired, advisory_lock
 from users.models import BonusTransaction, BotUser, LevelChange
@@ -393,8 +402,12 @@ def _write_workflow_days(first: date, last: date) -> None:
     )
 
 
-def rollup_days(days: Iterable[date], *, today: date | None = None) -> int:
-    """Recompute these days (every project); returns how many days were written."""
+def rollup_days(
+    days: Iterable[date], *, today: date | None = None, broadcasts: Iterable[int] = ()
+) -> int:
+    """Recompute these days (every project), and the results of the broadcasts whose
+    window holds one of them (plus ``broadcasts``: new presses); returns how many days
+    were written."""
     today = today or timezone.now().date()
     days = {day for day in days if day <= today}
     for first, last in runs_of(days):
@@ -418,6 +431,8 @@ def rollup_days(days: Iterable[date], *, today: date | None = None) -> int:
         until = min(last + timedelta(days=ACTIVE_WINDOW - 1), today)
         with transaction.atomic():
             _write_project_days(first, until, today=today)
+    with transaction.atomic():
+        broadcast_results_write(broadcasts_in_window(days) | set(broadcasts))
     return len(days)
 
 
@@ -490,8 +505,8 @@ def _rollup_run(*, now: datetime | None) -> dict:
     touched, marks = dirty_days(state, now=now)
     recent = {today - timedelta(days=i) for i in range(RECENT_DAYS)}
     days = recent | touched
-    written = rollup_days(days, today=today)
-    marks["update_id"] = presses_collect(since_id=state.update_id, now=now)
+    marks["update_id"], pressed = presses_collect(since_id=state.update_id, now=now)
+    written = rollup_days(days, today=today, broadcasts=pressed)
     RollupState.objects.filter(pk=state.pk).update(last_run_at=now, **marks)
     late = sorted(d for d in touched if d not in recent)
     if late:
@@ -523,8 +538,11 @@ def rollup_rebuild(*, since: date | None = None, now: datetime | None = None) ->
             "last_run_at": now,
         },
     )
-    written = rollup_days(_dates(since, today), today=today)
     # The presses still in the journal are read again (the rows kept stay: unique).
-    update_id = presses_collect(since_id=0, now=now)
+    update_id, _pressed = presses_collect(since_id=0, now=now)
     RollupState.objects.filter(name="default").update(update_id=update_id)
-    return written
+    return rollup_days(
+        _dates(since, today),
+        today=today,
+        broadcasts=BroadcastPress.objects.values_list("broadcast_id", flat=True).distinct(),
+    )
