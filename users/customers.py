@@ -283,6 +283,7 @@ def customer_merge(*, source_id: int, target_id: int) -> None:
             key=f"merge:{source.pk}",
             at=timezone.now(),
             cause=LevelChange.Cause.MERGE,
+            announce=not target.is_test,
         )
         Purchase.objects.filter(customer_id=source.pk).update(customer_id=target.pk)
         Hold.objects.filter(customer_id=source.pk).update(customer_id=target.pk)

@@ -158,7 +158,15 @@ def _ledger_apply_once(
         user = (
             BotUser.objects.select_for_update(of=("self",))
             .select_related("project")
-            .only("id", "project_id", "balance", "lifetime_earned", "level", "project__levels")
+            .only(
+                "id",
+                "project_id",
+                "balance",
+                "lifetime_earned",
+                "level",
+                "is_test",
+                "project__levels",
+            )
             .get(pk=user_id)
         )
         entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
@@ -201,6 +209,7 @@ def _ledger_apply_once(
                     at=entry.created_at,
                     cause=LevelChange.Cause.LEDGER,
                     ledger_entry=entry,
+                    announce=not user.is_test,
                 )
         except IntegrityError:
             # A concurrent duplicate committed the same key first: answer with its result.

@@ -27,8 +27,11 @@ def level_change_record(
     at: datetime,
     cause: str,
     ledger_entry: BonusTransaction | None = None,
+    announce: bool = True,
 ) -> LevelChange | None:
-    """Record one move (``key`` e.g. ``ledger:<entry id>``) and tell the webhooks.
+    """Record one move (``key`` e.g. ``ledger:<entry id>``) and tell the webhooks
+    (``announce=False`` for the simulator's test users: the business's systems must
+    not hear of them).
 
     Returns None when nothing moved or the key was recorded already (a replay).
     Must run inside the caller's transaction.
@@ -51,6 +54,8 @@ def level_change_record(
         if LevelChange.objects.filter(project_id=project_id, idempotency_key=key).exists():
             return None
         raise
+    if not announce:
+        return change
     event_emit(
         project_id=project_id,
         event="customer.level_changed",

@@ -75,6 +75,16 @@ def test_an_earn_that_crosses_a_threshold_records_one_move_and_a_replay_none():
 
 
 @pytest.mark.django_db
+def test_a_simulator_test_users_move_is_kept_but_not_announced():
+    project = project_create()
+    _subscribed(project)
+    tester = bot_user_create(project=project, level="Bronze", is_test=True)
+    bonus_earn(user_id=tester.pk, amount=1500, idempotency_key="t")
+    assert [m[:2] for m in _moves(tester.pk)] == [("Bronze", "Silver")]
+    assert _announced(project) == []
+
+
+@pytest.mark.django_db
 def test_a_rolled_back_operation_records_no_move_and_sends_nothing():
     project = project_create()
     _subscribed(project)
