@@ -243,7 +243,8 @@ def customer_link_phone(*, user: BotUser, phone: str) -> PhoneLink:
 def customer_merge(*, source_id: int, target_id: int) -> None:
     """Move a till customer (``source``) into a Telegram user (``target``): balance and
     lifetime earnings (two ``merge`` ledger entries), purchases and open holds; the
-    source keeps its history and points at the target. Idempotent (keyed by source)."""
+    source keeps its history and points at the target. Idempotent (keyed by source).
+    A level the summed lifetime earnings reach is a move (``merge:<source id>``)."""
     with transaction.atomic():
         first, second = sorted((source_id, target_id))
         locked = {
