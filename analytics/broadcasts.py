@@ -1,59 +1,63 @@
-"""Broadcast results: delivered, blocked, failed, and who came back afterwards.
+"""Broadcast results: delivered, blocked, failed, button presses, and who came back.
 
-"Came back" reads the daily activity rollup (a conversation or a bonus entry within
-N days after the send). A conversion to one chosen workflow reads that workflow's
-executions of the broadcast's recipients only (bounded by the broadcast's size).
+Presses and "came back" read the broadcast's rollup row (``BroadcastResult``, kept
+by ``analytics.broadcast_results``): a recipient came back when they were active (a
+conversation or a bonus entry) after their message was delivered and within N days
+of the send, the same day included; presses are callback queries on the broadcast's
+own messages (``analytics.presses``). A conversion to one chosen workflow reads that
+workflow's executions of the broadcast's recipients only (bounded by the broadcast's
+size).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Q
-
-from analytics.models import UserDay
+from analytics.broadcast_results import RETURN_DAYS, came_back_within
+from analytics.models import BroadcastResult
 from analytics.periods import Period
 from analytics.tables import Table
 from workflows.models import Broadcast, BroadcastDelivery, WorkflowExecution
 
-MAX_DAYS = 90
+MAX_DAYS = RETURN_DAYS
+
+
+def _pct(part: int, whole: int) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+def came_back_count(broadcast: Broadcast, *, days: int) -> int:
+    """Recipients active after their delivery, up to ``days`` days after the send day
+    (from the rollup: ``analytics.broadcast_results``)."""
+    return came_back_within(BroadcastResult.objects.filter(broadcast_id=broadcast.pk).first(), days)
 
 
 def broadcasts_table(
     project_id: int, period: Period, *, days: int = 7, workflow_id: int | None = None
 ) -> Table:
     days = min(max(days, 1), MAX_DAYS)
-    broadcasts = (
+    # The delivery figures are the broadcast's own counters (recounted from its
+    # delivery rows after every batch: workflows.broadcasts.broadcast_counters_refresh).
+    broadcasts = list(
         Broadcast.objects.filter(
             project_id=project_id,
             started_at__date__gte=period.start,
             started_at__date__lte=period.end,
-        )
-        .order_by("-started_at")
-        .annotate(
-            n_sent=Count("deliveries", filter=Q(deliveries__status="sent")),
-            n_blocked=Count("deliveries", filter=Q(deliveries__status="blocked")),
-            n_failed=Count("deliveries", filter=Q(deliveries__status="failed")),
-            n_total=Count("deliveries"),
-        )[:50]
+        ).order_by("-started_at")[:50]
     )
+    results = {
+        r.broadcast_id: r
+        for r in BroadcastResult.objects.filter(broadcast_id__in=[b.pk for b in broadcasts])
+    }
     rows = []
     for b in broadcasts:
-        recipients = BroadcastDelivery.objects.filter(broadcast=b, status="sent").values("user_id")
-        sent_day = b.started_at.date()
-        came_back = (
-            UserDay.objects.filter(
-                project_id=project_id,
-                user_id__in=recipients,
-                day__gt=sent_day,
-                day__lte=sent_day + timedelta(days=days),
-            )
-            .values("user_id")
-            .distinct()
-            .count()
-        )
+        result = results.get(b.pk)
+        came_back = came_back_within(result, days)
         converted = None
         if workflow_id is not None:
+            recipients = BroadcastDelivery.objects.filter(broadcast=b, status="sent").values(
+                "user_id"
+            )
             converted = (
                 WorkflowExecution.objects.filter(
                     project_id=project_id,
@@ -66,18 +70,21 @@ def broadcasts_table(
                 .distinct()
                 .count()
             )
-        delivered = b.n_sent
+        delivered = b.sent
+        pressed, members_pressed = (result.presses, result.members_pressed) if result else (0, 0)
         rows.append(
             [
                 b.title,
                 b.started_at.date(),
-                b.n_total,
+                b.total,
                 delivered,
-                b.n_blocked,
-                b.n_failed,
-                None,  # button presses are not recorded per broadcast yet
+                b.blocked,
+                b.failed,
+                pressed,
+                members_pressed,
+                _pct(members_pressed, delivered),
                 came_back,
-                round(100 * came_back / delivered, 1) if delivered else 0.0,
+                _pct(came_back, delivered),
                 converted,
             ]
         )
@@ -92,12 +99,15 @@ def broadcasts_table(
             "Blocked the bot",
             "Failed",
             "Button presses",
+            "Members who pressed",
+            "Pressed % of delivered",
             f"Came back within {days} days",
             "Came back %",
             "Started the chosen workflow",
         ],
         rows,
-        note="Came back: a conversation or a bonus entry after the day of the send. "
-        "Button presses: n/a (not recorded per broadcast yet). Choose a workflow to "
-        "count who started it after the send.",
+        note="Button presses: presses of the broadcast message's own buttons (link "
+        "buttons are not reported by Telegram). Came back: a conversation or a bonus "
+        "entry after the message was delivered, the same day included. Choose a "
+        "workflow to count who started it after the send.",
     )

@@ -59,6 +59,9 @@ class UserDay(models.Model):
     user_id = models.BigIntegerField()
     day = models.DateField()
     cohort_week = models.DateField(help_text="Monday of the week the member joined.")
+    last_at = models.DateTimeField(
+        null=True, blank=True, help_text="The member's last activity that day (empty: older rows)."
+    )
 
     class Meta:
         constraints = [
@@ -143,6 +146,72 @@ class StepDay(models.Model):
         return f"{self.step} {self.day}"
 
 
+class LevelMoveDay(models.Model):
+    """Members of a project who moved from one level to another on one day."""
+
+    project_id = models.IntegerField()
+    day = models.DateField()
+    from_level = models.CharField(max_length=64, blank=True)
+    to_level = models.CharField(max_length=64, blank=True)
+    moves = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project_id", "day", "from_level", "to_level"], name="levelmoveday_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.from_level} → {self.to_level}: {self.moves}"
+
+
+class BroadcastPress(models.Model):
+    """One press of a button on a message a broadcast sent (a callback query).
+
+    Read from the update journal by ``analytics.presses`` and kept here, because the
+    journal is pruned; unique per (bot, update), so reading an update twice adds
+    nothing.
+    """
+
+    project_id = models.IntegerField()
+    broadcast_id = models.IntegerField()
+    user_id = models.BigIntegerField()
+    bot_id = models.IntegerField()
+    update_id = models.BigIntegerField()
+    message_id = models.BigIntegerField()
+    pressed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bot_id", "update_id"], name="broadcastpress_unique"),
+        ]
+        indexes = [models.Index(fields=["broadcast_id", "user_id"])]
+
+    def __str__(self) -> str:
+        return f"broadcast {self.broadcast_id}: press by {self.user_id}"
+
+
+class BroadcastResult(models.Model):
+    """A broadcast's presses and returns (``analytics.broadcast_results``)."""
+
+    broadcast_id = models.IntegerField(unique=True)
+    project_id = models.IntegerField(db_index=True)
+    presses = models.IntegerField(default=0)
+    members_pressed = models.IntegerField(default=0)
+    returned = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Recipients by the first day (0 = the send day) they were active after "
+        "their delivery.",
+    )
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"broadcast {self.broadcast_id}: {self.presses} presses"
+
+
 class RollupState(models.Model):
     """How far the rollup has read each source (one row): what arrived since is new."""
 
@@ -150,6 +219,10 @@ class RollupState(models.Model):
     ledger_id = models.BigIntegerField(default=0)
     step_log_id = models.BigIntegerField(default=0)
     member_id = models.BigIntegerField(default=0)
+    level_change_id = models.BigIntegerField(default=0)
+    update_id = models.BigIntegerField(
+        default=0, help_text="Telegram updates read for broadcast button presses."
+    )
     executions_changed_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
 

@@ -4,7 +4,9 @@ A day is recomputed whole, in one transaction per run of consecutive days: its r
 are deleted and written again from the raw data, so running it twice gives the same
 rows. Each run recomputes today and yesterday, plus every older day a source touched
 since the previous run (``RollupState`` keeps how far each source was read): a
-conversation that ended late, a ledger entry or a step log written for an older day.
+conversation that ended late, a ledger entry, a level move or a step log written for
+an older day. Each run also reads the new button presses on broadcast messages
+(``analytics.presses``).
 A late activity also changes the 7- and 30-day active counts of the 29 days after it,
 so those are recomputed too.
 
@@ -23,9 +25,20 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate, TruncWeek
 from django.utils import timezone
 
-from analytics.models import CohortWeek, ProjectDay, RollupState, StepDay, UserDay, WorkflowDay
+from analytics.broadcast_results import broadcast_results_write, broadcasts_in_window
+from analytics.level_moves import level_moves_dirty, level_moves_first, level_moves_write
+from analytics.models import (
+    BroadcastPress,
+    CohortWeek,
+    ProjectDay,
+    RollupState,
+    StepDay,
+    UserDay,
+    WorkflowDay,
+)
+from analytics.presses import presses_collect
 from botplatform.locks import ROLLUP_LOCK, LockNotAcquired, advisory_lock
-from users.models import BonusTransaction, BotUser
+from users.models import BonusTransaction, BotUser, LevelChange
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
 logger = logging.getLogger(__name__)
@@ -157,18 +170,23 @@ def _steps(t0: datetime, t1: datetime) -> list[dict]:
     )
 
 
-def _active_users(t0: datetime, t1: datetime) -> set[tuple[int, int, date]]:
-    """(project, user, day) of every activity in the run: conversations and ledger."""
-    seen: set[tuple[int, int, date]] = set()
+def _active_users(t0: datetime, t1: datetime) -> dict[tuple[int, int, date], datetime]:
+    """(project, user, day) of every activity in the run (conversations and ledger),
+    with the time of the member's last activity that day."""
+    seen: dict[tuple[int, int, date], datetime] = {}
     for model, field in ((WorkflowExecution, "started_at"), (BonusTransaction, "created_at")):
         rows = (
             model.objects.filter(**{f"{field}__gte": t0, f"{field}__lt": t1})
             .exclude(user__is_test=True)
             .annotate(day=TruncDate(field))
-            .values_list("project_id", "user_id", "day")
-            .distinct()
+            .values("project_id", "user_id", "day")
+            .annotate(last=Max(field))
+            .values_list("project_id", "user_id", "day", "last")
         )
-        seen.update(rows)
+        for project, user, day, last in rows:
+            key = (project, user, day)
+            if key not in seen or seen[key] < last:
+                seen[key] = last
     return seen
 
 
@@ -178,7 +196,7 @@ def _active_users(t0: datetime, t1: datetime) -> set[tuple[int, int, date]]:
 def _write_user_days(first: date, last: date) -> None:
     t0, t1 = day_start(first), day_start(last + timedelta(days=1))
     UserDay.objects.filter(day__gte=first, day__lte=last).delete()
-    if connection.vendor == "postgresql":
+    if _insert_select():
         _insert_user_days_sql(t0, t1)
         return
     active = _active_users(t0, t1)
@@ -194,12 +212,18 @@ def _write_user_days(first: date, last: date) -> None:
                 user_id=user,
                 day=day,
                 cohort_week=week_of(_day_of(joined[user])),
+                last_at=last,
             )
-            for project, user, day in sorted(active)
+            for (project, user, day), last in sorted(active.items())
             if user in joined
         ],
         batch_size=5000,
     )
+
+
+def _insert_select() -> bool:
+    """PostgreSQL writes the user days in one statement; other databases through the ORM."""
+    return connection.vendor == "postgresql"
 
 
 def _insert_user_days_sql(t0: datetime, t1: datetime) -> None:
@@ -211,14 +235,15 @@ def _insert_user_days_sql(t0: datetime, t1: datetime) -> None:
         "member": BotUser._meta.db_table,
     }
     sql = (  # noqa: S608 - table names from the models, values as parameters
-        "INSERT INTO {userday} (project_id, user_id, day, cohort_week) "
+        "INSERT INTO {userday} (project_id, user_id, day, cohort_week, last_at) "
         "SELECT a.project_id, a.user_id, a.day, "
-        "date_trunc('week', m.first_seen_at AT TIME ZONE 'UTC')::date "
-        "FROM (SELECT project_id, user_id, (started_at AT TIME ZONE 'UTC')::date AS day "
-        "FROM {execution} WHERE started_at >= %s AND started_at < %s "
-        "UNION SELECT project_id, user_id, (created_at AT TIME ZONE 'UTC')::date "
-        "FROM {ledger} WHERE created_at >= %s AND created_at < %s) a "
-        "JOIN {member} m ON m.id = a.user_id AND NOT m.is_test"
+        "date_trunc('week', m.first_seen_at AT TIME ZONE 'UTC')::date, max(a.at) "
+        "FROM (SELECT project_id, user_id, (started_at AT TIME ZONE 'UTC')::date AS day, "
+        "started_at AS at FROM {execution} WHERE started_at >= %s AND started_at < %s "
+        "UNION ALL SELECT project_id, user_id, (created_at AT TIME ZONE 'UTC')::date, "
+        "created_at FROM {ledger} WHERE created_at >= %s AND created_at < %s) a "
+        "JOIN {member} m ON m.id = a.user_id AND NOT m.is_test "
+        "GROUP BY a.project_id, a.user_id, a.day, m.first_seen_at"
     ).format(**names)
     with connection.cursor() as cursor:
         cursor.execute(sql, [t0, t1, t0, t1])
@@ -377,8 +402,12 @@ def _write_workflow_days(first: date, last: date) -> None:
     )
 
 
-def rollup_days(days: Iterable[date], *, today: date | None = None) -> int:
-    """Recompute these days (every project); returns how many days were written."""
+def rollup_days(
+    days: Iterable[date], *, today: date | None = None, broadcasts: Iterable[int] = ()
+) -> int:
+    """Recompute these days (every project), and the results of the broadcasts whose
+    window holds one of them (plus ``broadcasts``: new presses); returns how many days
+    were written."""
     today = today or timezone.now().date()
     days = {day for day in days if day <= today}
     for first, last in runs_of(days):
@@ -390,12 +419,20 @@ def rollup_days(days: Iterable[date], *, today: date | None = None) -> int:
                 _write_user_days(chunk_first, chunk_last)
                 _write_cohort_weeks(chunk_first, chunk_last)
                 _write_workflow_days(chunk_first, chunk_last)
+                level_moves_write(
+                    chunk_first,
+                    chunk_last,
+                    t0=day_start(chunk_first),
+                    t1=day_start(chunk_last + timedelta(days=1)),
+                )
             chunk_first = chunk_last + timedelta(days=1)
         # The active counts read the user days of the 29 days before: a late activity
         # changed the days after it too.
         until = min(last + timedelta(days=ACTIVE_WINDOW - 1), today)
         with transaction.atomic():
             _write_project_days(first, until, today=today)
+    with transaction.atomic():
+        broadcast_results_write(broadcasts_in_window(days) | set(broadcasts))
     return len(days)
 
 
@@ -443,6 +480,9 @@ def dirty_days(state: RollupState, *, now: datetime) -> tuple[set[date], dict]:
             finished.annotate(d=TruncDate("started_at")).values_list("d", flat=True).distinct()
         )
     marks["executions_changed_at"] = now
+    moved, mark = level_moves_dirty(state)
+    days.update(moved)
+    marks.update(mark)
     return {d for d in days if d is not None}, marks
 
 
@@ -465,7 +505,8 @@ def _rollup_run(*, now: datetime | None) -> dict:
     touched, marks = dirty_days(state, now=now)
     recent = {today - timedelta(days=i) for i in range(RECENT_DAYS)}
     days = recent | touched
-    written = rollup_days(days, today=today)
+    marks["update_id"], pressed = presses_collect(since_id=state.update_id, now=now)
+    written = rollup_days(days, today=today, broadcasts=pressed)
     RollupState.objects.filter(pk=state.pk).update(last_run_at=now, **marks)
     late = sorted(d for d in touched if d not in recent)
     if late:
@@ -484,6 +525,7 @@ def rollup_rebuild(*, since: date | None = None, now: datetime | None = None) ->
             WorkflowExecution.objects.aggregate(m=Min("started_at"))["m"],
         ]
         present = [_day_of(m) for m in firsts if m is not None]
+        present += [d for d in (level_moves_first(),) if d is not None]
         since = min(present, default=today)
     RollupState.objects.update_or_create(
         name="default",
@@ -491,8 +533,16 @@ def rollup_rebuild(*, since: date | None = None, now: datetime | None = None) ->
             "ledger_id": BonusTransaction.objects.aggregate(m=Max("id"))["m"] or 0,
             "member_id": BotUser.objects.aggregate(m=Max("id"))["m"] or 0,
             "step_log_id": ExecutionStepLog.objects.aggregate(m=Max("id"))["m"] or 0,
+            "level_change_id": LevelChange.objects.aggregate(m=Max("id"))["m"] or 0,
             "executions_changed_at": now,
             "last_run_at": now,
         },
     )
-    return rollup_days(_dates(since, today), today=today)
+    # The presses still in the journal are read again (the rows kept stay: unique).
+    update_id, _pressed = presses_collect(since_id=0, now=now)
+    RollupState.objects.filter(name="default").update(update_id=update_id)
+    return rollup_days(
+        _dates(since, today),
+        today=today,
+        broadcasts=BroadcastPress.objects.values_list("broadcast_id", flat=True).distinct(),
+    )

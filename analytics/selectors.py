@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 from django.db.models import Sum
 
-from analytics.models import CohortWeek, ProjectDay, StepDay, WorkflowDay
+from analytics.models import CohortWeek, LevelMoveDay, ProjectDay, StepDay, WorkflowDay
 from analytics.periods import Period
 from analytics.tables import Table
 
@@ -163,10 +163,56 @@ def levels_table(project_id: int, period: Period) -> Table:
     names = sorted(set(first) | set(last))
     return Table(
         "levels",
-        "Levels: members per level",
-        ["Level", "Before the period", "End of period", "Moved (net)"],
+        "Levels: distribution (members per level)",
+        ["Level", "Before the period", "End of period", "Change (net)"],
         [[n, first.get(n, 0), last.get(n, 0), last.get(n, 0) - first.get(n, 0)] for n in names],
-        note="From the daily level snapshots; individual moves are not recorded.",
+        note="From the daily level snapshots. The moves behind the change are below.",
+    )
+
+
+def _moves(project_id: int, period: Period) -> dict[tuple[str, str], int]:
+    return {
+        (row["from_level"], row["to_level"]): row["n"]
+        for row in LevelMoveDay.objects.filter(
+            project_id=project_id, day__gte=period.start, day__lte=period.end
+        )
+        .values("from_level", "to_level")
+        .annotate(n=Sum("moves"))
+    }
+
+
+def level_moves_table(project_id: int, period: Period) -> Table:
+    """Members who moved from one level to another in the period, and the period before."""
+    now, before = _moves(project_id, period), _moves(project_id, period.previous)
+    pairs = sorted(set(now) | set(before), key=lambda pair: (-now.get(pair, 0), pair))
+    return Table(
+        "level_moves",
+        "Levels: moves (from → to)",
+        ["From level", "To level", "Moves this period", "Previous period", "Change"],
+        [
+            [
+                source or "(none)",
+                target or "(none)",
+                now.get((source, target), 0),
+                before.get((source, target), 0),
+                _change(now.get((source, target), 0), before.get((source, target), 0)),
+            ]
+            for source, target in pairs
+        ],
+        note="One move each time a member reached another level (earning bonuses, or a "
+        "till customer merged in); a member may move more than once.",
+    )
+
+
+def level_moves_per_day(project_id: int, period: Period) -> dict:
+    """{day: moves} of the period, for the chart."""
+    return dict(
+        LevelMoveDay.objects.filter(
+            project_id=project_id, day__gte=period.start, day__lte=period.end
+        )
+        .values("day")
+        .annotate(n=Sum("moves"))
+        .values_list("day", "n")
     )
 
 

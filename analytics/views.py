@@ -26,7 +26,16 @@ from botplatform.admin_scoping import project_or_404
 from workflows.diagram import diagram_svg
 from workflows.models import Workflow, WorkflowVersion
 
-TABLE_KEYS = ("summary", "daily", "levels", "retention", "workflows", "funnel", "broadcasts")
+TABLE_KEYS = (
+    "summary",
+    "daily",
+    "levels",
+    "level_moves",
+    "retention",
+    "workflows",
+    "funnel",
+    "broadcasts",
+)
 
 
 def _int(value, default=None):
@@ -96,6 +105,7 @@ def _programme_tables(project_id: int, period) -> tuple[list[Table], list[dict]]
         summary,
         selectors.daily_table(rows),
         selectors.levels_table(project_id, period),
+        selectors.level_moves_table(project_id, period),
         selectors.retention_table(project_id, period),
         selectors.workflows_table(project_id, period, _workflow_names(project_id)),
     ], rows
@@ -119,6 +129,7 @@ def programme_view(request: HttpRequest, project, admin_site) -> HttpResponse:
     period = context["period"]
     tables, rows = _programme_tables(project.pk, period)
     days = [r["day"] for r in rows]
+    moves = selectors.level_moves_per_day(project.pk, period)
     charts = [
         time_chart(
             days,
@@ -151,6 +162,13 @@ def programme_view(request: HttpRequest, project, admin_site) -> HttpResponse:
             ],
             title="Active members",
             unit="members",
+        ),
+        time_chart(
+            days,
+            [("moves", [moves.get(day, 0) for day in days])],
+            title="Level moves per day",
+            unit="members",
+            bars=True,
         ),
     ]
     context.update(tables=tables, charts=charts, page="programme")

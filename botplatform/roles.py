@@ -47,6 +47,7 @@ DEFERRED_SEND = "botplatform.deferredsend"
 BOT_USER = "users.botuser"
 USER_VARIABLE = "users.uservariable"
 LEDGER = "users.bonustransaction"
+LEVEL_CHANGE = "users.levelchange"  # the level history (read-only for everyone)
 WORKFLOW = "workflows.workflow"
 VERSION = "workflows.workflowversion"
 EXECUTION = "workflows.workflowexecution"
@@ -92,6 +93,7 @@ _READ_ALL = {
         BOT_USER,
         USER_VARIABLE,
         LEDGER,
+        LEVEL_CHANGE,
         WORKFLOW,
         VERSION,
         EXECUTION,
@@ -163,6 +165,7 @@ GRANTS: dict[str, Grants] = {
             BOT_USER: RC,
             USER_VARIABLE: RACD,
             LEDGER: R,
+            LEVEL_CHANGE: R,
             EXECUTION: R,
             STEP_LOG: R,
             PURCHASE: R,

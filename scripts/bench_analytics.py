@@ -2,12 +2,14 @@
 """Benchmark of the programme analytics on a generated year of one project.
 
 At --scale 1: 200k members, 2M ledger rows, 10M step logs (about 2.2M conversations
-of an 8-step workflow) spread over the last 365 days, generated in SQL
+of an 8-step workflow), level moves of one member in ten, and a broadcast a month to
+every member with its message ids and presses by a fifth of them in the update
+journal, spread over the last 365 days, generated in SQL
 (generate_series) straight into PostgreSQL. Then it measures, and prints:
 
 - one day's rollup (what the periodic task does every few minutes: today, yesterday
   and the days with late data; a late ledger entry of 40 days ago is added first);
-- a full rebuild (every day of the year);
+- a full rebuild (every day of the year, and every button press in the journal);
 - the response time of the programme dashboard (30 days and a year), the funnel,
   the broadcast results, a CSV and a JSON export, and the home page (median of 5).
 
@@ -65,10 +67,11 @@ def generate(cursor, *, scale: float, project_id: int, workflow_id: int, version
     cursor.execute(
         "INSERT INTO users_botuser (project_id, telegram_id, chat_id, username, first_name, "
         "last_name, language_code, referral_code, level, balance, lifetime_earned, is_blocked, "
-        "is_test, first_seen_at, last_seen_at) "
+        "is_test, first_seen_at, last_seen_at, card_code, phone, source, language) "
         f"SELECT %s, 10000000 + i, 10000000 + i, '', 'U' || i, '', '', 'r' || i, "
         f"(ARRAY['bronze','silver','gold'])[1 + i %% 3], 0, 0, false, false, "
-        f"{start} + random() * interval '365 days', now() FROM generate_series(1, %s) i",
+        f"{start} + random() * interval '365 days', now(), '', '', 'telegram', '' "
+        "FROM generate_series(1, %s) i",
         [project_id, members],
     )
     cursor.execute("SELECT min(id) FROM users_botuser WHERE project_id = %s", [project_id])
@@ -107,17 +110,78 @@ def generate(cursor, *, scale: float, project_id: int, workflow_id: int, version
         "WHERE e.project_id = %s AND g <= 1 + e.id %% %s",
         [STEPS, project_id, STEPS],
     )
+    # Level moves: one in ten members moved up once (the level history).
+    cursor.execute(
+        "INSERT INTO users_levelchange (project_id, user_id, from_level, to_level, cause, "
+        "idempotency_key, at) "
+        "SELECT %s, id, 'bronze', 'silver', 'ledger', 'bench-move-' || id, "
+        f"{start} + random() * interval '365 days' "
+        "FROM users_botuser WHERE project_id = %s AND id %% 10 = 0",
+        [project_id, project_id],
+    )
+    _broadcasts(cursor, project_id=project_id, members=members, start=start)
     cursor.execute("ANALYZE")
     counts = {}
     for table in (
         "users_botuser",
         "users_bonustransaction",
+        "users_levelchange",
         "workflows_workflowexecution",
         "workflows_executionsteplog",
+        "workflows_broadcastdelivery",
+        "workflows_broadcastmessage",
+        "botplatform_telegramupdate",
     ):
         cursor.execute(f"SELECT count(*) FROM {table}")
         counts[table] = cursor.fetchone()[0]
     return counts
+
+
+BROADCASTS = 12  # one a month, each to every member
+
+
+def _broadcasts(cursor, *, project_id: int, members: int, start: str) -> None:
+    """A broadcast a month to every member: deliveries, the messages sent (their ids)
+    and, in the update journal, button presses on a fifth of them."""
+    from botplatform.models import Bot
+    from workflows.models import Broadcast
+
+    bot = Bot.objects.create(project_id=project_id, token="1:bench", username="bench_bot")
+    for month in range(BROADCASTS):
+        sent_at = f"{start} + interval '{30 * month + 1} days'"
+        broadcast = Broadcast.objects.create(
+            project_id=project_id, title=f"Monthly news {month + 1}", text="News", status="done"
+        )
+        cursor.execute(
+            f"UPDATE workflows_broadcast SET started_at = {sent_at}, "
+            f"finished_at = {sent_at} + interval '1 hour', total = %s, sent = %s WHERE id = %s",
+            [members, members, broadcast.pk],
+        )
+        cursor.execute(
+            "INSERT INTO workflows_broadcastdelivery (broadcast_id, user_id, status, error, "
+            "claimed_at, finished_at) "
+            f"SELECT %s, u.id, 'sent', '', {sent_at}, {sent_at} + (u.id %% 3600) * interval "
+            "'1 second' FROM users_botuser u WHERE u.project_id = %s",
+            [broadcast.pk, project_id],
+        )
+        cursor.execute(
+            "INSERT INTO workflows_broadcastmessage (broadcast_id, user_id, bot_id, chat_id, "
+            "message_id, sent_at) "
+            f"SELECT %s, u.id, %s, u.chat_id, 1000 + %s, {sent_at} "
+            "FROM users_botuser u WHERE u.project_id = %s",
+            [broadcast.pk, bot.pk, month, project_id],
+        )
+        cursor.execute(
+            "INSERT INTO botplatform_telegramupdate (bot_id, update_id, chat_id, payload, "
+            "status, actions, sent_count, attempts, stalls, note, received_at, done_at) "
+            "SELECT %s, %s * 10000000 + u.id, u.chat_id, jsonb_build_object('update_id', "
+            "%s * 10000000 + u.id, 'callback_query', jsonb_build_object('id', 'q' || u.id, "
+            "'data', 'yes', 'message', jsonb_build_object('message_id', 1000 + %s, "
+            "'chat', jsonb_build_object('id', u.chat_id)))), 'done', '[]', 0, 0, 0, '', "
+            f"{sent_at} + interval '2 hours', {sent_at} + interval '2 hours' "
+            "FROM users_botuser u WHERE u.project_id = %s AND u.id %% 5 = %s",
+            [bot.pk, month + 1, month + 1, month, project_id, month % 5],
+        )
 
 
 def main() -> None:
@@ -139,7 +203,14 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from analytics.models import ProjectDay, StepDay, UserDay, WorkflowDay
+    from analytics.models import (
+        BroadcastPress,
+        LevelMoveDay,
+        ProjectDay,
+        StepDay,
+        UserDay,
+        WorkflowDay,
+    )
     from analytics.rollups import rollup_rebuild, rollup_run
     from botplatform.dbcreate import database_ensure
     from botplatform.models import Project
@@ -154,7 +225,10 @@ def main() -> None:
             cursor.execute(
                 "TRUNCATE workflows_executionsteplog, workflows_workflowexecution, "
                 "users_bonustransaction, users_botuser, analytics_userday, analytics_projectday, "
-                "analytics_workflowday, analytics_stepday, analytics_rollupstate CASCADE"
+                "analytics_workflowday, analytics_stepday, analytics_rollupstate, "
+                "users_levelchange, analytics_levelmoveday, analytics_broadcastpress, "
+                "workflows_broadcastmessage, workflows_broadcastdelivery, workflows_broadcast, "
+                "botplatform_telegramupdate CASCADE"
             )
         Project.objects.filter(slug="bench").delete()
     project, _ = Project.objects.get_or_create(slug="bench", defaults={"name": "Benchmark"})
@@ -189,7 +263,8 @@ def main() -> None:
     print(
         f"  rollup rows: {ProjectDay.objects.count():,} project days, "
         f"{UserDay.objects.count():,} user days, {WorkflowDay.objects.count():,} workflow "
-        f"days, {StepDay.objects.count():,} step days"
+        f"days, {StepDay.objects.count():,} step days, {LevelMoveDay.objects.count():,} "
+        f"level move days, {BroadcastPress.objects.count():,} broadcast presses"
     )
     timed("one run with nothing late (today + yesterday)", rollup_run, results=results)
     # Late data: a ledger entry for 40 days ago, recorded now.
@@ -228,6 +303,12 @@ def _pages(project, workflow, results: dict) -> None:
         + (timezone.now().date() - timezone.timedelta(days=364)).isoformat(),
         "funnel, 30 days": base + f"funnel/?workflow={workflow.pk}",
         "broadcast results": base + "broadcasts/",
+        "broadcast results, a year (12 broadcasts)": base
+        + "broadcasts/?period=custom&start="
+        + (timezone.now().date() - timezone.timedelta(days=364)).isoformat(),
+        "export broadcasts CSV, a year": base
+        + "export/?table=broadcasts&format=csv&period=custom&start="
+        + (timezone.now().date() - timezone.timedelta(days=364)).isoformat(),
         "export daily CSV, a year": base
         + "export/?table=daily&format=csv&period=custom&start="
         + (timezone.now().date() - timezone.timedelta(days=364)).isoformat(),

@@ -32,7 +32,7 @@ from users.ledger import (
     IdempotencyKeyConflict,
     bonus_adjust,
 )
-from users.models import BonusTransaction, BotUser, UserVariable
+from users.models import BonusTransaction, BotUser, LevelChange, UserVariable
 from users.selectors import COMPUTED_VARIABLES
 from workflows.models import WorkflowExecution
 from workflows.selectors import interrupted_q
@@ -149,6 +149,20 @@ class BonusTransactionInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = True
 
 
+class LevelChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """The member's level history, newest first (recorded by the platform, read-only)."""
+
+    model = LevelChange
+    fk_name = "user"
+    extra = 0
+    max_num = 0
+    ordering = ("-at", "-id")
+    fields = ("at", "from_level", "to_level", "cause")
+    readonly_fields = fields
+    verbose_name = "level change"
+    verbose_name_plural = "Level history (moves between levels)"
+
+
 @admin.register(BotUser)
 class BotUserAdmin(BotUserCardMixin, ProjectScopedAdmin):
     list_display = (
@@ -197,7 +211,7 @@ class BotUserAdmin(BotUserCardMixin, ProjectScopedAdmin):
         ("Referrals", {"fields": ("referral_code", "referrer_link", "referrals_list")}),
         ("Conversations", {"fields": ("executions_list",)}),
     )
-    inlines = (UserVariableInline, BonusTransactionInline)
+    inlines = (UserVariableInline, BonusTransactionInline, LevelChangeInline)
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)

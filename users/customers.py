@@ -15,11 +15,19 @@ from dataclasses import dataclass
 
 import phonenumbers
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from botplatform.models import Project
 from users.invalidation import user_state_changed
 from users.ledger import ledger_apply
-from users.models import CARD_CODE_LENGTH, BonusTransaction, BotUser, generate_card_code
+from users.levels import level_change_record
+from users.models import (
+    CARD_CODE_LENGTH,
+    BonusTransaction,
+    BotUser,
+    LevelChange,
+    generate_card_code,
+)
 from users.models_pos import Hold, Purchase
 from users.selectors import level_for
 from users.webhooks_out import event_emit
@@ -235,7 +243,8 @@ def customer_link_phone(*, user: BotUser, phone: str) -> PhoneLink:
 def customer_merge(*, source_id: int, target_id: int) -> None:
     """Move a till customer (``source``) into a Telegram user (``target``): balance and
     lifetime earnings (two ``merge`` ledger entries), purchases and open holds; the
-    source keeps its history and points at the target. Idempotent (keyed by source)."""
+    source keeps its history and points at the target. Idempotent (keyed by source).
+    A level the summed lifetime earnings reach is a move (``merge:<source id>``)."""
     with transaction.atomic():
         first, second = sorted((source_id, target_id))
         locked = {
@@ -267,6 +276,16 @@ def customer_merge(*, source_id: int, target_id: int) -> None:
         lifetime = target.lifetime_earned + source.lifetime_earned
         level = level_for(levels=target.project.levels, lifetime_earned=lifetime)
         BotUser.objects.filter(pk=target.pk).update(lifetime_earned=lifetime, level=level)
+        level_change_record(
+            project_id=target.project_id,
+            user_id=target.pk,
+            from_level=target.level,
+            to_level=level,
+            key=f"merge:{source.pk}",
+            at=timezone.now(),
+            cause=LevelChange.Cause.MERGE,
+            announce=not target.is_test,
+        )
         Purchase.objects.filter(customer_id=source.pk).update(customer_id=target.pk)
         Hold.objects.filter(customer_id=source.pk).update(customer_id=target.pk)
         BotUser.objects.filter(pk=source.pk).update(merged_into=target, phone="", card_code="")

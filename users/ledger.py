@@ -10,6 +10,8 @@ Rules (see docs/loyalty.md):
   the duplicate runs concurrently: the unique constraint decides, inside a savepoint.
 - Spends also take the Redis lock ``lock:user:{userId}:spend`` to answer a second,
   concurrent press with "in_progress"; correctness does not depend on that lock.
+- A level move is recorded (``LevelChange``, ``customer.level_changed``) in the same
+  savepoint as its entry (:mod:`users.levels`), keyed ``ledger:<entry id>``.
 - Every write drops the user's cached state after commit
   (:func:`users.invalidation.user_state_changed`).
 """
@@ -28,7 +30,8 @@ from botplatform import metrics
 from botplatform.locks import LockNotAcquired, redis_lock
 from botplatform.models import Project
 from users.invalidation import user_state_changed
-from users.models import BonusTransaction, BotUser
+from users.levels import level_change_record
+from users.models import BonusTransaction, BotUser, LevelChange
 from users.selectors import level_for
 
 Kind = BonusTransaction.Kind
@@ -155,7 +158,15 @@ def _ledger_apply_once(
         user = (
             BotUser.objects.select_for_update(of=("self",))
             .select_related("project")
-            .only("id", "project_id", "balance", "lifetime_earned", "level", "project__levels")
+            .only(
+                "id",
+                "project_id",
+                "balance",
+                "lifetime_earned",
+                "level",
+                "is_test",
+                "project__levels",
+            )
             .get(pk=user_id)
         )
         entry = _entry_by_key(project_id=user.project_id, idempotency_key=idempotency_key)
@@ -188,6 +199,17 @@ def _ledger_apply_once(
                     idempotency_key=idempotency_key,
                     balance_after=balance,
                     created_by=created_by,
+                )
+                level_change_record(
+                    project_id=user.project_id,
+                    user_id=user_id,
+                    from_level=user.level,
+                    to_level=level,
+                    key=f"ledger:{entry.pk}",
+                    at=entry.created_at,
+                    cause=LevelChange.Cause.LEDGER,
+                    ledger_entry=entry,
+                    announce=not user.is_test,
                 )
         except IntegrityError:
             # A concurrent duplicate committed the same key first: answer with its result.

@@ -211,6 +211,47 @@ class BonusTransaction(models.Model):
         return f"{self.amount:+d} ({self.get_kind_display()})"
 
 
+class LevelChange(models.Model):
+    """A member moved from one level to another (the level history).
+
+    Written in the same transaction (savepoint) as the ledger entry or the customer
+    merge that caused it, with an idempotency key unique per project
+    (``ledger:<entry id>``, ``merge:<source id>``): a retried or concurrent operation
+    records the move once, and a rolled-back one records nothing. Never updated.
+    """
+
+    class Cause(models.TextChoices):
+        LEDGER = "ledger", "Bonuses earned"
+        MERGE = "merge", "Till customer merged in"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="level_changes")
+    from_level = models.CharField(max_length=64, blank=True)
+    to_level = models.CharField(max_length=64, blank=True)
+    cause = models.CharField(max_length=16, choices=Cause.choices)
+    ledger_entry = models.ForeignKey(
+        "BonusTransaction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=200)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "level change"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"], name="levelchange_unique_key"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["at"]),  # the daily rollup reads a range of days
+            models.Index(fields=["user", "-at"]),  # a member's history
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_level or '(none)'} → {self.to_level or '(none)'}"
+
+
 class Payment(models.Model):
     """A payment a user made through an ``invoice`` step (Telegram Payments, Stars).
 
@@ -268,6 +309,7 @@ __all__ = [
     "Cashier",
     "EarnRule",
     "Hold",
+    "LevelChange",
     "Payment",
     "Purchase",
     "Refund",

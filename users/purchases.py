@@ -227,12 +227,7 @@ def purchase_record(
                 event="bonus.accrued",
                 data=_event_data(purchase, balance=balance, amount=quote.bonuses),
             )
-            if new_level:
-                event_emit(
-                    project_id=project_id,
-                    event="customer.level_changed",
-                    data={"customer_id": customer.pk, "level": new_level, "from": customer.level},
-                )
+            # A level move was recorded and announced by the ledger (users/levels.py).
     return PurchaseResult(purchase=purchase, created=True, balance=balance, new_level=new_level)
 
 

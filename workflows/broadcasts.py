@@ -36,7 +36,7 @@ from workflows.engine.conditions import ConditionError, condition_evaluate, cond
 from workflows.engine.steps.base import TELEGRAM_TEXT_LIMIT
 from workflows.engine.templating import TemplateError, template_check, template_render
 from workflows.engine.userdata import UserData
-from workflows.models import Broadcast, BroadcastDelivery
+from workflows.models import Broadcast, BroadcastDelivery, BroadcastMessage
 from workflows.services import session_key_default, workflow_start_for_user
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,23 @@ def _actions_for(broadcast: Broadcast, user: BotUser, bot: Bot) -> list:
     return [SendMessage(chat_id=user.chat_id, text=text, buttons=rows)]
 
 
+def _messages_of(
+    broadcast: Broadcast, bot: Bot, user: BotUser, sent: list[tuple[int, int]]
+) -> list[BroadcastMessage]:
+    now = timezone.now()
+    return [
+        BroadcastMessage(
+            broadcast=broadcast,
+            user=user,
+            bot=bot,
+            chat_id=chat_id,
+            message_id=message_id,
+            sent_at=now,
+        )
+        for chat_id, message_id in sent
+    ]
+
+
 def _bot_rejected(bot_id: int) -> bool:
     """Telegram answered 401 for this bot's token: nothing it sends arrives."""
     return Bot.objects.filter(pk=bot_id, status=Bot.Status.UNAUTHORIZED).exists()
@@ -263,6 +280,7 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
     deliveries = _claim(broadcast_id, limit)
 
     handled = 0
+    messages: list[BroadcastMessage] = []
     for index, delivery in enumerate(deliveries):
         user = delivery.user
         handled += 1
@@ -274,7 +292,8 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
             continue
         try:
             actions = _actions_for(broadcast, user, bot)
-            actions_deliver(bot_id=bot.pk, chat_id=user.chat_id, actions=actions)
+            sent = actions_deliver(bot_id=bot.pk, chat_id=user.chat_id, actions=actions)
+            messages += _messages_of(broadcast, bot, user, sent)
         except (TemplateError, ValueError) as exc:
             _finish(delivery.pk, DStatus.FAILED, str(exc))
             continue
@@ -291,6 +310,8 @@ def broadcast_send_batch(*, broadcast_id: int, limit: int) -> int:
             _finish(delivery.pk, DStatus.BLOCKED, "Telegram answered: the user blocked the bot")
         else:
             _finish(delivery.pk, DStatus.SENT)
+    # One INSERT for the batch's messages (their presses are counted by analytics).
+    BroadcastMessage.objects.bulk_create(messages, batch_size=1000, ignore_conflicts=True)
     figures = broadcast_counters_refresh(broadcast_id=broadcast_id)
     if figures["open"] == 0:
         Broadcast.objects.filter(pk=broadcast_id, status=BStatus.SENDING).update(

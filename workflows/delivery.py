@@ -17,8 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from botplatform.conversation import Action
 
-# (*, bot_id: int | None, chat_id: int, actions: list[Action]) -> None
-Deliver = Callable[..., None]
+# (*, bot_id: int | None, chat_id: int, actions: list[Action]) -> list[(chat, message id)]
+Deliver = Callable[..., list[tuple[int, int]] | None]
 
 _deliver: Deliver | None = None
 
@@ -31,10 +31,14 @@ def delivery_register(deliver: Deliver) -> Deliver | None:
     return previous
 
 
-def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) -> None:
-    """Send ``actions`` to ``chat_id`` through the registered destination."""
+def actions_deliver(
+    *, bot_id: int | None, chat_id: int, actions: list[Action]
+) -> list[tuple[int, int]]:
+    """Send ``actions`` to ``chat_id`` through the registered destination; returns
+    (chat id, message id) of the messages it sent (empty when it tells none: the
+    simulator, a test recorder)."""
     if not actions:
-        return
+        return []
     if _deliver is None:
         raise ImproperlyConfigured("No action delivery registered (workflows/apps.py does it).")
-    _deliver(bot_id=bot_id, chat_id=chat_id, actions=actions)
+    return list(_deliver(bot_id=bot_id, chat_id=chat_id, actions=actions) or [])

@@ -168,6 +168,10 @@ class WorkflowExecution(models.Model):
                 name="execution_paused_due_idx",
             ),
             models.Index(fields=["session_key", "status"]),
+            # The daily rollups: conversations started in a range of days, and those
+            # finished since the last run (workflows/migrations/0007: built concurrently).
+            models.Index(fields=["started_at"], name="execution_started_idx"),
+            models.Index(fields=["finished_at"], name="execution_finished_idx"),
         ]
 
     def __str__(self) -> str:
@@ -337,3 +341,30 @@ class BroadcastDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broadcast} → {self.user_id} ({self.status})"
+
+
+class BroadcastMessage(models.Model):
+    """A Telegram message a broadcast sent to one recipient (so that presses of its
+    buttons can be counted per broadcast: ``analytics.presses``).
+
+    Message ids are per chat and per bot, hence the unique (bot, chat, message).
+    Written in bulk, once per batch of deliveries.
+    """
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="messages")
+    user = models.ForeignKey(BotUser, on_delete=models.CASCADE, related_name="+")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="+")
+    chat_id = models.BigIntegerField()
+    message_id = models.BigIntegerField()
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["broadcast", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot", "chat_id", "message_id"], name="broadcastmessage_unique_message"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id}: message {self.message_id} in chat {self.chat_id}"

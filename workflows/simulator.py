@@ -153,15 +153,15 @@ def simulator_routed(send: Deliver) -> Deliver:
     """A delivery (``workflows.delivery``) that keeps simulator conversations (no bot)
     in their transcript and hands everything else to ``send`` (Telegram)."""
 
-    def deliver(*, bot_id: int | None, chat_id: int, actions: list) -> None:
+    def deliver(*, bot_id: int | None, chat_id: int, actions: list) -> list | None:
         if bot_id is not None:
-            send(bot_id=bot_id, chat_id=chat_id, actions=actions)
-            return
+            return send(bot_id=bot_id, chat_id=chat_id, actions=actions)
         user = BotUser.objects.filter(chat_id=chat_id, is_test=True).first()
         if user is None:
             logger.info("Actions for chat %s without a bot and not a test user dropped", chat_id)
-            return
+            return None
         transcript_record(user=user, actions=actions)
+        return None
 
     return deliver
 

@@ -146,11 +146,12 @@ def media_send(
     api,
     markup_build: Callable,
     send_message: Callable,
-) -> None:
+) -> list[int]:
     """Perform a :class:`SendMedia` (one medium, or an album) through ``call`` (the
-    sender's rate-limited, retrying call) and keep uploaded files' ids."""
+    sender's rate-limited, retrying call) and keep uploaded files' ids. Returns the ids
+    of the messages sent."""
     if not action.media:
-        return
+        return []
     parse_mode = action.parse_mode or None
     if len(action.media) == 1:
         medium = action.media[0]
@@ -177,8 +178,8 @@ def media_send(
                     name=state["upload_as"],
                     file_id=_file_id_of(message, medium.kind),
                 )
-            return
-        return
+            return message_ids(message)
+        return []
     state = {}
 
     def send_album():
@@ -199,16 +200,32 @@ def media_send(
             media_file_id_remember(
                 bot_id=bot.pk, name=upload_as, file_id=_file_id_of(messages[index], medium.kind)
             )
+    ids = message_ids(messages)
     if action.buttons:  # an album takes no keyboard: the buttons come in a message after it
-        send_message(
-            bot,
-            SendMessage(
-                chat_id=action.chat_id,
-                text=action.text or "⬆️",
-                parse_mode=action.parse_mode,
-                buttons=action.buttons,
-            ),
+        ids += (
+            send_message(
+                bot,
+                SendMessage(
+                    chat_id=action.chat_id,
+                    text=action.text or "⬆️",
+                    parse_mode=action.parse_mode,
+                    buttons=action.buttons,
+                ),
+            )
+            or []
         )
+    return ids
+
+
+def message_ids(result: object) -> list[int]:
+    """The ``message_id`` of each message in a Bot API answer (one or a list); the
+    sender's answers are dicts (``telebot.apihelper``)."""
+    items = result if isinstance(result, list) else [result]
+    return [
+        item["message_id"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("message_id"), int)
+    ]
 
 
 def _stale_file_id(exc: Exception) -> bool:
@@ -217,18 +234,18 @@ def _stale_file_id(exc: Exception) -> bool:
     return "file identifier" in description or "wrong file_id" in description
 
 
-def location_send(bot: Bot, action: SendLocation, *, call: Callable, api, markup) -> None:
-    """Perform a :class:`SendLocation`: a venue when it has a title and an address."""
+def location_send(bot: Bot, action: SendLocation, *, call: Callable, api, markup) -> list[int]:
+    """Perform a :class:`SendLocation`: a venue when it has a title and an address;
+    returns the id of the message sent."""
     if action.title and action.address:
-        call(
+        return message_ids(call(
             lambda: api.send_venue(
                 bot.token, action.chat_id, action.latitude, action.longitude,
                 action.title, action.address, reply_markup=markup,
             )
-        )  # fmt: skip
-        return
-    call(
+        ))  # fmt: skip
+    return message_ids(call(
         lambda: api.send_location(
             bot.token, action.chat_id, action.latitude, action.longitude, reply_markup=markup
         )
-    )
+    ))  # fmt: skip

@@ -43,7 +43,7 @@ from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.client import ApiError, api, error_classify
 from botplatform.telegram.handler import handler_get
-from botplatform.telegram.media import MediaUnavailable, location_send, media_send
+from botplatform.telegram.media import MediaUnavailable, location_send, media_send, message_ids
 from botplatform.telegram.payments import invoice_send, pre_checkout_answer
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,10 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
             return result
 
 
-def _send_message(bot: Bot, action: SendMessage) -> None:
+def _send_message(bot: Bot, action: SendMessage) -> list[int]:
+    """Send a text (split when long); returns the ids of the messages Telegram made."""
     chunks = text_split(action.text)
+    sent: list[int] = []
     for index, chunk in enumerate(chunks):
         markup = markup_build(action) if index == len(chunks) - 1 else None
 
@@ -214,13 +216,14 @@ def _send_message(bot: Bot, action: SendMessage) -> None:
             )
 
         try:
-            send()
+            sent += message_ids(send())
         except TelegramCallError as exc:
             if not (action.parse_mode and "parse entities" in exc.error.description):
                 raise
             # Broken markup (an operator's "a < b"): better plain text than nothing.
             logger.warning("Bot %s: message markup rejected, sent as plain text", bot.pk)
-            send(parse_mode=None)
+            sent += message_ids(send(parse_mode=None))
+    return sent
 
 
 def _edit_message(bot: Bot, action: EditMessage) -> None:
@@ -284,15 +287,17 @@ def _answer_callback(bot: Bot, action: AnswerCallback) -> None:
         logger.info("Bot %s: callback answer not accepted: %s", bot.pk, exc.error.description)
 
 
-def action_send(*, bot: Bot, action: Action) -> None:
-    """Perform one action. Raises BotUnauthorized, SendDeferred or TelegramCallError."""
+def action_send(*, bot: Bot, action: Action) -> list[int]:
+    """Perform one action; returns the ids of the new messages it made (texts, media,
+    locations; an edit, an invoice or an answer makes none that count here).
+    Raises BotUnauthorized, SendDeferred or TelegramCallError."""
     if isinstance(action, SendMessage):
-        _send_message(bot, action)
-    elif isinstance(action, EditMessage):
+        return _send_message(bot, action)
+    if isinstance(action, EditMessage):
         _edit_message(bot, action)
     elif isinstance(action, SendMedia):
         try:
-            media_send(
+            return media_send(
                 bot,
                 action,
                 call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
@@ -311,7 +316,7 @@ def action_send(*, bot: Bot, action: Action) -> None:
             bot, action, call=lambda fn: _call(bot, fn, chat_id=None, is_message=False)
         )
     elif isinstance(action, SendLocation):
-        location_send(
+        return location_send(
             bot,
             action,
             call=lambda fn: _call(bot, fn, chat_id=action.chat_id, is_message=True),
@@ -320,6 +325,7 @@ def action_send(*, bot: Bot, action: Action) -> None:
         )
     else:
         _answer_callback(bot, action)
+    return []
 
 
 def actions_send(
@@ -329,12 +335,15 @@ def actions_send(
     actions: list[Action],
     start: int = 0,
     on_sent: Callable[[int], None] | None = None,
+    sent: list[tuple[int, int]] | None = None,
 ) -> None:
     """Perform ``actions[start:]`` in order; ``on_sent(i + 1)`` after each one.
 
     A 403 marks the user blocked and skips the remaining messages (callback answers
     still go out). Permanent errors of one action are logged and skipped, so one bad
     message does not hold up the chat. Transient ones propagate as SendDeferred.
+    ``sent``: (chat id, message id) of every new message is appended to it, as it goes
+    (so the caller keeps what went out before an error).
     """
     blocked: set[int] = set()
     for index in range(start, len(actions)):
@@ -342,7 +351,9 @@ def actions_send(
         target = getattr(action, "chat_id", chat_id)
         if isinstance(action, AnswerCallback) or target not in blocked:
             try:
-                action_send(bot=bot, action=action)
+                ids = action_send(bot=bot, action=action) or []
+                if sent is not None:
+                    sent.extend((target, message_id) for message_id in ids)
             except (BotUnauthorized, SendDeferred):
                 raise
             except TelegramCallError as exc:
@@ -361,31 +372,36 @@ def actions_send(
             on_sent(index + 1)
 
 
-def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) -> None:
+def actions_deliver(
+    *, bot_id: int | None, chat_id: int, actions: list[Action]
+) -> list[tuple[int, int]]:
     """Send actions produced outside an update (delays, timers, broadcasts); the workflows
-    app registers this with ``workflows.delivery`` at start-up.
+    app registers this with ``workflows.delivery`` at start-up. Returns (chat id,
+    message id) of the messages sent now (a broadcast keeps them to count its button
+    presses; what a deferred send delivers later is not in it).
 
     Sends to users who blocked the bot are skipped. If Telegram keeps answering 429 or
     5xx beyond the allowed wait, the rest is handed to a Celery task with a countdown,
     so it is sent later rather than dropped.
     """
+    sent: list[tuple[int, int]] = []
     if bot_id is None or not actions:
-        return
+        return sent
     bot = Bot.objects.select_related("project").filter(pk=bot_id, is_active=True).first()
     if bot is None:
         logger.warning("Actions for inactive or unknown bot %s dropped", bot_id)
-        return
+        return sent
     if handler_get().chat_is_blocked(bot=bot, chat_id=chat_id):
         actions = [action for action in actions if isinstance(action, AnswerCallback)]
         if not actions:
-            return
+            return sent
     progress = {"sent": 0}
 
     def _progress(count: int) -> None:
         progress["sent"] = count
 
     try:
-        actions_send(bot=bot, chat_id=chat_id, actions=actions, on_sent=_progress)
+        actions_send(bot=bot, chat_id=chat_id, actions=actions, on_sent=_progress, sent=sent)
     except SendDeferred as exc:
         deferred_send_schedule(
             bot_id=bot.pk,
@@ -395,6 +411,7 @@ def actions_deliver(*, bot_id: int | None, chat_id: int, actions: list[Action]) 
         )
     except BotUnauthorized as exc:
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
+    return sent
 
 
 # --- Deferred sends (a 429 or 5xx outlasted the in-process wait) ---------------------

@@ -18,8 +18,8 @@ from tests.admin.conftest import operator_create
 from tests.admin.test_browser import ARGS, CHROMIUM, _shot
 from tests.admin.test_browser import _shots_dir as _shots_dir  # autouse: where _shot writes
 from tests.botplatform.telegram.test_runbot import runbots  # noqa: F401  (fixture)
-from users.models import BotUser
-from workflows.models import Broadcast, BroadcastDelivery
+from workflows import broadcasts
+from workflows.models import Broadcast
 
 pytestmark = [
     pytest.mark.slow,
@@ -60,6 +60,22 @@ def _traffic(double, runbots) -> Bot:  # noqa: F811
         double.callback(TOKEN, chat, spend, message_id=message_id)
         done += 1
         assert double.wait_for(lambda n=done: answered(n), timeout=30), runner.output()
+    # A real broadcast through the sender; two members press its button, and the
+    # runner records the presses in the update journal like any update.
+    broadcast = Broadcast.objects.create(
+        project=bot.project,
+        bot=bot,
+        title="Tuesday double points",
+        text="Double points today!",
+        buttons=[[{"text": "Count me in", "data": "double-points"}]],
+        segment="all",
+    )
+    broadcasts.broadcast_start(broadcast_id=broadcast.pk)
+    broadcasts.broadcast_send_batch(broadcast_id=broadcast.pk, limit=10)
+    for chat in CHATS[:2]:
+        double.press(TOKEN, chat, "Count me in")
+        done += 1
+        assert double.wait_for(lambda n=done: answered(n), timeout=30), runner.output()
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
     return bot
@@ -81,21 +97,6 @@ def page(live_server, settings):
 def world(double, runbots):  # noqa: F811  (before the browser: its event loop forbids the ORM)
     bot = _traffic(double, runbots)
     project = bot.project
-    users = list(BotUser.objects.filter(project=project))
-    broadcast = Broadcast.objects.create(
-        project=project,
-        bot=bot,
-        title="Tuesday double points",
-        text="Double points today!",
-        status="done",
-        total=len(users),
-        sent=len(users),
-        started_at=timezone.now(),
-        finished_at=timezone.now(),
-    )
-    BroadcastDelivery.objects.bulk_create(
-        [BroadcastDelivery(broadcast=broadcast, user=u, status="sent") for u in users]
-    )
     Heartbeat.objects.update_or_create(name="scheduler", defaults={"at": timezone.now()})
     rollup_run()
     operator_create("manager", project, role="owner").set_password("pw")
@@ -128,7 +129,7 @@ def test_home_and_dashboards_after_real_telegram_traffic(world, page, live_serve
     summary = page.locator("table[data-table=summary]").inner_text()
     assert "Members (end of period)\t4" in summary
     assert "Bonuses spent\t200" in summary
-    assert page.locator("svg.analytics-chart").count() == 4
+    assert page.locator("svg.analytics-chart").count() == 5
     _shot(page, "programme")
 
     page.click("text=Workflow funnels")
@@ -142,4 +143,10 @@ def test_home_and_dashboards_after_real_telegram_traffic(world, page, live_serve
     page.wait_for_selector("table[data-table=broadcasts]")
     results = page.locator("table[data-table=broadcasts]").inner_text()
     assert "Tuesday double points" in results
+    header = page.locator("table[data-table=broadcasts] th").all_text_contents()
+    row = page.locator("table[data-table=broadcasts] tbody tr").first
+    cells = dict(zip(header, row.locator("td").all_text_contents(), strict=True))
+    assert cells["Delivered"] == "4"
+    assert (cells["Button presses"], cells["Members who pressed"]) == ("2", "2")
+    assert cells["Pressed % of delivered"] == "50.0"
     _shot(page, "broadcast-results")

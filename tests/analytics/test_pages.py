@@ -87,7 +87,7 @@ def test_every_csv_export_equals_the_table_on_the_page(client, traffic, period):
     page = client.get(_url("programme", project, **query))
     assert page.status_code == 200
     shown = _page_tables(page)
-    assert set(shown) == {"summary", "daily", "levels", "retention", "workflows"}
+    assert set(shown) == {"summary", "daily", "levels", "level_moves", "retention", "workflows"}
     for key, rows in shown.items():
         response = client.get(_url("programme_export", project, table=key, format="csv", **query))
         assert response.status_code == 200
@@ -98,6 +98,34 @@ def test_every_csv_export_equals_the_table_on_the_page(client, traffic, period):
     data = json.loads(as_json.content)
     assert data["project"] == project.slug
     assert data["tables"]["summary"]["columns"][0] == "Figure"
+
+
+def test_level_moves_on_the_page_and_in_the_exports_match_the_history(client, traffic):
+    from collections import Counter
+
+    from users.models import LevelChange
+
+    project, _workflow, today = traffic
+    client.force_login(operator_create("analyst2", project, role="analyst"))
+    query = {"period": "custom", "start": (today - timedelta(days=29)).isoformat()}
+    page = client.get(_url("programme", project, **query))
+    shown = _page_tables(page)["level_moves"]
+    assert shown[0] == ["From level", "To level", "Moves this period", "Previous period", "Change"]
+    expected = Counter(
+        (c.from_level or "(none)", c.to_level)
+        for c in LevelChange.objects.filter(project=project, user__is_test=False)
+        if c.at.date() >= today - timedelta(days=29)
+    )
+    assert expected  # the generated traffic moved members
+    assert {(r[0], r[1]): int(r[2]) for r in shown[1:]} == dict(expected)
+    assert "Level moves per day" in page.content.decode()  # the chart
+    csv_rows = client.get(
+        _url("programme_export", project, table="level_moves", format="csv", **query)
+    )
+    assert list(csv.reader(io.StringIO(csv_rows.content.decode()))) == shown
+    data = client.get(_url("programme_export", project, table="summary", format="json", **query))
+    json_rows = data.json()["tables"]["level_moves"]["rows"]
+    assert {(r[0], r[1]): r[2] for r in json_rows} == dict(expected)
 
 
 def test_the_dashboard_answers_how_many_members_and_what_we_owe(client, traffic):

@@ -7,9 +7,18 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
-from analytics.models import CohortWeek, ProjectDay, StepDay, UserDay, WorkflowDay
+from analytics.models import CohortWeek, LevelMoveDay, ProjectDay, StepDay, UserDay, WorkflowDay
 from analytics.rollups import rollup_days, rollup_rebuild, rollup_run, runs_of
-from tests.analytics.traffic import at, execution_add, funnel_oracle, generate, ledger_add, oracle
+from tests.analytics.traffic import (
+    at,
+    execution_add,
+    funnel_oracle,
+    generate,
+    ledger_add,
+    level_move_add,
+    level_moves_oracle,
+    oracle,
+)
 from users.models import BotUser
 from workflows.models import WorkflowExecution
 
@@ -60,8 +69,15 @@ def _snapshot() -> list:
             tuple(v for k, v in row.items() if k not in ("id", "computed_at"))
             for row in model.objects.values()
         )
-        for model in (ProjectDay, UserDay, WorkflowDay, StepDay, CohortWeek)
+        for model in (ProjectDay, UserDay, WorkflowDay, StepDay, CohortWeek, LevelMoveDay)
     ]
+
+
+def _level_moves(project_id: int) -> dict:
+    return {
+        (row.day, row.from_level, row.to_level): row.moves
+        for row in LevelMoveDay.objects.filter(project_id=project_id)
+    }
 
 
 def test_runs_of_groups_consecutive_days():
@@ -79,6 +95,8 @@ def test_rebuild_matches_the_raw_rows_and_a_rerun_gives_the_same_rows(seed):
     first = min(u.first_seen_at.date() for u in BotUser.objects.filter(project=project))
     _check(project, first, today)
     assert _funnel(workflow.pk) == funnel_oracle(workflow.pk)
+    assert _level_moves(project.pk) == level_moves_oracle(project.pk)
+    assert _level_moves(project.pk)  # the traffic has moves (the oracle is not vacuous)
     before = _snapshot()
     rollup_rebuild(now=at(today, 23))
     rollup_days([today - timedelta(days=3), today], today=today)
@@ -95,6 +113,7 @@ def test_late_events_are_corrected_by_the_next_run():
     # finishes now, and a step reached late by a conversation of 5 days ago.
     ledger_add(user, 40, "earn", at(old, 8), "late-ledger")
     ledger_add(user, -10, "spend", at(old, 9), "late-spend")
+    level_move_add(user, "b", "c", at(old - timedelta(days=2), 8), "late-move")
     waiting = execution_add(workflow, user, today - timedelta(days=8), reached=1, status="waiting")
     rollup_run()
     WorkflowExecution.objects.filter(pk=waiting.pk).update(
@@ -110,6 +129,28 @@ def test_late_events_are_corrected_by_the_next_run():
     assert _funnel(workflow.pk) == funnel_oracle(workflow.pk)
     row = ProjectDay.objects.get(project=project, day=old)
     assert row.earned >= 40 and row.spent >= 10 and row.redemptions >= 1
+    assert _level_moves(project.pk) == level_moves_oracle(project.pk)
+    assert _level_moves(project.pk)[(old - timedelta(days=2), "b", "c")] >= 1
+
+
+def test_user_days_keep_the_last_activity_of_the_day():
+    today = timezone.now().date()
+    project, workflow = generate(seed=4, today=today, days=6, members=8)
+    user = BotUser.objects.filter(project=project, is_test=False).order_by("pk").first()
+    day = today - timedelta(days=2)
+    ledger_add(user, 5, "earn", at(day, 7), "last-1")
+    ledger_add(user, 5, "earn", at(day, 21), "last-2")
+    execution_add(workflow, user, day, reached=1, status="completed")  # at 10:00
+    rollup_rebuild()
+    row = UserDay.objects.get(project_id=project.pk, user_id=user.pk, day=day)
+    from users.models import BonusTransaction
+
+    moments = [
+        *BonusTransaction.objects.filter(user=user).values_list("created_at", flat=True),
+        *WorkflowExecution.objects.filter(user=user).values_list("started_at", flat=True),
+    ]
+    assert row.last_at == max(m for m in moments if m.date() == day)
+    assert row.last_at.hour >= 21
 
 
 def test_levels_snapshot_is_taken_for_today_and_kept_for_past_days():
@@ -160,13 +201,15 @@ def test_weekly_cohorts_match_the_raw_activity():
 
 def test_the_portable_path_writes_the_same_user_days_as_the_sql_one(monkeypatch):
     """SQLite (the embedded default) takes the ORM path; PostgreSQL one INSERT … SELECT."""
-    from django.db import connection
+    from analytics import rollups
 
     today = timezone.now().date()
     generate(seed=9, today=today, days=10, members=12)
+    fields = ("project_id", "user_id", "day", "cohort_week", "last_at")
     rollup_rebuild()
-    fast = sorted(UserDay.objects.values_list("project_id", "user_id", "day", "cohort_week"))
-    monkeypatch.setattr(connection, "vendor", "sqlite")  # only the branch, not the SQL
+    fast = sorted(UserDay.objects.values_list(*fields))
+    monkeypatch.setattr(rollups, "_insert_select", lambda: False)  # only the branch
     rollup_rebuild()
-    portable = sorted(UserDay.objects.values_list("project_id", "user_id", "day", "cohort_week"))
+    portable = sorted(UserDay.objects.values_list(*fields))
     assert portable == fast and fast
+    assert all(row[-1] is not None for row in fast)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 
 from tests.factories import bot_user_create, execution_create, project_create, workflow_create
-from users.models import BonusTransaction, BotUser
+from users.models import BonusTransaction, BotUser, LevelChange
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
 _sessions = itertools.count(1)
@@ -42,6 +42,19 @@ def ledger_add(user: BotUser, amount: int, kind: str, when: datetime, key: str) 
         balance_after=max(amount, 0),
     )
     BonusTransaction.objects.filter(pk=row.pk).update(created_at=when)
+
+
+def level_move_add(user: BotUser, source: str, target: str, when: datetime, key: str):
+    """A raw level move, as the ledger records it (``users.levels``)."""
+    return LevelChange.objects.create(
+        project_id=user.project_id,
+        user=user,
+        from_level=source,
+        to_level=target,
+        cause="ledger",
+        idempotency_key=key,
+        at=when,
+    )
 
 
 def execution_add(workflow, user, day: date, *, reached: int, status: str, error: str = ""):
@@ -79,6 +92,12 @@ def generate(*, seed: int, today: date, days: int = 20, members: int = 25):
         ledger_add(user, 100, "earn", at(joined, 9), f"welcome-{seed}-{i}")
     test_user = bot_user_create(project=project, is_test=True)  # never counted
     ledger_add(test_user, 50, "earn", at(today, 9), f"test-{seed}")
+    level_move_add(test_user, "a", "b", at(today, 9), f"test-move-{seed}")
+    for i, user in enumerate(users):
+        if rng.random() < 0.4:
+            day = user.joined + timedelta(days=rng.randrange((today - user.joined).days + 1))
+            source, target = rng.choice([("a", "b"), ("b", "c"), ("a", "c"), ("", "a")])
+            level_move_add(user, source, target, at(day, rng.randrange(24)), f"mv-{seed}-{i}")
     n = 0
     for user in users:
         for _ in range(rng.randrange(4)):
@@ -186,3 +205,11 @@ def funnel_oracle(workflow_id: int) -> dict:
         for log in e.step_logs.all():
             figures[6][log.step].add(e.pk)
     return {key: (*f[:6], {step: len(ids) for step, ids in f[6].items()}) for key, f in out.items()}
+
+
+def level_moves_oracle(project_id: int) -> dict[tuple[date, str, str], int]:
+    """{(day, from, to): moves} of the project's real members, from the raw history."""
+    out: dict = defaultdict(int)
+    for change in LevelChange.objects.filter(project_id=project_id, user__is_test=False):
+        out[(change.at.date(), change.from_level, change.to_level)] += 1
+    return dict(out)

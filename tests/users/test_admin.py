@@ -128,6 +128,10 @@ def _change_form_data(user: BotUser, **changes) -> dict:
         "transactions-INITIAL_FORMS": "0",
         "transactions-MIN_NUM_FORMS": "0",
         "transactions-MAX_NUM_FORMS": "0",
+        "level_changes-TOTAL_FORMS": "0",
+        "level_changes-INITIAL_FORMS": "0",
+        "level_changes-MIN_NUM_FORMS": "0",
+        "level_changes-MAX_NUM_FORMS": "0",
     }
     data.update(changes)
     return data
