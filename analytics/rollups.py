@@ -294,8 +294,9 @@ def _active_counts(first: date, last: date) -> dict:
     return out
 
 
-def _snapshot(project_ids: set[int]) -> dict[int, tuple[dict, int | None]]:
-    """Members per level now, and phone-linked members (when users have a phone)."""
+def _levels_now(project_ids: set[int]) -> dict[int, dict]:
+    """Members per level now: levels have no history before ``LevelChange``, so the
+    distribution is a snapshot kept in today's row."""
     levels: dict[int, dict] = defaultdict(dict)
     for project_id, level, n in (
         BotUser.objects.filter(is_test=False, project_id__in=project_ids)
@@ -304,18 +305,30 @@ def _snapshot(project_ids: set[int]) -> dict[int, tuple[dict, int | None]]:
         .values_list("project_id", "level", "n")
     ):
         levels[project_id][level or "(none)"] = n
-    phones: dict[int, int] = {}
-    field = next((f for f in BotUser._meta.get_fields() if f.name == "phone"), None)
-    if field is not None:
-        phones = dict(
-            BotUser.objects.filter(is_test=False, project_id__in=project_ids)
-            .exclude(phone__isnull=True)
-            .exclude(phone="")
-            .values("project_id")
-            .annotate(n=Count("id"))
-            .values_list("project_id", "n")
-        )
-    return {p: (levels.get(p, {}), phones.get(p) if field else None) for p in project_ids}
+    return {p: levels.get(p, {}) for p in project_ids}
+
+
+def _phones(t0: datetime, t1: datetime) -> tuple[dict, dict]:
+    """Telegram members with a shared phone: per project before ``t0``, and per
+    (project, day) linked in [t0, t1), from ``BotUser.phone_linked_at``."""
+    linked = BotUser.objects.filter(
+        is_test=False, telegram_id__isnull=False, phone_linked_at__isnull=False
+    ).exclude(phone="")
+    before = dict(
+        linked.filter(phone_linked_at__lt=t0)
+        .values("project_id")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "n")
+    )
+    per_day = {
+        (project_id, day): n
+        for project_id, day, n in linked.filter(phone_linked_at__gte=t0, phone_linked_at__lt=t1)
+        .annotate(day=TruncDate("phone_linked_at"))
+        .values("project_id", "day")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "day", "n")
+    }
+    return before, per_day
 
 
 def _write_project_days(first: date, last: date, *, today: date) -> None:
@@ -331,22 +344,26 @@ def _write_project_days(first: date, last: date, *, today: date) -> None:
         figures["executions_failed"] += row["failed"]
     active = _active_counts(first, last)
     project_ids = set(before) | {p for p, _d in (*ledger, *new, *totals, *active)}
+    phones_before, phones_new = _phones(t0, t1)
+    project_ids |= set(phones_before) | {p for p, _d in phones_new}
     kept = {
-        (row.project_id, row.day): (row.levels, row.phone_linked)
+        (row.project_id, row.day): row.levels
         for row in ProjectDay.objects.filter(day__gte=first, day__lte=last)
     }
-    snapshot = _snapshot(project_ids) if first <= today <= last else {}
+    snapshot = _levels_now(project_ids) if first <= today <= last else {}
     rows = []
     for project_id in sorted(project_ids):
         members = before.get(project_id, 0)
+        phones = phones_before.get(project_id, 0)
         for day in _dates(first, last):
             key = (project_id, day)
             figures = {**ledger.get(key, {}), **new.get(key, {}), **totals.get(key, {})}
             members += figures.get("members_new", 0)
+            phones += phones_new.get(key, 0)
             if members == 0 and not figures:
                 continue  # the project had nothing yet
             d1, d7, d30 = active.get(key, (0, 0, 0))
-            levels, phones = snapshot[project_id] if day == today else kept.get(key, ({}, None))
+            levels = snapshot[project_id] if day == today else kept.get(key, {})
             rows.append(
                 ProjectDay(
                     project_id=project_id,

@@ -36,18 +36,22 @@ def daily_rows(project_id: int, period: Period) -> list[dict]:
             project_id=project_id, day__gte=period.start, day__lte=period.end
         ).values()
     }
-    last_members = (
+    last_members, last_phones = (
         ProjectDay.objects.filter(project_id=project_id, day__lt=period.start)
         .order_by("-day")
-        .values_list("members_total", flat=True)
+        .values_list("members_total", "phone_linked")
         .first()
-        or 0
-    )
+    ) or (0, 0)
     out, owed = [], base
     for day in _days(period):
-        row = rows.get(day) or {"day": day, "members_total": last_members, "levels": {}}
+        row = rows.get(day) or {
+            "day": day,
+            "members_total": last_members,
+            "phone_linked": last_phones,
+            "levels": {},
+        }
         owed += row.get("net", 0)
-        last_members = row["members_total"]
+        last_members, last_phones = row["members_total"], row.get("phone_linked") or 0
         out.append({**row, "outstanding": owed})
     return out
 
@@ -58,13 +62,12 @@ def _totals(rows: list[dict]) -> dict:
 
     last = rows[-1] if rows else {}
     spent, redemptions = total("spent"), total("redemptions")
-    phones = next((r.get("phone_linked") for r in reversed(rows) if r.get("levels")), None)
     return {
         "Members (end of period)": last.get("members_total", 0),
         "New members": total("members_new"),
         "Active in the last 7 days (end of period)": last.get("active_7d", 0),
         "Active in the last 30 days (end of period)": last.get("active_30d", 0),
-        "Phone linked": phones,
+        "Phone linked (end of period)": last.get("phone_linked") or 0,
         "Bonuses earned": total("earned"),
         "Bonuses spent": spent,
         "Bonuses expired": total("expired"),
@@ -100,7 +103,7 @@ def summary_table(project_id: int, period: Period) -> tuple[Table, list[dict]]:
         f"The programme, {period.label()}, compared with the {period.days} days before",
         ["Figure", "This period", "Previous period", "Change"],
         [[k, v, before[k], _change(v, before[k])] for k, v in now.items()],
-        note="Phone linked: n/a until members can link a phone number.",
+        note="Phone linked: Telegram members who shared their phone in the bot.",
     )
     return table, rows
 
@@ -113,6 +116,7 @@ def daily_table(rows: list[dict]) -> Table:
             "Day",
             "New members",
             "Members",
+            "Phone linked",
             "Active that day",
             "Earned",
             "Spent",
@@ -129,6 +133,7 @@ def daily_table(rows: list[dict]) -> Table:
                 r["day"],
                 r.get("members_new", 0),
                 r.get("members_total", 0),
+                r.get("phone_linked") or 0,
                 r.get("active_1d", 0),
                 r.get("earned", 0),
                 r.get("spent", 0),

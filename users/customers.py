@@ -228,8 +228,8 @@ def customer_link_phone(*, user: BotUser, phone: str) -> PhoneLink:
         if other is not None:
             customer_merge(source_id=other.pk, target_id=user.pk)
             merged_from = other.pk
-        if user.phone != e164:
-            BotUser.objects.filter(pk=user.pk).update(phone=e164)
+        if user.phone != e164 or user.phone_linked_at is None:
+            BotUser.objects.filter(pk=user.pk).update(phone=e164, phone_linked_at=timezone.now())
         user.refresh_from_db()
         user_state_changed(user_id=user.pk, project_id=user.project_id)
         event_emit(

@@ -92,6 +92,13 @@ class BotUser(models.Model):
     )
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
+    phone_linked_at = models.DateTimeField(
+        "phone shared at",
+        null=True,
+        blank=True,
+        help_text="When the Telegram user shared this phone in the bot (empty for a phone "
+        "typed at a till). The dashboard's “Phone linked” counts these.",
+    )
 
     class Meta:
         ordering = ["-last_seen_at"]

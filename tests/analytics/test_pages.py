@@ -144,7 +144,11 @@ def test_the_dashboard_answers_how_many_members_and_what_we_owe(client, traffic)
     )
     assert summary["Members (end of period)"][1] == str(members)
     assert summary["Outstanding balance (what the programme owes)"][1] == str(owed)
-    assert summary["Phone linked"][1] in ("n/a",) or summary["Phone linked"][1].isdigit()
+    phones = BotUser.objects.filter(
+        project=project, is_test=False, telegram_id__isnull=False, phone_linked_at__isnull=False
+    ).exclude(phone="")
+    assert phones.exists()
+    assert summary["Phone linked (end of period)"][1] == str(phones.count())
 
 
 FLOW = {

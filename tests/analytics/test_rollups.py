@@ -164,7 +164,6 @@ def test_levels_snapshot_is_taken_for_today_and_kept_for_past_days():
     ):
         counts[level] = counts.get(level, 0) + 1
     assert row.levels == counts
-    assert row.phone_linked is None or row.phone_linked >= 0
     # Tomorrow the levels change; yesterday's snapshot stays what it was.
     BotUser.objects.filter(project=project).update(level="gold")
     rollup_run(now=at(today + timedelta(days=1), 1))
@@ -213,3 +212,25 @@ def test_the_portable_path_writes_the_same_user_days_as_the_sql_one(monkeypatch)
     portable = sorted(UserDay.objects.values_list(*fields))
     assert portable == fast and fast
     assert all(row[-1] is not None for row in fast)
+
+
+def test_phone_linked_counts_members_who_shared_their_phone_up_to_each_day():
+    from users.customers import customer_create, customer_link_phone
+
+    today = timezone.now().date()
+    project, _ = generate(seed=5, today=today, days=6, members=12)
+    # A till customer has a phone but never shared it in the bot: not counted. Sharing
+    # that phone in the bot today merges it into the Telegram member, who then counts.
+    member = BotUser.objects.filter(project=project, is_test=False, phone="").first()
+    customer_create(project_id=project.pk, phone="+4915199990000")
+    rollup_run(now=timezone.now())
+    before = ProjectDay.objects.get(project=project, day=today).phone_linked
+    assert before == oracle(project.pk, today, today)[today]["phone_linked"]
+    customer_link_phone(user=member, phone="+4915199990000")
+    rollup_run(now=timezone.now())
+    assert ProjectDay.objects.get(project=project, day=today).phone_linked == before + 1
+    _check(project, today - timedelta(days=5), today)
+    # Each past day counts the phones shared up to its end, not today's total.
+    by_day = dict(ProjectDay.objects.filter(project=project).values_list("day", "phone_linked"))
+    assert sorted(by_day.values()) == list(by_day[d] for d in sorted(by_day))
+    assert by_day[min(by_day)] < by_day[today]

@@ -127,6 +127,17 @@ def generate(*, seed: int, today: date, days: int = 20, members: int = 25):
             )
             reached = 4 if status == "completed" else rng.randrange(1, 4)
             execution_add(workflow, user, day, reached=reached, status=status, error=error)
+    # Phones shared in the bot on some day; a test user's phone is never counted.
+    for i, user in enumerate([*users, test_user]):
+        if user.is_test or rng.random() < 0.4:
+            day = (
+                today
+                if user.is_test
+                else user.joined + timedelta(days=rng.randrange((today - user.joined).days + 1))
+            )
+            BotUser.objects.filter(pk=user.pk).update(
+                phone=f"+49151{seed:03d}{i:05d}", phone_linked_at=at(day, rng.randrange(24))
+            )
     return project, workflow
 
 
@@ -161,6 +172,14 @@ def oracle(project_id: int, first: date, last: date) -> dict[date, dict]:
         out[day] = {
             "members_new": len(joined),
             "members_total": sum(1 for u in users if u.first_seen_at.date() <= day),
+            "phone_linked": sum(
+                1
+                for u in users
+                if u.telegram_id is not None
+                and u.phone
+                and u.phone_linked_at
+                and u.phone_linked_at.date() <= day
+            ),
             "active_1d": window(1),
             "active_7d": window(7),
             "active_30d": window(30),

@@ -127,7 +127,9 @@ def test_a_shared_phone_links_the_customer_and_merges_the_till_customer(double, 
     me = BotUser.objects.get(project=asking.project, telegram_id=CHAT)
     till.refresh_from_db()
     assert (me.phone, me.balance) == ("+447911123456", 70)
+    assert me.phone_linked_at is not None  # counted on the dashboard from that moment
     assert (till.merged_into_id, till.phone, till.balance) == (me.pk, "", 0)
+    assert till.phone_linked_at is None  # typed at the till, never shared in the bot
     assert list(me.transactions.values_list("kind", "amount")) == [("merge", 70)]
 
 
@@ -136,7 +138,8 @@ def test_a_forged_contact_links_nothing(double, asking):
 
     _run(double, asking, double.contact(asking.token, CHAT, "+447911123456", contact_user_id=5))
     _run(double, asking, double.contact(asking.token, CHAT, "+447911123456", forwarded_from=5))
-    assert BotUser.objects.get(project=asking.project, telegram_id=CHAT).phone == ""
+    me = BotUser.objects.get(project=asking.project, telegram_id=CHAT)
+    assert (me.phone, me.phone_linked_at) == ("", None)
 
 
 def test_a_contact_nobody_asked_for_is_still_linked_and_acknowledged(double, tg_bot):
