@@ -58,6 +58,7 @@ from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
     claim_key,
     connection_check,
+    reply_slot,
     row_decide,
     row_outcome,
     row_parse,
@@ -202,7 +203,7 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate], batch: HandlerBatch) -> No
         verdicts.update(
             zip(
                 [pk for pk, p in parsed.items() if p is not None],
-                ratelimit.incoming_check_many(checks),
+                ratelimit.incoming_check_many(checks, replies=[reply_slot(bot, p) for p in known]),
                 strict=True,
             )
         )

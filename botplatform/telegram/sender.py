@@ -165,7 +165,10 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
     while True:
         if is_message:
             ratelimit.send_slot_acquire(
-                bot_id=bot.pk, chat_id=chat_id, per_second=bot.project.bot_send_rate_per_second
+                bot_id=bot.pk,
+                chat_id=chat_id,
+                per_second=bot.project.bot_send_rate_per_second,
+                project_id=bot.project_id,
             )
         started = time.perf_counter()
         try:
