@@ -34,6 +34,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from django.core.cache import cache
@@ -43,15 +45,17 @@ from botplatform import cache as keys
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the plan's distinct keys. ARGV: now (ms), the number of checks, then per check:
-# ``after`` (1: skipped, -1, unless the check before it was admitted), the number of
-# limits, and per limit (key index, TAT index in the key, limit, window_ms). Returns
-# per check 0 (admitted: every TAT moved), the ms to wait, or -1 (skipped).
+# KEYS: the plan's distinct keys, then keys only read (see ``reads_joined``). ARGV: now
+# (ms), the number of checks, the number of plan keys, then per check: ``after`` (1:
+# skipped, -1, unless the check before it was admitted), the number of limits, and per
+# limit (key index, TAT index in the key, limit, window_ms). Returns per check 0
+# (admitted: every TAT moved), the ms to wait, or -1 (skipped); then the read keys'
+# values (one MGET reads both).
 _GCRA_LUA = """
-local now = tonumber(ARGV[1])
+local now, nrate = tonumber(ARGV[1]), tonumber(ARGV[3])
 local raw = redis.call('MGET', unpack(KEYS))
 local tats, width, dirty, out = {}, {}, {}, {}
-for i = 1, #KEYS do
+for i = 1, nrate do
   local t = {}
   if raw[i] then
     for part in string.gmatch(raw[i], '[^,]+') do t[#t + 1] = tonumber(part) or 0 end
@@ -59,7 +63,7 @@ for i = 1, #KEYS do
   tats[i] = t
   width[i] = #t
 end
-local pos, prev = 3, 0
+local pos, prev = 4, 0
 for c = 1, tonumber(ARGV[2]) do
   local after, m = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
   pos = pos + 2
@@ -92,7 +96,7 @@ for c = 1, tonumber(ARGV[2]) do
   end
   out[c] = prev
 end
-for i = 1, #KEYS do
+for i = 1, nrate do
   if dirty[i] then
     local parts, top = {}, now
     for f = 1, width[i] do
@@ -103,6 +107,7 @@ for i = 1, #KEYS do
     redis.call('SET', KEYS[i], table.concat(parts, ','), 'PX', math.ceil(top - now) + 1000)
   end
 end
+for i = nrate + 1, #KEYS do out[#out + 1] = raw[i] end
 return out
 """
 
@@ -183,35 +188,85 @@ def rate_plan(plan: list[Check], *, now_ms: float | None = None) -> list[int]:
     Returns per check 0 (admitted), the ms until it would be, or SKIPPED. Atomic
     across processes through Redis. ``now_ms``: the clock (default ``time.time()``).
     """
+    return _plan_run(plan, [], now_ms=now_ms)[0]
+
+
+def _plan_run(
+    plan: list[Check], reads: list[str], *, now_ms: float | None = None
+) -> tuple[list[int], list | None]:
+    """The script call: (waits, raw values of ``reads``, None when Redis did not answer)."""
     global _script_sha
     if not plan:
-        return []
+        return [], None
     now = time.time() * 1000 if now_ms is None else float(now_ms)
     client = keys.redis_client()
     if client is not None:
         index: dict[str, int] = {}
-        args: list = [repr(now), len(plan)]
+        checks: list = []
         for limits, after in plan:
-            args += [int(after), len(limits)]
+            checks += [int(after), len(limits)]
             for key, count, window, slot in map(_clamped, limits):
-                args += [index.setdefault(key, len(index) + 1), slot + 1, count, window]
+                checks += [index.setdefault(key, len(index) + 1), slot + 1, count, window]
+        all_keys = [*index, *reads]
+        args = [repr(now), len(plan), len(index), *checks]
         try:
             if _script_sha is None:
                 with _script_lock:
                     _script_sha = client.script_load(_GCRA_LUA)
             try:
                 # EVALSHA by hand: redis-py's script helper asks SCRIPT EXISTS first.
-                waits = client.evalsha(_script_sha, len(index), *index, *args)
+                out = client.evalsha(_script_sha, len(all_keys), *all_keys, *args)
             except NoScriptError:  # Redis restarted and forgot it: load it once more
                 _script_sha = client.script_load(_GCRA_LUA)
-                waits = client.evalsha(_script_sha, len(index), *index, *args)
-            return [int(wait) for wait in waits]
+                out = client.evalsha(_script_sha, len(all_keys), *all_keys, *args)
+            return [int(wait) for wait in out[: len(plan)]], list(out[len(plan) :])
         except Exception as exc:  # Redis down: keep limiting, per process
             if not _is_redis_outage(exc):
                 raise
             # Logged once per outage by the breaker (botplatform/breaker.py), not per call.
             logger.debug("Redis unavailable for rate limits, using in-process limits: %s", exc)
-    return _local_plan(plan)
+    return _local_plan(plan), None
+
+
+class JoinedPlan:
+    """A plan waiting to ride along with this thread's next cache read (``reads_joined``)."""
+
+    def __init__(self, plan: list[Check]) -> None:
+        self.plan = plan
+        self.result: list[int] | None = None
+
+    def waits(self) -> list[int]:
+        """The plan's decisions: taken with the read, or now if no read came."""
+        if self.result is None:
+            self.result = rate_plan(self.plan)
+        return self.result
+
+
+_joined = threading.local()
+
+
+@contextmanager
+def reads_joined(plan: list[Check]) -> Iterator[JoinedPlan]:
+    """Run ``plan`` inside the first :func:`read_joined` of this block: the limits and
+    a batch's cache read ahead (``users.selectors.user_states_read``) are then ONE
+    script with ONE ``MGET``. Without such a read, :meth:`JoinedPlan.waits` runs it."""
+    joined = JoinedPlan(plan)
+    _joined.plan = joined
+    try:
+        yield joined
+    finally:
+        _joined.plan = None
+
+
+def read_joined(read_keys: list[str]) -> list | None:
+    """Raw values of ``read_keys`` (None: absent), read by the pending joined plan's
+    script; None when no plan is pending or Redis did not answer (read them yourself)."""
+    joined = getattr(_joined, "plan", None)
+    if joined is None or joined.result is not None:
+        return None
+    _joined.plan = None
+    joined.result, values = _plan_run(joined.plan, read_keys)
+    return values
 
 
 def rate_hit(limits: list[Limit], *, now_ms: float | None = None) -> int:
@@ -322,6 +377,15 @@ def incoming_check_many(
     (:func:`send_credit_take`), so a warm update needs no second call to send.
     """
     replies = replies or [None] * len(checks)
+    return incoming_verdicts(
+        checks, replies=replies, waits=rate_plan(incoming_plan(checks, replies=replies))
+    )
+
+
+def incoming_plan(
+    checks: list[tuple[int, int, int]], *, replies: list[Reply | None]
+) -> list[Check]:
+    """The plan of :func:`incoming_check_many` (to run joined with a read)."""
     plan: list[Check] = []
     for (project_id, telegram_id, limit), reply in zip(checks, replies, strict=True):
         key = keys.rate_limit_user_key(project_id, telegram_id)
@@ -336,11 +400,18 @@ def incoming_check_many(
                     True,
                 )
             )
-    waits = iter(rate_plan(plan))
+    return plan
+
+
+def incoming_verdicts(
+    checks: list[tuple[int, int, int]], *, replies: list[Reply | None], waits: list[int]
+) -> list[IncomingVerdict]:
+    """The verdicts of :func:`incoming_check_many` from its plan's ``waits``."""
+    decided = iter(waits)
     verdicts: list[IncomingVerdict] = []
     for (project_id, telegram_id, _limit), reply in zip(checks, replies, strict=True):
-        wait_ms = next(waits)
-        if reply is not None and next(waits) == 0:
+        wait_ms = next(decided)
+        if reply is not None and next(decided) == 0:
             _credit_add(reply[0], reply[1])
         if wait_ms == 0:
             verdicts.append("ok")

@@ -197,13 +197,16 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate], batch: HandlerBatch) -> No
     known = [p for p in parsed.values() if p is not None]
     verdicts = dict.fromkeys(parsed)
     if known:
-        batch.read_ahead(bot=bot, updates=known)
         limit = project.user_rate_limit_per_minute
         checks = [(project.pk, p.telegram_id, limit) for p in known]
+        replies = [reply_slot(bot, p) for p in known]
+        # The rate limits ride along with the read-ahead's cache read: one script.
+        with ratelimit.reads_joined(ratelimit.incoming_plan(checks, replies=replies)) as plan:
+            batch.read_ahead(bot=bot, updates=known)
         verdicts.update(
             zip(
                 [pk for pk, p in parsed.items() if p is not None],
-                ratelimit.incoming_check_many(checks, replies=[reply_slot(bot, p) for p in known]),
+                ratelimit.incoming_verdicts(checks, replies=replies, waits=plan.waits()),
                 strict=True,
             )
         )

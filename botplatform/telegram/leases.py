@@ -98,7 +98,8 @@ def leases_renew(*, holder: str, bot_ids: list[int], ttl_ms: int) -> dict[int, b
     pipe.set(keys.telegram_runner_key(holder), 1, px=ttl_ms)
     if bot_ids:
         pipe.mget([keys.telegram_lease_key(bot_id) for bot_id in bot_ids])
-    values = pipe.execute()[1] if bot_ids else []
+    replies = pipe.execute()
+    values = replies[1] if bot_ids else []
     held = {}
     for bot_id, value in zip(bot_ids, values, strict=True):
         value = _text(value)
