@@ -11,8 +11,8 @@ each in a fixed handful of statements whatever its size:
    (session) lock of the wave (``HandlerBatch.lock_sql``): one statement;
 2. read the bot and project (one statement), then the handler's batch reads ahead
    (``HandlerBatch.read_ahead``: for the engine the users and the waiting executions,
-   two statements, and the users' cached state, one Redis round trip); the incoming
-   rate limits: one Redis round trip;
+   two statements, and the users' cached state) with the incoming rate limits and
+   the replies' send slots joined in: one Redis round trip (one script);
 3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`
    with the wave's ``HandlerBatch``); a conversation that goes on writes nothing yet;
 4. write every row's replies and status (the outbox) and the handler's put-off

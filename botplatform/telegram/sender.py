@@ -1,7 +1,8 @@
 """Perform the engine's actions against the Bot API, within Telegram's rules.
 
 - Every message takes a slot of the bot's shared send rate and of the chat's rate
-  (``botplatform.ratelimit``) before it goes out.
+  (``botplatform.ratelimit``) before it goes out; an update's first reply spends the
+  slot taken with its incoming check (``ratelimit.send_credit_take``).
 - A 429 is honoured: the call waits ``retry_after`` and is retried; 5xx and network
   errors back off and retry. Past ``TELEGRAM_SEND_MAX_WAIT`` the caller gets
   :class:`SendDeferred` and re-delivers later (nothing is dropped).
