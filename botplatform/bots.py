@@ -158,15 +158,13 @@ def bot_live_state(*, bot: Bot) -> BotLiveState:
     if bot.mode == Bot.Mode.WEBHOOK:
         delivery = "Webhook: Telegram calls this server."
     else:
-        holder = None
-        client = keys.redis_client()
-        if client is not None:
-            try:
-                holder = client.get(keys.telegram_lease_key(bot.pk))
-            except Exception:
-                holder = None
-        if holder:
-            name = holder.decode() if isinstance(holder, bytes) else str(holder)
+        from botplatform.telegram.leases import lease_holder
+
+        try:
+            name = lease_holder(bot_id=bot.pk)
+        except Exception:
+            name = None
+        if name:
             delivery = f"Long polling: runner {name} is polling it."
         elif not bot.is_active:
             delivery = "Long polling, but the bot is deactivated."

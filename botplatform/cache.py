@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from django.core.cache import cache
 
-# TTLs in seconds.
-USER_VARIABLES_TTL = 120
-USER_PROFILE_TTL = 30
+# TTLs in seconds. A user's state is never stale by its TTL (a generation token
+# decides, see users/selectors.py) and its TTL is not renewed on reads (that cost two
+# EXPIREs a message): it only bounds memory and how often an active user reloads.
+USER_VARIABLES_TTL = 600
+USER_PROFILE_TTL = 600
 WORKFLOW_WAITING_TTL = 300
 WORKFLOW_VERSION_TTL = 3600
 RATE_LIMIT_TTL = 60
@@ -79,8 +81,14 @@ def lock_key(resource: str, resource_id: str | int) -> str:
 
 
 def telegram_lease_key(bot_id: int) -> str:
-    """Which runner polls this bot (value: the runner's random token; TTL = lease)."""
+    """Which runner polls this bot (value: the runner's name); valid while that
+    runner's :func:`telegram_runner_key` lives (botplatform/telegram/leases.py)."""
     return f"telegram:lease:{bot_id}"
+
+
+def telegram_runner_key(holder: str) -> str:
+    """Set while a runner lives (TTL = the lease TTL, renewed every TTL/3)."""
+    return f"telegram:runner:{holder}"
 
 
 def telegram_runners_key() -> str:

@@ -61,6 +61,8 @@ _counters: Counter[str] = Counter()
 _series: Counter[tuple[int, int, str]] = Counter()  # (project, minute, field) -> delta
 _local = threading.local()
 _next_flush = 0.0
+# Per-minute series keys this process has already given their TTL (see flush).
+_expiring: set[str] = set()
 # Totals since the process started (never reset by a flush): the benchmark reads them.
 _totals: Counter[str] = Counter()
 
@@ -217,12 +219,21 @@ def flush() -> bool:
             series_key = keys.metrics_project_minute_key(project_id, minute)
             pipe.hincrbyfloat(series_key, field, value)
             touched.add(series_key)
-        for series_key in touched:
+        # A minute's key gets its TTL once per process, not once per flush: the
+        # process writes it only during that minute (plus a late flush or two). Left
+        # over: Redis restarting empty within the minute, unseen by this process (no
+        # failed flush), keeps that one minute's small hash without a TTL.
+        fresh = touched - _expiring
+        for series_key in fresh:
             pipe.expire(series_key, keys.METRICS_SERIES_TTL)
         pipe.execute()
+        if len(_expiring) > 10_000:
+            _expiring.clear()
+        _expiring.update(fresh)
         return True
     except Exception as exc:  # Redis down or no django-redis: keep the deltas
         logger.debug("metrics flush failed, kept for later: %s", exc)
+        _expiring.clear()  # Redis may come back empty: set the TTLs again
         with _lock:
             _counters.update(counters)
             _series.update(series)

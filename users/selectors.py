@@ -18,7 +18,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Count
 
-from botplatform import metrics
+from botplatform import metrics, ratelimit
 from botplatform.breaker import CircuitOpen
 from botplatform.cache import (
     USER_PROFILE_TTL,
@@ -173,15 +173,15 @@ def user_state_keys(*, user_id: int, project_id: int) -> list[str]:
 def user_state_read(
     *, user_id: int, project_id: int, extra_keys: list[str], ahead: UsersAhead | None = None
 ) -> dict:
-    """``cache.get_many`` of ``extra_keys`` and the user's state keys, in ONE round trip,
-    and keep the state's TTLs running while the user is active (sliding expiry).
+    """``cache.get_many`` of ``extra_keys`` and the user's state keys: ONE ``MGET``.
 
-    The TTLs (variables 2 min, profile 30 s) then count from the user's last message,
-    not from the last write: a user writing every 10 s would otherwise miss every 30 s.
-    Safe because staleness is decided by the generation token, never by the TTL.
-    Caches that are not django-redis get a plain ``get_many``. Never raises on cache
-    errors: the pipeline's are caught here, and the cache backend's fallback answers
-    the rest as misses.
+    No sliding expiry (an ``EXPIRE`` per key per message, two more commands): the
+    state's TTLs are fixed from the last load and long (``botplatform.cache``), so an
+    active user reloads from the database once per TTL. Staleness is decided by the
+    generation token, never by the TTL, so a long TTL serves nothing stale. Caches
+    that are not django-redis get a plain ``get_many``. Never raises on cache errors:
+    the read's are caught here, and the cache backend's fallback answers the rest as
+    misses.
     ``ahead``: a batch's read-ahead (:class:`users.readahead.UsersAhead`), which read
     them for every user at once: the first read of each user is served from there.
     """
@@ -207,15 +207,12 @@ def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> 
         return cache.get_many(keys)
     if breaker is not None and (not breaker.available or breaker.flush_pending):
         return cache.get_many(keys)  # an outage or its clean-up: the fallback decides
+    raw_keys = [backend.make_key(key) for key in keys]
     try:
-        pipe = backend.get_client(write=True).pipeline(transaction=False)
-        pipe.mget([backend.make_key(key) for key in keys])
-        for user_id, project_id in users:
-            pipe.expire(
-                backend.make_key(user_variables_key(user_id, project_id)), USER_VARIABLES_TTL
-            )
-            pipe.expire(backend.make_key(user_profile_key(user_id, project_id)), USER_PROFILE_TTL)
-        values = pipe.execute()[0]
+        # A batch's rate limits may be waiting to join this read (one script, one MGET).
+        values = ratelimit.read_joined(raw_keys)
+        if values is None:
+            values = backend.get_client(write=False).mget(raw_keys)
     except CACHE_ERRORS:
         return cache.get_many(keys)  # lets the fallback notice the outage and answer
     return {key: backend.decode(v) for key, v in zip(keys, values, strict=True) if v is not None}

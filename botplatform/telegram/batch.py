@@ -11,8 +11,8 @@ each in a fixed handful of statements whatever its size:
    (session) lock of the wave (``HandlerBatch.lock_sql``): one statement;
 2. read the bot and project (one statement), then the handler's batch reads ahead
    (``HandlerBatch.read_ahead``: for the engine the users and the waiting executions,
-   two statements, and the users' cached state, one Redis round trip); the incoming
-   rate limits: one Redis round trip;
+   two statements, and the users' cached state) with the incoming rate limits and
+   the replies' send slots joined in: one Redis round trip (one script);
 3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`
    with the wave's ``HandlerBatch``); a conversation that goes on writes nothing yet;
 4. write every row's replies and status (the outbox) and the handler's put-off
@@ -58,6 +58,7 @@ from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
     claim_key,
     connection_check,
+    reply_slot,
     row_decide,
     row_outcome,
     row_parse,
@@ -196,13 +197,16 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate], batch: HandlerBatch) -> No
     known = [p for p in parsed.values() if p is not None]
     verdicts = dict.fromkeys(parsed)
     if known:
-        batch.read_ahead(bot=bot, updates=known)
         limit = project.user_rate_limit_per_minute
         checks = [(project.pk, p.telegram_id, limit) for p in known]
+        replies = [reply_slot(bot, p) for p in known]
+        # The rate limits ride along with the read-ahead's cache read: one script.
+        with ratelimit.reads_joined(ratelimit.incoming_plan(checks, replies=replies)) as plan:
+            batch.read_ahead(bot=bot, updates=known)
         verdicts.update(
             zip(
                 [pk for pk, p in parsed.items() if p is not None],
-                ratelimit.incoming_check_many(checks),
+                ratelimit.incoming_verdicts(checks, replies=replies, waits=plan.waits()),
                 strict=True,
             )
         )

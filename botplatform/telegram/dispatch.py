@@ -176,6 +176,7 @@ def row_decide(
             project_id=project.pk,
             telegram_id=parsed.telegram_id,
             limit=project.user_rate_limit_per_minute,
+            reply=reply_slot(bot, parsed),
         )
     if verdict == "ok":
         actions = list(batch.handle(bot=bot, parsed=parsed))
@@ -198,6 +199,11 @@ def row_decide(
     row.handled_at = timezone.now()
     if not actions:
         row.done_at = row.handled_at
+
+
+def reply_slot(bot: Bot, parsed: ParsedUpdate) -> ratelimit.Reply:
+    """The send slot of the update's first reply, taken with its incoming check."""
+    return (bot.pk, parsed.chat_id, bot.project.bot_send_rate_per_second)
 
 
 def _handle(update_pk: int) -> TelegramUpdate:

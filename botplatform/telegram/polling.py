@@ -8,8 +8,8 @@ the offset; a ``lanes.ChatPool`` runs updates in lanes (a bot's, or a chat's), s
 chat's updates run in order, different lanes in parallel, and one held lane never
 holds the others. Each update's handler runs under a time budget
 (``telegram/budget.py``), and a frozen process exits for its supervisor to restart.
-A :class:`Runner` holds a Redis lease per bot (``leases``), renews it, takes its
-share of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
+A :class:`Runner` holds a Redis lease per bot (``leases``), renews them all with one
+runner key, takes its share of the bots with ``--all``, and shuts down cleanly on SIGTERM / Ctrl-C.
 """
 
 from __future__ import annotations
@@ -452,30 +452,30 @@ class Runner:
         close_old_connections()
 
     def _renew(self) -> None:
+        """Keep this runner's key alive and check its bots' leases: one round trip.
+
+        Bots being handed over (``releasing``) stay ours with the runner key until
+        their queued updates are done; they need nothing more.
+        """
         now = time.monotonic()
-        # Bots being handed over stay ours until their queued updates are done.
-        for bot_id, (_poller, release) in list(self.releasing.items()):
-            if release:
-                try:
-                    leases.lease_renew(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
-                except Exception as exc:
-                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
-        for bot_id, poller in list(self.pollers.items()):
-            try:
-                renewed = leases.lease_renew(
-                    bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms
-                ) or leases.lease_acquire(bot_id=bot_id, holder=self.holder, ttl_ms=self.ttl_ms)
-            except Exception as exc:
-                renewed = None
-                if _redis_outage(exc):
-                    # Redis is down for every runner, so nobody can take the lease over:
-                    # keep polling (the journal dedupes; Telegram 409s a second poller).
+        renewed: dict[int, bool] = {}
+        try:
+            renewed = leases.leases_renew(
+                holder=self.holder, bot_ids=list(self.pollers), ttl_ms=self.ttl_ms
+            )
+        except Exception as exc:
+            if _redis_outage(exc):
+                # Redis is down for every runner, so nobody can take a lease over: keep
+                # polling (the journal dedupes; Telegram 409s a second poller).
+                for poller in self.pollers.values():
                     poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
-                else:
-                    logger.warning("Bot %s: lease renewal failed: %s", bot_id, exc)
-            if renewed:
+                return
+            logger.warning("Lease renewal failed: %s", exc)
+        for bot_id, poller in list(self.pollers.items()):
+            held = renewed.get(bot_id)
+            if held:
                 poller.lease_deadline = now + settings.TELEGRAM_LEASE_TTL
-            elif renewed is False or now > poller.lease_deadline:
+            elif held is False or now > poller.lease_deadline:
                 logger.warning("Bot %s: lease lost; stopping its poller", bot_id)
                 self._poller_stop(bot_id, release=False)
 

@@ -1,7 +1,8 @@
 """Perform the engine's actions against the Bot API, within Telegram's rules.
 
 - Every message takes a slot of the bot's shared send rate and of the chat's rate
-  (``botplatform.ratelimit``) before it goes out.
+  (``botplatform.ratelimit``) before it goes out; an update's first reply spends the
+  slot taken with its incoming check (``ratelimit.send_credit_take``).
 - A 429 is honoured: the call waits ``retry_after`` and is retried; 5xx and network
   errors back off and retry. Past ``TELEGRAM_SEND_MAX_WAIT`` the caller gets
   :class:`SendDeferred` and re-delivers later (nothing is dropped).
@@ -165,7 +166,10 @@ def _call(bot: Bot, fn: Callable[[], object], *, chat_id: int | None, is_message
     while True:
         if is_message:
             ratelimit.send_slot_acquire(
-                bot_id=bot.pk, chat_id=chat_id, per_second=bot.project.bot_send_rate_per_second
+                bot_id=bot.pk,
+                chat_id=chat_id,
+                per_second=bot.project.bot_send_rate_per_second,
+                project_id=bot.project_id,
             )
         started = time.perf_counter()
         try:

@@ -12,7 +12,13 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 from django_redis import get_redis_connection
 
-from botplatform.cache import user_profile_key, user_state_generation_key, user_variables_key
+from botplatform.cache import (
+    USER_PROFILE_TTL,
+    USER_VARIABLES_TTL,
+    user_profile_key,
+    user_state_generation_key,
+    user_variables_key,
+)
 from tests.factories import bot_user_create
 from tests.users.helpers import redis_round_trips
 from users import botusers, invalidation, ledger, referrals, variables
@@ -54,8 +60,10 @@ def test_miss_loads_from_database_and_caches_both_keys_with_their_ttls(bot_user,
         "is_blocked": False,
     }
     raw = get_redis_connection("default")
-    assert 115_000 < raw.pttl(user_variables_key(bot_user.pk, bot_user.project_id)) <= 120_000
-    assert 25_000 < raw.pttl(user_profile_key(bot_user.pk, bot_user.project_id)) <= 30_000
+    variables_ms = raw.pttl(user_variables_key(bot_user.pk, bot_user.project_id))
+    profile_ms = raw.pttl(user_profile_key(bot_user.pk, bot_user.project_id))
+    assert USER_VARIABLES_TTL * 1000 - 5_000 < variables_ms <= USER_VARIABLES_TTL * 1000
+    assert USER_PROFILE_TTL * 1000 - 5_000 < profile_ms <= USER_PROFILE_TTL * 1000
 
 
 def test_warm_read_is_one_redis_round_trip_and_no_database_query(bot_user, monkeypatch):
