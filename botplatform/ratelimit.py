@@ -34,8 +34,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 from django.core.cache import cache
@@ -45,7 +43,7 @@ from botplatform import cache as keys
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the plan's distinct keys, then keys only read (see ``reads_joined``). ARGV: now
+# KEYS: the plan's distinct keys, then keys only read (see ``read_joined``). ARGV: now
 # (ms), the number of checks, the number of plan keys, then per check: ``after`` (1:
 # skipped, -1, unless the check before it was admitted), the number of limits, and per
 # limit (key index, TAT index in the key, limit, window_ms). Returns per check 0
@@ -229,42 +227,27 @@ def _plan_run(
 
 
 class JoinedPlan:
-    """A plan waiting to ride along with this thread's next cache read (``reads_joined``)."""
+    """A plan that rides along with a cache read: pass it to the read
+    (``users.selectors.user_states_read(joined=...)``), which runs the plan and reads
+    its keys in ONE script with ONE ``MGET`` (:func:`read_joined`)."""
 
     def __init__(self, plan: list[Check]) -> None:
         self.plan = plan
         self.result: list[int] | None = None
 
     def waits(self) -> list[int]:
-        """The plan's decisions: taken with the read, or now if no read came."""
+        """The plan's decisions: taken with the read, or now if no read took it."""
         if self.result is None:
             self.result = rate_plan(self.plan)
         return self.result
 
 
-_joined = threading.local()
-
-
-@contextmanager
-def reads_joined(plan: list[Check]) -> Iterator[JoinedPlan]:
-    """Run ``plan`` inside the first :func:`read_joined` of this block: the limits and
-    a batch's cache read ahead (``users.selectors.user_states_read``) are then ONE
-    script with ONE ``MGET``. Without such a read, :meth:`JoinedPlan.waits` runs it."""
-    joined = JoinedPlan(plan)
-    _joined.plan = joined
-    try:
-        yield joined
-    finally:
-        _joined.plan = None
-
-
-def read_joined(read_keys: list[str]) -> list | None:
-    """Raw values of ``read_keys`` (None: absent), read by the pending joined plan's
-    script; None when no plan is pending or Redis did not answer (read them yourself)."""
-    joined = getattr(_joined, "plan", None)
-    if joined is None or joined.result is not None:
+def read_joined(joined: JoinedPlan, read_keys: list[str]) -> list | None:
+    """Run ``joined`` (once) and return the raw values of ``read_keys`` (None: absent)
+    from the same script; None when the plan already ran or Redis did not answer (then
+    read them yourself)."""
+    if joined.result is not None:
         return None
-    _joined.plan = None
     joined.result, values = _plan_run(joined.plan, read_keys)
     return values
 

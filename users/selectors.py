@@ -193,8 +193,16 @@ def user_state_read(
     return user_states_read(users=[(user_id, project_id)], extra_keys=extra_keys)
 
 
-def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> dict:
-    """:func:`user_state_read` for several (user_id, project_id) at once: one round trip."""
+def user_states_read(
+    *,
+    users: list[tuple[int, int]],
+    extra_keys: list[str],
+    joined: ratelimit.JoinedPlan | None = None,
+) -> dict:
+    """:func:`user_state_read` for several (user_id, project_id) at once: one round trip.
+
+    ``joined``: a batch's rate limits, decided by the same script that reads the keys.
+    """
     state_keys = [
         key
         for user_id, project_id in users
@@ -209,8 +217,7 @@ def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> 
         return cache.get_many(keys)  # an outage or its clean-up: the fallback decides
     raw_keys = [backend.make_key(key) for key in keys]
     try:
-        # A batch's rate limits may be waiting to join this read (one script, one MGET).
-        values = ratelimit.read_joined(raw_keys)
+        values = None if joined is None else ratelimit.read_joined(joined, raw_keys)
         if values is None:
             values = backend.get_client(write=False).mget(raw_keys)
     except CACHE_ERRORS:
@@ -219,15 +226,20 @@ def user_states_read(*, users: list[tuple[int, int]], extra_keys: list[str]) -> 
 
 
 def user_states_prefetch(
-    ahead: UsersAhead, *, users: list[tuple[int, int]], extra_keys: list[str]
+    ahead: UsersAhead,
+    *,
+    users: list[tuple[int, int]],
+    extra_keys: list[str],
+    joined: ratelimit.JoinedPlan | None = None,
 ) -> None:
-    """Read the state of a batch's users (and ``extra_keys``) ahead, into ``ahead``.
+    """Read the state of a batch's users (and ``extra_keys``) ahead, into ``ahead``;
+    ``joined``: rate limits decided in the same script (:func:`user_states_read`).
 
     An unreachable cache reads as misses: the states are then loaded from the database.
     """
     if not users:
         return
-    values = user_states_read(users=users, extra_keys=extra_keys)
+    values = user_states_read(users=users, extra_keys=extra_keys, joined=joined)
     stale = [
         (user_id, project_id)
         for user_id, project_id in users

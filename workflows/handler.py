@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 from django.db import connection
 
+from botplatform import ratelimit
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import Action
 from botplatform.locks import sessions_lock_sql
@@ -75,7 +76,13 @@ class EngineBatch:
         if self.batch is not None:
             self.batch.locked_sessions.update(self.session_keys)
 
-    def read_ahead(self, *, bot: Bot, updates: Sequence[ParsedUpdate]) -> None:
+    def read_ahead(
+        self,
+        *,
+        bot: Bot,
+        updates: Sequence[ParsedUpdate],
+        joined: ratelimit.JoinedPlan | None = None,
+    ) -> None:
         """Read the batch's users, their cached state and the waiting executions ahead:
         one statement, one Redis round trip, one statement."""
         if self.batch is None or not updates:
@@ -97,6 +104,7 @@ class EngineBatch:
                 *(workflow_waiting_key(key) for key in sessions),
                 *cashier_state_keys(bot_id=bot.pk, updates=updates),
             ],
+            joined=joined,
         )
         waiting_prefetch(self.batch, sessions)
 

@@ -201,8 +201,8 @@ def _handle_all(bot: Bot, rows: list[TelegramUpdate], batch: HandlerBatch) -> No
         checks = [(project.pk, p.telegram_id, limit) for p in known]
         replies = [reply_slot(bot, p) for p in known]
         # The rate limits ride along with the read-ahead's cache read: one script.
-        with ratelimit.reads_joined(ratelimit.incoming_plan(checks, replies=replies)) as plan:
-            batch.read_ahead(bot=bot, updates=known)
+        plan = ratelimit.JoinedPlan(ratelimit.incoming_plan(checks, replies=replies))
+        batch.read_ahead(bot=bot, updates=known, joined=plan)
         verdicts.update(
             zip(
                 [pk for pk, p in parsed.items() if p is not None],

@@ -20,6 +20,7 @@ from typing import Protocol
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from botplatform import ratelimit
 from botplatform.conversation import Action
 from botplatform.models import Bot
 from botplatform.telegram.updates import ParsedUpdate
@@ -37,8 +38,15 @@ class HandlerBatch(Protocol):
     def locked(self) -> None:
         """Called after the claim statement ran :meth:`lock_sql`."""
 
-    def read_ahead(self, *, bot: Bot, updates: Sequence[ParsedUpdate]) -> None:
-        """Read what the batch's updates will need, before any is handled."""
+    def read_ahead(
+        self,
+        *,
+        bot: Bot,
+        updates: Sequence[ParsedUpdate],
+        joined: ratelimit.JoinedPlan | None = None,
+    ) -> None:
+        """Read what the batch's updates will need, before any is handled. ``joined``:
+        the batch's rate limits, to run in the same Redis call as the read (or none)."""
 
     def handle(self, *, bot: Bot, parsed: ParsedUpdate) -> list[Action]:
         """The actions for one update (inside the batch's transaction)."""

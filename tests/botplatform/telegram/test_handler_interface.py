@@ -31,7 +31,7 @@ class _Batch:
     def locked(self) -> None:
         CALLS.append(("locked",))
 
-    def read_ahead(self, *, bot, updates) -> None:
+    def read_ahead(self, *, bot, updates, joined=None) -> None:
         CALLS.append(("read_ahead", sorted(parsed.chat_id for parsed in updates)))
 
     def handle(self, *, bot, parsed):
