@@ -1,23 +1,27 @@
-"""The polling fast path: a whole ``getUpdates`` batch in one transaction.
+"""The fast path: pending journal rows handled in waves, a fixed handful of statements each.
 
 :func:`dispatch.update_run` handles one update in about thirteen statements (claim,
 row lock, user, savepoint, session lock, waiting execution, execution, step log,
-outbox, done, unlock). ``runbot`` receives updates in batches of up to 100, so
-:func:`updates_run_batch` handles them in waves (no chat or user twice in a wave),
-each in a fixed handful of statements whatever its size:
+outbox, done, unlock). :func:`updates_run_batch` handles what a ``getUpdates`` poll
+returned, ONE update as often as a hundred, and the webhook's one update
+(``journal.update_record_claimed``), in waves (no chat or user twice in a wave), each
+in a fixed handful of statements whatever its size:
 
 1. claim every row (the same per-row advisory lock ``update_run`` takes, so the two
-   paths exclude each other), count the attempt and take every conversation
-   (session) lock of the wave (``HandlerBatch.lock_sql``): one statement;
-2. read the bot and project (one statement), then the handler's batch reads ahead
-   (``HandlerBatch.read_ahead``: for the engine the users and the waiting executions,
-   two statements, and the users' cached state, one Redis round trip); the incoming
-   rate limits: one Redis round trip;
+   paths exclude each other), count the attempt and stamp ``claimed_at``: one
+   statement, committed on its own, so a runner killed during the wave leaves a stall
+   for the next claim to count, as ``update_run`` does (the webhook's row is inserted
+   already claimed, so it skips this);
+2. in one transaction: read the bot and project and take every conversation
+   (session) lock of the wave (``HandlerBatch.lock_sql``): one statement; then the
+   handler's batch reads ahead (``HandlerBatch.read_ahead``: for the engine the users
+   and the waiting executions, two statements, and the users' cached state, one Redis
+   round trip); the incoming rate limits: one Redis round trip;
 3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`
    with the wave's ``HandlerBatch``); a conversation that goes on writes nothing yet;
-4. write every row's replies and status (the outbox) and the handler's put-off
-   writes (``HandlerBatch.writes``: the executions' new waiting state, the step logs,
-   the users' last-seen stamps) in ONE statement, and commit;
+4. write every row's replies and status (the outbox, clearing ``claimed_at``) and the
+   handler's put-off writes (``HandlerBatch.writes``: the executions' new waiting
+   state, the step logs, the users' last-seen stamps) in ONE statement, and commit;
 5. send the replies, then mark the rows done and free the claims: two statements.
 
 Each handler runs under the update budget (``budget``): the one that runs past it is
@@ -25,16 +29,18 @@ quarantined, the wave rolls back and its other rows go to ``update_run``. A row
 whose last claim never finished (the runner stopped during it) is not taken here
 either: ``update_run`` counts that and quarantines the row if it keeps happening.
 
-Any error before the commit rolls the wave back and returns its rows (and all later
-ones) to the caller, which hands them to ``update_run`` one by one, with its retry
-and failure rules. The rollback undid everything, so nothing is applied twice; only
-the incoming rate-limit counters (Redis) count those updates a second time.
+Any error before the commit rolls the wave back, gives its rows back (the claim's
+attempt and stamp undone, the claims freed: one statement) and returns them (and all
+later ones) to the caller, which hands them to ``update_run`` one by one, with its
+retry and failure rules. Nothing is applied twice; only the incoming rate-limit
+counters (Redis) count those updates a second time.
 
-The trade-off, by design: ``update_run`` records delivery progress after each reply,
-so a crash re-sends at most one reply. Here progress is recorded once per wave: a
-crash (``kill -9``) during delivery re-sends the replies of that wave that were
-already out. The ledger and the engine are never run twice. Switch the path off
-with ``TELEGRAM_BATCH_HANDLING=false``.
+Delivery progress is recorded as ``update_run`` records it within a row (after each
+reply of a row with several), but rows are marked done once per wave: a crash
+(``kill -9``) during delivery re-sends the replies of that wave's rows that were
+already out (for a wave of one, as for ``update_run``: at most the last reply). The
+ledger and the engine are never run twice. Switch the path off with
+``TELEGRAM_BATCH_HANDLING=false``.
 """
 
 from __future__ import annotations
@@ -46,11 +52,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
 from botplatform.bulk import values_update_sql
-from botplatform.conversation import actions_from_json
+from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.telegram.botstatus import bot_mark_unauthorized
@@ -93,37 +100,72 @@ WITH claimed AS (
     WHERE pg_try_advisory_lock(%s, u.k)
 ),
 bump AS (
-    UPDATE {table} SET attempts = attempts + 1
+    UPDATE {table} SET attempts = attempts + 1, claimed_at = now()
     WHERE id IN (SELECT id FROM claimed) AND status = %s AND claimed_at IS NULL
     RETURNING id
-){sessions}
-SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump){locks}
+)
+SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump)
 """
 
 
-def _claim(pks: list[int], batch: HandlerBatch) -> tuple[list[int], int]:
-    """Lock every row we can (session advisory locks), count the pending ones, and
-    take the handler's conversation locks of the batch (until commit): one statement."""
-    locks = batch.lock_sql()
-    sessions_sql, sessions_params = locks or ("", [])
+def _claim(pks: list[int]) -> tuple[list[int], list[int]]:
+    """Lock every row we can (session advisory locks) and count an attempt on the
+    pending ones, stamping ``claimed_at``: one statement, committed on its own (before
+    the wave's transaction), as ``update_run``'s claim. A runner that dies in the
+    middle of the wave leaves the stamp, so the next claim counts a stall
+    (``dispatch``: quarantine after ``TELEGRAM_QUARANTINE_AFTER``) whichever path
+    handled the row. Returns (claimed pks, bumped pks)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(
-                table=_table(),
-                sessions=f",\nsessions AS ({sessions_sql})" if locks else "",
-                locks=", (SELECT * FROM sessions)" if locks else "",
-            ),
-            [
-                pks,
-                [claim_key(pk) for pk in pks],
-                JOURNAL_CLAIM_NAMESPACE,
-                Status.PENDING,
-                *sessions_params,
-            ],
+            _CLAIM_SQL.format(table=_table()),
+            [pks, [claim_key(pk) for pk in pks], JOURNAL_CLAIM_NAMESPACE, Status.PENDING],
         )
-        claimed, bumped, *_locks = cursor.fetchone()
+        claimed, bumped = cursor.fetchone()
+    return list(claimed), list(bumped)
+
+
+def _bot_locked(bot_id: int, batch: HandlerBatch) -> Bot:
+    """The bot and its project, and the handler's conversation (session) locks of the
+    wave, taken until commit: one statement. Read in the transaction, so an operator's
+    change applies from the next wave."""
+    bots = Bot.objects.select_related("project")
+    locks = batch.lock_sql()
+    if locks is not None:
+        # The handler builds the SELECT with placeholders (locks.sessions_lock_sql).
+        bots = bots.annotate(sessions_locked=RawSQL(*locks))  # noqa: S611
+    bot = bots.get(pk=bot_id)
     batch.locked()
-    return list(claimed), len(bumped)
+    return bot
+
+
+_RELEASE_SQL = """
+WITH undo AS (
+    UPDATE {table} SET attempts = attempts - 1, claimed_at = NULL
+    WHERE id = ANY(%s::bigint[]) AND status = %s AND claimed_at IS NOT NULL
+)
+SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)
+"""
+
+
+def _release(claimed: list[int], bumped: list[int]) -> None:
+    """Give rows back untouched (the wave was not taken, or rolled back): undo the
+    claim's attempt and stamp, and free the claims, in one statement. ``update_run``
+    then counts its own attempt, as when the wave had never been tried."""
+    if not claimed:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _RELEASE_SQL.format(table=_table()),
+                [
+                    bumped,
+                    Status.PENDING,
+                    [claim_key(pk) for pk in claimed],
+                    JOURNAL_CLAIM_NAMESPACE,
+                ],
+            )
+    except Exception:  # a dead connection: the server has freed its locks already
+        logger.warning("Could not free the claims of %s updates", len(claimed), exc_info=True)
 
 
 def _unlock(pks: list[int]) -> None:
@@ -143,7 +185,7 @@ def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
     return values_update_sql(
         TelegramUpdate._meta.db_table,
         key="id",
-        columns=["chat_id", "actions", "status", "note", "handled_at", "done_at"],
+        columns=["chat_id", "actions", "status", "note", "handled_at", "done_at", "claimed_at"],
         rows=[
             (
                 row.pk,
@@ -153,6 +195,7 @@ def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
                 row.note,
                 row.handled_at,
                 row.done_at,
+                None,  # the attempt ends with the commit: no stall to count after this
             )
             for row in rows
         ],
@@ -168,6 +211,7 @@ _OUTBOX_CASTS = {
     "note": "text",
     "handled_at": "timestamptz",
     "done_at": "timestamptz",
+    "claimed_at": "timestamptz",
 }
 
 
@@ -245,21 +289,27 @@ def _done(pks: list[int]) -> None:
             )
 
 
-def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult:
+def updates_run_batch(
+    *, bot_id: int, rows: list[TelegramUpdate], claimed: bool = False
+) -> BatchResult:
     """Handle and deliver pending rows of one bot together; see the module docstring.
 
-    ``rows`` are in update order. Rows of one chat (or user) go in successive waves,
-    one transaction each. Returns the rows left for ``update_run``, in order: all of
-    them when the first wave could not be taken as a whole, else those of the wave
-    that could not and of every wave after it. Raises BotUnauthorized.
+    ``rows`` are in update order; one row is a wave of one (the usual poll, and the
+    webhook). Rows of one chat (or user) go in successive waves, one transaction each.
+    ``claimed``: the caller already holds the rows' claims and counted their attempt
+    (``journal.update_record_claimed``). Returns the rows left for ``update_run``, in
+    order: all of them when the first wave could not be taken as a whole, else those of
+    the wave that could not and of every wave after it. Raises BotUnauthorized.
     """
     pks = [row.pk for row in rows]
     if (
-        len(rows) < 2
+        not rows
         or not settings.TELEGRAM_BATCH_HANDLING
         or connection.vendor != "postgresql"
         or any(row.status != Status.PENDING for row in rows)
     ):
+        if claimed:
+            _release(pks, pks)
         return BatchResult(leftovers=pks)
     # Latency runs from here for every row (the batch is in), minus Bot API time.
     started = (time.perf_counter(), metrics.network_total())
@@ -269,7 +319,7 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
         if left:
             left.update(row.pk for row in wave)
             continue
-        done = _wave_run(bot_id, wave, started)
+        done = _wave_run(bot_id, wave, started, claimed=claimed)
         result.handled += done.handled
         result.latencies += done.latencies
         left.update(done.leftovers)
@@ -278,30 +328,33 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
     return result
 
 
-def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
+def _wave_run(
+    bot_id: int, rows: list[TelegramUpdate], started: tuple[float, float], *, claimed: bool
+) -> BatchResult:
     """One transaction for the wave's rows, then their delivery."""
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
-    claimed: list[int] = []
+    held: list[int] = pks if claimed else []
+    bumped: list[int] = pks if claimed else []
     chats = [
         (row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload))
         for row in rows
         if row.chat_id is not None
     ]
     try:
+        if not claimed:
+            held, bumped = _claim(pks)
+            if len(held) != len(pks) or len(bumped) != len(pks):
+                raise _NotAll
         with (
             transaction.atomic(),
             handler_get().batch(bot_id=bot_id, chats=chats, ahead=True) as batch,
         ):
-            claimed, pending = _claim(pks, batch)
-            if len(claimed) != len(pks) or pending != len(pks):
-                raise _NotAll
-            # Read in the transaction: an operator's change applies from the next batch.
-            bot = Bot.objects.select_related("project").get(pk=bot_id)
+            bot = _bot_locked(bot_id, batch)
             _handle_all(bot, rows, batch)
     except UpdateBudgetExceeded as exc:
         connection_check()
-        _unlock(claimed)
+        _release(held, bumped)
         if exc.update_pk is not None:
             update_quarantine(update_pk=exc.update_pk, reason=str(exc))
         return BatchResult(leftovers=pks)  # update_run delivers the fallback, runs the rest
@@ -312,9 +365,17 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, flo
                 bot_id,
                 len(rows),
             )
-        _unlock(claimed)
+        _release(held, bumped)
         return BatchResult(leftovers=pks)
     return _deliver(bot, rows, started)
+
+
+def _progress(row: TelegramUpdate, actions: list, count: int) -> None:
+    """A row's delivery progress, as ``update_run`` records it: after each reply but
+    the last (recorded with the final status) and button answers (harmless twice), so
+    a crash re-sends at most the reply in flight of a row with several."""
+    if count < len(actions) and not isinstance(actions[count - 1], AnswerCallback):
+        TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=count)
 
 
 def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
@@ -330,13 +391,16 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
                 continue
             if row.status == Status.HANDLED:
                 sent = [0]  # how many of the row's actions went out (on_sent's counts)
+                actions = actions_from_json(row.actions)
+
+                def _sent(
+                    count: int, row: TelegramUpdate = row, actions: list = actions, sent=sent
+                ) -> None:
+                    sent.append(count)
+                    _progress(row, actions, count)
+
                 try:
-                    actions_send(
-                        bot=bot,
-                        chat_id=row.chat_id,
-                        actions=actions_from_json(row.actions),
-                        on_sent=sent.append,
-                    )
+                    actions_send(bot=bot, chat_id=row.chat_id, actions=actions, on_sent=_sent)
                 except BotUnauthorized:
                     raise
                 except Exception as exc:
@@ -359,10 +423,14 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
             metrics.project_add(project_id, "messages")
             metrics.latency_observe(latency, project_id=project_id)
     except BotUnauthorized as exc:
-        _done(delivered)
-        _unlock([row.pk for row in rows])
+        try:
+            _done(delivered)
+        finally:
+            _unlock([row.pk for row in rows])
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
         raise
-    _done(delivered)
-    _unlock([row.pk for row in rows])
+    try:
+        _done(delivered)
+    finally:  # a session lock left behind would hold the row on a reused connection
+        _unlock([row.pk for row in rows])
     return result

@@ -48,7 +48,7 @@ from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.handler import HandlerBatch, handler_get
-from botplatform.telegram.journal import update_record
+from botplatform.telegram.journal import update_record, update_record_claimed
 from botplatform.telegram.sender import BotUnauthorized, SendDeferred, actions_send
 from botplatform.telegram.updates import (
     MalformedUpdate,
@@ -381,13 +381,28 @@ def row_outcome(row: TelegramUpdate) -> str:
 
 
 def update_process(*, bot_id: int, update: dict) -> None:
-    """Record and handle one update (the webhook path). Duplicates are handled once."""
-    row, _created = update_record(bot_id=bot_id, update=update)
-    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
-        return
+    """Record and handle one update (the webhook path). Duplicates are handled once.
+
+    The new row is inserted already claimed and handled as a wave of one
+    (``batch.updates_run_batch``): the statements of the polling fast path. What that
+    path gives back (an error, a stalled or reopened row) goes to ``update_run``, as
+    the final attempt: Telegram does not send an answered update again.
+    """
+    from botplatform.telegram.batch import updates_run_batch  # batch imports this module
+
     if settings.TELEGRAM_WEBHOOK_ASYNC:
+        row, _created = update_record(bot_id=bot_id, update=update)
+        if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+            return
         task = task_named("telegram.update_run")
         transaction.on_commit(lambda: task.delay(update_pk=row.pk))
         return
+    row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update)
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return
     with suppress(BotUnauthorized):
-        update_run(update_pk=row.pk, final_attempt=True)
+        left = [row.pk]
+        if claimed:
+            left = updates_run_batch(bot_id=bot_id, rows=[row], claimed=True).leftovers
+        for pk in left:
+            update_run(update_pk=pk, final_attempt=True)
