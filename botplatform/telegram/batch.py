@@ -8,10 +8,12 @@ returned, ONE update as often as a hundred, and the webhook's one update
 in a fixed handful of statements whatever its size:
 
 1. claim every row (the same per-row advisory lock ``update_run`` takes, so the two
-   paths exclude each other), count the attempt and stamp ``claimed_at``: one
-   statement, committed on its own, so a runner killed during the wave leaves a stall
-   for the next claim to count, as ``update_run`` does (the webhook's row is inserted
-   already claimed, so it skips this);
+   paths exclude each other) and count the attempt: one statement. A wave of one
+   also stamps ``claimed_at`` and commits that on its own, as ``update_run`` does, so
+   a runner killed during it leaves a stall for the next claim to count; a wave of
+   several claims inside its transaction and stamps nothing, so one death does not
+   charge every row of it (``docs/reliability.md``). The webhook's row is inserted
+   already claimed and stamped, so it skips this;
 2. in one transaction: read the bot and project and take every conversation
    (session) lock of the wave (``HandlerBatch.lock_sql``): one statement; then the
    handler's batch reads ahead (``HandlerBatch.read_ahead``: for the engine the users
@@ -29,10 +31,10 @@ quarantined, the wave rolls back and its other rows go to ``update_run``. A row
 whose last claim never finished (the runner stopped during it) is not taken here
 either: ``update_run`` counts that and quarantines the row if it keeps happening.
 
-Any error before the commit rolls the wave back, gives its rows back (the claim's
-attempt and stamp undone, the claims freed: one statement) and returns them (and all
-later ones) to the caller, which hands them to ``update_run`` one by one, with its
-retry and failure rules. Nothing is applied twice; only the incoming rate-limit
+Any error before the commit rolls the wave back, gives its rows back (a wave of
+one's committed attempt and stamp undone, the claims freed: one statement) and
+returns them (and all later ones) to the caller, which hands them to ``update_run``
+one by one, with its retry and failure rules. Nothing is applied twice; only the incoming rate-limit
 counters (Redis) count those updates a second time.
 
 Delivery progress is recorded as ``update_run`` records it within a row (after each
@@ -48,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -60,6 +63,7 @@ from botplatform.bulk import values_update_sql
 from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
@@ -69,8 +73,10 @@ from botplatform.telegram.dispatch import (
     row_outcome,
     row_parse,
     update_quarantine,
+    update_run,
 )
 from botplatform.telegram.handler import HandlerBatch, handler_get
+from botplatform.telegram.journal import update_record, update_record_claimed
 from botplatform.telegram.sender import BotUnauthorized, actions_send
 from botplatform.telegram.updates import update_chat_type, update_sender_id
 
@@ -100,7 +106,7 @@ WITH claimed AS (
     WHERE pg_try_advisory_lock(%s, u.k)
 ),
 bump AS (
-    UPDATE {table} SET attempts = attempts + 1, claimed_at = now()
+    UPDATE {table} SET attempts = attempts + 1{stamp}
     WHERE id IN (SELECT id FROM claimed) AND status = %s AND claimed_at IS NULL
     RETURNING id
 )
@@ -108,16 +114,21 @@ SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump)
 """
 
 
-def _claim(pks: list[int]) -> tuple[list[int], list[int]]:
+def _claim(pks: list[int], *, stamp: bool) -> tuple[list[int], list[int]]:
     """Lock every row we can (session advisory locks) and count an attempt on the
-    pending ones, stamping ``claimed_at``: one statement, committed on its own (before
-    the wave's transaction), as ``update_run``'s claim. A runner that dies in the
-    middle of the wave leaves the stamp, so the next claim counts a stall
-    (``dispatch``: quarantine after ``TELEGRAM_QUARANTINE_AFTER``) whichever path
-    handled the row. Returns (claimed pks, bumped pks)."""
+    pending ones: one statement. Returns (claimed pks, bumped pks).
+
+    ``stamp`` (a wave of one, run before its transaction and committed on its own, as
+    ``update_run``'s claim): also set ``claimed_at``, so a runner that dies during the
+    update leaves a stall for the next claim to count (``dispatch``: quarantine after
+    ``TELEGRAM_QUARANTINE_AFTER``). A wave of several claims inside its transaction
+    and stamps nothing: a death in its middle must not charge a stall to every row
+    of it (``docs/reliability.md``); after a restart ``update_run`` runs the open
+    rows one by one and counts for each.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(table=_table()),
+            _CLAIM_SQL.format(table=_table(), stamp=", claimed_at = now()" if stamp else ""),
             [pks, [claim_key(pk) for pk in pks], JOURNAL_CLAIM_NAMESPACE, Status.PENDING],
         )
         claimed, bumped = cursor.fetchone()
@@ -147,10 +158,11 @@ SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)
 """
 
 
-def _release(claimed: list[int], bumped: list[int]) -> None:
+def _release(claimed: list[int], stamped: list[int]) -> None:
     """Give rows back untouched (the wave was not taken, or rolled back): undo the
-    claim's attempt and stamp, and free the claims, in one statement. ``update_run``
-    then counts its own attempt, as when the wave had never been tried."""
+    committed attempt and stamp of ``stamped`` rows (a wave of one; a wave of several
+    had its attempts rolled back) and free the claims, in one statement.
+    ``update_run`` then counts its own attempt, as when the wave had never been tried."""
     if not claimed:
         return
     try:
@@ -158,7 +170,7 @@ def _release(claimed: list[int], bumped: list[int]) -> None:
             cursor.execute(
                 _RELEASE_SQL.format(table=_table()),
                 [
-                    bumped,
+                    stamped,
                     Status.PENDING,
                     [claim_key(pk) for pk in claimed],
                     JOURNAL_CLAIM_NAMESPACE,
@@ -335,26 +347,30 @@ def _wave_run(
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
     held: list[int] = pks if claimed else []
-    bumped: list[int] = pks if claimed else []
+    stamped: list[int] = pks if claimed else []  # attempts counted and committed
     chats = [
         (row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload))
         for row in rows
         if row.chat_id is not None
     ]
     try:
-        if not claimed:
-            held, bumped = _claim(pks)
-            if len(held) != len(pks) or len(bumped) != len(pks):
+        if not claimed and len(rows) == 1:
+            held, stamped = _claim(pks, stamp=True)
+            if stamped != pks:
                 raise _NotAll
         with (
             transaction.atomic(),
             handler_get().batch(bot_id=bot_id, chats=chats, ahead=True) as batch,
         ):
+            if not held:
+                held, bumped = _claim(pks, stamp=False)  # undone by a rollback
+                if len(held) != len(pks) or len(bumped) != len(pks):
+                    raise _NotAll
             bot = _bot_locked(bot_id, batch)
             _handle_all(bot, rows, batch)
     except UpdateBudgetExceeded as exc:
         connection_check()
-        _release(held, bumped)
+        _release(held, stamped)
         if exc.update_pk is not None:
             update_quarantine(update_pk=exc.update_pk, reason=str(exc))
         return BatchResult(leftovers=pks)  # update_run delivers the fallback, runs the rest
@@ -365,7 +381,7 @@ def _wave_run(
                 bot_id,
                 len(rows),
             )
-        _release(held, bumped)
+        _release(held, stamped)
         return BatchResult(leftovers=pks)
     return _deliver(bot, rows, started)
 
@@ -434,3 +450,29 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
     finally:  # a session lock left behind would hold the row on a reused connection
         _unlock([row.pk for row in rows])
     return result
+
+
+def update_process(*, bot_id: int, update: dict) -> None:
+    """Record and handle one update (the webhook path). Duplicates are handled once.
+
+    The new row is inserted already claimed and handled as a wave of one
+    (:func:`updates_run_batch`): the statements of the polling fast path. What that
+    path gives back (an error, a stalled or reopened row) goes to ``update_run``, as
+    the final attempt: Telegram does not send an answered update again.
+    """
+    if settings.TELEGRAM_WEBHOOK_ASYNC:
+        row, _created = update_record(bot_id=bot_id, update=update)
+        if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+            return
+        task = task_named("telegram.update_run")
+        transaction.on_commit(lambda: task.delay(update_pk=row.pk))
+        return
+    row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update)
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return
+    with suppress(BotUnauthorized):
+        left = [row.pk]
+        if claimed:
+            left = updates_run_batch(bot_id=bot_id, rows=[row], claimed=True).leftovers
+        for pk in left:
+            update_run(update_pk=pk, final_attempt=True)

@@ -20,7 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE, journal_claim_key_sql
 from botplatform.models import TelegramUpdate
 from botplatform.telegram.journal_clean import (
     JournalEntry,
@@ -141,7 +141,7 @@ WITH inserted AS (
     ON CONFLICT (bot_id, update_id) DO NOTHING
     RETURNING *
 )
-SELECT inserted.*, pg_try_advisory_lock(%s, (inserted.id %% 2147483647)::int) AS claimed
+SELECT inserted.*, pg_try_advisory_lock(%s, {key}) AS claimed
 FROM inserted
 """
 
@@ -164,7 +164,10 @@ def update_record_claimed(
         return None, False, False
     if entry.refused:
         raise UpdateRefused(entry.refused)
-    sql = _RECORD_CLAIMED_SQL.format(table=connection.ops.quote_name(TelegramUpdate._meta.db_table))
+    sql = _RECORD_CLAIMED_SQL.format(
+        table=connection.ops.quote_name(TelegramUpdate._meta.db_table),
+        key=journal_claim_key_sql("inserted.id"),
+    )
     params = [
         bot_id,
         entry.update_id,

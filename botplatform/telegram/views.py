@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
 from botplatform.models import Bot
-from botplatform.telegram.dispatch import update_process
+from botplatform.telegram.batch import update_process
 from botplatform.telegram.journal_clean import UpdateRefused
 
 logger = logging.getLogger(__name__)
