@@ -185,8 +185,12 @@ def update_record_claimed(
     except DatabaseError:
         if not _database_usable():
             raise
-        rows = []  # refused: update_record keeps a skipped stub, or finds the twin
-    if not rows:
+        # Refused: update_record keeps a skipped stub (or finds the twin).
+        return *update_record(bot_id=bot_id, update=update), False
+    if not rows:  # recorded before: a redelivery, or its concurrent twin
+        existing = _row_existing(bot_id, entry.update_id)
+        if existing is not None:
+            return existing, False, False
         return *update_record(bot_id=bot_id, update=update), False
     (row,) = rows
     if not row.claimed:  # the lock key is another row's, held elsewhere: give it back
