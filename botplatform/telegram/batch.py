@@ -34,8 +34,8 @@ either: ``update_run`` counts that and quarantines the row if it keeps happening
 Any error before the commit rolls the wave back, gives its rows back (a wave of
 one's committed attempt and stamp undone, the claims freed: one statement) and
 returns them (and all later ones) to the caller, which hands them to ``update_run``
-one by one, with its retry and failure rules. Nothing is applied twice; only the incoming rate-limit
-counters (Redis) count those updates a second time.
+one by one, with its retry and failure rules. Nothing is applied twice; only the
+incoming rate-limit counters (Redis) count those updates a second time.
 
 Delivery progress is recorded as ``update_run`` records it within a row (after each
 reply of a row with several), but rows are marked done once per wave: a crash
@@ -460,15 +460,16 @@ def update_process(*, bot_id: int, update: dict) -> None:
     path gives back (an error, a stalled or reopened row) goes to ``update_run``, as
     the final attempt: Telegram does not send an answered update again.
     """
+    fast = settings.TELEGRAM_BATCH_HANDLING and not settings.TELEGRAM_WEBHOOK_ASYNC
+    if fast:
+        row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update)
+    else:
+        (row, _created), claimed = update_record(bot_id=bot_id, update=update), False
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return
     if settings.TELEGRAM_WEBHOOK_ASYNC:
-        row, _created = update_record(bot_id=bot_id, update=update)
-        if row is None or row.status not in (Status.PENDING, Status.HANDLED):
-            return
         task = task_named("telegram.update_run")
         transaction.on_commit(lambda: task.delay(update_pk=row.pk))
-        return
-    row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update)
-    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
         return
     with suppress(BotUnauthorized):
         left = [row.pk]

@@ -32,8 +32,9 @@ MAX_POLL_STATEMENTS = 8
 # claim.
 MAX_WEBHOOK_STATEMENTS = 8
 # The journal row: inserted, claimed, handled (outbox), done (4); the execution's
-# waiting state (1) and its step log (1). No last-seen stamp within
-# USER_LAST_SEEN_RESOLUTION_SECONDS.
+# waiting state (1) and its step logs (2: the pressed step and the one shown). No
+# last-seen stamp within USER_LAST_SEEN_RESOLUTION_SECONDS. (Before the wave of one:
+# 11 statements + 4 transaction statements, 7 writes; the webhook 12 + 6, 7.)
 MAX_POLL_TUPLE_WRITES = 7
 # Inserted already claimed: one write fewer.
 MAX_WEBHOOK_TUPLE_WRITES = 6

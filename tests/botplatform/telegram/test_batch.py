@@ -523,3 +523,18 @@ def test_a_death_during_a_webhook_update_is_counted_and_the_redelivery_finishes_
     assert (row.status, row.attempts, row.stalls) == (Status.DONE, 2, 1)
     assert double.sent_texts(tg_bot.token, 690) == ["echo:hook"]
     assert _handled(tg_bot, 690) == 1
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_with_the_fast_path_off_the_webhook_goes_through_update_run(
+    double, tg_bot, settings, monkeypatch
+):
+    from botplatform.telegram import batch
+    from botplatform.telegram.batch import update_process
+
+    settings.TELEGRAM_BATCH_HANDLING = False
+    monkeypatch.setattr(batch, "update_record_claimed", None)  # not called at all
+    update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 695, "off"))
+    row = TelegramUpdate.objects.get(bot=tg_bot)
+    assert (row.status, row.attempts, row.claimed_at) == (Status.DONE, 1, None)
+    assert double.sent_texts(tg_bot.token, 695) == ["echo:off"]
