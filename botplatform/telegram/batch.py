@@ -37,10 +37,10 @@ returns them (and all later ones) to the caller, which hands them to ``update_ru
 one by one, with its retry and failure rules. Nothing is applied twice; only the
 incoming rate-limit counters (Redis) count those updates a second time.
 
-Delivery progress is recorded as ``update_run`` records it within a row (after each
-reply of a row with several), but rows are marked done once per wave: a crash
-(``kill -9``) during delivery re-sends the replies of that wave's rows that were
-already out (for a wave of one, as for ``update_run``: at most the last reply). The
+Rows are marked done once per wave: a crash (``kill -9``) during delivery re-sends
+the replies of that wave's rows that were already out. A wave of one records its
+progress as ``update_run`` does (after each reply of several), so there a crash
+re-sends at most one reply, as before. The
 ledger and the engine are never run twice. Switch the path off with
 ``TELEGRAM_BATCH_HANDLING=false``.
 """
@@ -387,9 +387,10 @@ def _wave_run(
 
 
 def _progress(row: TelegramUpdate, actions: list, count: int) -> None:
-    """A row's delivery progress, as ``update_run`` records it: after each reply but
-    the last (recorded with the final status) and button answers (harmless twice), so
-    a crash re-sends at most the reply in flight of a row with several."""
+    """A wave of one's delivery progress, as ``update_run`` records it: after each
+    reply but the last (recorded with the final status) and button answers (harmless
+    twice), so a crash re-sends at most the reply in flight of a row with several. (A
+    wave of several re-sends its rows' replies after a crash anyway: no writes.)"""
     if count < len(actions) and not isinstance(actions[count - 1], AnswerCallback):
         TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=count)
 
@@ -413,7 +414,8 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
                     count: int, row: TelegramUpdate = row, actions: list = actions, sent=sent
                 ) -> None:
                     sent.append(count)
-                    _progress(row, actions, count)
+                    if len(rows) == 1:
+                        _progress(row, actions, count)
 
                 try:
                     actions_send(bot=bot, chat_id=row.chat_id, actions=actions, on_sent=_sent)

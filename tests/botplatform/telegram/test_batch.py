@@ -538,3 +538,37 @@ def test_with_the_fast_path_off_the_webhook_goes_through_update_run(
     row = TelegramUpdate.objects.get(bot=tg_bot)
     assert (row.status, row.attempts, row.claimed_at) == (Status.DONE, 1, None)
     assert double.sent_texts(tg_bot.token, 695) == ["echo:off"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_crash_between_the_replies_of_a_wave_of_one_resends_none_of_them(
+    double, tg_bot, monkeypatch
+):
+    """A wave of one records delivery progress as update_run does: the reply already
+    out is not sent again after a crash (a wave of several would re-send it)."""
+    from botplatform.telegram import batch
+
+    (row,) = _record(tg_bot, [double.message(tg_bot.token, 697, "twice")])
+    real_send = batch.actions_send
+
+    def dying_send(**kwargs):
+        on_sent = kwargs["on_sent"]
+
+        def dying(count: int) -> None:
+            on_sent(count)
+            raise _Crash
+
+        real_send(**{**kwargs, "on_sent": dying})
+
+    monkeypatch.setattr(batch, "actions_send", dying_send)
+    with pytest.raises(_Crash):
+        updates_run_batch(bot_id=tg_bot.pk, rows=[row])
+    connection.close()
+    monkeypatch.undo()
+    row.refresh_from_db()
+    assert (row.status, row.sent_count) == (Status.HANDLED, 1)
+
+    assert update_run(update_pk=row.pk) == "done"
+    assert double.sent_texts(tg_bot.token, 697) == ["echo1:twice", "echo2:twice"]
+    assert _handled(tg_bot, 697) == 1
