@@ -42,6 +42,16 @@ logger = logging.getLogger(__name__)
 SESSION_LOCK_SEED = 7411
 # First half of a journal row's two-int claim key ``(namespace, claim key)``.
 JOURNAL_CLAIM_NAMESPACE = 7467
+# Second half: the row's id folded into an int (``dispatch.claim_key`` in Python).
+JOURNAL_CLAIM_KEY_MODULUS = 2_147_483_647
+
+
+def journal_claim_key_sql(column: str) -> str:
+    """``dispatch.claim_key`` in SQL, for a statement that claims a row it has just
+    inserted (its id known only there). ``%`` doubled: the statement has parameters."""
+    return f"({column} %% {JOURNAL_CLAIM_KEY_MODULUS})::int"
+
+
 # One programme-figures rollup at a time (analytics.rollups): a second one skips.
 ROLLUP_LOCK = "analytics:rollup"
 

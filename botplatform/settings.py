@@ -242,6 +242,8 @@ TELEGRAM_FREEZE_EXIT = max(env_int("TELEGRAM_FREEZE_EXIT", 30), 2)  # s
 TELEGRAM_QUARANTINE_AFTER = max(env_int("TELEGRAM_QUARANTINE_AFTER", 2), 1)
 TELEGRAM_CHAT_SEND_LIMIT = env_int("TELEGRAM_CHAT_SEND_LIMIT", 3)  # messages per chat ...
 TELEGRAM_CHAT_SEND_WINDOW_MS = env_int("TELEGRAM_CHAT_SEND_WINDOW_MS", 3000)  # ... per window
+# A member's "last seen" is stamped at most this often: a chatty user costs no write.
+USER_LAST_SEEN_RESOLUTION_SECONDS = max(env_int("USER_LAST_SEEN_RESOLUTION_SECONDS", 300), 1)
 TELEGRAM_WEBHOOK_ASYNC = env_bool("TELEGRAM_WEBHOOK_ASYNC", False)  # hand off to Celery
 TELEGRAM_WEBHOOK_RATE = env_str("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (django-ratelimit)
 ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per username and client address

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -18,9 +19,6 @@ from users.ledger import bonus_earn
 from users.models import BotUser
 from users.readahead import UsersAhead
 from users.selectors import level_for
-
-# last_seen_at is refreshed at most this often, so a chatty user costs no writes.
-LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 
 
 def _truncated(value: str | None, length: int) -> str:
@@ -86,7 +84,10 @@ def bot_user_upsert(
     if user.is_blocked:
         changes["is_blocked"] = False
     now = timezone.now()
-    if changes or now - user.last_seen_at >= LAST_SEEN_RESOLUTION:
+    # last_seen_at is refreshed at most every USER_LAST_SEEN_RESOLUTION_SECONDS (5
+    # minutes by default): a user chatting away costs no write per message.
+    resolution = timedelta(seconds=settings.USER_LAST_SEEN_RESOLUTION_SECONDS)
+    if changes or now - user.last_seen_at >= resolution:
         changes["last_seen_at"] = now
         if ahead is not None and set(changes) == {"last_seen_at"}:
             ahead.last_seen.add(user.pk)  # one UPDATE for the whole batch, at its end

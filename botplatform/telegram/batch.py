@@ -1,23 +1,30 @@
-"""The polling fast path: a whole ``getUpdates`` batch in one transaction.
+"""The fast path: pending journal rows handled in waves, a fixed handful of statements each.
 
 :func:`dispatch.update_run` handles one update in about thirteen statements (claim,
 row lock, user, savepoint, session lock, waiting execution, execution, step log,
-outbox, done, unlock). ``runbot`` receives updates in batches of up to 100, so
-:func:`updates_run_batch` handles them in waves (no chat or user twice in a wave),
-each in a fixed handful of statements whatever its size:
+outbox, done, unlock). :func:`updates_run_batch` handles what a ``getUpdates`` poll
+returned, ONE update as often as a hundred, and the webhook's one update
+(``journal.update_record_claimed``), in waves (no chat or user twice in a wave), each
+in a fixed handful of statements whatever its size:
 
 1. claim every row (the same per-row advisory lock ``update_run`` takes, so the two
-   paths exclude each other), count the attempt and take every conversation
-   (session) lock of the wave (``HandlerBatch.lock_sql``): one statement;
-2. read the bot and project (one statement), then the handler's batch reads ahead
-   (``HandlerBatch.read_ahead``: for the engine the users and the waiting executions,
-   two statements, and the users' cached state) with the incoming rate limits and
-   the replies' send slots joined in: one Redis round trip (one script);
+   paths exclude each other) and count the attempt: one statement. A wave of one
+   also stamps ``claimed_at`` and commits that on its own, as ``update_run`` does, so
+   a runner killed during it leaves a stall for the next claim to count; a wave of
+   several claims inside its transaction and stamps nothing, so one death does not
+   charge every row of it (``docs/reliability.md``). The webhook's row is inserted
+   already claimed and stamped, so it skips this;
+2. in one transaction: read the bot and project and take every conversation
+   (session) lock of the wave (``HandlerBatch.lock_sql``): one statement; then the
+   handler's batch reads ahead (``HandlerBatch.read_ahead``: for the engine the users
+   and the waiting executions, two statements, and the users' cached state) with the
+   incoming rate limits and the replies' send slots joined in: one Redis round trip
+   (one script);
 3. run the same handler per update as ``update_run`` (:func:`dispatch.row_decide`
    with the wave's ``HandlerBatch``); a conversation that goes on writes nothing yet;
-4. write every row's replies and status (the outbox) and the handler's put-off
-   writes (``HandlerBatch.writes``: the executions' new waiting state, the step logs,
-   the users' last-seen stamps) in ONE statement, and commit;
+4. write every row's replies and status (the outbox, clearing ``claimed_at``) and the
+   handler's put-off writes (``HandlerBatch.writes``: the executions' new waiting
+   state, the step logs, the users' last-seen stamps) in ONE statement, and commit;
 5. send the replies, then mark the rows done and free the claims: two statements.
 
 Each handler runs under the update budget (``budget``): the one that runs past it is
@@ -25,16 +32,18 @@ quarantined, the wave rolls back and its other rows go to ``update_run``. A row
 whose last claim never finished (the runner stopped during it) is not taken here
 either: ``update_run`` counts that and quarantines the row if it keeps happening.
 
-Any error before the commit rolls the wave back and returns its rows (and all later
-ones) to the caller, which hands them to ``update_run`` one by one, with its retry
-and failure rules. The rollback undid everything, so nothing is applied twice; only
-the incoming rate-limit counters (Redis) count those updates a second time.
+Any error before the commit rolls the wave back, gives its rows back (a wave of
+one's committed attempt and stamp undone, the claims freed: one statement) and
+returns them (and all later ones) to the caller, which hands them to ``update_run``
+one by one, with its retry and failure rules. Nothing is applied twice; only the
+incoming rate-limit counters (Redis) count those updates a second time.
 
-The trade-off, by design: ``update_run`` records delivery progress after each reply,
-so a crash re-sends at most one reply. Here progress is recorded once per wave: a
-crash (``kill -9``) during delivery re-sends the replies of that wave that were
-already out. The ledger and the engine are never run twice. Switch the path off
-with ``TELEGRAM_BATCH_HANDLING=false``.
+Rows are marked done once per wave: a crash (``kill -9``) during delivery re-sends
+the replies of that wave's rows that were already out. A wave of one records its
+progress as ``update_run`` does (after each reply of several), so there a crash
+re-sends at most one reply, as before. The
+ledger and the engine are never run twice. Switch the path off with
+``TELEGRAM_BATCH_HANDLING=false``.
 """
 
 from __future__ import annotations
@@ -42,17 +51,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
 from botplatform.bulk import values_update_sql
-from botplatform.conversation import actions_from_json
+from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
+from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
@@ -63,8 +75,10 @@ from botplatform.telegram.dispatch import (
     row_outcome,
     row_parse,
     update_quarantine,
+    update_run,
 )
 from botplatform.telegram.handler import HandlerBatch, handler_get
+from botplatform.telegram.journal import update_record, update_record_claimed
 from botplatform.telegram.sender import BotUnauthorized, actions_send
 from botplatform.telegram.updates import update_chat_type, update_sender_id
 
@@ -94,37 +108,78 @@ WITH claimed AS (
     WHERE pg_try_advisory_lock(%s, u.k)
 ),
 bump AS (
-    UPDATE {table} SET attempts = attempts + 1
+    UPDATE {table} SET attempts = attempts + 1{stamp}
     WHERE id IN (SELECT id FROM claimed) AND status = %s AND claimed_at IS NULL
     RETURNING id
-){sessions}
-SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump){locks}
+)
+SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump)
 """
 
 
-def _claim(pks: list[int], batch: HandlerBatch) -> tuple[list[int], int]:
-    """Lock every row we can (session advisory locks), count the pending ones, and
-    take the handler's conversation locks of the batch (until commit): one statement."""
-    locks = batch.lock_sql()
-    sessions_sql, sessions_params = locks or ("", [])
+def _claim(pks: list[int], *, stamp: bool) -> tuple[list[int], list[int]]:
+    """Lock every row we can (session advisory locks) and count an attempt on the
+    pending ones: one statement. Returns (claimed pks, bumped pks).
+
+    ``stamp`` (a wave of one, run before its transaction and committed on its own, as
+    ``update_run``'s claim): also set ``claimed_at``, so a runner that dies during the
+    update leaves a stall for the next claim to count (``dispatch``: quarantine after
+    ``TELEGRAM_QUARANTINE_AFTER``). A wave of several claims inside its transaction
+    and stamps nothing: a death in its middle must not charge a stall to every row
+    of it (``docs/reliability.md``); after a restart ``update_run`` runs the open
+    rows one by one and counts for each.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL.format(
-                table=_table(),
-                sessions=f",\nsessions AS ({sessions_sql})" if locks else "",
-                locks=", (SELECT * FROM sessions)" if locks else "",
-            ),
-            [
-                pks,
-                [claim_key(pk) for pk in pks],
-                JOURNAL_CLAIM_NAMESPACE,
-                Status.PENDING,
-                *sessions_params,
-            ],
+            _CLAIM_SQL.format(table=_table(), stamp=", claimed_at = now()" if stamp else ""),
+            [pks, [claim_key(pk) for pk in pks], JOURNAL_CLAIM_NAMESPACE, Status.PENDING],
         )
-        claimed, bumped, *_locks = cursor.fetchone()
+        claimed, bumped = cursor.fetchone()
+    return list(claimed), list(bumped)
+
+
+def _bot_locked(bot_id: int, batch: HandlerBatch) -> Bot:
+    """The bot and its project, and the handler's conversation (session) locks of the
+    wave, taken until commit: one statement. Read in the transaction, so an operator's
+    change applies from the next wave."""
+    bots = Bot.objects.select_related("project")
+    locks = batch.lock_sql()
+    if locks is not None:
+        # The handler builds the SELECT with placeholders (locks.sessions_lock_sql).
+        bots = bots.annotate(sessions_locked=RawSQL(*locks))  # noqa: S611
+    bot = bots.get(pk=bot_id)
     batch.locked()
-    return list(claimed), len(bumped)
+    return bot
+
+
+_RELEASE_SQL = """
+WITH undo AS (
+    UPDATE {table} SET attempts = attempts - 1, claimed_at = NULL
+    WHERE id = ANY(%s::bigint[]) AND status = %s AND claimed_at IS NOT NULL
+)
+SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)
+"""
+
+
+def _release(claimed: list[int], stamped: list[int]) -> None:
+    """Give rows back untouched (the wave was not taken, or rolled back): undo the
+    committed attempt and stamp of ``stamped`` rows (a wave of one; a wave of several
+    had its attempts rolled back) and free the claims, in one statement.
+    ``update_run`` then counts its own attempt, as when the wave had never been tried."""
+    if not claimed:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _RELEASE_SQL.format(table=_table()),
+                [
+                    stamped,
+                    Status.PENDING,
+                    [claim_key(pk) for pk in claimed],
+                    JOURNAL_CLAIM_NAMESPACE,
+                ],
+            )
+    except Exception:  # a dead connection: the server has freed its locks already
+        logger.warning("Could not free the claims of %s updates", len(claimed), exc_info=True)
 
 
 def _unlock(pks: list[int]) -> None:
@@ -144,7 +199,7 @@ def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
     return values_update_sql(
         TelegramUpdate._meta.db_table,
         key="id",
-        columns=["chat_id", "actions", "status", "note", "handled_at", "done_at"],
+        columns=["chat_id", "actions", "status", "note", "handled_at", "done_at", "claimed_at"],
         rows=[
             (
                 row.pk,
@@ -154,6 +209,7 @@ def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
                 row.note,
                 row.handled_at,
                 row.done_at,
+                None,  # the attempt ends with the commit: no stall to count after this
             )
             for row in rows
         ],
@@ -169,6 +225,7 @@ _OUTBOX_CASTS = {
     "note": "text",
     "handled_at": "timestamptz",
     "done_at": "timestamptz",
+    "claimed_at": "timestamptz",
 }
 
 
@@ -249,21 +306,27 @@ def _done(pks: list[int]) -> None:
             )
 
 
-def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult:
+def updates_run_batch(
+    *, bot_id: int, rows: list[TelegramUpdate], claimed: bool = False
+) -> BatchResult:
     """Handle and deliver pending rows of one bot together; see the module docstring.
 
-    ``rows`` are in update order. Rows of one chat (or user) go in successive waves,
-    one transaction each. Returns the rows left for ``update_run``, in order: all of
-    them when the first wave could not be taken as a whole, else those of the wave
-    that could not and of every wave after it. Raises BotUnauthorized.
+    ``rows`` are in update order; one row is a wave of one (the usual poll, and the
+    webhook). Rows of one chat (or user) go in successive waves, one transaction each.
+    ``claimed``: the caller already holds the rows' claims and counted their attempt
+    (``journal.update_record_claimed``). Returns the rows left for ``update_run``, in
+    order: all of them when the first wave could not be taken as a whole, else those of
+    the wave that could not and of every wave after it. Raises BotUnauthorized.
     """
     pks = [row.pk for row in rows]
     if (
-        len(rows) < 2
+        not rows
         or not settings.TELEGRAM_BATCH_HANDLING
         or connection.vendor != "postgresql"
         or any(row.status != Status.PENDING for row in rows)
     ):
+        if claimed:
+            _release(pks, pks)
         return BatchResult(leftovers=pks)
     # Latency runs from here for every row (the batch is in), minus Bot API time.
     started = (time.perf_counter(), metrics.network_total())
@@ -273,7 +336,7 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
         if left:
             left.update(row.pk for row in wave)
             continue
-        done = _wave_run(bot_id, wave, started)
+        done = _wave_run(bot_id, wave, started, claimed=claimed)
         result.handled += done.handled
         result.latencies += done.latencies
         left.update(done.leftovers)
@@ -282,30 +345,37 @@ def updates_run_batch(*, bot_id: int, rows: list[TelegramUpdate]) -> BatchResult
     return result
 
 
-def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
+def _wave_run(
+    bot_id: int, rows: list[TelegramUpdate], started: tuple[float, float], *, claimed: bool
+) -> BatchResult:
     """One transaction for the wave's rows, then their delivery."""
     pks = [row.pk for row in rows]
     metrics.project_current_set(None)
-    claimed: list[int] = []
+    held: list[int] = pks if claimed else []
+    stamped: list[int] = pks if claimed else []  # attempts counted and committed
     chats = [
         (row.chat_id, update_chat_type(row.payload), update_sender_id(row.payload))
         for row in rows
         if row.chat_id is not None
     ]
     try:
+        if not claimed and len(rows) == 1:
+            held, stamped = _claim(pks, stamp=True)
+            if stamped != pks:
+                raise _NotAll
         with (
             transaction.atomic(),
             handler_get().batch(bot_id=bot_id, chats=chats, ahead=True) as batch,
         ):
-            claimed, pending = _claim(pks, batch)
-            if len(claimed) != len(pks) or pending != len(pks):
-                raise _NotAll
-            # Read in the transaction: an operator's change applies from the next batch.
-            bot = Bot.objects.select_related("project").get(pk=bot_id)
+            if not held:
+                held, bumped = _claim(pks, stamp=False)  # undone by a rollback
+                if len(held) != len(pks) or len(bumped) != len(pks):
+                    raise _NotAll
+            bot = _bot_locked(bot_id, batch)
             _handle_all(bot, rows, batch)
     except UpdateBudgetExceeded as exc:
         connection_check()
-        _unlock(claimed)
+        _release(held, stamped)
         if exc.update_pk is not None:
             update_quarantine(update_pk=exc.update_pk, reason=str(exc))
         return BatchResult(leftovers=pks)  # update_run delivers the fallback, runs the rest
@@ -316,9 +386,18 @@ def _wave_run(bot_id: int, rows: list[TelegramUpdate], started: tuple[float, flo
                 bot_id,
                 len(rows),
             )
-        _unlock(claimed)
+        _release(held, stamped)
         return BatchResult(leftovers=pks)
     return _deliver(bot, rows, started)
+
+
+def _progress(row: TelegramUpdate, actions: list, count: int) -> None:
+    """A wave of one's delivery progress, as ``update_run`` records it: after each
+    reply but the last (recorded with the final status) and button answers (harmless
+    twice), so a crash re-sends at most the reply in flight of a row with several. (A
+    wave of several re-sends its rows' replies after a crash anyway: no writes.)"""
+    if count < len(actions) and not isinstance(actions[count - 1], AnswerCallback):
+        TelegramUpdate.objects.filter(pk=row.pk).update(sent_count=count)
 
 
 def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float]) -> BatchResult:
@@ -334,13 +413,17 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
                 continue
             if row.status == Status.HANDLED:
                 sent = [0]  # how many of the row's actions went out (on_sent's counts)
+                actions = actions_from_json(row.actions)
+
+                def _sent(
+                    count: int, row: TelegramUpdate = row, actions: list = actions, sent=sent
+                ) -> None:
+                    sent.append(count)
+                    if len(rows) == 1:
+                        _progress(row, actions, count)
+
                 try:
-                    actions_send(
-                        bot=bot,
-                        chat_id=row.chat_id,
-                        actions=actions_from_json(row.actions),
-                        on_sent=sent.append,
-                    )
+                    actions_send(bot=bot, chat_id=row.chat_id, actions=actions, on_sent=_sent)
                 except BotUnauthorized:
                     raise
                 except Exception as exc:
@@ -363,10 +446,41 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
             metrics.project_add(project_id, "messages")
             metrics.latency_observe(latency, project_id=project_id)
     except BotUnauthorized as exc:
-        _done(delivered)
-        _unlock([row.pk for row in rows])
+        try:
+            _done(delivered)
+        finally:
+            _unlock([row.pk for row in rows])
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
         raise
-    _done(delivered)
-    _unlock([row.pk for row in rows])
+    try:
+        _done(delivered)
+    finally:  # a session lock left behind would hold the row on a reused connection
+        _unlock([row.pk for row in rows])
     return result
+
+
+def update_process(*, bot_id: int, update: dict) -> None:
+    """Record and handle one update (the webhook path). Duplicates are handled once.
+
+    The new row is inserted already claimed and handled as a wave of one
+    (:func:`updates_run_batch`): the statements of the polling fast path. What that
+    path gives back (an error, a stalled or reopened row) goes to ``update_run``, as
+    the final attempt: Telegram does not send an answered update again.
+    """
+    fast = settings.TELEGRAM_BATCH_HANDLING and not settings.TELEGRAM_WEBHOOK_ASYNC
+    if fast:
+        row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update)
+    else:
+        (row, _created), claimed = update_record(bot_id=bot_id, update=update), False
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return
+    if settings.TELEGRAM_WEBHOOK_ASYNC:
+        task = task_named("telegram.update_run")
+        transaction.on_commit(lambda: task.delay(update_pk=row.pk))
+        return
+    with suppress(BotUnauthorized):
+        left = [row.pk]
+        if claimed:
+            left = updates_run_batch(bot_id=bot_id, rows=[row], claimed=True).leftovers
+        for pk in left:
+            update_run(update_pk=pk, final_attempt=True)

@@ -1,6 +1,7 @@
 """Handling a recorded update and delivering its replies, exactly once.
 
-The path, shared by ``runbot`` and the webhook view (recording is ``journal``'s):
+The per-update path (recording is ``journal``'s; the usual poll and the webhook take
+``batch``'s fast path first and give this one what it cannot take):
 
 1. :func:`update_run` claims the row with a PostgreSQL session advisory lock (freed by
    the server if the process dies, even by ``kill -9``) and, in ONE transaction, runs
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -41,14 +42,12 @@ from botplatform.conversation import (
     actions_to_json,
 )
 from botplatform.languages import system_text, user_language
-from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
+from botplatform.locks import JOURNAL_CLAIM_KEY_MODULUS, JOURNAL_CLAIM_NAMESPACE
 from botplatform.logging import redact
 from botplatform.models import Bot, TelegramUpdate
-from botplatform.queueing import task_named
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.handler import HandlerBatch, handler_get
-from botplatform.telegram.journal import update_record
 from botplatform.telegram.sender import BotUnauthorized, SendDeferred, actions_send
 from botplatform.telegram.updates import (
     MalformedUpdate,
@@ -81,7 +80,7 @@ SELECT (SELECT claimed FROM claim), (SELECT count(*) FROM bump), (SELECT stalls 
 
 def claim_key(update_pk: int) -> int:
     """The advisory lock key of a journal row (the lock takes a 32-bit int)."""
-    return update_pk % 2_147_483_647
+    return update_pk % JOURNAL_CLAIM_KEY_MODULUS
 
 
 @contextmanager
@@ -384,16 +383,3 @@ def row_outcome(row: TelegramUpdate) -> str:
     if row.note.startswith("rate limited"):
         return "rate_limited"
     return "ok"
-
-
-def update_process(*, bot_id: int, update: dict) -> None:
-    """Record and handle one update (the webhook path). Duplicates are handled once."""
-    row, _created = update_record(bot_id=bot_id, update=update)
-    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
-        return
-    if settings.TELEGRAM_WEBHOOK_ASYNC:
-        task = task_named("telegram.update_run")
-        transaction.on_commit(lambda: task.delay(update_pk=row.pk))
-        return
-    with suppress(BotUnauthorized):
-        update_run(update_pk=row.pk, final_attempt=True)

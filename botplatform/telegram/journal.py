@@ -1,6 +1,7 @@
 """The update journal: every update is stored before Telegram is told it arrived.
 
-:func:`update_record` (the webhook, one update) and :func:`updates_record` (a
+:func:`update_record` (the webhook, one update; :func:`update_record_claimed` inserts
+it already claimed for the fast path) and :func:`updates_record` (a
 ``getUpdates`` batch) store each update as a ``TelegramUpdate`` row, unique per bot
 and update_id, BEFORE the polling offset moves or the webhook answers 200. A
 redelivery hits the unique constraint and is not handled again. What the database
@@ -19,6 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from botplatform.locks import JOURNAL_CLAIM_NAMESPACE, journal_claim_key_sql
 from botplatform.models import TelegramUpdate
 from botplatform.telegram.journal_clean import (
     JournalEntry,
@@ -129,6 +131,72 @@ def update_record(*, bot_id: int, update: object) -> tuple[TelegramUpdate | None
     with transaction.atomic():
         stub.save(force_insert=True)
     return stub, True
+
+
+_RECORD_CLAIMED_SQL = """
+WITH inserted AS (
+    INSERT INTO {table} (bot_id, update_id, chat_id, payload, status, actions, sent_count,
+                         attempts, stalls, note, received_at, claimed_at)
+    VALUES (%s, %s, %s, %s::jsonb, %s, '[]'::jsonb, 0, 1, 0, '', now(), now())
+    ON CONFLICT (bot_id, update_id) DO NOTHING
+    RETURNING *
+)
+SELECT inserted.*, pg_try_advisory_lock(%s, {key}) AS claimed
+FROM inserted
+"""
+
+
+def update_record_claimed(
+    *, bot_id: int, update: object
+) -> tuple[TelegramUpdate | None, bool, bool]:
+    """:func:`update_record` for the webhook's fast path: a new row is inserted already
+    claimed (its ``update_run`` claim lock taken, its attempt counted, ``claimed_at``
+    set), in ONE statement, so handling it needs no claim of its own
+    (``batch.updates_run_batch(claimed=True)``). Returns (row, created, claimed).
+
+    A redelivery, an update the database refuses, or any database other than
+    PostgreSQL goes :func:`update_record`'s way (not claimed). Raises as it does.
+    """
+    if connection.vendor != "postgresql":
+        return *update_record(bot_id=bot_id, update=update), False
+    entry = _entry_get(bot_id, update)
+    if entry is None:
+        return None, False, False
+    if entry.refused:
+        raise UpdateRefused(entry.refused)
+    sql = _RECORD_CLAIMED_SQL.format(
+        table=connection.ops.quote_name(TelegramUpdate._meta.db_table),
+        key=journal_claim_key_sql("inserted.id"),
+    )
+    params = [
+        bot_id,
+        entry.update_id,
+        update_chat_id(entry.payload),
+        entry.payload_json,
+        Status.PENDING,
+        JOURNAL_CLAIM_NAMESPACE,
+    ]
+    try:
+        if connection.in_atomic_block:  # a savepoint, so the caller's transaction survives
+            with transaction.atomic():
+                rows = list(TelegramUpdate.objects.raw(sql, params))
+        else:  # autocommit: a failed statement leaves nothing
+            rows = list(TelegramUpdate.objects.raw(sql, params))
+    except DatabaseError:
+        if not _database_usable():
+            raise
+        # Refused: update_record keeps a skipped stub (or finds the twin).
+        return *update_record(bot_id=bot_id, update=update), False
+    if not rows:  # recorded before: a redelivery, or its concurrent twin
+        existing = _row_existing(bot_id, entry.update_id)
+        if existing is not None:
+            return existing, False, False
+        return *update_record(bot_id=bot_id, update=update), False
+    (row,) = rows
+    if not row.claimed:  # the lock key is another row's, held elsewhere: give it back
+        TelegramUpdate.objects.filter(pk=row.pk).update(attempts=0, claimed_at=None)
+        row.attempts, row.claimed_at = 0, None
+    return row, True, bool(row.claimed)
 
 
 def _row_existing(bot_id: int, update_id: int) -> TelegramUpdate | None:

@@ -207,8 +207,10 @@ class ChatPool:
                         self.cond.notify()
                     elif not any(key[0] == lane[0] for key in (*self.lanes, *self.busy)):
                         self.detours.pop(lane[0], None)  # the bot has no work left
-                    idle = not self.ready
-                check(force=failed or idle)  # idle or failed: tidy up now
+                # A failure tidies up at once; going idle does not: the next job checks
+                # anyway when a second has passed, so a quiet runner (one update per
+                # poll) pings PostgreSQL at most once a second, not once per update.
+                check(force=failed)
 
     def _watch(self) -> None:
         while not self.closing:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.decorators import ratelimit
 
 from botplatform.models import Bot
-from botplatform.telegram.dispatch import update_process
+from botplatform.telegram.batch import update_process
 from botplatform.telegram.journal_clean import UpdateRefused
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ def telegram_webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
     if getattr(request, "limited", False):
         return JsonResponse({"ok": False, "error": "rate limited"}, status=429)
     try:
-        bot = Bot.objects.filter(pk=bot_id, is_active=True).only("pk", "webhook_secret").first()
+        bots = Bot.objects.filter(pk=bot_id, is_active=True).only("pk", "webhook_secret")
+        bot = bots.order_by("pk").first()  # by pk: no join for the default ordering
     except DatabaseError:
         logger.exception("Webhook for bot %s: the database is unavailable", bot_id)
         return JsonResponse({"ok": False}, status=503)

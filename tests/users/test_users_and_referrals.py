@@ -42,7 +42,7 @@ def test_known_user_with_unchanged_profile_costs_one_query(project):
     assert len(queries) == 1
 
 
-def test_changed_profile_is_written_and_last_seen_refreshed_once_a_minute(project):
+def test_changed_profile_is_written_and_an_old_last_seen_refreshed(project):
     user, _ = upsert(project, first_name="Ann")
     an_hour_ago = timezone.now() - timedelta(hours=1)
     BotUser.objects.filter(pk=user.pk).update(last_seen_at=an_hour_ago)
@@ -56,6 +56,25 @@ def test_changed_profile_is_written_and_last_seen_refreshed_once_a_minute(projec
     assert (renamed.first_name, renamed.username, renamed.chat_id) == ("Anna", "anna", 999)
     user.refresh_from_db()
     assert (user.first_name, user.username, user.chat_id) == ("Anna", "anna", 999)
+
+
+def test_last_seen_is_stamped_at_most_once_per_resolution(project, settings):
+    """A chatty member costs no write per message (USER_LAST_SEEN_RESOLUTION_SECONDS)."""
+    settings.USER_LAST_SEEN_RESOLUTION_SECONDS = 300
+    user, _ = upsert(project, first_name="Ann")
+    four_minutes_ago = timezone.now() - timedelta(minutes=4)
+    BotUser.objects.filter(pk=user.pk).update(last_seen_at=four_minutes_ago)
+    with CaptureQueriesContext(connection) as queries:
+        upsert(project, first_name="Ann")
+    assert not any(q["sql"].startswith("UPDATE") for q in queries)
+    user.refresh_from_db()
+    assert user.last_seen_at == four_minutes_ago
+
+    six_minutes_ago = timezone.now() - timedelta(minutes=6)
+    BotUser.objects.filter(pk=user.pk).update(last_seen_at=six_minutes_ago)
+    upsert(project, first_name="Ann")
+    user.refresh_from_db()
+    assert user.last_seen_at > six_minutes_ago + timedelta(minutes=5)
 
 
 def test_overlong_names_are_truncated_not_rejected(project):

@@ -61,6 +61,11 @@ def echo_handle(*, bot: Bot, parsed: ParsedUpdate) -> list:
         cache.delete(marker)
     if "boom" in event.text:
         raise RuntimeError("the handler exploded")
+    if "twice" in event.text:  # two replies: delivery progress between them
+        return [
+            SendMessage(chat_id=parsed.chat_id, text=f"echo1:{event.text}"),
+            SendMessage(chat_id=parsed.chat_id, text=f"echo2:{event.text}"),
+        ]
     if event.kind == "callback":
         return [
             AnswerCallback(callback_query_id=event.callback_query_id, text="ok"),

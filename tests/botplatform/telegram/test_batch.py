@@ -203,8 +203,7 @@ def test_the_demo_conversation_costs_a_fixed_number_of_statements_per_batch(doub
 def test_two_updates_of_one_chat_in_a_batch_see_each_other(double, demo_bot):
     offset: dict = {}
     rows = _round(double, demo_bot, [9001], 0, offset)  # /start
-    assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == [rows[0].pk]
-    update_run(update_pk=rows[0].pk)  # a batch of one goes the per-update way
+    assert updates_run_batch(bot_id=demo_bot.pk, rows=rows).leftovers == []  # a wave of one
     first_wait = WorkflowExecution.objects.get(status="waiting")
     # A button press, then /start again, from the same chat in one batch.
     bench._next_update(double, demo_bot.token, 9001, 1)
@@ -412,3 +411,164 @@ def test_a_user_flooding_a_batch_is_told_once_then_ignored(double, tg_bot):
     assert notes == ["", "", "", "rate limited (notify)", *["rate limited (ignore)"] * 3]
     done = TelegramUpdate.objects.filter(bot=tg_bot, status=Status.DONE).count()
     assert done == 8
+
+
+def _crash_in_handler(monkeypatch) -> None:
+    from botplatform.telegram import batch
+
+    def dying_decide(*args, **kwargs):
+        raise _Crash
+
+    monkeypatch.setattr(batch, "row_decide", dying_decide)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_death_during_a_wave_of_one_counts_a_stall_as_update_run_does(
+    double, tg_bot, monkeypatch
+):
+    """One update per poll takes the fast path, and a runner dying in its handler is
+    still counted (docs/reliability.md): after TELEGRAM_QUARANTINE_AFTER deaths
+    the update is quarantined, not run for ever."""
+    (row,) = _record(tg_bot, [double.message(tg_bot.token, 660, "poison")])
+    _crash_in_handler(monkeypatch)
+    with pytest.raises(_Crash):
+        updates_run_batch(bot_id=tg_bot.pk, rows=[row])
+    connection.close()  # the process is gone: the server drops its claims
+    monkeypatch.undo()
+
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.stalls) == (Status.PENDING, 1, 0)
+    assert row.claimed_at is not None  # committed before the handler ran
+
+    # The fast path leaves a stalled row to update_run, which counts the stall.
+    assert updates_run_batch(bot_id=tg_bot.pk, rows=[row]).leftovers == [row.pk]
+    row.refresh_from_db()
+    assert (row.attempts, row.stalls, row.claimed_at is not None) == (1, 0, True)
+    from botplatform.telegram import dispatch
+
+    def dying_decide(*args, **kwargs):
+        raise _Crash
+
+    monkeypatch.setattr(dispatch, "row_decide", dying_decide)
+    with pytest.raises(_Crash):
+        update_run(update_pk=row.pk)
+    connection.close()
+    monkeypatch.undo()
+    assert update_run(update_pk=row.pk) == "done"  # the second death: quarantined
+    row.refresh_from_db()
+    assert row.status == Status.QUARANTINED
+    assert row.note == "quarantined: the runner stopped while handling it 2 times"
+    assert _handled(tg_bot, 660) is None  # never run to the end
+    assert double.sent_texts(tg_bot.token, 660) == [tg_bot.project.fallback_message]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_death_during_a_wave_of_several_charges_no_row_a_stall(double, tg_bot, monkeypatch):
+    rows = _record(tg_bot, [double.message(tg_bot.token, 670 + i, "m") for i in range(3)])
+    _crash_in_handler(monkeypatch)
+    with pytest.raises(_Crash):
+        updates_run_batch(bot_id=tg_bot.pk, rows=rows)
+    connection.close()
+    monkeypatch.undo()
+
+    stored = TelegramUpdate.objects.filter(bot=tg_bot)
+    assert set(stored.values_list("status", "attempts", "claimed_at")) == {
+        (Status.PENDING, 0, None)  # the claim was part of the rolled-back transaction
+    }
+    assert updates_run_batch(bot_id=tg_bot.pk, rows=rows).leftovers == []
+    assert sorted(double.sent_texts(tg_bot.token)) == ["echo:m"] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_failing_wave_of_one_gives_back_its_attempt_and_stamp(double, tg_bot, monkeypatch):
+    """An error (not a death) hands the row to update_run as if the wave never ran."""
+    from botplatform.telegram import batch
+
+    (row,) = _record(tg_bot, [double.message(tg_bot.token, 680, "x")])
+    monkeypatch.setattr(batch, "row_decide", lambda *a, **k: 1 / 0)
+    assert updates_run_batch(bot_id=tg_bot.pk, rows=[row]).leftovers == [row.pk]
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.claimed_at) == (Status.PENDING, 0, None)
+    monkeypatch.undo()
+    assert update_run(update_pk=row.pk) == "done"
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.stalls) == (Status.DONE, 1, 0)
+    assert double.sent_texts(tg_bot.token, 680) == ["echo:x"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_death_during_a_webhook_update_is_counted_and_the_redelivery_finishes_it(
+    double, tg_bot, monkeypatch
+):
+    """The webhook's row is inserted already claimed and stamped (one statement): a
+    process dying in its handler leaves a stall, and Telegram's redelivery (it never
+    got its 200) is handled once by update_run, which counts it."""
+    from botplatform.telegram.batch import update_process
+
+    update = double.message(tg_bot.token, 690, "hook")
+    _crash_in_handler(monkeypatch)
+    with pytest.raises(_Crash):
+        update_process(bot_id=tg_bot.pk, update=update)
+    connection.close()
+    monkeypatch.undo()
+    row = TelegramUpdate.objects.get(bot=tg_bot)
+    assert (row.status, row.attempts, row.claimed_at is not None) == (Status.PENDING, 1, True)
+
+    update_process(bot_id=tg_bot.pk, update=update)  # the redelivery
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.stalls) == (Status.DONE, 2, 1)
+    assert double.sent_texts(tg_bot.token, 690) == ["echo:hook"]
+    assert _handled(tg_bot, 690) == 1
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_with_the_fast_path_off_the_webhook_goes_through_update_run(
+    double, tg_bot, settings, monkeypatch
+):
+    from botplatform.telegram import batch
+    from botplatform.telegram.batch import update_process
+
+    settings.TELEGRAM_BATCH_HANDLING = False
+    monkeypatch.setattr(batch, "update_record_claimed", None)  # not called at all
+    update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 695, "off"))
+    row = TelegramUpdate.objects.get(bot=tg_bot)
+    assert (row.status, row.attempts, row.claimed_at) == (Status.DONE, 1, None)
+    assert double.sent_texts(tg_bot.token, 695) == ["echo:off"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_crash_between_the_replies_of_a_wave_of_one_resends_none_of_them(
+    double, tg_bot, monkeypatch
+):
+    """A wave of one records delivery progress as update_run does: the reply already
+    out is not sent again after a crash (a wave of several would re-send it)."""
+    from botplatform.telegram import batch
+
+    (row,) = _record(tg_bot, [double.message(tg_bot.token, 697, "twice")])
+    real_send = batch.actions_send
+
+    def dying_send(**kwargs):
+        on_sent = kwargs["on_sent"]
+
+        def dying(count: int) -> None:
+            on_sent(count)
+            raise _Crash
+
+        real_send(**{**kwargs, "on_sent": dying})
+
+    monkeypatch.setattr(batch, "actions_send", dying_send)
+    with pytest.raises(_Crash):
+        updates_run_batch(bot_id=tg_bot.pk, rows=[row])
+    connection.close()
+    monkeypatch.undo()
+    row.refresh_from_db()
+    assert (row.status, row.sent_count) == (Status.HANDLED, 1)
+
+    assert update_run(update_pk=row.pk) == "done"
+    assert double.sent_texts(tg_bot.token, 697) == ["echo1:twice", "echo2:twice"]
+    assert _handled(tg_bot, 697) == 1

@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from botplatform.models import TelegramUpdate
-from botplatform.telegram.dispatch import update_process, update_run
+from botplatform.telegram.batch import update_process
+from botplatform.telegram.dispatch import update_run
 from botplatform.telegram.journal import updates_record
 from tests.botplatform.telegram.conftest import SILENT
 from users.models import BotUser, UserVariable

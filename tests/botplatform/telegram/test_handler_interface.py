@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from botplatform.conversation import SendMessage
-from botplatform.telegram.batch import updates_run_batch
-from botplatform.telegram.dispatch import update_process
+from botplatform.telegram.batch import update_process, updates_run_batch
+from botplatform.telegram.dispatch import update_run
 from botplatform.telegram.journal import updates_record
 from botplatform.telegram.sender import actions_deliver
 
@@ -88,9 +88,22 @@ def test_the_batch_path_goes_through_the_configured_handlers_batch(double, tg_bo
     assert double.sent_texts(tg_bot.token) == ["plain:m801", "plain:m802", "plain:m803"]
 
 
-def test_one_update_is_a_batch_of_one_through_the_same_handler(double, tg_bot):
+def test_a_webhook_update_is_a_wave_of_one_through_the_same_handler(double, tg_bot):
     update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, 811, "hi"))
-    assert CALLS == [("batch", [811], False), ("handle", 811)]
+    assert CALLS == [
+        ("batch", [811], True),
+        ("locked",),
+        ("read_ahead", [811]),
+        ("handle", 811),
+        ("writes",),
+    ]
+    assert double.sent_texts(tg_bot.token) == ["plain:hi"]
+
+
+def test_update_run_opens_a_batch_of_one_without_read_ahead(double, tg_bot):
+    (row,) = updates_record(bot_id=tg_bot.pk, updates=[double.message(tg_bot.token, 812, "hi")])
+    assert update_run(update_pk=row.pk) == "done"
+    assert CALLS == [("batch", [812], False), ("handle", 812)]
     assert double.sent_texts(tg_bot.token) == ["plain:hi"]
 
 
