@@ -22,9 +22,14 @@ CHAT = 778001
 
 # The bounds achieved (docs/performance.md, "Redis per message"); before this work:
 # 13 commands a warm press, 121 a batch of ten, 13.7 a second for an idle runner.
-# A warm press (update_run, the webhook's path): EVALSHA (+ MGET, SET of the user's
-# key, SET of the bot's: the incoming limit and the reply's send slot) + the state MGET.
+# A warm press through update_run (recovered rows, the fallback): EVALSHA (+ MGET, SET
+# of the user's key, SET of the bot's: the incoming limit and the reply's send slot) +
+# the state MGET.
 MAX_PRESS = 5
+# A lone update through the batch path (a poll that returned one update, the webhook):
+# one script for its limits, its reply's slot and its state read (EVALSHA, MGET), SET of
+# the user's key and of the bot's.
+MAX_WAVE_OF_ONE = 4
 # A batch: one script for every limit of the batch and its state read (EVALSHA, MGET),
 # one SET per user, one for the bot.
 BATCH = 10
@@ -74,7 +79,7 @@ def _press(double, bot, text: str, chat: int = CHAT) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_warm_button_press_costs_at_most_four_redis_commands(
+def test_a_warm_button_press_through_update_run_costs_at_most_five_redis_commands(
     demo_bot, double, commands, monkeypatch, settings
 ):
     settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 1
@@ -93,6 +98,33 @@ def test_a_warm_button_press_costs_at_most_four_redis_commands(
     assert "Your balance" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
     assert sum(calls.values()) <= MAX_PRESS, calls
     assert "time" not in calls and "expire" not in calls, calls  # caller's clock, fixed TTLs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_warm_lone_update_of_a_poll_costs_at_most_four_redis_commands(
+    demo_bot, double, commands, monkeypatch, settings
+):
+    from botplatform.telegram.batch import updates_run_batch
+
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 1
+    metrics.flush()
+    monkeypatch.setattr(metrics, "_next_flush", float("inf"))
+
+    def run(update) -> None:
+        rows = updates_record(bot_id=demo_bot.pk, updates=[update])
+        result = updates_run_batch(bot_id=demo_bot.pk, rows=rows)
+        assert result.leftovers == [] and result.handled == 1
+
+    run(double.command(demo_bot.token, CHAT, "/start"))
+    for text in ("Balance", "Back"):
+        run(double.press(demo_bot.token, CHAT, text))
+
+    commands.reset()
+    run(double.press(demo_bot.token, CHAT, "Balance"))
+    calls = commands.calls()
+    assert "Your balance" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
+    assert sum(calls.values()) <= MAX_WAVE_OF_ONE, calls
+    assert calls.get("evalsha") == 1 and calls.get("mget") == 1, calls
 
 
 @pytest.mark.django_db(transaction=True)
