@@ -330,6 +330,35 @@ def spread(double, redis_client, tokens: list[str], *, since: float) -> dict:
     }
 
 
+def profile_start(options, contender, kind: str, run_no: int) -> subprocess.Popen | None:
+    """py-spy on the contender's first process for the paced phase (``--profile DIR``):
+    GIL-holding samples as collapsed stacks, one file per contender run."""
+    if not options.profile:
+        return None
+    out = Path(options.profile) / f"{kind}-{run_no}-paced.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            options.py_spy,
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-f",
+            "raw",
+            "-r",
+            "200",
+            "-d",
+            str(max(1, int(options.paced_seconds) - 1)),
+            "-p",
+            str(contender.procs[0].pid),
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def phase_costs(meter, before, after, pg_before, pg_after, messages: int) -> dict:
     from measure import delta
 
@@ -422,6 +451,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         snap0, pg0 = meter.snapshot(), pg1
         interval, count, n = 1 / options.rate, int(options.rate * options.paced_seconds), 0
         paced_since, skipped = time.monotonic(), 0
+        profiler = profile_start(options, contender, kind, run_no)
         started = time.perf_counter()
         for k in range(count):
             delay = started + k * interval - time.perf_counter()
@@ -438,6 +468,8 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
                 skipped += 1
         offered = time.perf_counter() - started
         count -= skipped
+        if profiler is not None:
+            profiler.wait(timeout=60)
         result["spread"] = spread(double, redis_client, tokens, since=paced_since)
         if not double.wait_replied(60):
             lost += len(double.pending)
@@ -671,6 +703,13 @@ def main() -> None:
     )
     parser.add_argument("--json", default="", help="also write the raw results here")
     parser.add_argument(
+        "--profile",
+        default="",
+        help="py-spy the paced phase (GIL samples, collapsed stacks) into this directory",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the contenders' logs")
+    parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable for --profile")
+    parser.add_argument(
         "--runner-root",
         default="",
         help="run the runner of another checkout (e.g. `git archive` of an older commit)",
@@ -771,7 +810,10 @@ def main() -> None:
     finally:
         redis_server.terminate()
         redis_server.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if options.keep:
+            print(f"contenders' logs and counts kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
