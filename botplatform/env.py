@@ -55,11 +55,17 @@ def env_list(
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_config(url: str, base_dir: str, *, health_checks: bool = True) -> dict:
+def database_config(
+    url: str, base_dir: str, *, health_checks: bool = True, prepared: bool = True
+) -> dict:
     """DATABASES['default'] for a URL; an empty URL means the embedded SQLite file.
 
     PostgreSQL gets persistent connections with health checks so that long-running
-    processes (the bot runner, Celery) survive a database restart.
+    processes (the bot runner, Celery) survive a database restart. ``prepared``:
+    server-side parameter binding, so psycopg prepares a statement the connection
+    has run five times: the hot path's statements are then neither quoted in Python
+    nor parsed and planned by the server again (``docs/performance.md``). Off behind
+    PgBouncer in transaction mode older than 1.21 (``docs/scaling.md``).
     """
     import dj_database_url
 
@@ -83,6 +89,9 @@ def database_config(url: str, base_dir: str, *, health_checks: bool = True) -> d
     if config["ENGINE"] == "django.db.backends.postgresql":
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("connect_timeout", 5)
+        config["OPTIONS"].setdefault("server_side_binding", prepared)
+        if prepared:  # Django turns psycopg's preparing off unless given a threshold
+            config["OPTIONS"].setdefault("prepare_threshold", 5)
     return config
 
 

@@ -91,10 +91,14 @@ TEMPLATES = [
 # --- Data stores -----------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL")
-# DATABASE_HEALTH_CHECKS=false saves one `SELECT 1` per webhook request (see env.py).
+# DATABASE_HEALTH_CHECKS=false saves one `SELECT 1` per webhook request (see env.py);
+# DATABASE_PREPARED_STATEMENTS=false for PgBouncer in transaction mode before 1.21.
 DATABASES = {
     "default": database_config(
-        DATABASE_URL, str(BASE_DIR), health_checks=env_bool("DATABASE_HEALTH_CHECKS", True)
+        DATABASE_URL,
+        str(BASE_DIR),
+        health_checks=env_bool("DATABASE_HEALTH_CHECKS", True),
+        prepared=env_bool("DATABASE_PREPARED_STATEMENTS", True),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

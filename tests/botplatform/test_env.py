@@ -51,6 +51,38 @@ def test_database_health_checks_can_be_turned_off():
     assert config["CONN_MAX_AGE"] == 600  # still persistent
 
 
+def test_database_prepared_statements_are_on_unless_turned_off():
+    url = "postgres://bp:pw@db.internal:5433/botplatform"
+    options = database_config(url, "/tmp")["OPTIONS"]
+    assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 5)
+    options = database_config(url, "/tmp", prepared=False)["OPTIONS"]
+    assert options["server_side_binding"] is False
+    assert "prepare_threshold" not in options
+    assert "OPTIONS" not in database_config("", "/tmp") or (
+        "server_side_binding" not in database_config("", "/tmp")["OPTIONS"]
+    )
+
+
+@pytest.mark.django_db
+def test_a_statement_run_often_is_prepared_on_the_server():
+    """The hot path's statements are parsed and planned once per connection: after
+    psycopg's threshold (5 runs) the server holds the statement as a prepared one."""
+    from django.db import connection
+
+    if not connection.settings_dict["OPTIONS"].get("server_side_binding"):
+        pytest.skip("DATABASE_PREPARED_STATEMENTS=false in this run")
+    marker = "SELECT 41 + %s AS prepared_probe"
+    with connection.cursor() as cursor:
+        for n in range(6):
+            cursor.execute(marker, [n])
+            assert cursor.fetchone() == (41 + n,)
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%prepared_probe%"],
+        )
+        assert cursor.fetchone() == (1,)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("health_checks", [True, False])
 def test_a_dropped_connection_with_and_without_health_checks(health_checks):
