@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
@@ -65,6 +64,7 @@ from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.queueing import task_named
+from botplatform.telegram.botcache import bot_for_wave
 from botplatform.telegram.botstatus import bot_mark_unauthorized
 from botplatform.telegram.budget import UpdateBudgetExceeded, update_budget
 from botplatform.telegram.dispatch import (
@@ -139,14 +139,9 @@ def _claim(pks: list[int], *, stamp: bool) -> tuple[list[int], list[int]]:
 
 def _bot_locked(bot_id: int, batch: HandlerBatch) -> Bot:
     """The bot and its project, and the handler's conversation (session) locks of the
-    wave, taken until commit: one statement. Read in the transaction, so an operator's
-    change applies from the next wave."""
-    bots = Bot.objects.select_related("project")
-    locks = batch.lock_sql()
-    if locks is not None:
-        # The handler builds the SELECT with placeholders (locks.sessions_lock_sql).
-        bots = bots.annotate(sessions_locked=RawSQL(*locks))  # noqa: S611
-    bot = bots.get(pk=bot_id)
+    wave, taken until commit: one statement (``botcache``). Read in the transaction,
+    so an operator's change applies from the next wave."""
+    bot = bot_for_wave(bot_id, batch.lock_sql())
     batch.locked()
     return bot
 
@@ -296,14 +291,42 @@ def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
     return result
 
 
-def _done(pks: list[int]) -> None:
-    if pks:
+_FINISH_SQL = """
+WITH done AS (
+    UPDATE {table} SET status = %s, sent_count = jsonb_array_length(actions), done_at = %s
+    WHERE id = ANY(%s::bigint[]) AND status = %s
+)
+SELECT count(*) FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)
+"""
+
+
+def _finish(delivered: list[int], claimed: list[int]) -> None:
+    """Mark the delivered rows done and free every claim of the wave: one statement.
+
+    The claims are freed a moment before the done marks commit (the end of the same
+    statement); ``dispatch._deliver`` therefore reads a handled row under its row
+    lock, so a processor claiming it in that moment finds it done, not handled.
+    A failed statement leaves the rows handled (their replies go out again when they
+    are next claimed, as after a crash) and the claims are freed on their own.
+    """
+    try:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table()} SET status = %s, sent_count = jsonb_array_length(actions),"  # noqa: S608
-                " done_at = %s WHERE id = ANY(%s::bigint[]) AND status = %s",
-                [Status.DONE, timezone.now(), pks, Status.HANDLED],
+                _FINISH_SQL.format(table=_table()),
+                [
+                    Status.DONE,
+                    timezone.now(),
+                    delivered,
+                    Status.HANDLED,
+                    [claim_key(pk) for pk in claimed],
+                    JOURNAL_CLAIM_NAMESPACE,
+                ],
             )
+    except Exception:
+        logger.warning("Could not finish a wave of %s updates", len(claimed), exc_info=True)
+        connection_check()  # a dead connection is dropped: the server freed its locks
+        if connection.connection is not None:
+            _unlock(claimed)
 
 
 def updates_run_batch(
@@ -446,16 +469,10 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
             metrics.project_add(project_id, "messages")
             metrics.latency_observe(latency, project_id=project_id)
     except BotUnauthorized as exc:
-        try:
-            _done(delivered)
-        finally:
-            _unlock([row.pk for row in rows])
+        _finish(delivered, [row.pk for row in rows])
         bot_mark_unauthorized(bot=bot, description=exc.error.description)
         raise
-    try:
-        _done(delivered)
-    finally:  # a session lock left behind would hold the row on a reused connection
-        _unlock([row.pk for row in rows])
+    _finish(delivered, [row.pk for row in rows])
     return result
 
 

@@ -270,6 +270,8 @@ def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
     """Phase 2: send the stored replies from where the last attempt stopped."""
     if row is None:
         row = TelegramUpdate.objects.select_related("bot__project").get(pk=update_pk)
+        if row.status == Status.HANDLED and connection.vendor == "postgresql":
+            row = _handled_row_locked(update_pk)
     if row.status != Status.HANDLED:
         return
     actions = actions_from_json(row.actions)
@@ -295,6 +297,18 @@ def _deliver(update_pk: int, row: TelegramUpdate | None = None) -> None:
     TelegramUpdate.objects.filter(pk=update_pk, status=Status.HANDLED).update(
         status=final, sent_count=len(actions), done_at=timezone.now()
     )
+
+
+def _handled_row_locked(update_pk: int) -> TelegramUpdate:
+    """A handled row read again under its row lock: the fast path frees a wave's
+    claims in the statement that marks its rows done (``batch._finish``), so a claim
+    taken in that moment waits here for the commit and then finds the row done."""
+    with transaction.atomic():
+        return (
+            TelegramUpdate.objects.select_for_update(of=("self",))
+            .select_related("bot__project")
+            .get(pk=update_pk)
+        )
 
 
 def update_run(*, update_pk: int, final_attempt: bool = False) -> str:

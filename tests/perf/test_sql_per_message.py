@@ -25,12 +25,12 @@ from botplatform.telegram.journal import updates_record
 
 CHAT = 778001
 
-# One update per poll: record (1), claim (1), bot + project + session lock (1), user
-# (1), waiting execution (1), the one write (1), done (1), unlock (1).
-MAX_POLL_STATEMENTS = 8
+# One update per poll: record (1), claim (1), bot + project versions + session lock
+# (1: botcache), user (1), waiting execution (1), the one write (1), done + unlock (1).
+MAX_POLL_STATEMENTS = 7
 # The webhook: the bot's secret (1), record + claim (1), then as above without the
 # claim.
-MAX_WEBHOOK_STATEMENTS = 8
+MAX_WEBHOOK_STATEMENTS = 7
 # The journal row: inserted, claimed, handled (outbox), done (4); the execution's
 # waiting state (1) and its step logs (2: the pressed step and the one shown). No
 # last-seen stamp within USER_LAST_SEEN_RESOLUTION_SECONDS. (Before the wave of one:

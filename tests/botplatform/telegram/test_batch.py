@@ -572,3 +572,54 @@ def test_a_crash_between_the_replies_of_a_wave_of_one_resends_none_of_them(
     assert update_run(update_pk=row.pk) == "done"
     assert double.sent_texts(tg_bot.token, 697) == ["echo1:twice", "echo2:twice"]
     assert _handled(tg_bot, 697) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_claim_taken_while_a_wave_finishes_finds_the_row_done_not_handled(double, tg_bot):
+    """The fast path frees a wave's claims in the statement that marks its rows done
+    (batch._finish): update_run claiming the row in that moment must wait for the done
+    mark, not send the replies a second time."""
+    import threading
+    import time
+
+    from botplatform.conversation import SendMessage, actions_to_json
+
+    (row,) = _record(tg_bot, [double.message(tg_bot.token, 641, "hi")])
+    TelegramUpdate.objects.filter(pk=row.pk).update(
+        status=Status.HANDLED,
+        chat_id=641,
+        actions=actions_to_json([SendMessage(chat_id=641, text="only once")]),
+    )
+    settings = connection.settings_dict
+    finishing = psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+    )
+    outcome: list[str] = []
+
+    def claim() -> None:
+        try:
+            outcome.append(update_run(update_pk=row.pk))
+        finally:
+            connection.close()  # this thread's own connection
+
+    try:
+        # The wave's done mark, written and not yet committed (its claim already free).
+        finishing.execute(
+            f"UPDATE {TelegramUpdate._meta.db_table} SET status = %s,"
+            " sent_count = 1, done_at = now() WHERE id = %s",
+            [Status.DONE, row.pk],
+        )
+        thread = threading.Thread(target=claim)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting for the row, not sending
+        finishing.commit()
+        thread.join(10)
+    finally:
+        finishing.close()
+    assert outcome == ["done"]
+    assert double.sent_texts(tg_bot.token) == []

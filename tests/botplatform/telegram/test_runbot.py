@@ -378,9 +378,11 @@ def test_hostile_updates_in_a_batch_never_silence_the_other_users(double, runbot
     # Every row delivered and marked done (a kill -9 between a reply and its done mark
     # re-sends that one reply, by design: docs/reliability.md).
     assert double.wait_for(
-        lambda: not TelegramUpdate.objects.filter(
-            bot=bot, status=TelegramUpdate.Status.HANDLED
-        ).exists()
+        lambda: (
+            not TelegramUpdate.objects.filter(
+                bot=bot, status=TelegramUpdate.Status.HANDLED
+            ).exists()
+        )
     )
     # After a crash the new runner starts past them too, and hands nothing out twice.
     runner.proc.kill()
