@@ -31,6 +31,7 @@ from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import Action
 from botplatform.locks import sessions_lock_sql
 from botplatform.models import Bot
+from botplatform.rawmodels import models_from_sql
 from botplatform.telegram.updates import ParsedUpdate
 from users.botusers import bot_user_upsert, last_seen_writes
 from users.customers import customer_joined
@@ -89,7 +90,8 @@ class EngineBatch:
             return
         project_id = bot.project_id
         sessions = [_session_key(bot.pk, parsed) for parsed in updates]
-        users = BotUser.objects.raw(
+        users = models_from_sql(
+            BotUser,
             f"SELECT * FROM {connection.ops.quote_name(BotUser._meta.db_table)}"  # noqa: S608
             " WHERE project_id = %s AND telegram_id = ANY(%s)",
             [project_id, sorted({parsed.telegram_id for parsed in updates})],

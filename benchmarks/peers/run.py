@@ -330,12 +330,15 @@ def spread(double, redis_client, tokens: list[str], *, since: float) -> dict:
     }
 
 
-def profile_start(options, contender, kind: str, run_no: int) -> subprocess.Popen | None:
-    """py-spy on the contender's first process for the paced phase (``--profile DIR``):
-    GIL-holding samples as collapsed stacks, one file per contender run."""
-    if not options.profile:
+def profile_start(
+    options, contender, kind: str, run_no: int, phase: str
+) -> subprocess.Popen | None:
+    """py-spy on the contender's first process for one phase (``--profile DIR``,
+    ``--profile-phase``): GIL-holding samples as collapsed stacks, one file per
+    contender run. Stopped by :func:`profile_stop` (py-spy writes its file on SIGINT)."""
+    if not options.profile or phase != options.profile_phase:
         return None
-    out = Path(options.profile) / f"{kind}-{run_no}-paced.txt"
+    out = Path(options.profile) / f"{kind}-{run_no}-{phase}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
@@ -347,8 +350,6 @@ def profile_start(options, contender, kind: str, run_no: int) -> subprocess.Pope
             "raw",
             "-r",
             "200",
-            "-d",
-            str(max(1, int(options.paced_seconds) - 1)),
             "-p",
             str(contender.procs[0].pid),
             "-o",
@@ -357,6 +358,12 @@ def profile_start(options, contender, kind: str, run_no: int) -> subprocess.Pope
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def profile_stop(profiler: subprocess.Popen | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 def phase_costs(meter, before, after, pg_before, pg_after, messages: int) -> dict:
@@ -431,7 +438,9 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
             "redis_commands_per_s": d["redis_commands"] / idle_seconds,
         }
         pg0, snap0 = meter.pg_counters(), meter.snapshot()
+        profiler = profile_start(options, contender, kind, run_no, "burst")
         seconds = sum(burst_round() for _ in range(options.rounds))
+        profile_stop(profiler)
         time.sleep(0.5)  # the count files are rewritten 5 times a second
         snap1 = meter.snapshot()
         latencies, more, batches = double.take()
@@ -451,7 +460,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
         snap0, pg0 = meter.snapshot(), pg1
         interval, count, n = 1 / options.rate, int(options.rate * options.paced_seconds), 0
         paced_since, skipped = time.monotonic(), 0
-        profiler = profile_start(options, contender, kind, run_no)
+        profiler = profile_start(options, contender, kind, run_no, "paced")
         started = time.perf_counter()
         for k in range(count):
             delay = started + k * interval - time.perf_counter()
@@ -468,8 +477,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
                 skipped += 1
         offered = time.perf_counter() - started
         count -= skipped
-        if profiler is not None:
-            profiler.wait(timeout=60)
+        profile_stop(profiler)
         result["spread"] = spread(double, redis_client, tokens, since=paced_since)
         if not double.wait_replied(60):
             lost += len(double.pending)
@@ -705,7 +713,10 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="",
-        help="py-spy the paced phase (GIL samples, collapsed stacks) into this directory",
+        help="py-spy one phase (GIL samples, collapsed stacks) into this directory",
+    )
+    parser.add_argument(
+        "--profile-phase", choices=["paced", "burst"], default="paced", help="for --profile"
     )
     parser.add_argument("--keep", action="store_true", help="keep the contenders' logs")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable for --profile")

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE, journal_claim_key_sql
 from botplatform.models import TelegramUpdate
+from botplatform.rawmodels import models_from_sql
 from botplatform.telegram.journal_clean import (
     JournalEntry,
     Unrecordable,
@@ -179,9 +180,9 @@ def update_record_claimed(
     try:
         if connection.in_atomic_block:  # a savepoint, so the caller's transaction survives
             with transaction.atomic():
-                rows = list(TelegramUpdate.objects.raw(sql, params))
+                rows = models_from_sql(TelegramUpdate, sql, params)
         else:  # autocommit: a failed statement leaves nothing
-            rows = list(TelegramUpdate.objects.raw(sql, params))
+            rows = models_from_sql(TelegramUpdate, sql, params)
     except DatabaseError:
         if not _database_usable():
             raise
@@ -316,7 +317,7 @@ def _updates_insert(
         values=", ".join(["(%s::bigint, %s::bigint, %s::jsonb, %s, %s)"] * len(rows)),
     )
     params += [bot_id, Status.PENDING, Status.PENDING, bot_id, Status.PENDING, Status.HANDLED]
-    return list(TelegramUpdate.objects.raw(sql, params))
+    return models_from_sql(TelegramUpdate, sql, params)
 
 
 def updates_open(*, bot_id: int) -> list[TelegramUpdate]:

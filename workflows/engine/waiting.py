@@ -14,6 +14,7 @@ from django.db import connection
 
 from botplatform import metrics
 from botplatform.cache import WORKFLOW_WAITING_TTL, workflow_waiting_key
+from botplatform.rawmodels import models_from_sql
 from workflows.engine.batch import Batch
 from workflows.engine.deferred import deferred_flush
 from workflows.models import WorkflowExecution
@@ -45,8 +46,10 @@ def waiting_prefetch(batch: Batch, session_keys: list[str]) -> None:
         return
     found: dict[str, list[WorkflowExecution]] = {}
     table = connection.ops.quote_name(WorkflowExecution._meta.db_table)
-    # Raw SQL: the ORM would spend longer building this query than the server running it.
-    rows = WorkflowExecution.objects.raw(
+    # Raw SQL: the ORM would spend longer building this query than the server running it
+    # (and raw() longer mapping its columns: botplatform.rawmodels).
+    rows = models_from_sql(
+        WorkflowExecution,
         f"SELECT * FROM {table} WHERE session_key = ANY(%s) AND status = %s FOR UPDATE",  # noqa: S608
         [sorted(keys), Status.WAITING],
     )
