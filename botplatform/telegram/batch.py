@@ -59,7 +59,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
-from botplatform.bulk import values_update_sql
+from botplatform.bulk import rows_update_sql
 from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
@@ -191,7 +191,7 @@ def _unlock(pks: list[int]) -> None:
 
 
 def _outbox_sql(rows: list[TelegramUpdate]) -> tuple[str, list]:
-    return values_update_sql(
+    return rows_update_sql(
         TelegramUpdate._meta.db_table,
         key="id",
         columns=["chat_id", "actions", "status", "note", "handled_at", "done_at", "claimed_at"],

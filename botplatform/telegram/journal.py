@@ -20,6 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from botplatform.bulk import rows_source
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE, journal_claim_key_sql
 from botplatform.models import TelegramUpdate
 from botplatform.rawmodels import models_from_sql
@@ -284,7 +285,7 @@ def update_record_unreadable(*, bot_id: int, update_id: int, reason: str) -> Non
 
 
 _RECORD_SQL = """
-WITH incoming (update_id, chat_id, payload, status, note) AS (VALUES {values}),
+WITH incoming AS (SELECT * FROM {source}),
 inserted AS (
     INSERT INTO {table} (bot_id, update_id, chat_id, payload, status, actions, sent_count,
                          attempts, note, received_at, handled_at)
@@ -302,19 +303,34 @@ ORDER BY update_id
 """
 
 
+_RECORD_COLUMNS = ["update_id", "chat_id", "payload", "status", "note"]
+_RECORD_CASTS = {
+    "update_id": "bigint",
+    "chat_id": "bigint",
+    "payload": "jsonb",
+    "status": "text",
+    "note": "text",
+}
+
+
 def _updates_insert(
     *, bot_id: int, rows: list[TelegramUpdate], texts: list[str] | None = None
 ) -> list[TelegramUpdate]:
     """updates_record on PostgreSQL: insert the new rows and read back those still to
     handle (new, or recorded before and unfinished) in ONE statement, no transaction.
     ``texts``: the payloads as JSON, when already serialised (by the cleaning)."""
-    params: list = []
-    for index, row in enumerate(rows):
-        text = texts[index] if texts is not None else json.dumps(row.payload)
-        params += [row.update_id, row.chat_id, text, row.status, row.note]
+    payloads = texts if texts is not None else [json.dumps(row.payload) for row in rows]
+    # One parameter and the same text for any number of rows (botplatform.bulk).
+    source, params = rows_source(
+        _RECORD_COLUMNS,
+        [
+            (row.update_id, row.chat_id, payload, row.status, row.note)
+            for row, payload in zip(rows, payloads, strict=True)
+        ],
+        _RECORD_CASTS,
+    )
     sql = _RECORD_SQL.format(
-        table=connection.ops.quote_name(TelegramUpdate._meta.db_table),
-        values=", ".join(["(%s::bigint, %s::bigint, %s::jsonb, %s, %s)"] * len(rows)),
+        table=connection.ops.quote_name(TelegramUpdate._meta.db_table), source=source
     )
     params += [bot_id, Status.PENDING, Status.PENDING, bot_id, Status.PENDING, Status.HANDLED]
     return models_from_sql(TelegramUpdate, sql, params)

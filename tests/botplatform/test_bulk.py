@@ -1,4 +1,5 @@
-"""values_update_sql: one UPDATE giving many rows different values, on real PostgreSQL."""
+"""rows_update_sql and rows_insert_sql: many rows, different values, one statement, on real
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from botplatform.bulk import values_update_sql
+from botplatform.bulk import rows_insert_sql, rows_update_sql
 
 CASTS = {"id": "bigint", "order": "text", "data": "jsonb", "at": "timestamptz"}
 
@@ -35,12 +36,15 @@ def table(db):
 def _rows() -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute('SELECT id, "order", data::text, at FROM bulk_demo ORDER BY id')
-        return [(pk, order, json.loads(data), at) for pk, order, data, at in cursor.fetchall()]
+        return [
+            (pk, order, None if data is None else json.loads(data), at)
+            for pk, order, data, at in cursor.fetchall()
+        ]
 
 
 def test_each_row_gets_its_own_values_and_others_stay(table):
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    sql, params = values_update_sql(
+    sql, params = rows_update_sql(
         table,
         key="id",
         columns=["order", "data", "at"],
@@ -55,7 +59,7 @@ def test_each_row_gets_its_own_values_and_others_stay(table):
 
 
 def test_a_subset_of_columns_leaves_the_rest(table):
-    sql, params = values_update_sql(
+    sql, params = rows_update_sql(
         table, key="id", columns=["order"], rows=[(2, "only")], casts=CASTS
     )
     with connection.cursor() as cursor:
@@ -77,7 +81,7 @@ def test_bad_arguments_are_refused_before_any_sql(kwargs, message):
     if kwargs.get("rows") == [(1, "x")]:
         arguments["columns"] = ["order", "data"]
     with pytest.raises(ValueError, match=message):
-        values_update_sql("bulk_demo", **arguments)
+        rows_update_sql("bulk_demo", **arguments)
 
 
 # Text PostgreSQL can store: no NUL, no lone surrogates (not encodable as UTF-8).
@@ -95,7 +99,36 @@ text_without_nul = st.text(
 def test_any_text_arrives_unchanged(table, values):
     """Odd Unicode, quotes, SQL-looking text and long strings are values, never SQL."""
     rows = [(pk, value) for pk, value in zip([1, 2, 3], values, strict=True)]
-    sql, params = values_update_sql(table, key="id", columns=["order"], rows=rows, casts=CASTS)
+    sql, params = rows_update_sql(table, key="id", columns=["order"], rows=rows, casts=CASTS)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
     assert [row[1] for row in _rows()] == values
+
+
+def test_one_statement_text_for_any_number_of_rows_and_one_parameter(table):
+    """The text never changes with the row count (psycopg converts it once and the
+    server prepares it once), and the rows are one parameter."""
+    one = rows_update_sql(table, key="id", columns=["order"], rows=[(1, "x")], casts=CASTS)
+    three = rows_update_sql(
+        table, key="id", columns=["order"], rows=[(1, "x"), (2, "y"), (3, None)], casts=CASTS
+    )
+    assert one[0] == three[0]
+    assert len(three[1]) == 1
+    with connection.cursor() as cursor:
+        cursor.execute(*three)
+        assert cursor.rowcount == 3
+    assert [row[1] for row in _rows()] == ["x", "y", None]
+
+
+def test_an_insert_types_every_column(table):
+    """A JSON null in a jsonb column is SQL NULL, as Django's JSONField stores None."""
+    at = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    sql, params = rows_insert_sql(
+        table,
+        columns=["id", "order", "data", "at"],
+        rows=[(7, 'q"uote\\', json.dumps({"deep": [1, {"x": None}]}), at), (8, None, "null", None)],
+        casts=CASTS,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    assert _rows()[3:] == [(7, 'q"uote\\', {"deep": [1, {"x": None}]}, at), (8, None, None, None)]

@@ -13,7 +13,7 @@ import json
 from django.db import connection
 from django.utils import timezone
 
-from botplatform.bulk import values_update_sql
+from botplatform.bulk import rows_insert_sql, rows_update_sql
 from workflows.engine.batch import Batch
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
@@ -57,7 +57,7 @@ def executions_update_sql(executions: list[WorkflowExecution]) -> tuple[str, lis
                 now,
             )
         )
-    return values_update_sql(
+    return rows_update_sql(
         WorkflowExecution._meta.db_table,
         key="id",
         columns=SAVE_FIELDS,
@@ -66,13 +66,33 @@ def executions_update_sql(executions: list[WorkflowExecution]) -> tuple[str, lis
     )
 
 
+_STEP_LOG_COLUMNS = [
+    "execution_id",
+    "step",
+    "step_type",
+    "input",
+    "output",
+    "duration_ms",
+    "error",
+    "created_at",
+]
+_STEP_LOG_CASTS = {
+    "execution_id": "bigint",
+    "step": "varchar",
+    "step_type": "varchar",
+    "input": "jsonb",
+    "output": "jsonb",
+    "duration_ms": "double precision",
+    "error": "text",
+    "created_at": "timestamptz",
+}
+
+
 def step_logs_insert_sql(logs: list[ExecutionStepLog]) -> tuple[str, list]:
     """One INSERT of every step log."""
     now = timezone.now()
-    rows, params = [], []
-    for log in logs:
-        rows.append("(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)")
-        params += [
+    rows = [
+        (
             log.execution_id,
             log.step,
             log.step_type,
@@ -81,13 +101,15 @@ def step_logs_insert_sql(logs: list[ExecutionStepLog]) -> tuple[str, list]:
             log.duration_ms,
             log.error,
             now,
-        ]
-    table = connection.ops.quote_name(ExecutionStepLog._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} (execution_id, step, step_type, input, output, duration_ms,"  # noqa: S608
-        f" error, created_at) VALUES {', '.join(rows)}"
+        )
+        for log in logs
+    ]
+    return rows_insert_sql(
+        ExecutionStepLog._meta.db_table,
+        columns=_STEP_LOG_COLUMNS,
+        rows=rows,
+        casts=_STEP_LOG_CASTS,
     )
-    return sql, params
 
 
 def deferred_writes(batch: Batch | None) -> list[tuple[str, list]]:
