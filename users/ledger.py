@@ -4,7 +4,9 @@ Rules (see docs/loyalty.md):
 
 - Every balance change is one append-only ``BonusTransaction`` written in the same
   transaction as the balance, under the user's row lock (``SELECT ... FOR UPDATE``),
-  with a compare-and-set UPDATE; the database CHECKs keep balances non-negative.
+  with a compare-and-set UPDATE (in the one-statement spend, the UPDATE writes the
+  balance read under the row lock that the same statement still holds); the database
+  CHECKs keep balances non-negative.
 - Every operation carries an idempotency key, unique per project in the database.
   The same key again answers with the first result (``replayed=True``), also when
   the duplicate runs concurrently: the unique constraint decides (inside a savepoint,
