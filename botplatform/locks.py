@@ -22,6 +22,9 @@ no number appears anywhere else and two families can never take each other's loc
   session (:func:`session_lock`, :func:`sessions_lock_sql`), held until commit;
 - :data:`JOURNAL_CLAIM_NAMESPACE`: a claim on a journal row (``TelegramUpdate``),
   the two-int form ``(namespace, row key)``, held by the processing connection;
+- :data:`USER_SPEND_NAMESPACE`: a user's "spend in progress" lock, the two-int form
+  ``(namespace, user key)``, tried (never waited for) inside the spend's one statement
+  (:func:`user_spend_lock_try_sql`) and held until its transaction ends;
 - :func:`advisory_lock`: the fallback of :func:`redis_lock`, one bigint key hashed
   from the ``lock:*`` key.
 """
@@ -46,10 +49,39 @@ JOURNAL_CLAIM_NAMESPACE = 7467
 JOURNAL_CLAIM_KEY_MODULUS = 2_147_483_647
 
 
+# First half of a user's "spend in progress" lock ``(namespace, user key)``; the
+# second half is the user's id folded into an int (:func:`user_spend_lock_key`). Two
+# users whose ids differ by a multiple of the modulus share a lock: at worst a rare
+# "in progress" answer, never a wrong balance (the row lock decides that).
+USER_SPEND_NAMESPACE = 7489
+USER_SPEND_KEY_MODULUS = 2_147_483_647
+
+
 def journal_claim_key_sql(column: str) -> str:
     """``dispatch.claim_key`` in SQL, for a statement that claims a row it has just
     inserted (its id known only there). ``%`` doubled: the statement has parameters."""
     return f"({column} %% {JOURNAL_CLAIM_KEY_MODULUS})::int"
+
+
+def user_spend_lock_key(user_id: int) -> tuple[int, int]:
+    """The two-int advisory lock key of a user's spend lock (what the statement of
+    :func:`user_spend_lock_try_sql` tries), for a caller that holds it from Python."""
+    return USER_SPEND_NAMESPACE, user_id % USER_SPEND_KEY_MODULUS
+
+
+def user_spend_lock_try_sql(user_id_sql: str) -> str:
+    """A boolean SQL expression that tries the spend lock of the user whose id is
+    ``user_id_sql`` (a placeholder or column): true if this transaction now holds it
+    (or already did: the lock is re-entrant), false at once if another does.
+
+    Transaction-scoped (``pg_try_advisory_xact_lock``): released by commit or
+    rollback, so neither a crash nor an aborted transaction can leave it behind, and
+    nothing needs releasing (no round trip). ``%`` doubled: the statement has
+    parameters."""
+    return (
+        f"pg_try_advisory_xact_lock({USER_SPEND_NAMESPACE}, "
+        f"({user_id_sql} %% {USER_SPEND_KEY_MODULUS})::int)"
+    )
 
 
 # One programme-figures rollup at a time (analytics.rollups): a second one skips.

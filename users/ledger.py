@@ -4,12 +4,22 @@ Rules (see docs/loyalty.md):
 
 - Every balance change is one append-only ``BonusTransaction`` written in the same
   transaction as the balance, under the user's row lock (``SELECT ... FOR UPDATE``),
-  with a compare-and-set UPDATE; the database CHECKs keep balances non-negative.
+  with a compare-and-set UPDATE (in the one-statement spend, the UPDATE writes the
+  balance read under the row lock that the same statement still holds); the database
+  CHECKs keep balances non-negative.
 - Every operation carries an idempotency key, unique per project in the database.
   The same key again answers with the first result (``replayed=True``), also when
-  the duplicate runs concurrently: the unique constraint decides, inside a savepoint.
-- Spends also take the Redis lock ``lock:user:{userId}:spend`` to answer a second,
-  concurrent press with "in_progress"; correctness does not depend on that lock.
+  the duplicate runs concurrently: the unique constraint decides (inside a savepoint,
+  or by ``ON CONFLICT DO NOTHING`` in the one-statement spend).
+- A spend answers a second, concurrent press with "in_progress": on PostgreSQL by
+  trying the user's spend lock, a transaction-scoped advisory lock
+  (:func:`botplatform.locks.user_spend_lock_try_sql`, held until the spending
+  transaction ends), elsewhere by the Redis lock ``lock:user:{userId}:spend``.
+  Correctness does not depend on either lock.
+- On PostgreSQL a spend is one statement (:func:`_spend_in_one_statement`): lock
+  try, row lock, key lookup, entry and balance together, no savepoint (a spend
+  cannot fail for data reasons) and no Redis command. Other kinds, and spends on
+  other databases, take the general path (:func:`ledger_apply`).
 - A level move is recorded (``LevelChange``, ``customer.level_changed``) in the same
   savepoint as its entry (:mod:`users.levels`), keyed ``ledger:<entry id>``.
 - Every write drops the user's cached state after commit
@@ -23,11 +33,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from botplatform import metrics
-from botplatform.locks import LockNotAcquired, redis_lock
+from botplatform.locks import LockNotAcquired, redis_lock, user_spend_lock_try_sql
 from botplatform.models import Project
 from users.invalidation import user_state_changed
 from users.levels import level_change_record
@@ -262,12 +272,19 @@ def bonus_spend(
 ) -> BonusResult:
     """Take ``amount`` bonuses, or answer "insufficient" (nothing written).
 
-    Runs under ``lock:user:{userId}:spend``: while another spend of this user holds it
-    the answer is "in_progress" (or the first result, if this key already applied).
-    The row lock and compare-and-set make a double spend impossible even without it.
+    While another transaction's spend of this user holds the user's spend lock the
+    answer is "in_progress" (or the first result, if this key already applied). On
+    PostgreSQL that lock is an advisory lock held until the spending transaction ends
+    and the whole spend is one statement (:func:`_spend_in_one_statement`); elsewhere
+    it is the Redis lock ``lock:user:{userId}:spend``, held for the write. The row lock
+    and the balance check make a double spend impossible even without either lock.
     """
     amount = _amount_checked(amount)
     idempotency_key = _key_checked(idempotency_key)
+    if _one_statement_spends():
+        return _spend_in_one_statement(
+            user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason
+        )
     try:
         with redis_lock("user", f"{user_id}:spend"):
             return ledger_apply(
@@ -284,6 +301,155 @@ def bonus_spend(
         if entry is not None:
             return _replayed(entry, user_id=user_id, amount=-amount, kind=Kind.SPEND)
         return BonusResult(status="in_progress", balance=user.balance, transaction_id=None)
+
+
+def _one_statement_spends() -> bool:
+    """Spends are one statement where the database has data-modifying CTEs, ``ON
+    CONFLICT`` and advisory locks: PostgreSQL."""
+    return connection.vendor == "postgresql"
+
+
+_USERS = BotUser._meta.db_table
+_ENTRIES = BonusTransaction._meta.db_table
+
+
+# One spend, one statement (READ COMMITTED; every CTE sees the statement's snapshot):
+#
+# - ``lock_try``: the user's spend lock, tried first and once (MATERIALIZED: a volatile
+#   call is never inlined or repeated). False: another transaction's spend holds it.
+# - ``known``: the user as of the snapshot (unlocked): the project for the key lookup,
+#   and the balance an "in_progress" answer shows.
+# - ``prior``: the entry already written under this key (a replay), as of the snapshot.
+# - ``locked``: only with the lock and no prior entry, the user's row under
+#   ``FOR UPDATE``. If a concurrent transaction holds the row, this waits for it and
+#   then reads the row's newest version (not the snapshot's): the balance is current.
+# - ``entry``: the ledger entry, only if the balance suffices. ``ON CONFLICT DO
+#   NOTHING`` catches a duplicate of the key committed after the snapshot (the caller
+#   then re-reads it and answers replayed); its ``balance_after`` is the locked balance
+#   minus the amount, and the CHECKs keep it non-negative.
+# - ``moved``: the balance, only if the entry was written (``FROM entry``), to exactly
+#   the entry's ``balance_after``: the row is still locked by this statement, so no
+#   other write can come between the read and this update.
+def _spend_sql(lock_try: str) -> str:
+    """The statement, with ``lock_try`` as the lock's boolean expression (the tests
+    swap in ``true`` to race spends with no lock at all)."""
+    return f"""
+    WITH lock_try AS MATERIALIZED (
+        SELECT {lock_try} AS taken
+    ),
+    known AS MATERIALIZED (
+        SELECT id, project_id, balance FROM {_USERS} WHERE id = %(user_id)s
+    ),
+    prior AS MATERIALIZED (
+        SELECT t.id, t.user_id, t.amount, t.kind, t.balance_after
+        FROM {_ENTRIES} t JOIN known k ON t.project_id = k.project_id
+        WHERE t.idempotency_key = %(key)s
+    ),
+    locked AS MATERIALIZED (
+        SELECT u.id, u.project_id, u.balance FROM {_USERS} u
+        WHERE u.id = %(user_id)s
+          AND (SELECT taken FROM lock_try)
+          AND NOT EXISTS (SELECT FROM prior)
+        FOR UPDATE OF u
+    ),
+    entry AS (
+        INSERT INTO {_ENTRIES}
+            (project_id, user_id, amount, kind, reason, idempotency_key, balance_after,
+             created_by_id, created_at)
+        SELECT l.project_id, l.id, %(amount)s, %(kind)s, %(reason)s, %(key)s,
+               l.balance + %(amount)s, NULL, %(now)s
+        FROM locked l
+        WHERE l.balance + %(amount)s >= 0
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
+        RETURNING id, balance_after
+    ),
+    moved AS (
+        UPDATE {_USERS} u SET balance = e.balance_after
+        FROM entry e
+        WHERE u.id = %(user_id)s
+        RETURNING u.balance
+    )
+    SELECT (SELECT taken FROM lock_try), k.project_id, k.balance, l.balance,
+           p.id, p.user_id, p.amount, p.kind, p.balance_after,
+           e.id, e.balance_after, m.balance
+    FROM known k
+    LEFT JOIN locked l ON true
+    LEFT JOIN prior p ON true
+    LEFT JOIN entry e ON true
+    LEFT JOIN moved m ON true
+    """  # noqa: S608 (table names from the models, values as placeholders)
+
+
+_SPEND_SQL = _spend_sql(user_spend_lock_try_sql("%(user_id)s"))
+
+
+def _spend_in_one_statement(
+    *, user_id: int, amount: int, idempotency_key: str, reason: str
+) -> BonusResult:
+    """:func:`bonus_spend` on PostgreSQL: one statement (``_SPEND_SQL``), no savepoint.
+
+    No savepoint, because the statement cannot fail for data reasons: the amount is
+    validated, a spend cannot overflow, the balance check is in the statement, and a
+    duplicate key is ``ON CONFLICT DO NOTHING``. What can still fail (a deadlock, a
+    lost connection) fails the caller's transaction, which must roll back anyway.
+    Only a duplicate committed after the statement's snapshot costs a second
+    statement (re-reading the entry to answer it).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SPEND_SQL,
+            {
+                "user_id": user_id,
+                "amount": -amount,
+                "kind": str(Kind.SPEND),
+                "reason": reason[:REASON_MAX_LENGTH],
+                "key": idempotency_key,
+                "now": timezone.now(),
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise BotUser.DoesNotExist(f"no bot user {user_id}")
+    (taken, project_id, balance_seen, balance_locked, *prior, entry_id, balance_after, moved) = row
+    if prior[0] is not None:
+        if not taken:
+            metrics.inc("bp_lock_contention_total", lock="user_spend")
+        return _replayed(
+            _entry_from(prior, idempotency_key=idempotency_key),
+            user_id=user_id,
+            amount=-amount,
+            kind=Kind.SPEND,
+        )
+    if not taken:
+        metrics.inc("bp_lock_contention_total", lock="user_spend")
+        return BonusResult(status="in_progress", balance=balance_seen, transaction_id=None)
+    if balance_locked is None:  # deleted after the snapshot (users are PROTECTed)
+        raise BotUser.DoesNotExist(f"no bot user {user_id}")
+    if balance_locked < amount:
+        return BonusResult(status="insufficient", balance=balance_locked, transaction_id=None)
+    if entry_id is None:
+        # A concurrent duplicate committed the key after this statement's snapshot.
+        entry = _entry_by_key(project_id=project_id, idempotency_key=idempotency_key)
+        if entry is None:
+            raise RuntimeError(f"idempotency key {idempotency_key!r} conflicted but is gone")
+        return _replayed(entry, user_id=user_id, amount=-amount, kind=Kind.SPEND)
+    if moved != balance_after:  # cannot happen: the statement held the row lock
+        raise RuntimeError(f"spend {entry_id} of user {user_id} did not move the balance")
+    user_state_changed(user_id=user_id, project_id=project_id)
+    return BonusResult(status="ok", balance=balance_after, transaction_id=entry_id)
+
+
+def _entry_from(columns: list[Any], *, idempotency_key: str) -> BonusTransaction:
+    """The prior entry's columns as read by ``_SPEND_SQL``, for :func:`_replayed`."""
+    entry_id, entry_user_id, entry_amount, entry_kind, entry_balance_after = columns
+    return BonusTransaction(
+        pk=entry_id,
+        user_id=entry_user_id,
+        amount=entry_amount,
+        kind=entry_kind,
+        balance_after=entry_balance_after,
+        idempotency_key=idempotency_key,
+    )
 
 
 def bonus_spend_for_purchase(

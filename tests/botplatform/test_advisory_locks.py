@@ -28,7 +28,7 @@ def _other_connection() -> psycopg.Connection:
 
 
 def test_the_key_families_have_distinct_numbers():
-    numbers = [locks.SESSION_LOCK_SEED, locks.JOURNAL_CLAIM_NAMESPACE]
+    numbers = [locks.SESSION_LOCK_SEED, locks.JOURNAL_CLAIM_NAMESPACE, locks.USER_SPEND_NAMESPACE]
     assert len(set(numbers)) == len(numbers)
 
 
@@ -45,7 +45,7 @@ def test_no_module_but_locks_names_an_advisory_lock_number():
         str(path.relative_to(ROOT))
         for package in RUNTIME
         for path in (ROOT / package).rglob("*.py")
-        if path.name != "locks.py" and re.search(r"\b(7411|7467)\b", path.read_text())
+        if path.name != "locks.py" and re.search(r"\b(7411|7467|7489)\b", path.read_text())
     ]
     assert offenders == []
 

@@ -99,14 +99,25 @@ def test_rate_limited_updates_are_counted(client, token, demo_bot, double):
 
 def test_a_spend_that_finds_the_user_locked_counts_as_lock_contention(bot_user):
     from botplatform.locks import redis_lock
+    from tests.users.helpers import spend_lock_held_elsewhere
+    from users import ledger
     from users.ledger import bonus_spend
 
     sample = 'bp_lock_contention_total{lock="user_spend"}'
     before = metrics.totals().get(sample, 0)
-    with redis_lock("user", f"{bot_user.pk}:spend"):
+    with spend_lock_held_elsewhere(bot_user.pk):  # PostgreSQL: the one-statement spend
         result = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="k1")
     assert result.status == "in_progress"
     assert metrics.totals()[sample] == before + 1
+    # Other databases: the Redis lock.
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        redis_lock("user", f"{bot_user.pk}:spend"),
+    ):
+        monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+        result = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="k2")
+    assert result.status == "in_progress"
+    assert metrics.totals()[sample] == before + 2
 
 
 def test_cache_backend_gauge_follows_the_fallback_status(client, token, monkeypatch):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import psycopg
 import redis.connection
 from django.db import connection
 
-from botplatform import metrics
+from botplatform import locks, metrics
 
 
 def run_in_threads(target: Callable[[int], object], count: int) -> list[object]:
@@ -67,3 +68,36 @@ def redis_round_trips(monkeypatch):
         yield counter
     finally:
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", original)
+
+
+def other_connection() -> psycopg.Connection:
+    """A second connection to the test database (autocommit), outside Django."""
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings.get("PASSWORD") or None,
+        dbname=settings["NAME"],
+        autocommit=True,
+    )
+
+
+@contextmanager
+def spend_lock_held_elsewhere(user_id: int) -> Iterator[None]:
+    """Hold the user's spend lock in another transaction for the block, as a spend of
+    that user in a still open transaction does (PostgreSQL; ``users.ledger``).
+
+    The test's own transaction must not hold it already (a spend of that user in a
+    test that runs inside one transaction does, until the test ends): then this
+    raises instead of waiting forever.
+    """
+    other = other_connection()
+    try:
+        other.execute("BEGIN")
+        key = locks.user_spend_lock_key(user_id)
+        taken = other.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", key).fetchone()[0]
+        assert taken, f"user {user_id}'s spend lock is held already (by the test itself?)"
+        yield
+    finally:
+        other.close()  # ends the transaction, and with it the lock

@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--key-prefix", required=True)
     parser.add_argument("--go-file", required=True)
     parser.add_argument(
-        "--no-locks", action="store_true", help="Redis unreachable and no fallback lock"
+        "--no-locks", action="store_true", help="Redis unreachable, no fallback lock, no spend lock"
     )
     args = parser.parse_args()
 
@@ -33,6 +33,7 @@ def main() -> None:
     from django.db import connection
 
     from botplatform import locks
+    from users import ledger
     from users.ledger import bonus_spend
 
     if args.no_locks:
@@ -43,6 +44,8 @@ def main() -> None:
         dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
         locks._redis = lambda: dead
         locks._fallback_lock = lambda key: contextlib.nullcontext()
+        # PostgreSQL's one-statement spend: its lock try always succeeds.
+        ledger._SPEND_SQL = ledger._spend_sql("true")
     connection.ensure_connection()
 
     deadline = time.monotonic() + 30

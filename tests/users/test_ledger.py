@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import redis
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
 
 from botplatform import locks
 from botplatform.locks import redis_lock
 from tests.factories import bot_user_create, project_create
+from tests.users.helpers import redis_round_trips, spend_lock_held_elsewhere
+from users import ledger
 from users.ledger import (
     MAX_AMOUNT,
     BonusCapExceeded,
@@ -26,6 +28,22 @@ from users.models import BonusTransaction, BotUser
 from users.selectors import bonus_history_get
 
 
+@pytest.fixture(params=["one_statement", "redis_lock"])
+def spend_path(request, monkeypatch) -> str:
+    """Both ways a spend runs: PostgreSQL's one statement, and the Redis-locked general
+    path that other databases take (forced here, on PostgreSQL)."""
+    if request.param == "redis_lock":
+        monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+    return request.param
+
+
+def spend_lock_held(spend_path: str, user_id: int):
+    """Hold the lock that makes a spend of ``user_id`` answer "in_progress" on that path."""
+    if spend_path == "redis_lock":
+        return redis_lock("user", f"{user_id}:spend")
+    return spend_lock_held_elsewhere(user_id)
+
+
 def ledger_sum(user_id: int) -> int:
     return BonusTransaction.objects.filter(user_id=user_id).aggregate(s=Sum("amount"))["s"] or 0
 
@@ -34,7 +52,7 @@ def balance_of(user_id: int) -> int:
     return BotUser.objects.values_list("balance", flat=True).get(pk=user_id)
 
 
-def test_earn_then_spend_writes_entries_and_balance(bot_user):
+def test_earn_then_spend_writes_entries_and_balance(bot_user, spend_path):
     earned = bonus_earn(user_id=bot_user.pk, amount=300, idempotency_key="e1", reason="order 1")
     assert earned.status == "ok" and earned.balance == 300 and not earned.replayed
     spent = bonus_spend(user_id=bot_user.pk, amount=120, idempotency_key="s1", reason="coffee")
@@ -50,7 +68,7 @@ def test_earn_then_spend_writes_entries_and_balance(bot_user):
     assert ledger_sum(bot_user.pk) == 180
 
 
-def test_insufficient_spend_writes_nothing(bot_user):
+def test_insufficient_spend_writes_nothing(bot_user, spend_path):
     bonus_earn(user_id=bot_user.pk, amount=50, idempotency_key="e")
     result = bonus_spend(user_id=bot_user.pk, amount=51, idempotency_key="s")
     assert result == BonusResult(status="insufficient", balance=50, transaction_id=None)
@@ -62,7 +80,7 @@ def test_insufficient_spend_writes_nothing(bot_user):
     assert balance_of(bot_user.pk) == 0
 
 
-def test_retry_with_same_key_is_applied_once_and_answers_first_result(bot_user):
+def test_retry_with_same_key_is_applied_once_and_answers_first_result(bot_user, spend_path):
     first = bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="bot1:update42")
     bonus_earn(user_id=bot_user.pk, amount=5, idempotency_key="other")
     again = bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="bot1:update42")
@@ -169,24 +187,28 @@ def test_bad_keys_and_kinds_raise_value_error(bot_user):
         bonus_adjust(user_id=bot_user.pk, amount=0, reason="r", created_by=None)
 
 
-def test_unknown_user_raises_does_not_exist(db):
+def test_unknown_user_raises_does_not_exist(db, spend_path):
     with pytest.raises(BotUser.DoesNotExist):
         bonus_earn(user_id=999_999, amount=1, idempotency_key="k")
     with pytest.raises(BotUser.DoesNotExist):
         bonus_spend(user_id=999_999, amount=1, idempotency_key="k")
 
 
-def test_largest_amount_is_accepted(bot_user):
+def test_largest_amount_is_accepted(bot_user, spend_path):
     assert bonus_earn(user_id=bot_user.pk, amount=MAX_AMOUNT, idempotency_key="k").balance == (
         MAX_AMOUNT
     )
     assert bonus_spend(user_id=bot_user.pk, amount=MAX_AMOUNT, idempotency_key="s").balance == 0
 
 
-def test_spend_while_another_holds_the_lock_is_in_progress(bot_user):
+# The spend lock lasts until the spending transaction ends, and a test inside one
+# transaction would hold it from its first spend on: tests that hold it "elsewhere"
+# after a spend of the same user commit for real.
+@pytest.mark.django_db(transaction=True)
+def test_spend_while_another_holds_the_lock_is_in_progress(bot_user, spend_path):
     bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
     done = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="first")
-    with redis_lock("user", f"{bot_user.pk}:spend"):
+    with spend_lock_held(spend_path, bot_user.pk):
         busy = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="second")
         # A re-delivery of an already applied spend still answers its first result.
         replay = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="first")
@@ -196,7 +218,7 @@ def test_spend_while_another_holds_the_lock_is_in_progress(bot_user):
     assert bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="second").balance == 80
 
 
-def test_spend_works_without_redis(bot_user, monkeypatch):
+def test_spend_works_without_redis(bot_user, monkeypatch, spend_path):
     bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     monkeypatch.setattr(locks, "_redis", lambda: dead)
@@ -211,12 +233,94 @@ def test_database_refuses_a_negative_balance_even_without_the_services(bot_user)
         BotUser.objects.filter(pk=bot_user.pk).update(balance=-1)
 
 
-def test_spend_costs_few_queries(bot_user):
+def test_spend_costs_few_queries(bot_user, spend_path):
     bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
     with CaptureQueriesContext(connection) as queries:
         bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="s")
-    # (test savepoint), lock row, key lookup, savepoint, update, insert, release x2
-    assert len(queries) <= 8, [q["sql"] for q in queries]
+    if spend_path == "one_statement":
+        # Savepoints counted too: there are none.
+        assert len(queries) == 1, [q["sql"] for q in queries]
+    else:
+        # (test savepoint), lock row, key lookup, savepoint, update, insert, release x2
+        assert len(queries) <= 8, [q["sql"] for q in queries]
+
+
+def _one_spend_costs(user_id: int, key: str, amount: int, monkeypatch) -> tuple:
+    """(result, statements, Redis round trips) of one spend inside a transaction (as
+    the engine runs it: the cache invalidation after commit is not the spend's)."""
+    with (
+        transaction.atomic(),
+        redis_round_trips(monkeypatch) as trips,
+        CaptureQueriesContext(connection) as queries,
+    ):
+        result = bonus_spend(user_id=user_id, amount=amount, idempotency_key=key)
+    return result, [q["sql"] for q in queries.captured_queries], trips.count
+
+
+@pytest.mark.django_db(transaction=True)  # commits: see above
+def test_a_spend_is_one_statement_and_no_redis_command(bot_user, monkeypatch):
+    bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
+    done, statements, trips = _one_spend_costs(bot_user.pk, "s", 30, monkeypatch)
+    assert done.status == "ok" and done.balance == 70
+    assert (len(statements), trips) == (1, 0), statements
+
+    replay, statements, trips = _one_spend_costs(bot_user.pk, "s", 30, monkeypatch)
+    assert replay.replayed and replay.transaction_id == done.transaction_id
+    assert (len(statements), trips) == (1, 0), statements
+
+    poor, statements, trips = _one_spend_costs(bot_user.pk, "t", 71, monkeypatch)
+    assert poor == BonusResult(status="insufficient", balance=70, transaction_id=None)
+    assert (len(statements), trips) == (1, 0), statements
+
+    with spend_lock_held_elsewhere(bot_user.pk):
+        busy, statements, trips = _one_spend_costs(bot_user.pk, "u", 1, monkeypatch)
+    assert busy == BonusResult(status="in_progress", balance=70, transaction_id=None)
+    assert (len(statements), trips) == (1, 0), statements
+    assert balance_of(bot_user.pk) == 70 == ledger_sum(bot_user.pk)
+
+
+def test_the_general_path_takes_the_redis_lock(bot_user, monkeypatch):
+    """What the one statement saves: the general path's statements and lock commands."""
+    bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
+    monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+    done, statements, trips = _one_spend_costs(bot_user.pk, "s", 30, monkeypatch)
+    assert done.status == "ok" and done.balance == 70
+    assert len(statements) > 1 and trips >= 2, (statements, trips)
+
+
+@pytest.mark.django_db(transaction=True)  # commits: see above
+def test_a_spend_replayed_with_another_amount_or_kind_is_a_conflict(project, spend_path):
+    alice = bot_user_create(project=project)
+    bob = bot_user_create(project=project)
+    bonus_earn(user_id=alice.pk, amount=100, idempotency_key="e")
+    bonus_earn(user_id=bob.pk, amount=100, idempotency_key="f")
+    bonus_spend(user_id=alice.pk, amount=10, idempotency_key="s")
+    with pytest.raises(IdempotencyKeyConflict, match="already used"):
+        bonus_spend(user_id=alice.pk, amount=11, idempotency_key="s")
+    with pytest.raises(IdempotencyKeyConflict):
+        bonus_spend(user_id=bob.pk, amount=10, idempotency_key="s")  # another user
+    with pytest.raises(IdempotencyKeyConflict):
+        bonus_spend(user_id=alice.pk, amount=100, idempotency_key="e")  # the earn's key
+    with spend_lock_held(spend_path, alice.pk), pytest.raises(IdempotencyKeyConflict):
+        bonus_spend(user_id=alice.pk, amount=12, idempotency_key="s")  # also while busy
+    assert (balance_of(alice.pk), balance_of(bob.pk)) == (90, 100)
+    assert BonusTransaction.objects.filter(kind="spend").count() == 1
+
+
+def test_an_insufficient_spend_writes_nothing_not_even_the_row(bot_user):
+    """The one statement leaves the user's row as it was (no UPDATE ran), and a
+    replay of the refused key is not a replay."""
+    bonus_earn(user_id=bot_user.pk, amount=50, idempotency_key="e")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xmin::text FROM users_botuser WHERE id = %s", [bot_user.pk])
+        version = cursor.fetchone()[0]
+        assert bonus_spend(user_id=bot_user.pk, amount=51, idempotency_key="s").status == (
+            "insufficient"
+        )
+        cursor.execute("SELECT xmin::text FROM users_botuser WHERE id = %s", [bot_user.pk])
+        assert cursor.fetchone()[0] == version
+    assert not BonusTransaction.objects.filter(kind="spend").exists()
+    assert bonus_spend(user_id=bot_user.pk, amount=50, idempotency_key="s").balance == 0
 
 
 def test_purchase_share_cap(project):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,12 +19,14 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 
-from botplatform import locks
+from botplatform import locks, metrics
 from tests.factories import bot_user_create, project_create
-from tests.users.helpers import run_in_threads
+from tests.users.helpers import other_connection, run_in_threads
+from users import ledger
 from users.ledger import bonus_earn, bonus_spend
 from users.models import BonusTransaction, BotUser
 
@@ -58,9 +61,11 @@ def _redis_down(monkeypatch) -> None:
 
 
 def _no_locks(monkeypatch) -> None:
-    """Neither Redis nor the advisory fallback: only the database guards remain."""
+    """Neither Redis nor the advisory fallback, nor (PostgreSQL's one-statement spend)
+    the spend lock: only the database guards remain."""
     _redis_down(monkeypatch)
     monkeypatch.setattr(locks, "_fallback_lock", lambda key: contextlib.nullcontext())
+    monkeypatch.setattr(ledger, "_SPEND_SQL", ledger._spend_sql("true"))
 
 
 def test_50_spends_from_threads_with_the_lock():
@@ -231,3 +236,153 @@ def test_50_spends_from_separate_processes_without_any_lock(tmp_path):
     )
     assert statuses == {"ok": 14, "insufficient": 36}
     _assert_ledger_consistent(user.pk, start=100, amount=7, successes=14)
+
+
+# --- PostgreSQL's one-statement spend: its lock, its snapshot, its ON CONFLICT -----------
+
+
+def test_50_spends_from_threads_with_the_lock_never_overdraw():
+    """The balance runs out under contention: every answer is ok, insufficient or
+    in_progress, at most 14 spends of 7 fit in 100, and the ledger stays exact."""
+    user = _user_with(100)
+    results = run_in_threads(
+        lambda i: bonus_spend(user_id=user.pk, amount=7, idempotency_key=f"t:{i}"), 50
+    )
+    statuses = Counter(getattr(r, "status", repr(r)) for r in results)
+    assert set(statuses) <= {"ok", "insufficient", "in_progress"}, statuses
+    assert 1 <= statuses["ok"] <= 14
+    _assert_ledger_consistent(user.pk, start=100, amount=7, successes=statuses["ok"])
+
+
+def test_concurrent_duplicates_with_the_lock_are_applied_once():
+    user = _user_with(100)
+    results = run_in_threads(
+        lambda i: bonus_spend(user_id=user.pk, amount=10, idempotency_key="double-tap"), 20
+    )
+    statuses = Counter(getattr(r, "status", repr(r)) for r in results)
+    assert set(statuses) <= {"ok", "in_progress"}, statuses
+    applied = [r for r in results if r.status == "ok"]
+    assert sum(not r.replayed for r in applied) == 1
+    assert {(r.transaction_id, r.balance) for r in applied} == {(applied[0].transaction_id, 90)}
+    _assert_ledger_consistent(user.pk, start=100, amount=10, successes=1)
+
+
+def _waiting_for_a_lock(marker: str, *, timeout: float = 10) -> None:
+    """Until a backend running a statement that contains ``marker`` waits for a lock."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                [f"%{marker}%"],
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"no statement with {marker!r} ever waited for a lock")
+
+
+@pytest.mark.parametrize("amount", [10, 11])
+def test_a_duplicate_committed_after_the_snapshot_is_caught_by_on_conflict(amount):
+    """Another transaction writes the same key (without the spend lock) and commits
+    while the spend waits for the user's row: the spend's snapshot missed it, the
+    insert's ON CONFLICT catches it, and a second statement reads it to answer."""
+    user = _user_with(100)
+    other = other_connection()
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT id FROM users_botuser WHERE id = %s FOR UPDATE", [user.pk])
+        entry_id = other.execute(
+            "INSERT INTO users_bonustransaction (project_id, user_id, amount, kind, reason,"
+            " idempotency_key, balance_after, created_at)"
+            " VALUES (%s, %s, -10, 'spend', '', 'dup', 90, now()) RETURNING id",
+            [user.project_id, user.pk],
+        ).fetchone()[0]
+        other.execute("UPDATE users_botuser SET balance = 90 WHERE id = %s", [user.pk])
+
+        outcome: list = []
+
+        def spend() -> None:
+            try:
+                with CaptureQueriesContext(connection) as queries:
+                    try:
+                        result = bonus_spend(user_id=user.pk, amount=amount, idempotency_key="dup")
+                    except ledger.IdempotencyKeyConflict as error:  # the other amount
+                        result = error
+                outcome.append((result, len(queries)))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=spend)
+        thread.start()
+        _waiting_for_a_lock("lock_try")
+        other.execute("COMMIT")
+        thread.join(30)
+    finally:
+        other.close()
+    ((result, statements),) = outcome
+    if amount == 10:
+        assert result == ledger.BonusResult(
+            status="ok", balance=90, transaction_id=entry_id, replayed=True
+        )
+    else:
+        assert isinstance(result, ledger.IdempotencyKeyConflict), result
+    assert statements == 2  # the spend, then the re-read of the conflicting entry
+    assert BotUser.objects.filter(pk=user.pk, balance=90).exists()
+    _assert_ledger_consistent(user.pk, start=100, amount=10, successes=1)
+
+
+def test_a_spend_while_the_first_spends_transaction_is_open_is_in_progress():
+    """The spend lock lasts until the first spend's transaction ends: a second spend
+    answers in_progress at once (a re-delivery of the open spend too: its entry is not
+    committed yet), then goes through after the commit. A rollback frees it as well."""
+    user = _user_with(100)
+    started, finish = threading.Event(), threading.Event()
+    first: list = []
+
+    def open_spend(key: str, *, commit: bool) -> None:
+        try:
+            with transaction.atomic():
+                first.append(bonus_spend(user_id=user.pk, amount=10, idempotency_key=key))
+                started.set()
+                finish.wait(30)
+                if not commit:
+                    raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=open_spend, args=("first",), kwargs={"commit": True})
+    thread.start()
+    assert started.wait(30)
+    sample = 'bp_lock_contention_total{lock="user_spend"}'
+    before = metrics.totals().get(sample, 0)
+    began = time.monotonic()
+    busy = bonus_spend(user_id=user.pk, amount=10, idempotency_key="second")
+    again = bonus_spend(user_id=user.pk, amount=10, idempotency_key="first")
+    assert time.monotonic() - began < 5  # answered, not waited
+    finish.set()
+    thread.join(30)
+    assert busy == ledger.BonusResult(status="in_progress", balance=100, transaction_id=None)
+    assert again == busy
+    assert metrics.totals()[sample] == before + 2
+    assert first[0].status == "ok" and first[0].balance == 90
+    replay = bonus_spend(user_id=user.pk, amount=10, idempotency_key="first")
+    assert replay.replayed and replay.transaction_id == first[0].transaction_id
+    assert bonus_spend(user_id=user.pk, amount=10, idempotency_key="second").balance == 80
+
+    started.clear()
+    finish.clear()
+    thread = threading.Thread(target=open_spend, args=("third",), kwargs={"commit": False})
+    thread.start()
+    assert started.wait(30)
+    assert bonus_spend(user_id=user.pk, amount=5, idempotency_key="fourth").status == (
+        "in_progress"
+    )
+    finish.set()
+    thread.join(30)
+    assert bonus_spend(user_id=user.pk, amount=5, idempotency_key="fourth").balance == 75
+    assert BotUser.objects.get(pk=user.pk).balance == 75
+    assert not BonusTransaction.objects.filter(idempotency_key="third").exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from botplatform.conversation import InputEvent
-from botplatform.locks import redis_lock
+from tests.users.helpers import spend_lock_held_elsewhere
 from tests.workflows.conftest import buttons, command, press, publish, texts
 from users.models import BonusTransaction, BotUser
 from workflows.models import WorkflowExecution
@@ -70,7 +70,7 @@ def test_spend_in_progress_branch(project, user):
     fund(user, 500)
     publish(project, shop())
     go = buttons(command(user, "start"))["Go"]
-    with redis_lock("user", f"{user.pk}:spend"):
+    with spend_lock_held_elsewhere(user.pk):  # another transaction's spend is open
         assert texts(press(user, go)) == ["Busy"]
     assert BotUser.objects.get(pk=user.pk).balance == 500
 
