@@ -281,7 +281,7 @@ def bonus_spend(
     """
     amount = _amount_checked(amount)
     idempotency_key = _key_checked(idempotency_key)
-    if _one_statement_spends():
+    if spends_in_one_statement():
         return _spend_in_one_statement(
             user_id=user_id, amount=amount, idempotency_key=idempotency_key, reason=reason
         )
@@ -303,7 +303,7 @@ def bonus_spend(
         return BonusResult(status="in_progress", balance=user.balance, transaction_id=None)
 
 
-def _one_statement_spends() -> bool:
+def spends_in_one_statement() -> bool:
     """Spends are one statement where the database has data-modifying CTEs, ``ON
     CONFLICT`` and advisory locks: PostgreSQL."""
     return connection.vendor == "postgresql"

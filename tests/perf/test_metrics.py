@@ -114,7 +114,7 @@ def test_a_spend_that_finds_the_user_locked_counts_as_lock_contention(bot_user):
         pytest.MonkeyPatch.context() as monkeypatch,
         redis_lock("user", f"{bot_user.pk}:spend"),
     ):
-        monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+        monkeypatch.setattr(ledger, "spends_in_one_statement", lambda: False)
         result = bonus_spend(user_id=bot_user.pk, amount=10, idempotency_key="k2")
     assert result.status == "in_progress"
     assert metrics.totals()[sample] == before + 2

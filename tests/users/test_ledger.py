@@ -33,7 +33,7 @@ def spend_path(request, monkeypatch) -> str:
     """Both ways a spend runs: PostgreSQL's one statement, and the Redis-locked general
     path that other databases take (forced here, on PostgreSQL)."""
     if request.param == "redis_lock":
-        monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+        monkeypatch.setattr(ledger, "spends_in_one_statement", lambda: False)
     return request.param
 
 
@@ -282,7 +282,7 @@ def test_a_spend_is_one_statement_and_no_redis_command(bot_user, monkeypatch):
 def test_the_general_path_takes_the_redis_lock(bot_user, monkeypatch):
     """What the one statement saves: the general path's statements and lock commands."""
     bonus_earn(user_id=bot_user.pk, amount=100, idempotency_key="e")
-    monkeypatch.setattr(ledger, "_one_statement_spends", lambda: False)
+    monkeypatch.setattr(ledger, "spends_in_one_statement", lambda: False)
     done, statements, trips = _one_spend_costs(bot_user.pk, "s", 30, monkeypatch)
     assert done.status == "ok" and done.balance == 70
     assert len(statements) > 1 and trips >= 2, (statements, trips)

@@ -289,8 +289,8 @@ def _clear_other_waiting(state: RunState, execution: WorkflowExecution) -> None:
 StepCall = Callable[[StepType, StepRuntime], Outcome]
 
 
-def _run_step(handler: StepType, rt: StepRuntime, call: StepCall) -> Outcome:
-    if handler.atomic:
+def _run_step(handler: StepType, rt: StepRuntime, call: StepCall, *, savepoint: bool) -> Outcome:
+    if savepoint:
         with transaction.atomic():
             return call(handler, rt)
     return call(handler, rt)
@@ -356,12 +356,13 @@ def drive(
         )
         started = time.perf_counter()
         error = ""
+        savepoint = handler.savepoint(step)
         try:
-            outcome = _run_step(handler, rt, call)
+            outcome = _run_step(handler, rt, call, savepoint=savepoint)
         except StepFailure as exc:
             error = str(exc)
         except DatabaseError:
-            if not handler.atomic:
+            if not savepoint:
                 raise  # the transaction is unusable; let the whole event roll back
             logger.exception("workflow step %s failed", step_id)
             error = "a database error occurred"

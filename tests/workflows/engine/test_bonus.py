@@ -176,3 +176,33 @@ def test_the_demo_spend_button(project, user):
     assert texts(first) == ["Done, balance 0"]
     assert second.actions[0].text == "This button is no longer active."
     assert BonusTransaction.objects.filter(kind="spend").count() == 1
+
+
+def test_a_spend_that_fails_in_the_database_rolls_the_whole_event_back(project, user, monkeypatch):
+    """A one-statement spend runs without a savepoint: a database error there fails the
+    whole event (the transport rolls it back and retries it), and nothing the event
+    did before the spend stays (here: a variable set by the step before it)."""
+    import pytest
+    from django.db import DatabaseError, transaction
+
+    from users import ledger
+    from users.models import UserVariable
+
+    fund(user, 250)
+    definition = shop()
+    definition["steps"]["menu"]["buttons"] = [[{"text": "Go", "next": "mark"}]]
+    definition["steps"]["mark"] = {
+        "type": "set_variable",
+        "variable": "marked",
+        "value": "1",
+        "next": "op",
+    }
+    publish(project, definition)
+    go = buttons(command(user, "start"))["Go"]
+    monkeypatch.setattr(ledger, "_SPEND_SQL", "SELECT no_such_function_here()")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        press(user, go)
+    assert not UserVariable.objects.filter(user=user, key="marked").exists()
+    assert BotUser.objects.get(pk=user.pk).balance == 250
+    monkeypatch.undo()
+    assert texts(press(user, go)) == ["Done, balance 150"]  # the retry goes through

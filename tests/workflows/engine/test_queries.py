@@ -25,15 +25,14 @@ MENU = {
 }
 
 
-def _count(func) -> tuple[object, list[str]]:
+def _count(func, savepoints: list[str] | None = None) -> tuple[object, list[str]]:
+    """(result, statements); the SAVEPOINT statements go to ``savepoints`` if given."""
     with CaptureQueriesContext(connection) as queries:
         result = func()
-    statements = [
-        q["sql"]
-        for q in queries.captured_queries
-        if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
-    ]
-    return result, statements
+    sql = [q["sql"] for q in queries.captured_queries]
+    if savepoints is not None:
+        savepoints += [s for s in sql if s.startswith("SAVEPOINT")]
+    return result, [s for s in sql if not s.startswith(("SAVEPOINT", "RELEASE"))]
 
 
 def test_a_button_press_costs_four_queries_with_a_warm_cache(project, user):
@@ -77,8 +76,9 @@ SHOP = {
 
 def test_a_spend_press_costs_one_statement_and_no_round_trip_more(project, user, monkeypatch):
     """The spend itself is one statement (PostgreSQL, users.ledger) and no Redis command:
-    a press that spends costs the plain press's statements plus that one (the bonus
-    step's own savepoint aside) and the same Redis round trips."""
+    a press that spends costs the plain press's statements plus that one, no savepoint
+    more (the bonus step takes none around a one-statement spend) and the same Redis
+    round trips."""
     from tests.users.helpers import redis_round_trips
     from users.ledger import bonus_earn
 
@@ -86,11 +86,13 @@ def test_a_spend_press_costs_one_statement_and_no_round_trip_more(project, user,
     publish(project, SHOP)
     command(user, "start")  # warms the user state and version caches
     shown = buttons(command(user, "start"))
+    look_savepoints: list[str] = []
+    spend_savepoints: list[str] = []
     with redis_round_trips(monkeypatch) as looking:
-        _, look = _count(lambda: press(user, shown["Look"]))
+        _, look = _count(lambda: press(user, shown["Look"]), look_savepoints)
     shown = buttons(command(user, "start"))
     with redis_round_trips(monkeypatch) as spending:
-        result, spend = _count(lambda: press(user, shown["Spend"]))
+        result, spend = _count(lambda: press(user, shown["Spend"]), spend_savepoints)
     assert texts(result) == ["90 bonuses"]
     assert BonusTransaction.objects.get(kind="spend").balance_after == 90
     # session lock, the waiting row (locked), the spend, the execution update, the step log
@@ -99,3 +101,4 @@ def test_a_spend_press_costs_one_statement_and_no_round_trip_more(project, user,
     ledger_statements = [s for s in spend if "users_botuser" in s or "users_bonustransaction" in s]
     assert len(ledger_statements) == 1 and "pg_try_advisory_xact_lock" in ledger_statements[0]
     assert spending.count == looking.count
+    assert len(spend_savepoints) == len(look_savepoints), (spend_savepoints, look_savepoints)

@@ -412,6 +412,12 @@ class StepType:
     # Fields that name other steps.
     target_fields: ClassVar[tuple[str, ...]] = ("next",)
 
+    def savepoint(self, step: dict) -> bool:
+        """Whether this step runs in a savepoint (``atomic``). A step whose every write
+        is one statement can do without: a failing statement then fails the whole
+        event, which rolls back and is retried, instead of the step alone."""
+        return self.atomic
+
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         """The JSON Schema of one step of this type (``$ref`` into the file's ``$defs``)."""

@@ -84,6 +84,11 @@ class BonusStep(StepType):
     atomic = True
     target_fields = ("next", "on_success", "on_insufficient", "on_in_progress")
 
+    def savepoint(self, step: dict) -> bool:
+        """A spend on PostgreSQL is one statement (``users.ledger``): nothing of it can
+        be half-applied, so no SAVEPOINT and RELEASE around it."""
+        return not (step.get("operation") == "spend" and services.spends_in_one_statement())
+
     def check(self, checker: Checker) -> None:
         step = checker.step
         checker.choice("operation", OPERATIONS)
