@@ -623,3 +623,38 @@ def test_a_claim_taken_while_a_wave_finishes_finds_the_row_done_not_handled(doub
         finishing.close()
     assert outcome == ["done"]
     assert double.sent_texts(tg_bot.token) == []
+
+
+def _wal_syncs() -> int:
+    """WAL flushes so far (this backend's pending counters included)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT wal_sync FROM pg_stat_wal")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_the_claim_stamp_and_the_done_marks_do_not_wait_for_a_wal_flush(
+    double, tg_bot, monkeypatch
+):
+    """A lone update commits four times (record, claim, the wave, done): the record and
+    the wave wait for their WAL flush; the claim's stamp and the done marks do not
+    (batch._async_commit), which halves the flushes a lone update costs."""
+    from botplatform.telegram import batch
+
+    def waves(count: int, first_chat: int) -> int:
+        before = _wal_syncs()
+        for chat in range(first_chat, first_chat + count):
+            rows = _record(tg_bot, [double.message(tg_bot.token, chat, "hi")])
+            assert updates_run_batch(bot_id=tg_bot.pk, rows=rows).leftovers == []
+        return _wal_syncs() - before
+
+    waves(3, 700)  # warm: users created
+    lean = waves(20, 710)
+    monkeypatch.setattr(batch, "_async_commit", lambda: "")
+    full = waves(20, 740)
+    print(f"WAL flushes for 20 lone updates: {lean} (all synchronous: {full})")
+    assert full >= 20 * 3, full  # at least record, claim or done, and the wave
+    assert lean <= full - 20 * 3 // 2, (lean, full)  # about 20 x 2 fewer
+    assert {row.status for row in TelegramUpdate.objects.filter(bot=tg_bot)} == {Status.DONE}
