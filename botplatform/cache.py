@@ -119,6 +119,11 @@ def rate_limit_bot_send_key(bot_id: int) -> str:
     return rate_limit_key("bot_send", bot_id, "1s:tat")
 
 
+def rate_limit_webhook_key(bot_id: int) -> str:
+    """GCRA TAT of one bot's webhook requests (``TELEGRAM_WEBHOOK_RATE``)."""
+    return rate_limit_key("webhook", bot_id, "tat")
+
+
 def rate_limit_chat_send_key(bot_id: int, chat_id: int) -> str:
     """GCRA TAT of one bot's outgoing messages to one chat."""
     return rate_limit_key("chat_send", f"{bot_id}:{chat_id}", "window:tat")

@@ -44,6 +44,43 @@ def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
 
 
+_RATE_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_RATE_MAX_COUNT = 10**9
+
+
+def rate_parse(text: str) -> tuple[int, int]:
+    """A rate such as ``6000/m`` or ``5/10s`` as (events, window in ms).
+
+    The format django-ratelimit takes: a positive count, ``/``, an optional positive
+    multiplier and a unit (s, m, h, d). Raises ValueError naming what is wrong."""
+    count, slash, period = str(text).strip().partition("/")
+    unit = period[-1:].lower()
+    multiplier = period[:-1] or "1"
+    if (
+        not slash
+        or unit not in _RATE_UNITS_MS
+        or not (count.isascii() and count.isdigit() and 0 < len(count) <= 10)
+        or not (multiplier.isascii() and multiplier.isdigit() and 0 < len(multiplier) <= 6)
+        or not 0 < int(count) <= _RATE_MAX_COUNT
+        or int(multiplier) == 0
+    ):
+        raise ValueError(
+            f"{str(text)[:40]!r} is not a rate: write events/period, e.g. 6000/m or 5/10s "
+            "(period units s, m, h, d)"
+        )
+    return int(count), int(multiplier) * _RATE_UNITS_MS[unit]
+
+
+def env_rate(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """A rate setting (see :func:`rate_parse`), checked at start-up."""
+    value = env_str(name, default, environ)
+    try:
+        rate_parse(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return value
+
+
 def env_list(
     name: str, default: list[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> list[str]:

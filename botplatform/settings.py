@@ -17,6 +17,7 @@ from botplatform.env import (
     env_bool,
     env_int,
     env_list,
+    env_rate,
     env_str,
     trusted_proxy_count,
 )
@@ -249,7 +250,7 @@ TELEGRAM_CHAT_SEND_WINDOW_MS = env_int("TELEGRAM_CHAT_SEND_WINDOW_MS", 3000)  # 
 # A member's "last seen" is stamped at most this often: a chatty user costs no write.
 USER_LAST_SEEN_RESOLUTION_SECONDS = max(env_int("USER_LAST_SEEN_RESOLUTION_SECONDS", 300), 1)
 TELEGRAM_WEBHOOK_ASYNC = env_bool("TELEGRAM_WEBHOOK_ASYNC", False)  # hand off to Celery
-TELEGRAM_WEBHOOK_RATE = env_str("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (django-ratelimit)
+TELEGRAM_WEBHOOK_RATE = env_rate("TELEGRAM_WEBHOOK_RATE", "6000/m")  # per bot (GCRA, ratelimit.py)
 ADMIN_LOGIN_RATE = env_str("ADMIN_LOGIN_RATE", "10/m")  # per username and client address
 # Per username over all addresses (one account hammered from many addresses).
 ADMIN_LOGIN_USERNAME_RATE = env_str("ADMIN_LOGIN_USERNAME_RATE", "30/m")

@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from botplatform.env import cache_config, database_config, env_bool, env_int, env_list
+from botplatform.env import (
+    cache_config,
+    database_config,
+    env_bool,
+    env_int,
+    env_list,
+    env_rate,
+    rate_parse,
+)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +156,36 @@ def test_cache_redis_url_uses_django_redis_with_hiredis_and_timeouts():
 def test_cache_rejects_non_redis_url():
     with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
         cache_config("memcached://x")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("6000/m", (6000, 60_000)),
+        ("5/10s", (5, 10_000)),
+        (" 2/h ", (2, 3_600_000)),
+        ("1/D", (1, 86_400_000)),
+    ],
+)
+def test_a_rate_is_events_per_period(text, expected):
+    assert rate_parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "6000", "0/m", "5/0s", "-1/m", "5/x", "5/m/s", "five/m", "٣/m", "1" * 11 + "/m"]
+)
+def test_a_bad_rate_is_refused_at_start_up_with_the_setting_named(text):
+    with pytest.raises(ImproperlyConfigured, match=r"TELEGRAM_WEBHOOK_RATE.*not a rate"):
+        env_rate("TELEGRAM_WEBHOOK_RATE", "6000/m", {"TELEGRAM_WEBHOOK_RATE": text or " x"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=5000))
+def test_any_text_is_a_rate_or_a_clear_error(text):
+    """NUL bytes, odd Unicode digits, absurd sizes: a (count, window) or a ValueError."""
+    try:
+        count, window = rate_parse(text)
+    except ValueError as exc:
+        assert "is not a rate" in str(exc) and len(str(exc)) < 200
+    else:
+        assert 0 < count <= 10**9 and window >= 1_000

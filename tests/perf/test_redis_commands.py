@@ -30,6 +30,10 @@ MAX_PRESS = 5
 # one script for its limits, its reply's slot and its state read (EVALSHA, MGET), SET of
 # the user's key and of the bot's.
 MAX_WAVE_OF_ONE = 4
+# A webhook request: the webhook's own per-bot limit (one script: EVALSHA, MGET, SET;
+# django-ratelimit's fixed window was SET NX, EXISTS, INCRBY and EVAL, 3-4 round trips)
+# and then a wave of one.
+MAX_WEBHOOK = MAX_WAVE_OF_ONE + 3
 # A batch: one script for every limit of the batch and its state read (EVALSHA, MGET),
 # one SET per user, one for the bot.
 BATCH = 10
@@ -125,6 +129,40 @@ def test_a_warm_lone_update_of_a_poll_costs_at_most_four_redis_commands(
     assert "Your balance" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
     assert sum(calls.values()) <= MAX_WAVE_OF_ONE, calls
     assert calls.get("evalsha") == 1 and calls.get("mget") == 1, calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_warm_webhook_request_costs_its_limit_script_and_a_wave_of_one(
+    client, demo_bot, double, commands, monkeypatch, settings
+):
+    import json
+
+    from django.urls import reverse
+
+    settings.TELEGRAM_CHAT_SEND_WINDOW_MS = 1
+    metrics.flush()
+    monkeypatch.setattr(metrics, "_next_flush", float("inf"))
+    url = reverse("telegram_webhook", kwargs={"bot_id": demo_bot.pk})
+
+    def post(update: dict) -> None:
+        response = client.post(
+            url,
+            data=json.dumps(update),
+            content_type="application/json",
+            HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN=demo_bot.webhook_secret,
+        )
+        assert response.status_code == 200
+
+    post(double.command(demo_bot.token, CHAT, "/start"))
+    for text in ("Balance", "Back"):
+        post(double.press(demo_bot.token, CHAT, text))
+
+    commands.reset()
+    post(double.press(demo_bot.token, CHAT, "Balance"))
+    calls = commands.calls()
+    assert "Your balance" in double.messages[(CHAT, double.last_message[CHAT])]["text"]
+    assert sum(calls.values()) <= MAX_WEBHOOK, calls
+    assert calls.get("evalsha") == 2 and "incrby" not in calls, calls
 
 
 @pytest.mark.django_db(transaction=True)
