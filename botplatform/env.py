@@ -64,8 +64,9 @@ def rate_parse(text: str) -> tuple[int, int]:
         or not 0 < int(count) <= _RATE_MAX_COUNT
         or int(multiplier) == 0
     ):
+        shown = repr(str(text)[:20])[:60]  # a hostile value is not echoed at length
         raise ValueError(
-            f"{str(text)[:40]!r} is not a rate: write events/period, e.g. 6000/m or 5/10s "
+            f"{shown} is not a rate: write events/period, e.g. 6000/m or 5/10s "
             "(period units s, m, h, d)"
         )
     return int(count), int(multiplier) * _RATE_UNITS_MS[unit]
