@@ -70,8 +70,8 @@ def redis_round_trips(monkeypatch):
         monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", original)
 
 
-def other_connection() -> psycopg.Connection:
-    """A second connection to the test database (autocommit), outside Django."""
+def other_connection(*, autocommit: bool = True) -> psycopg.Connection:
+    """A second connection to the test database, outside Django (another process's)."""
     settings = connection.settings_dict
     return psycopg.connect(
         host=settings["HOST"] or "127.0.0.1",
@@ -79,7 +79,7 @@ def other_connection() -> psycopg.Connection:
         user=settings["USER"],
         password=settings.get("PASSWORD") or None,
         dbname=settings["NAME"],
-        autocommit=True,
+        autocommit=autocommit,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -15,6 +14,7 @@ from botplatform.telegram.client import api
 from botplatform.telegram.dispatch import claim_key, update_run
 from botplatform.telegram.journal import updates_record
 from devtools import bench
+from tests.users.helpers import other_connection
 from users.models import BotUser, UserVariable
 from workflows.models import ExecutionStepLog, WorkflowExecution
 
@@ -90,14 +90,7 @@ def test_a_row_claimed_elsewhere_leaves_the_whole_batch_to_update_run(double, tg
         tg_bot,
         [double.message(tg_bot.token, 621, "a"), double.message(tg_bot.token, 622, "b")],
     )
-    settings = connection.settings_dict
-    other = psycopg.connect(
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        user=settings["USER"],
-        dbname=settings["NAME"],
-        autocommit=True,
-    )
+    other = other_connection()
     try:
         other.execute(
             "SELECT pg_advisory_lock(%s, %s)", [JOURNAL_CLAIM_NAMESPACE, claim_key(rows[1].pk)]
@@ -591,13 +584,7 @@ def test_a_claim_taken_while_a_wave_finishes_finds_the_row_done_not_handled(doub
         chat_id=641,
         actions=actions_to_json([SendMessage(chat_id=641, text="only once")]),
     )
-    settings = connection.settings_dict
-    finishing = psycopg.connect(
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        user=settings["USER"],
-        dbname=settings["NAME"],
-    )
+    finishing = other_connection(autocommit=False)
     outcome: list[str] = []
 
     def claim() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -11,6 +10,7 @@ from botplatform.locks import sessions_lock_sql
 from botplatform.models import Bot, Project
 from botplatform.telegram.botcache import bot_for_wave, bots_forget
 from tests.factories import bot_create
+from tests.users.helpers import other_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,14 +32,7 @@ def _wave(bot_id: int, locks=None) -> tuple[Bot, int]:
 
 def _other_connection_execute(sql: str, params: list) -> None:
     """A change made outside this process's ORM (another process, a psql session)."""
-    settings = connection.settings_dict
-    with psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        dbname=settings["NAME"],
-        autocommit=True,
-    ) as other:
+    with other_connection() as other:
         other.execute(sql, params)
 
 
