@@ -14,7 +14,8 @@ in a fixed handful of statements whatever its size:
    several claims inside its transaction and stamps nothing, so one death does not
    charge every row of it (``docs/reliability.md``). The webhook's row is inserted
    already claimed and stamped, so it skips this;
-2. in one transaction: read the bot and project and take every conversation
+2. in one transaction: read the bot and project (kept per process and checked by
+   their row versions, ``botcache``) and take every conversation
    (session) lock of the wave (``HandlerBatch.lock_sql``): one statement; then the
    handler's batch reads ahead (``HandlerBatch.read_ahead``: for the engine the users
    and the waiting executions, two statements, and the users' cached state) with the
@@ -25,7 +26,10 @@ in a fixed handful of statements whatever its size:
 4. write every row's replies and status (the outbox, clearing ``claimed_at``) and the
    handler's put-off writes (``HandlerBatch.writes``: the executions' new waiting
    state, the step logs, the users' last-seen stamps) in ONE statement, and commit;
-5. send the replies, then mark the rows done and free the claims: two statements.
+5. send the replies, then mark the rows done and free the claims: one statement
+   (``_finish``; ``update_run`` reads a handled row under its row lock, so a claim
+   taken between the two finds it done). The claim's stamp of a wave of one and the
+   done marks do not wait for the WAL flush (``_async_commit``).
 
 Each handler runs under the update budget (``budget``): the one that runs past it is
 quarantined, the wave rolls back and its other rows go to ``update_run``. A row
