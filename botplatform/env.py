@@ -44,6 +44,25 @@ def env_int(name: str, default: int, environ: Mapping[str, str] | None = None) -
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
 
 
+def env_float(
+    name: str, default: float, environ: Mapping[str, str] | None = None, *, maximum: float = 3600
+) -> float:
+    """A number of seconds: finite, from 0 to ``maximum`` (a typo must not disable
+    what it spaces out, as ``inf`` or ``nan`` would)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= maximum:  # also false for nan
+        shown = repr(raw[:20])[:60]
+        raise ImproperlyConfigured(f"{name} must be a number from 0 to {maximum:g}, got {shown}")
+    return value
+
+
 _RATE_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _RATE_MAX_COUNT = 10**9
 
@@ -118,13 +137,15 @@ def database_config(
         raise ImproperlyConfigured(
             f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {scheme!r}"
         )
-    # Health checks cost a `SELECT 1` round trip on the first query after each request
-    # (the webhook: one per update; the runner: at most one a second per worker, see
-    # lanes.ConnectionCheck). Without them a connection the server dropped fails the
+    # Health checks cost a `SELECT 1` round trip on the first query after a request
+    # starts, at most once per DATABASE_HEALTH_CHECK_INTERVAL a connection (our backend,
+    # botplatform/postgresql; the runner calls close_old_connections at most once a
+    # second per worker, lanes.ConnectionCheck). Without them a connection the server dropped fails the
     # one request or update that finds it (the webhook answers 503 and Telegram
     # retries; the runner retries the update) and Django closes it after the error.
     config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=health_checks)
     if config["ENGINE"] == "django.db.backends.postgresql":
+        config["ENGINE"] = "botplatform.postgresql"  # Django's, health checks spaced out
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("connect_timeout", 5)
         config["OPTIONS"].setdefault("server_side_binding", prepared)

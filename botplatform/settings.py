@@ -15,6 +15,7 @@ from botplatform.env import (
     cache_config,
     database_config,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_rate,
@@ -92,7 +93,9 @@ TEMPLATES = [
 # --- Data stores -----------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL")
-# DATABASE_HEALTH_CHECKS=false saves one `SELECT 1` per webhook request (see env.py);
+# DATABASE_HEALTH_CHECKS=false saves Django's `SELECT 1` before a request's first query,
+# which DATABASE_HEALTH_CHECK_INTERVAL already limits to once a second a connection
+# (botplatform/postgresql/base.py; 0 = before every request);
 # DATABASE_PREPARED_STATEMENTS=false for PgBouncer in transaction mode before 1.21.
 DATABASES = {
     "default": database_config(
@@ -102,6 +105,7 @@ DATABASES = {
         prepared=env_bool("DATABASE_PREPARED_STATEMENTS", True),
     )
 }
+DATABASE_HEALTH_CHECK_INTERVAL = env_float("DATABASE_HEALTH_CHECK_INTERVAL", 1.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Staff permissions come from project roles (botplatform/roles.py), never from

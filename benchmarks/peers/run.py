@@ -216,7 +216,7 @@ class Contender:
             time.sleep(0.2)
         self.fail("not every bot was polled within 90 s")
 
-    def start_webhook(self, port: int) -> None:
+    def start_webhook(self, port: int, *, threads: int = 8) -> None:
         if self.kind in RUNNERS:
             env = self.runner_env()
             command = [
@@ -228,7 +228,7 @@ class Contender:
                 "-k",
                 "gthread",
                 "--threads",
-                "8",
+                str(threads),
                 "-b",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -346,6 +346,7 @@ def profile_start(
             "record",
             "--gil",
             "--nonblocking",
+            "--subprocesses",  # gunicorn's worker, in the webhook phase
             "-f",
             "raw",
             "-r",
@@ -405,6 +406,10 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
     users = [(tokens[n % len(tokens)], base + n) for n in range(options.users)]
     steps = {chat: 0 for _, chat in users}
     redis_client.flushall()
+    # What autovacuum does in production (this machine's PostgreSQL runs without it):
+    # without statistics the planner costs the runner's user read-ahead on a table it
+    # believes empty and scans the whole project's members; and dead rows pile up.
+    pg.execute("VACUUM (ANALYZE)")
     contender = Contender(kind, processes=options.processes, tokens=tokens, env=env, tmp=tmp)
     meter = Meter(pg=pg, redis=redis_client, count_glob=contender.count_glob)
     result: dict = {"kind": kind}
@@ -510,6 +515,7 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
             bots=bots,
             pg=pg,
             redis_client=redis_client,
+            run_no=run_no,
         )
         extra += result["webhook"].pop("extra")
         lost += result["webhook"].pop("lost")
@@ -518,7 +524,9 @@ def run_once(kind: str, *, options, bots, env, tmp, run_no: int, pg, redis_clien
     return result
 
 
-def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots, pg, redis_client) -> dict:
+def webhook_phase(
+    kind, *, options, users, steps, double, env, tmp, bots, pg, redis_client, run_no
+) -> dict:
     """Concurrent clients post the users' next moves to the webhook, as Telegram does;
     a move counts when its reply reached the double."""
     import http.client
@@ -531,7 +539,7 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots, pg, re
     )
     bot_of = {token: bot_id for bot_id, token in bots}
     secret = "peer-bench-secret"
-    contender.start_webhook(port)
+    contender.start_webhook(port, threads=options.webhook_threads)
     from measure import Meter
 
     meter = Meter(pg=pg, redis=redis_client, count_glob=contender.count_glob)
@@ -573,12 +581,14 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots, pg, re
                 statuses[response.status] = statuses.get(response.status, 0) + 1
                 queue.append((token, chat))
 
+    profiler = None
     try:
         for warm in (True, False):
             double.take()
             if not warm:
                 time.sleep(PG_SETTLE)
                 pg0, snap0 = meter.pg_counters(), meter.snapshot()
+                profiler = profile_start(options, contender, kind, run_no, "webhook")
             deadline[0] = time.perf_counter() + (3 if warm else options.webhook_seconds)
             started = time.perf_counter()
             threads = [threading.Thread(target=client) for _ in range(options.webhook_clients)]
@@ -588,6 +598,7 @@ def webhook_phase(kind, *, options, users, steps, double, env, tmp, bots, pg, re
                 thread.join()
             double.wait_replied(60)
             seconds = time.perf_counter() - started
+        profile_stop(profiler)
         time.sleep(0.5)
         snap1 = meter.snapshot()
         latencies, extra, _batches = double.take()
@@ -707,6 +718,9 @@ def main() -> None:
     parser.add_argument("--webhook-seconds", type=float, default=15)
     parser.add_argument("--webhook-clients", type=int, default=16)
     parser.add_argument(
+        "--webhook-threads", type=int, default=8, help="gunicorn gthread threads per worker"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 repetition, 3 burst rounds, 12 s paced, 8 s webhook"
     )
     parser.add_argument("--json", default="", help="also write the raw results here")
@@ -716,7 +730,10 @@ def main() -> None:
         help="py-spy one phase (GIL samples, collapsed stacks) into this directory",
     )
     parser.add_argument(
-        "--profile-phase", choices=["paced", "burst"], default="paced", help="for --profile"
+        "--profile-phase",
+        choices=["paced", "burst", "webhook"],
+        default="paced",
+        help="for --profile",
     )
     parser.add_argument("--keep", action="store_true", help="keep the contenders' logs")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable for --profile")

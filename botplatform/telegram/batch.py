@@ -29,7 +29,7 @@ in a fixed handful of statements whatever its size:
 5. send the replies, then mark the rows done and free the claims: one statement
    (``_finish``; ``update_run`` reads a handled row under its row lock, so a claim
    taken between the two finds it done). The claim's stamp of a wave of one and the
-   done marks do not wait for the WAL flush (``_async_commit``).
+   done marks do not wait for the WAL flush (``journal.async_commit_item``).
 
 Each handler runs under the update budget (``budget``): the one that runs past it is
 quarantined, the wave rolls back and its other rows go to ``update_run``. A row
@@ -82,7 +82,7 @@ from botplatform.telegram.dispatch import (
     update_run,
 )
 from botplatform.telegram.handler import HandlerBatch, handler_get
-from botplatform.telegram.journal import update_record, update_record_claimed
+from botplatform.telegram.journal import async_commit_item, update_record, update_record_claimed
 from botplatform.telegram.sender import BotUnauthorized, actions_send
 from botplatform.telegram.updates import update_chat_type, update_sender_id
 
@@ -120,22 +120,6 @@ SELECT ARRAY(SELECT id FROM claimed), ARRAY(SELECT id FROM bump){async_commit}
 """
 
 
-def _async_commit() -> str:
-    """A select-list item that commits the statement's own transaction without waiting
-    for the WAL flush (``synchronous_commit`` off for that transaction only), for the
-    journal's bookkeeping statements run in autocommit: the claim's stamp and the done
-    marks. Each flush costs PostgreSQL about 0.6 ms of CPU and the update its wait;
-    these two were half of a lone update's four. What a server crash (not a runner's:
-    the server still writes it) could lose within ``wal_writer_delay``: a stall not
-    counted, or rows left handled, whose replies then go out again, as after a
-    runner's crash between a reply and its done mark. The journal's insert and the
-    wave's transaction (the ledger, the conversation) stay synchronous. Empty inside
-    a caller's transaction, whose commit is not ours to weaken."""
-    if connection.in_atomic_block:
-        return ""
-    return ", set_config('synchronous_commit', 'off', true)"
-
-
 def _claim(pks: list[int], *, stamp: bool) -> tuple[list[int], list[int]]:
     """Lock every row we can (session advisory locks) and count an attempt on the
     pending ones: one statement. Returns (claimed pks, bumped pks).
@@ -153,7 +137,7 @@ def _claim(pks: list[int], *, stamp: bool) -> tuple[list[int], list[int]]:
             _CLAIM_SQL.format(
                 table=_table(),
                 stamp=", claimed_at = now()" if stamp else "",
-                async_commit=_async_commit(),
+                async_commit=async_commit_item(),
             ),
             [pks, [claim_key(pk) for pk in pks], JOURNAL_CLAIM_NAMESPACE, Status.PENDING],
         )
@@ -336,7 +320,7 @@ def _finish(delivered: list[int], claimed: list[int]) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                _FINISH_SQL.format(table=_table(), async_commit=_async_commit()),
+                _FINISH_SQL.format(table=_table(), async_commit=async_commit_item()),
                 [
                     Status.DONE,
                     timezone.now(),

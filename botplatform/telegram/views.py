@@ -14,9 +14,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from botplatform import ratelimit
+from botplatform.bots import webhook_secret_get
 from botplatform.cache import rate_limit_webhook_key
 from botplatform.env import rate_parse
-from botplatform.models import Bot
 from botplatform.telegram.batch import update_process
 from botplatform.telegram.journal_clean import UpdateRefused
 
@@ -53,14 +53,13 @@ def telegram_webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
     if _webhook_limited(bot_id):
         return JsonResponse({"ok": False, "error": "rate limited"}, status=429)
     try:
-        bots = Bot.objects.filter(pk=bot_id, is_active=True).only("pk", "webhook_secret")
-        bot = bots.order_by("pk").first()  # by pk: no join for the default ordering
+        secret = webhook_secret_get(bot_id=bot_id)
     except DatabaseError:
         logger.exception("Webhook for bot %s: the database is unavailable", bot_id)
         return JsonResponse({"ok": False}, status=503)
     given = request.headers.get(SECRET_HEADER, "")
-    expected = bot.webhook_secret if bot is not None else _NO_SECRET
-    if not hmac.compare_digest(given.encode(), expected.encode()) or bot is None:
+    expected = secret if secret is not None else _NO_SECRET
+    if not hmac.compare_digest(given.encode(), expected.encode()) or secret is None:
         logger.warning("Webhook for bot %s: wrong or missing secret token; rejected", bot_id)
         return JsonResponse({"ok": False}, status=403)
     update, refusal = _body_read(request, bot_id)
@@ -70,7 +69,7 @@ def telegram_webhook(request: HttpRequest, bot_id: int) -> HttpResponse:
         logger.warning("Webhook for bot %s: update is not an object; skipped", bot_id)
         return JsonResponse({"ok": True})
     try:
-        update_process(bot_id=bot.pk, update=update)
+        update_process(bot_id=bot_id, update=update)
     except UpdateRefused as exc:
         logger.warning("Webhook for bot %s: update %s", bot_id, exc)
         return JsonResponse({"ok": False, "error": str(exc)}, status=400)

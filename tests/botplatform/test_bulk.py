@@ -105,7 +105,7 @@ def test_any_text_arrives_unchanged(table, values):
     assert [row[1] for row in _rows()] == values
 
 
-def test_one_statement_text_for_any_number_of_rows_and_one_parameter(table):
+def test_one_statement_text_for_any_number_of_rows_and_one_parameter_for_the_rows(table):
     """The text never changes with the row count (psycopg converts it once and the
     server prepares it once), and the rows are one parameter."""
     one = rows_update_sql(table, key="id", columns=["order"], rows=[(1, "x")], casts=CASTS)
@@ -113,7 +113,7 @@ def test_one_statement_text_for_any_number_of_rows_and_one_parameter(table):
         table, key="id", columns=["order"], rows=[(1, "x"), (2, "y"), (3, None)], casts=CASTS
     )
     assert one[0] == three[0]
-    assert len(three[1]) == 1
+    assert len(three[1]) == 2 and three[1][1] == 3  # the rows (one JSON text), their count
     with connection.cursor() as cursor:
         cursor.execute(*three)
         assert cursor.rowcount == 3
@@ -132,3 +132,49 @@ def test_an_insert_types_every_column(table):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
     assert _rows()[3:] == [(7, 'q"uote\\', {"deep": [1, {"x": None}]}, at), (8, None, None, None)]
+
+
+def _generic_plan(sql: str, params: list, types: str) -> str:
+    """The plan a prepared statement settles on (plan_cache_mode=force_generic_plan,
+    what the server uses once it has run the statement five times), as JSON text."""
+    numbered = sql
+    for n in range(1, len(params) + 1):
+        numbered = numbered.replace("%s", f"${n}", 1)
+    with connection.cursor() as cursor:
+        # EXPLAIN takes no bound parameters: the values go in as quoted literals
+        cursor.execute(
+            "SELECT " + ", ".join("quote_literal(%s::text)" for _ in params),
+            [str(value) for value in params],
+        )
+        literals = ", ".join(cursor.fetchone())
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE bulk_probe({types}) AS {numbered}")
+        try:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE bulk_probe({literals})")
+            return json.dumps(cursor.fetchone()[0])
+        finally:
+            cursor.execute("DEALLOCATE bulk_probe")
+            cursor.execute("RESET plan_cache_mode")
+
+
+def test_a_prepared_update_of_one_row_looks_it_up_by_index_not_by_a_table_scan(table):
+    """A set-returning function counts as 100 rows to the planner: joined to a table of
+    a few thousand rows (a cleaned journal), a prepared update of ONE row chose a hash
+    join over a scan of the whole table. The row count as a LIMIT tells it otherwise;
+    the same statement without it is the control."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO bulk_demo SELECT n, repeat('x', 200), '{}', NULL"
+            " FROM generate_series(10, 5000) AS n"
+        )
+        cursor.execute("ANALYZE bulk_demo")
+    sql, params = rows_update_sql(table, key="id", columns=["order"], rows=[(11, "y")], casts=CASTS)
+    plan = _generic_plan(sql, params, "jsonb, bigint")
+    assert '"Index Scan"' in plan and '"Seq Scan"' not in plan, plan
+    unlimited = sql.replace(" LIMIT %s", "")
+    assert unlimited != sql
+    control = _generic_plan(unlimited, params[:1], "jsonb")
+    assert '"Seq Scan"' in control, control
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 1

@@ -48,7 +48,7 @@ def test_database_default_is_embedded_sqlite(tmp_path):
 
 def test_database_postgres_url_uses_persistent_checked_connections():
     config = database_config("postgres://bp:pw@db.internal:5433/botplatform", "/tmp")
-    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert config["ENGINE"] == "botplatform.postgresql"  # Django's, health checks spaced
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("db.internal", 5433, "botplatform")
     assert config["CONN_MAX_AGE"] == 600
     assert config["CONN_HEALTH_CHECKS"] is True

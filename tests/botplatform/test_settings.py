@@ -60,7 +60,7 @@ def test_full_stack_from_urls():
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
-    assert loaded["db"] == "django.db.backends.postgresql"
+    assert loaded["db"] == "botplatform.postgresql"
     assert loaded["cache"] == "botplatform.cache_backend.ResilientRedisCache"
     assert loaded["broker"] == "redis://127.0.0.1:6379/2"  # broker defaults to REDIS_URL
     assert loaded["eager"] is False

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
-from botplatform.telegram.batch import updates_run_batch
+from botplatform.telegram.batch import update_process, updates_run_batch
 from botplatform.telegram.client import api
 from botplatform.telegram.dispatch import claim_key, update_run
 from botplatform.telegram.journal import updates_record
@@ -627,7 +627,7 @@ def test_the_claim_stamp_and_the_done_marks_do_not_wait_for_a_wal_flush(
 ):
     """A lone update commits four times (record, claim, the wave, done): the record and
     the wave wait for their WAL flush; the claim's stamp and the done marks do not
-    (batch._async_commit), which halves the flushes a lone update costs."""
+    (journal.async_commit_item), which halves the flushes a lone update costs."""
     from botplatform.telegram import batch
 
     def waves(count: int, first_chat: int) -> int:
@@ -639,9 +639,37 @@ def test_the_claim_stamp_and_the_done_marks_do_not_wait_for_a_wal_flush(
 
     waves(3, 700)  # warm: users created
     lean = waves(20, 710)
-    monkeypatch.setattr(batch, "_async_commit", lambda: "")
+    monkeypatch.setattr(batch, "async_commit_item", lambda: "")
     full = waves(20, 740)
     print(f"WAL flushes for 20 lone updates: {lean} (all synchronous: {full})")
     assert full >= 20 * 3, full  # at least record, claim or done, and the wave
     assert lean <= full - 20 * 3 // 2, (lean, full)  # about 20 x 2 fewer
     assert {row.status for row in TelegramUpdate.objects.filter(bot=tg_bot)} == {Status.DONE}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("echo_handler")
+def test_a_webhook_update_waits_for_one_wal_flush_and_is_durable_with_it(
+    double, tg_bot, monkeypatch
+):
+    """The webhook's claimed insert does not wait for its flush: the wave's synchronous
+    commit, before the webhook answers, flushes the WAL up to its own commit record,
+    the insert's included. One flush a request instead of two."""
+    from botplatform.telegram import batch, journal
+
+    def requests(count: int, first_chat: int) -> int:
+        before = _wal_syncs()
+        for chat in range(first_chat, first_chat + count):
+            update_process(bot_id=tg_bot.pk, update=double.message(tg_bot.token, chat, "hi"))
+        return _wal_syncs() - before
+
+    requests(3, 800)  # warm: users created
+    lean = requests(20, 810)
+    monkeypatch.setattr(journal, "async_commit_item", lambda: "")
+    monkeypatch.setattr(batch, "async_commit_item", lambda: "")
+    full = requests(20, 840)
+    print(f"WAL flushes for 20 webhook updates: {lean} (all synchronous: {full})")
+    assert full >= 20 * 3, full  # the insert, the wave and the done marks
+    assert lean <= 20 + 5, (lean, full)  # the wave's, about one each
+    assert {row.status for row in TelegramUpdate.objects.filter(bot=tg_bot)} == {Status.DONE}
+    assert double.sent_texts(tg_bot.token).count("echo:hi") == 43

@@ -48,6 +48,29 @@ def test_unknown_bot_is_rejected(client, db):
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize("bot_id", [0, 2**63, 10**40])
+def test_an_id_beyond_any_bot_is_rejected_with_403_not_a_database_error(client, db, bot_id):
+    response = client.post(
+        f"/telegram/webhook/{bot_id}/", data="{}", content_type="application/json", **{HEADER: "x"}
+    )
+    assert response.status_code == 403
+
+
+def test_a_deactivated_bot_and_a_rotated_secret_take_effect_on_the_next_request(
+    client, double, tg_bot
+):
+    old = tg_bot.webhook_secret
+    assert _post(client, tg_bot, double.message(tg_bot.token, 830, "a")).status_code == 200
+    Bot.objects.filter(pk=tg_bot.pk).update(webhook_secret="n" * 32)
+    assert _post(client, tg_bot, double.message(tg_bot.token, 830, "b")).status_code == 403
+    tg_bot.webhook_secret = "n" * 32
+    assert _post(client, tg_bot, double.message(tg_bot.token, 830, "c")).status_code == 200
+    Bot.objects.filter(pk=tg_bot.pk).update(is_active=False)
+    assert _post(client, tg_bot, double.message(tg_bot.token, 830, "d")).status_code == 403
+    assert double.sent_texts(tg_bot.token) == ["echo:a", "echo:c"]
+    assert old != tg_bot.webhook_secret
+
+
 def test_update_is_handled_and_a_duplicate_delivery_only_once(client, double, tg_bot):
     update = double.message(tg_bot.token, 802, "hook")
     assert _post(client, tg_bot, update).status_code == 200
