@@ -63,13 +63,13 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _clone(tmp_path: Path) -> Path:
-    branch = subprocess.run(
-        ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=ROOT, text=True, capture_output=True
+    """A fresh clone of the commit under test (a detached worktree's too)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, text=True, capture_output=True, check=True
     ).stdout.strip()
     clone = tmp_path / "clone"
-    subprocess.run(
-        ["git", "clone", "--quiet", "--branch", branch, str(ROOT), str(clone)], check=True
-    )
+    subprocess.run(["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", commit], cwd=clone, check=True)
     (clone / ".venv").symlink_to((ROOT / ".venv").resolve())
     return clone
 

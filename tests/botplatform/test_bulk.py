@@ -171,10 +171,33 @@ def test_a_prepared_update_of_one_row_looks_it_up_by_index_not_by_a_table_scan(t
     sql, params = rows_update_sql(table, key="id", columns=["order"], rows=[(11, "y")], casts=CASTS)
     plan = _generic_plan(sql, params, "jsonb, bigint")
     assert '"Index Scan"' in plan and '"Seq Scan"' not in plan, plan
-    unlimited = sql.replace(" LIMIT %s", "")
+    unlimited = sql.replace(" LIMIT (SELECT %s::bigint)", "")
     assert unlimited != sql
     control = _generic_plan(unlimited, params[:1], "jsonb")
     assert '"Seq Scan"' in control, control
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         assert cursor.rowcount == 1
+
+
+def test_a_prepared_update_keeps_one_plan_instead_of_planning_every_time(table):
+    """After five runs the server keeps a generic plan for a prepared statement, unless
+    the plans made for the actual values look cheaper: a row count it could read at
+    planning time did that, and every run was planned again."""
+    sql, params = rows_update_sql(table, key="id", columns=["order"], rows=[(1, "z")], casts=CASTS)
+    numbered = sql.replace("%s", "$1", 1).replace("%s", "$2", 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT quote_literal(%s::text)", [params[0]])  # EXECUTE binds nothing
+        (rows,) = cursor.fetchone()
+        cursor.execute(f"PREPARE bulk_reuse(jsonb, bigint) AS {numbered}")
+        try:
+            for _ in range(8):
+                cursor.execute(f"EXECUTE bulk_reuse({rows}, 1)")
+            cursor.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name = 'bulk_reuse'"
+            )
+            generic, custom = cursor.fetchone()
+        finally:
+            cursor.execute("DEALLOCATE bulk_reuse")
+    assert (generic, custom) == (3, 5)
