@@ -138,11 +138,12 @@ def database_config(
             f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {scheme!r}"
         )
     # Health checks cost a `SELECT 1` round trip on the first query after a request
-    # starts, at most once per DATABASE_HEALTH_CHECK_INTERVAL a connection (our backend,
-    # botplatform/postgresql; the runner calls close_old_connections at most once a
-    # second per worker, lanes.ConnectionCheck). Without them a connection the server dropped fails the
-    # one request or update that finds it (the webhook answers 503 and Telegram
-    # retries; the runner retries the update) and Django closes it after the error.
+    # starts, at most once per DATABASE_HEALTH_CHECK_INTERVAL a connection (our
+    # backend, botplatform/postgresql; the runner calls close_old_connections at most
+    # once a second per worker, lanes.ConnectionCheck). Without them a connection the
+    # server dropped fails the one request or update that finds it (the webhook
+    # answers 503 and Telegram retries; the runner retries the update) and Django
+    # closes it after the error.
     config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=health_checks)
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["ENGINE"] = "botplatform.postgresql"  # Django's, health checks spaced out
