@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from django.db import connection
 
 from botplatform import ratelimit
+from botplatform.bulk import any_of
 from botplatform.cache import workflow_waiting_key
 from botplatform.conversation import Action
 from botplatform.locks import sessions_lock_sql
@@ -93,7 +94,7 @@ class EngineBatch:
         users = models_from_sql(
             BotUser,
             f"SELECT * FROM {connection.ops.quote_name(BotUser._meta.db_table)}"  # noqa: S608
-            " WHERE project_id = %s AND telegram_id = ANY(%s)",
+            f" WHERE project_id = %s AND telegram_id = {any_of('bigint[]')}",
             [project_id, sorted({parsed.telegram_id for parsed in updates})],
         )
         ahead = self.batch.users

@@ -63,7 +63,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from botplatform import metrics, ratelimit
-from botplatform.bulk import rows_update_sql
+from botplatform.bulk import any_of, rows_update_sql
 from botplatform.conversation import AnswerCallback, actions_from_json
 from botplatform.locks import JOURNAL_CLAIM_NAMESPACE
 from botplatform.models import Bot, TelegramUpdate
@@ -302,7 +302,7 @@ def waves(rows: list[TelegramUpdate]) -> list[list[TelegramUpdate]]:
 _FINISH_SQL = """
 WITH done AS (
     UPDATE {table} SET status = %s, sent_count = jsonb_array_length(actions), done_at = %s
-    WHERE id = ANY(%s::bigint[]) AND status = %s
+    WHERE id = {any_ids} AND status = %s
 )
 SELECT count(*){async_commit} FROM unnest(%s::int[]) AS k WHERE pg_advisory_unlock(%s, k)
 """
@@ -320,7 +320,9 @@ def _finish(delivered: list[int], claimed: list[int]) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                _FINISH_SQL.format(table=_table(), async_commit=async_commit_item()),
+                _FINISH_SQL.format(
+                    table=_table(), any_ids=any_of("bigint[]"), async_commit=async_commit_item()
+                ),
                 [
                     Status.DONE,
                     timezone.now(),

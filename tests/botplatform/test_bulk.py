@@ -11,7 +11,7 @@ from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from botplatform.bulk import rows_insert_sql, rows_update_sql
+from botplatform.bulk import any_of, rows_insert_sql, rows_update_sql
 
 CASTS = {"id": "bigint", "order": "text", "data": "jsonb", "at": "timestamptz"}
 
@@ -201,3 +201,40 @@ def test_a_prepared_update_keeps_one_plan_instead_of_planning_every_time(table):
         finally:
             cursor.execute("DEALLOCATE bulk_reuse")
     assert (generic, custom) == (3, 5)
+
+
+def _plans_after_eight_runs(where: str) -> tuple[int, int, str]:
+    """(generic plans, custom plans, the last plan) of ``SELECT … WHERE id = <where>``
+    prepared and run eight times with a one-element array."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"PREPARE any_probe(bigint[]) AS SELECT * FROM bulk_demo WHERE id = {where}")
+        try:
+            for _ in range(8):
+                cursor.execute("EXECUTE any_probe('{11}')")
+                assert cursor.fetchall()[0][0] == 11
+            cursor.execute("EXPLAIN (FORMAT JSON) EXECUTE any_probe('{11}')")
+            plan = json.dumps(cursor.fetchone()[0])
+            cursor.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name = 'any_probe'"
+            )
+            generic, custom = cursor.fetchone()
+        finally:
+            cursor.execute("DEALLOCATE any_probe")
+    return generic, custom, plan
+
+
+def test_any_of_an_array_keeps_one_generic_plan_that_uses_the_index(table):
+    """``col = ANY($1)`` is planned again for every run (the one-element plan looks
+    cheaper than the generic one); ``any_of`` hides the length from every plan."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO bulk_demo SELECT n, repeat('x', 200), '{}', NULL"
+            " FROM generate_series(10, 5000) AS n"
+        )
+        cursor.execute("ANALYZE bulk_demo")
+    generic, custom, plan = _plans_after_eight_runs(any_of("bigint[]").replace("%s", "$1"))
+    assert (generic, custom) == (4, 5), (generic, custom)  # eight runs and the EXPLAIN
+    assert '"Index Scan"' in plan and '"Seq Scan"' not in plan, plan
+    generic, custom, _plan = _plans_after_eight_runs("ANY($1)")  # the control
+    assert generic == 0, (generic, custom)

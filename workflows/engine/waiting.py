@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from botplatform import metrics
+from botplatform.bulk import any_of
 from botplatform.cache import WORKFLOW_WAITING_TTL, workflow_waiting_key
 from botplatform.rawmodels import models_from_sql
 from workflows.engine.batch import Batch
@@ -50,7 +51,8 @@ def waiting_prefetch(batch: Batch, session_keys: list[str]) -> None:
     # (and raw() longer mapping its columns: botplatform.rawmodels).
     rows = models_from_sql(
         WorkflowExecution,
-        f"SELECT * FROM {table} WHERE session_key = ANY(%s) AND status = %s FOR UPDATE",  # noqa: S608
+        f"SELECT * FROM {table} WHERE session_key = {any_of('text[]')} AND status = %s"  # noqa: S608
+        " FOR UPDATE",
         [sorted(keys), Status.WAITING],
     )
     for execution in rows:
