@@ -78,18 +78,26 @@ def rows_source(
     return source, ["[" + ",".join(objects) + "]", len(rows)]
 
 
-def any_of(sql_type: str) -> str:
-    """``ANY(…)`` of one array parameter of ``sql_type`` (``"bigint[]"``), for a hot
-    prepared statement.
+def hidden(sql_type: str) -> str:
+    """One parameter of ``sql_type`` that no plan can read: ``(SELECT %s::T)``, for a
+    hot prepared statement.
 
-    A plain ``col = ANY(%s)`` lets the planner read the array's length when it plans:
-    plans made for one element look cheaper than the prepared statement's generic
-    plan (priced for ten), so the server plans the statement again on every run
-    (0.15-0.3 ms of its CPU a lone update each). From a sub-select the length is
-    unknown to every plan alike, and the generic plan (an index scan with
-    ``= ANY``) is kept. The outer cast keeps ``ANY`` from reading the sub-select as
-    a set of rows."""
-    return f"ANY((SELECT %s::{sql_type})::{sql_type})"
+    The server plans a prepared statement's first five runs for their values, then
+    keeps one generic plan unless the plans made for the values look cheaper. A value
+    the planner can read makes them look cheaper: an array's length (plans for one
+    element beat the generic plan, priced for ten), or a constant that proves a
+    partial index's condition (``status = 'handled'`` lets a plan scan the journal's
+    open rows' index, whose statistics do not count the dead entries it walks). The
+    statement is then planned on every run, 0.15-0.3 ms of the server's CPU each. A
+    sub-select's value is unknown to every plan alike, and the generic plan is kept."""
+    return f"(SELECT %s::{sql_type})"
+
+
+def any_of(sql_type: str) -> str:
+    """``ANY(…)`` of one :func:`hidden` array parameter of ``sql_type``
+    (``"bigint[]"``); the generic plan is an index scan with ``= ANY``. The outer cast
+    keeps ``ANY`` from reading the sub-select as a set of rows."""
+    return f"ANY({hidden(sql_type)}::{sql_type})"
 
 
 def rows_update_sql(

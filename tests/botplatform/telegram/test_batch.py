@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -673,3 +675,68 @@ def test_a_webhook_update_waits_for_one_wal_flush_and_is_durable_with_it(
     assert lean <= 20 + 5, (lean, full)  # the wave's, about one each
     assert {row.status for row in TelegramUpdate.objects.filter(bot=tg_bot)} == {Status.DONE}
     assert double.sent_texts(tg_bot.token).count("echo:hi") == 43
+
+
+def _done_marks_plans() -> dict[bool, tuple[int, int]]:
+    """(generic, custom) plans of this connection's prepared done-marks statements (the
+    driver prepares a statement at its fifth run, then the server counts its plans),
+    by whether the claims' array is hidden."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement LIKE '%%unnest((SELECT%%', generic_plans, custom_plans"
+            " FROM pg_prepared_statements WHERE statement LIKE '%%WITH done AS%%'"
+        )
+        return {hidden: (generic, custom) for hidden, generic, custom in cursor.fetchall()}
+
+
+def _done_marks_plan(pk: int) -> str:
+    """The plan the connection's prepared done-marks statement runs for row ``pk``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%%WITH done AS%%'"
+        )
+        (name,) = cursor.fetchone()
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) EXECUTE {name}('done', now(), '{{{pk}}}', 'handled',"
+            " '{1}', 1)"
+        )
+        return json.dumps(cursor.fetchone()[0])
+
+
+@pytest.mark.usefixtures("echo_handler")
+def test_the_done_marks_keep_one_plan_that_looks_rows_up_by_their_key(double, tg_bot):
+    """The done marks of a lone update ran every time on a plan made for its values:
+    the handled status proved the condition of the open rows' index, which the
+    statistics of a mostly finished journal count as nearly empty, so every run was
+    planned again and scanned that index (all its dead entries too, 0.4 ms on the
+    benchmark's journal). With every value hidden the server keeps one generic plan,
+    which finds the rows by their primary key. The same statement with the values in
+    sight is the control."""
+    from botplatform.telegram import batch
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO botplatform_telegramupdate (bot_id, update_id, chat_id, payload,"
+            " status, actions, sent_count, attempts, stalls, note, received_at, done_at)"
+            " SELECT %s, -n, 1, '{}', 'done', '[]', 0, 1, 0, '', now(), now()"
+            " FROM generate_series(1, 3000) AS n",
+            [tg_bot.pk],
+        )
+        cursor.execute("ANALYZE botplatform_telegramupdate")
+    for n in range(12):
+        (row,) = _record(tg_bot, [double.message(tg_bot.token, 670, f"m{n}")])
+        assert updates_run_batch(bot_id=tg_bot.pk, rows=[row]).leftovers == []
+    assert TelegramUpdate.objects.filter(bot=tg_bot, status=Status.DONE).count() == 3012
+    # 12 runs: the driver prepares the statement for the last 7, the server plans the
+    # first 5 of those for their values and then keeps the generic plan
+    assert _done_marks_plans()[True] == (2, 5)
+    plan = _done_marks_plan(row.pk)
+    assert "botplatform_telegramupdate_pkey" in plan and "tgupdate_open_idx" not in plan, plan
+
+    control = batch._FINISH_SQL.format(
+        table=batch._table(), any_ids="ANY(%s)", status="%s", keys="%s::int[]", async_commit=""
+    )
+    with connection.cursor() as cursor:
+        for _ in range(12):
+            cursor.execute(control, [Status.DONE, row.done_at, [row.pk], Status.HANDLED, [1], 1])
+    assert _done_marks_plans()[False] == (0, 7)  # planned for its values on every run
