@@ -495,6 +495,25 @@ def _deliver(bot: Bot, rows: list[TelegramUpdate], started: tuple[float, float])
     return result
 
 
+def update_record_polled(
+    *, bot_id: int, update: object
+) -> tuple[list[TelegramUpdate], TelegramUpdate | None]:
+    """Record a poll's one update already claimed, committed synchronously (the
+    poller moves its offset next): the worker that called this handles the claimed
+    row at once (:func:`updates_run_batch` with ``claimed=True``), with no recorder
+    in between and no claim of its own.
+
+    Returns (rows the poller still queues, the claimed row to handle now): a
+    redelivered update's open row, or a row whose claim another connection holds,
+    goes to the queue like a recorded batch's; a skipped update to neither. Raises
+    what the database raised (the poller then records through the recorder).
+    """
+    row, _created, claimed = update_record_claimed(bot_id=bot_id, update=update, durable=True)
+    if row is None or row.status not in (Status.PENDING, Status.HANDLED):
+        return [], None
+    return ([], row) if claimed else ([row], None)
+
+
 def update_process(*, bot_id: int, update: dict) -> None:
     """Record and handle one update (the webhook path). Duplicates are handled once.
 

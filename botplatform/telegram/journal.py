@@ -169,16 +169,19 @@ FROM inserted
 
 
 def update_record_claimed(
-    *, bot_id: int, update: object
+    *, bot_id: int, update: object, durable: bool = False
 ) -> tuple[TelegramUpdate | None, bool, bool]:
-    """:func:`update_record` for the webhook's fast path: a new row is inserted already
-    claimed (its ``update_run`` claim lock taken, its attempt counted, ``claimed_at``
-    set), in ONE statement, so handling it needs no claim of its own
+    """:func:`update_record` for one update handled at once (the webhook, and a poll
+    that returned one update): a new row is inserted already claimed (its
+    ``update_run`` claim lock taken, its attempt counted, ``claimed_at`` set), in ONE
+    statement, so handling it needs no claim of its own
     (``batch.updates_run_batch(claimed=True)``). Returns (row, created, claimed).
 
-    The insert does not wait for its WAL flush (:func:`async_commit_item`): the
-    caller handles a claimed row in a transaction that commits synchronously before
-    the webhook answers, and that commit makes the insert durable too.
+    The webhook's insert does not wait for its WAL flush (:func:`async_commit_item`):
+    the caller handles a claimed row in a transaction that commits synchronously
+    before the webhook answers, and that commit makes the insert durable too.
+    ``durable``: commit synchronously (a poller moves its offset, which tells Telegram
+    to forget the update, as soon as this returns).
 
     A redelivery, an update the database refuses, or any database other than
     PostgreSQL goes :func:`update_record`'s way (not claimed). Raises as it does.
@@ -193,7 +196,7 @@ def update_record_claimed(
     sql = _RECORD_CLAIMED_SQL.format(
         table=connection.ops.quote_name(TelegramUpdate._meta.db_table),
         key=journal_claim_key_sql("inserted.id"),
-        async_commit=async_commit_item(),
+        async_commit="" if durable else async_commit_item(),
     )
     params = [
         bot_id,

@@ -2,7 +2,8 @@
 
 A poller (``polling.BotPoller``) hands its recorded rows to the :class:`ChatPool` as
 jobs: a :class:`BatchJob` (fresh rows, handled by ``batch.updates_run_batch``) or an
-:class:`UpdateJob` (one row, ``dispatch.update_run``). A lane is a bot's or a chat's,
+:class:`UpdateJob` (one row, ``dispatch.update_run``); or a poll's one update, not
+recorded yet, as a :class:`DirectJob`, which the worker records and handles. A lane is a bot's or a chat's,
 so a chat's updates run in order, different lanes in parallel, and one held lane
 never holds the others.
 """
@@ -30,7 +31,9 @@ class BotPoller(Protocol):
 
     def _run_update(self, pk: int) -> None: ...
 
-    def _run_batch(self, rows: list[TelegramUpdate]) -> None: ...
+    def _run_batch(self, rows: list[TelegramUpdate], *, claimed: bool = False) -> None: ...
+
+    def _run_direct(self, job: DirectJob) -> None: ...
 
 
 class ConnectionCheck:
@@ -109,6 +112,45 @@ class BatchJob:
         return [(chat, BatchJob(self.poller, rows)) for chat, rows in groups.items()]
 
 
+class DirectJob:
+    """A poll's one update, not recorded yet: the worker records it already claimed
+    (one statement, on the connection that then handles it), tells the waiting poller
+    (:meth:`wait`), and handles it as a wave of one. See ``ChatPool.submit_direct``."""
+
+    def __init__(self, poller: BotPoller, update: object) -> None:
+        self.poller = poller
+        self.update = update
+        self.chats: set[int] = set()  # unknown until recorded; the bot's lane keeps it
+        self._recorded = threading.Event()
+        self._rows: list[TelegramUpdate] = []
+        self._error: BaseException | None = None
+
+    def __call__(self) -> None:
+        self.poller._run_direct(self)
+
+    def split(self) -> list[tuple[int, DirectJob]]:
+        return [(next(iter(self.chats), 0), self)]  # (only ever queued for an instant)
+
+    def recorded(self, rows: list[TelegramUpdate]) -> None:
+        """Recorded: ``rows`` are left for the poller to queue (a redelivered update's
+        open row), or none when this job handles the update itself."""
+        self._rows = rows
+        self._recorded.set()
+
+    def failed(self, error: BaseException) -> None:
+        """Not recorded (the poller then records it the usual way)."""
+        self._error = error
+        self._recorded.set()
+
+    def wait(self, timeout: float) -> list[TelegramUpdate]:
+        """The rows for the poller to queue; raises what kept the update unrecorded."""
+        if not self._recorded.wait(timeout):
+            raise TimeoutError(f"the update was not recorded within {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        return self._rows
+
+
 class ChatPool:
     """Worker threads taking jobs from lanes; a lane's jobs run one at a time, in order.
 
@@ -132,6 +174,7 @@ class ChatPool:
         self.ready: deque[Lane] = deque()  # lanes with queued work and no worker
         self.busy: dict[Lane, tuple[object, float]] = {}  # lane -> (job, started)
         self.detours: dict[int, set[int]] = {}  # bot -> the chats that keep its lane
+        self.idle = 0  # workers waiting for a lane
         self.closing = False
         self.draining = threading.Event()
         self.threads = [
@@ -165,6 +208,29 @@ class ChatPool:
             for lane, group in groups.items():
                 self._put(lane, BatchJob(poller, group))
 
+    def submit_direct(self, poller: BotPoller, job: DirectJob) -> bool:
+        """Give a poll's one unrecorded update to a worker at once, or refuse (False).
+
+        Taken only when a worker is idle, nothing waits for one, and the bot has no
+        job queued or running (no detour either): the worker then starts on it at
+        once, the poller's wait for the recording is as short as the recorder's, and
+        no earlier update of the bot can come after it. Otherwise the poller records
+        the update through the recorder, as a batch.
+        """
+        lane = (poller.bot_id,)
+        with self.cond:
+            if (
+                not self.per_bot
+                or self.closing
+                or self.idle == 0
+                or self.ready
+                or lane[0] in self.detours
+                or any(key[0] == lane[0] for key in (*self.lanes, *self.busy))
+            ):
+                return False
+            self._put(lane, job)
+            return True
+
     def _put(self, lane: Lane, job: object) -> None:
         jobs = self.lanes.get(lane)
         if jobs is None:
@@ -182,7 +248,11 @@ class ChatPool:
                     if self.closing:
                         close_old_connections()
                         return
-                    self.cond.wait()
+                    self.idle += 1
+                    try:
+                        self.cond.wait()
+                    finally:
+                        self.idle -= 1
                 lane = self.ready.popleft()
                 jobs = self.lanes[lane]
                 job = jobs.popleft()

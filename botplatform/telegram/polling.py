@@ -3,8 +3,9 @@
 We own the loop instead of using pyTelegramBotAPI's ``infinity_polling``: that loop
 moves the offset before its handlers run (a crash loses the batch) and its thread pool
 reorders one chat's updates. Here, per bot, a :class:`BotPoller` thread calls
-``getUpdates``, records the batch (``journal.updates_record``) and only then moves
-the offset; a ``lanes.ChatPool`` runs updates in lanes (a bot's, or a chat's), so a
+``getUpdates``, records the batch (``journal.updates_record``; a poll's one update is
+recorded already claimed by the idle worker that then handles it,
+:meth:`BotPoller._record`) and only then moves the offset; a ``lanes.ChatPool`` runs updates in lanes (a bot's, or a chat's), so a
 chat's updates run in order, different lanes in parallel, and one held lane never
 holds the others. Each update's handler runs under a time budget
 (``telegram/budget.py``), and a frozen process exits for its supervisor to restart.
@@ -37,7 +38,7 @@ from botplatform.bots import bots_changed_read
 from botplatform.models import Bot, TelegramUpdate
 from botplatform.periodic import InProcessBeat, TimerLoop
 from botplatform.telegram import budget, leases
-from botplatform.telegram.batch import updates_run_batch
+from botplatform.telegram.batch import update_record_polled, updates_run_batch
 from botplatform.telegram.botstatus import bot_mark_unauthorized, bot_status_set
 from botplatform.telegram.client import api, error_classify
 from botplatform.telegram.dispatch import update_run
@@ -47,11 +48,17 @@ from botplatform.telegram.journal import (
     updates_open,
     updates_record,
 )
-from botplatform.telegram.lanes import BATCH_MAX, ChatPool, UpdateJob
+from botplatform.telegram.lanes import BATCH_MAX, ChatPool, DirectJob, UpdateJob
 from botplatform.telegram.sender import BotUnauthorized
 from botplatform.telegram.updates import ALLOWED_UPDATES, update_id_get
 
 logger = logging.getLogger(__name__)
+
+
+# s a poller waits for a worker to record its one update before it records the update
+# through the recorder instead (the worker was idle when it took the job: normally
+# milliseconds; a stalled database makes the recorder wait too)
+DIRECT_RECORD_TIMEOUT = 30.0
 
 
 def _redis_outage(exc: BaseException) -> bool:
@@ -158,10 +165,47 @@ class BotPoller(threading.Thread):
         if fresh:
             self.pool.submit_batch(self, fresh)
 
-    def _run_batch(self, rows: list[TelegramUpdate]) -> None:
+    def _record(self, updates: list) -> list[TelegramUpdate]:
+        """Record a poll's updates; returns the rows to queue.
+
+        One update goes to an idle worker when there is one (``ChatPool.submit_direct``):
+        it records the update already claimed and handles it on the same connection,
+        which saves the recorder's hand-over and the claim's own statement and
+        transaction. The poller still waits for the recording (a synchronous commit)
+        before it moves the offset. Anything else, or a direct recording that failed,
+        goes through the recorder.
+        """
+        if len(updates) == 1:
+            job = DirectJob(self, updates[0])
+            if self.pool.submit_direct(self, job):
+                try:
+                    return job.wait(DIRECT_RECORD_TIMEOUT)
+                except Exception as exc:
+                    logger.info("Bot %s: recording through the recorder (%s)", self.bot_id, exc)
+        return self.recorder.record(bot_id=self.bot_id, updates=updates)
+
+    def _run_direct(self, job: DirectJob) -> None:
+        """A :class:`DirectJob` in a worker: record (claimed), tell the poller, handle."""
+        try:
+            left, row = update_record_polled(bot_id=self.bot_id, update=job.update)
+        except Exception as exc:
+            close_old_connections()  # a broken connection is replaced before the next job
+            job.failed(exc)
+            return
+        if row is None:
+            job.recorded(left)
+            return
+        with self._lock:
+            self._queued.add(row.pk)  # before the poller goes on: inflight counts it
+        with self.pool.cond:
+            job.chats = {row.chat_id or row.pk}  # the chat keeps the lane on a detour
+        job.recorded(left)
+        self._run_batch([row], claimed=True)
+
+    def _run_batch(self, rows: list[TelegramUpdate], *, claimed: bool = False) -> None:
         leftovers = [row.pk for row in rows]
         try:
-            leftovers = updates_run_batch(bot_id=self.bot_id, rows=rows).leftovers
+            leftovers = updates_run_batch(bot_id=self.bot_id, rows=rows, claimed=claimed).leftovers
         except BotUnauthorized:
             self.unauthorized = True
             self.stop()
@@ -277,7 +321,7 @@ class BotPoller(threading.Thread):
             try:
                 if not isinstance(updates, list):
                     raise TypeError(f"getUpdates returned a {type(updates).__name__}, not a list")
-                rows = self.recorder.record(bot_id=self.bot_id, updates=updates)
+                rows = self._record(updates)
             except Exception as exc:
                 # Not recorded, so the offset stays: Telegram hands the batch out again.
                 logger.warning("Bot %s: could not record updates (%s); retrying", self.bot_id, exc)

@@ -19,24 +19,24 @@ from django.urls import reverse
 
 from botplatform import metrics
 from botplatform.models import TelegramUpdate
-from botplatform.telegram.batch import updates_run_batch
+from botplatform.telegram.batch import update_record_polled, updates_run_batch
 from botplatform.telegram.dispatch import update_run
-from botplatform.telegram.journal import updates_record
 
 CHAT = 778001
 
-# One update per poll: record (1), claim (1), bot + project versions + session lock
-# (1: botcache), user (1), waiting execution (1), the one write (1), done + unlock (1).
-MAX_POLL_STATEMENTS = 7
-# The webhook: the bot's secret (1), record + claim (1), then as above without the
-# claim.
+# One update per poll: record + claim (1: the worker that handles it records it,
+# polling.BotPoller._record), bot + project versions + session lock (1: botcache),
+# user (1), waiting execution (1), the one write (1), done + unlock (1). (Through the
+# recorder, until 2 Dec: the claim apart, 7.)
+MAX_POLL_STATEMENTS = 6
+# The webhook: the bot's secret (1), then as above.
 MAX_WEBHOOK_STATEMENTS = 7
-# The journal row: inserted, claimed, handled (outbox), done (4); the execution's
-# waiting state (1) and its step logs (2: the pressed step and the one shown). No
-# last-seen stamp within USER_LAST_SEEN_RESOLUTION_SECONDS. (Before the wave of one:
-# 11 statements + 4 transaction statements, 7 writes; the webhook 12 + 6, 7.)
-MAX_POLL_TUPLE_WRITES = 7
-# Inserted already claimed: one write fewer.
+# The journal row: inserted already claimed, handled (outbox), done (3); the
+# execution's waiting state (1) and its step logs (2: the pressed step and the one
+# shown). No last-seen stamp within USER_LAST_SEEN_RESOLUTION_SECONDS. (Before the
+# wave of one: 11 statements + 4 transaction statements, 7 writes; the webhook 12 +
+# 6, 7. Through the recorder: 7 writes.)
+MAX_POLL_TUPLE_WRITES = 6
 MAX_WEBHOOK_TUPLE_WRITES = 6
 
 
@@ -52,9 +52,11 @@ def tuple_writes() -> int:
 
 
 def _poll(double, bot, update: dict) -> None:
-    """What runbot does with a poll that returned one update."""
-    rows = updates_record(bot_id=bot.pk, updates=[update])
-    for pk in updates_run_batch(bot_id=bot.pk, rows=rows).leftovers:
+    """What runbot's worker does with a poll that returned one update
+    (``polling.BotPoller._run_direct``)."""
+    left, row = update_record_polled(bot_id=bot.pk, update=update)
+    assert left == []
+    for pk in updates_run_batch(bot_id=bot.pk, rows=[row], claimed=True).leftovers:
         assert update_run(update_pk=pk) == "done"
 
 
