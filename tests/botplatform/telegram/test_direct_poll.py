@@ -6,8 +6,6 @@ API double and real PostgreSQL."""
 from __future__ import annotations
 
 import gc
-import threading
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -20,20 +18,13 @@ from botplatform.telegram.batch import update_record_polled
 from botplatform.telegram.dispatch import claim_key, update_run
 from botplatform.telegram.lanes import ChatPool, DirectJob, UpdateJob
 from botplatform.telegram.polling import BotPoller, Recorder
+from tests.botplatform.telegram.test_quarantine import _Poller as _QueuePoller
+from tests.botplatform.telegram.test_quarantine import _wait
 from tests.users.helpers import other_connection
 
 Status = TelegramUpdate.Status
 
 pytestmark = pytest.mark.usefixtures("echo_handler")
-
-
-def _wait(predicate, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class _CountingRecorder(Recorder):
@@ -156,18 +147,8 @@ def test_a_directly_recorded_update_is_claimed_and_stamped_from_its_first_commit
     assert double.sent_texts(tg_bot.token, 740) == ["echo:mine"]
 
 
-class _Poller:
-    """Stands in for a BotPoller in the pool: records what ran; pk 1 blocks."""
-
-    def __init__(self, bot_id: int) -> None:
-        self.bot_id = bot_id
-        self.ran: list[object] = []
-        self.release = threading.Event()
-
-    def _run_update(self, pk: int) -> None:
-        self.ran.append(pk)
-        if pk == 1:
-            self.release.wait(10)
+class _Poller(_QueuePoller):
+    """The quarantine tests' stand-in (pk 1 blocks), taking direct jobs too."""
 
     def _run_direct(self, job: DirectJob) -> None:
         self.ran.append(job.update)
